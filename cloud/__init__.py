@@ -1,0 +1,1 @@
+"""The cloud aggregator: ingest, stores, alert lifecycle, HTTP API, WebSocket and dashboard."""

@@ -1,0 +1,23 @@
+"""The cloud aggregator's configuration."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shouwang.config import BrokerConfig, HttpConfig, Strict
+
+
+class CloudConfig(Strict):
+    broker: BrokerConfig = Field(description="The cloud broker that site gateways publish to")
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/cloud/shouwang.sqlite",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    http: HttpConfig = Field(default_factory=HttpConfig, description="API and dashboard server")
+    worker_id: str = Field(
+        "cloud-1",
+        description="Stable name of this ingest worker; its broker session survives restarts",
+    )
+    max_payload_bytes: int = Field(256 * 1024, ge=256, description="Larger payloads are rejected")
+    ingest: bool = Field(True, description="Run the MQTT ingest worker in this process")
+    api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")

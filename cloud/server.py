@@ -1,0 +1,93 @@
+"""The cloud process: ingest worker and/or API server over one store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from cloud.api import build_app
+from cloud.config import CloudConfig
+from cloud.hub import Hub
+from cloud.ingest import Ingest
+from cloud.store import Store
+from shouwang.metrics import Metrics
+from shouwang.mqtt import MqttClient
+from shouwang.protocol import CLOUD_SHARED_SUBSCRIPTION
+
+log = logging.getLogger(__name__)
+
+
+class CloudServer:
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self.metrics = Metrics("cloud")
+        self.hub = Hub()
+        self.store: Store | None = None
+        self.mqtt: MqttClient | None = None
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.store = await Store.connect(self.config.database_url)
+        if self.config.api:
+            app = build_app(self.store, self.hub, self.metrics)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+            await site.start()
+            assert site._server is not None
+            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            log.info("dashboard on http://%s:%s", self.config.http.host, self.http_port)
+        if self.config.ingest:
+            self.mqtt = MqttClient(
+                self.config.broker,
+                client_id=self.config.worker_id,
+                persistent=True,
+                manual_ack=True,
+            )
+            self.mqtt.subscribe(CLOUD_SHARED_SUBSCRIPTION, 1)
+            await self.mqtt.start()
+            ingest = Ingest(
+                self.mqtt,
+                self.store,
+                self.metrics,
+                on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
+                max_payload_bytes=self.config.max_payload_bytes,
+            )
+            self._tasks.append(asyncio.create_task(ingest.run(), name="cloud-ingest"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        await self.hub.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
+
+    async def wait_failed(self) -> None:
+        if not self._tasks:
+            await asyncio.Event().wait()
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise RuntimeError("a cloud task ended unexpectedly")
+
+
+async def run(config: CloudConfig) -> None:
+    server = CloudServer(config)
+    await server.start()
+    try:
+        await server.wait_failed()
+    finally:
+        await server.stop()

@@ -1,0 +1,214 @@
+"""The SQL store: one SQLAlchemy Core layer over SQLite (default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cloud.alerts import TRANSITIONS, AlertNotFound, IllegalTransition
+from shouwang.protocol import Envelope
+
+metadata = MetaData()
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("dedup_key", String(200), nullable=False),
+    Column("resident", String(64)),
+    Column("location", String(256)),
+    Column("life_safety", Boolean, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_changed_ms", BigInteger, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("alerts_state_ts", "state", "ts"),
+    Index("alerts_ts", "ts"),
+)
+
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False, index=True),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("note", Text),
+)
+
+_ALERT_COLUMNS = [c for c in alerts.c if c.name != "body"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    async def connect(cls, url: str) -> Store:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def insert_alert(self, env: Envelope) -> dict[str, Any] | None:
+        """Store an alert once; None when this id is already stored (a redelivery)."""
+        body = env.body
+        now = _now_ms()
+        row = {
+            "id": env.id,
+            "site": env.site,
+            "type": body["type"],
+            "severity": body["severity"],
+            "device": env.device,
+            "subject": body["subject"],
+            "dedup_key": body["dedup_key"],
+            "resident": body.get("resident"),
+            "location": body.get("location"),
+            "life_safety": bool(body.get("life_safety", False)),
+            "ts": env.ts,
+            "received_ms": now,
+            "state": "open",
+            "state_changed_ms": now,
+            "body": body,
+        }
+        stmt = self._insert(alerts).values(**row).on_conflict_do_nothing(index_elements=["id"])
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt)
+            if result.rowcount != 1:
+                return None
+            await conn.execute(
+                alert_transitions.insert().values(
+                    alert_id=env.id,
+                    from_state=None,
+                    to_state="open",
+                    actor=f"site:{env.site}",
+                    ts=now,
+                    note=None,
+                )
+            )
+        return _public(row)
+
+    async def list_alerts(
+        self, *, state: str | None = None, limit: int = 100, before_ts: int | None = None
+    ) -> list[dict[str, Any]]:
+        query = select(alerts).order_by(alerts.c.ts.desc(), alerts.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(alerts.c.state == state)
+        if before_ts is not None:
+            query = query.where(alerts.c.ts < before_ts)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_public(dict(r)) for r in rows]
+
+    async def get_alert(self, alert_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(alerts).where(alerts.c.id == alert_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise AlertNotFound(alert_id)
+            history = (
+                (
+                    await conn.execute(
+                        select(alert_transitions)
+                        .where(alert_transitions.c.alert_id == alert_id)
+                        .order_by(alert_transitions.c.seq)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        alert = _public(dict(row))
+        alert["timeline"] = [
+            {k: h[k] for k in ("from_state", "to_state", "actor", "ts", "note")} for h in history
+        ]
+        return alert
+
+    async def transition(
+        self, alert_id: str, target: str, *, actor: str, note: str | None = None
+    ) -> dict[str, Any]:
+        """Move an alert to `target` atomically; the database arbitrates concurrent workers."""
+        now = _now_ms()
+        async with self.engine.begin() as conn:
+            current = (
+                await conn.execute(select(alerts.c.state).where(alerts.c.id == alert_id))
+            ).scalar_one_or_none()
+            if current is None:
+                raise AlertNotFound(alert_id)
+            if target not in TRANSITIONS[current]:
+                raise IllegalTransition(alert_id, current, target)
+            result = await conn.execute(
+                update(alerts)
+                .where(alerts.c.id == alert_id, alerts.c.state == current)
+                .values(state=target, state_changed_ms=now)
+            )
+            if result.rowcount != 1:  # another worker moved it first
+                raise IllegalTransition(alert_id, "changed concurrently", target)
+            await conn.execute(
+                alert_transitions.insert().values(
+                    alert_id=alert_id,
+                    from_state=current,
+                    to_state=target,
+                    actor=actor,
+                    ts=now,
+                    note=note,
+                )
+            )
+        return await self.get_alert(alert_id)
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    out = {str(c.name): row[c.name] for c in _ALERT_COLUMNS}
+    out["detail"] = (row.get("body") or {}).get("detail", {})
+    return out
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()

@@ -1,0 +1,1 @@
+"""The gateway daemon: ingest, validation, rules, outbox and uplink to the cloud."""

@@ -1,0 +1,47 @@
+"""The edge daemon's configuration (one YAML file per site gateway)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from shouwang.config import BrokerConfig, HttpConfig, Strict
+
+
+class DeviceBinding(Strict):
+    id: str = Field(description="Device id, as in its topics dev/{id}/...")
+    profile: str = Field(description="Device profile (file name in device_profiles/)")
+    resident: str | None = Field(None, description="Resident id the device is bound to")
+    location: str | None = Field(
+        None,
+        description="Location path: district/street/community/grid/building/unit/floor/household",
+    )
+
+
+class UplinkConfig(Strict):
+    batch: int = Field(200, ge=1, le=5000, description="Outbox rows published per round")
+    publish_timeout_s: float = Field(10.0, gt=0, description="Wait this long for a PUBACK")
+    retry_delay_s: float = Field(1.0, gt=0, description="Pause after a failed round")
+
+
+class EdgeConfig(Strict):
+    site: str = Field(description="Site (gateway) id, as in the cloud topics site/{site}/...")
+    edge_broker: BrokerConfig = Field(description="The gateway's own broker that devices use")
+    cloud_broker: BrokerConfig = Field(description="The cloud broker the uplink publishes to")
+    data_dir: Path = Field(Path("var/edge"), description="Where the outbox database lives")
+    http: HttpConfig = Field(
+        default_factory=lambda: HttpConfig(port=9101), description="Metrics and health endpoint"
+    )
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Uplink tuning")
+    max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
+    devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> EdgeConfig:
+        seen: set[str] = set()
+        for i, d in enumerate(self.devices):
+            if d.id in seen:
+                raise ValueError(f"devices[{i}].id: duplicate device id {d.id!r}")
+            seen.add(d.id)
+        return self

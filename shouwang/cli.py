@@ -1,0 +1,127 @@
+"""The one command line: `shouwang edge|cloud run`, `shouwang sim ...`, `shouwang demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from shouwang import logs
+from shouwang.config import BrokerConfig, ConfigError, load_yaml
+
+
+def _run(component: str, coro: Coroutine[Any, Any, None]) -> int:
+    """Run a daemon until SIGINT/SIGTERM, then shut it down cleanly."""
+    logs.setup(component, os.environ.get("SHOUWANG_LOG_LEVEL", "INFO"))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_edge_run(args: argparse.Namespace) -> int:
+    from edge.config import EdgeConfig
+    from edge.daemon import run
+
+    return _run("edge", run(load_yaml(args.config, EdgeConfig)))
+
+
+def cmd_cloud_run(args: argparse.Namespace) -> int:
+    from cloud.config import CloudConfig
+    from cloud.server import run
+
+    return _run("cloud", run(load_yaml(args.config, CloudConfig)))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cloud.config import CloudConfig
+    from edge.config import EdgeConfig
+    from edge.daemon import EdgeDaemon
+
+    if args.kind == "edge":
+        EdgeDaemon(load_yaml(args.config, EdgeConfig))  # checks profiles and bindings too
+    else:
+        load_yaml(args.config, CloudConfig)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def cmd_sim_button(args: argparse.Namespace) -> int:
+    from simulators.button import run
+
+    broker = BrokerConfig(host=args.host, port=args.port)
+    return _run("sim", run(broker, args.device, args.every, args.count))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shouwang.demo import Demo
+
+    logs.setup("demo")
+    return Demo(args.dir, args.http_port).run()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shouwang", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    edge = sub.add_parser("edge", help="the gateway daemon").add_subparsers(
+        dest="sub", required=True
+    )
+    er = edge.add_parser("run", help="run the edge daemon")
+    er.add_argument("--config", type=Path, required=True, help="site YAML file")
+    er.set_defaults(fn=cmd_edge_run)
+    ec = edge.add_parser("check", help="validate a site YAML file and exit")
+    ec.add_argument("--config", type=Path, required=True)
+    ec.set_defaults(fn=cmd_check, kind="edge")
+
+    cloud = sub.add_parser("cloud", help="the cloud aggregator").add_subparsers(
+        dest="sub", required=True
+    )
+    cr = cloud.add_parser("run", help="run the cloud aggregator")
+    cr.add_argument("--config", type=Path, required=True, help="cloud YAML file")
+    cr.set_defaults(fn=cmd_cloud_run)
+    cc = cloud.add_parser("check", help="validate a cloud YAML file and exit")
+    cc.add_argument("--config", type=Path, required=True)
+    cc.set_defaults(fn=cmd_check, kind="cloud")
+
+    sim = sub.add_parser("sim", help="device simulators").add_subparsers(dest="sub", required=True)
+    sb = sim.add_parser("button", help="press a simulated emergency button")
+    sb.add_argument("--host", default="127.0.0.1", help="edge broker host")
+    sb.add_argument("--port", type=int, default=1883, help="edge broker port")
+    sb.add_argument("--device", default="btn-0001", help="device id")
+    sb.add_argument("--every", type=float, default=None, help="press every N seconds")
+    sb.add_argument("--count", type=int, default=None, help="stop after N presses")
+    sb.set_defaults(fn=cmd_sim_button)
+
+    demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
+    demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")
+    demo.add_argument("--http-port", type=int, default=8080, help="dashboard port")
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as err:
+        print(f"shouwang: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""`make demo`: two brokers, the cloud, an edge gateway and a button simulator on this machine.
+
+Everything runs as child processes that die with the demo: Ctrl-C (or SIGTERM) stops them in
+order, and on Linux each child is also told to exit if the demo itself is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+from shouwang.services import Mosquitto, ServiceError, free_port, wait_port
+
+log = logging.getLogger(__name__)
+
+DEMO_SITE = "demo-site-1"
+DEMO_LOCATION = "示范区/示范街道/阳光社区/网格01/3号楼/2单元/5层/502"
+DEMO_DEVICES = [
+    {
+        "id": "btn-demo-0001",
+        "profile": "emergency_button",
+        "resident": "r-demo-0001",
+        "location": DEMO_LOCATION,
+    },
+    {
+        "id": "wear-demo-0001",
+        "profile": "wearable",
+        "resident": "r-demo-0001",
+        "location": DEMO_LOCATION,
+    },
+]
+PRESS_EVERY_S = 20
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the demo process dies (even by kill -9)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Demo:
+    def __init__(self, directory: Path, http_port: int) -> None:
+        self.dir = directory.resolve()
+        self.http_port = http_port
+        self.brokers: list[Mosquitto] = []
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._stopping = False
+
+    def run(self) -> int:
+        if not self._port_free(self.http_port):
+            print(
+                f"demo: port {self.http_port} is taken; stop what uses it or run "
+                f"`shouwang demo --http-port N`",
+                file=sys.stderr,
+            )
+            return 1
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self._start()
+            print(
+                f"\n  守望 Shouwang demo is up.\n"
+                f"  Dashboard: http://127.0.0.1:{self.http_port}\n"
+                f"  Edge broker: 127.0.0.1:{self.brokers[0].port}   "
+                f"Cloud broker: 127.0.0.1:{self.brokers[1].port}\n"
+                f"  A simulated button (btn-demo-0001) presses SOS every {PRESS_EVERY_S} s.\n"
+                f"  Press one yourself: .venv/bin/shouwang sim button "
+                f"--port {self.brokers[0].port} --device btn-demo-0001\n"
+                f"  Logs: {self.dir}/*.log   Stop: Ctrl-C\n",
+                flush=True,
+            )
+            self._watch()
+        except KeyboardInterrupt:
+            pass
+        except ServiceError as err:
+            print(f"demo: {err}", file=sys.stderr)
+            return 1
+        finally:
+            self._stop()
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def _port_free(port: int) -> bool:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    def _start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        edge_broker = Mosquitto(self.dir / "edge-broker", name="edge broker")
+        cloud_broker = Mosquitto(self.dir / "cloud-broker", name="cloud broker")
+        for broker in (edge_broker, cloud_broker):
+            broker.start()
+            self.brokers.append(broker)
+        cloud_cfg = {
+            "broker": {"port": cloud_broker.port},
+            "database_url": f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite",
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "worker_id": "demo-cloud-1",
+        }
+        edge_http_port = free_port()
+        edge_cfg = {
+            "site": DEMO_SITE,
+            "edge_broker": {"port": edge_broker.port},
+            "cloud_broker": {"port": cloud_broker.port},
+            "data_dir": str(self.dir / "edge"),
+            "http": {"host": "127.0.0.1", "port": edge_http_port},
+            "devices": DEMO_DEVICES,
+        }
+        (self.dir / "cloud.yaml").write_text(yaml.safe_dump(cloud_cfg, allow_unicode=True))
+        (self.dir / "edge.yaml").write_text(yaml.safe_dump(edge_cfg, allow_unicode=True))
+
+        self._spawn("cloud", ["cloud", "run", "--config", str(self.dir / "cloud.yaml")])
+        self._wait_listening("cloud", self.http_port)
+        self._spawn("edge", ["edge", "run", "--config", str(self.dir / "edge.yaml")])
+        self._wait_listening("edge", edge_http_port)
+        self._spawn(
+            "sim-button",
+            [
+                "sim",
+                "button",
+                "--port",
+                str(edge_broker.port),
+                "--device",
+                "btn-demo-0001",
+                "--every",
+                str(PRESS_EVERY_S),
+            ],
+        )
+
+    def _wait_listening(self, name: str, port: int) -> None:
+        try:
+            wait_port("127.0.0.1", port, 30, self.children[-1][1])
+        except ServiceError as err:
+            raise ServiceError(f"{name}: {err}; see {self.dir}/{name}.log") from err
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        logfile = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shouwang", *args],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        logfile.close()
+        self.children.append((name, proc))
+        log.info("started %s (pid %d)", name, proc.pid)
+
+    def _watch(self) -> None:
+        while True:
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    raise ServiceError(
+                        f"{name} exited with code {proc.returncode}; see {self.dir}/{name}.log"
+                    )
+            time.sleep(0.5)
+
+    def _stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan children
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in 10 s; killing it", name)
+                    proc.kill()
+                    proc.wait()
+        for broker in reversed(self.brokers):
+            broker.stop()
+        print("demo stopped", flush=True)

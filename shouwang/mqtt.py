@@ -1,0 +1,302 @@
+"""An asyncio face on paho-mqtt 2.x: awaitable QoS 1 publishes and manual acknowledgement.
+
+Why not aiomqtt: a message must be acknowledged to the broker only after it is safely stored
+(outbox on the edge, database in the cloud), so a crash between receipt and storage makes the
+broker deliver it again. paho supports that (`manual_ack=True`); aiomqtt does not expose it.
+
+paho runs its network loop in its own thread (`loop_start`), which also reconnects with
+backoff. Everything it reports crosses to the event loop with `call_soon_threadsafe`, so the
+event loop never blocks on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from shouwang.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+
+class MqttError(Exception):
+    """Base of every MQTT failure seen by callers."""
+
+
+class MqttNotConnected(MqttError):
+    """The client is not connected; the caller keeps the message and retries later."""
+
+
+class MqttPublishFailed(MqttError):
+    """The broker did not acknowledge a publish (disconnect, refusal or timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+
+
+class MqttClient:
+    """One MQTT v5 connection.
+
+    `persistent=True` keeps the broker-side session (subscriptions and queued QoS 1 messages)
+    for `session_expiry_s` while the client is away. `manual_ack=True` makes the caller
+    acknowledge each received QoS 1 message with `ack()` once it has been stored.
+
+    Incoming messages wait in a bounded queue. The broker never sends more than
+    `receive_maximum` unacknowledged QoS 1 messages, and the queue is larger than that, so
+    QoS 1 messages are never dropped here; QoS 0 messages beyond the bound are dropped and
+    counted in `dropped_incoming`.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        client_id: str,
+        persistent: bool = False,
+        session_expiry_s: int = 7 * 86400,
+        manual_ack: bool = False,
+        receive_maximum: int = 1000,
+        max_inflight: int = 1000,
+        queue_size: int = 4096,
+        will: tuple[str, bytes] | None = None,
+        on_connection_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client_id = config.client_id or client_id
+        self.manual_ack = manual_ack
+        self.dropped_incoming = 0
+        self._persistent = persistent
+        self._session_expiry_s = session_expiry_s
+        self._receive_maximum = receive_maximum
+        self._subscriptions: dict[str, int] = {}
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(
+            maxsize=max(queue_size, receive_maximum + 64)
+        )
+        self._connected = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_connection_change = on_connection_change
+        self._closed = False
+        self._lock = threading.Lock()
+
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=15)
+        if config.username:
+            self._client.username_pw_set(config.username, config.password())
+        if config.tls:
+            context = ssl.create_default_context(cafile=str(config.tls.ca_file))
+            if config.tls.cert_file and config.tls.key_file:
+                context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
+            self._client.tls_set_context(context)
+        if will:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start connecting in the background; `wait_connected` waits for the first success."""
+        self._loop = asyncio.get_running_loop()
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = self._receive_maximum
+        if self._persistent:
+            props.SessionExpiryInterval = self._session_expiry_s
+        self._client.connect_async(
+            self.config.host,
+            self.config.port,
+            keepalive=self.config.keepalive_s,
+            clean_start=not self._persistent,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def close(self) -> None:
+        """Disconnect cleanly and stop paho's thread (joined off the event loop)."""
+        self._closed = True
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        self._fail_pending(MqttNotConnected("client closed"))
+        self._connected.clear()
+
+    # --- subscribe / receive -------------------------------------------------------------
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now if connected, and again after every reconnect."""
+        self._subscriptions[topic] = qos
+        if self.connected:
+            self._client.subscribe(topic, qos)
+
+    async def messages(self) -> Message:
+        return await self._queue.get()
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def ack(self, message: Message) -> None:
+        """Tell the broker a QoS 1 message is stored (only with `manual_ack=True`)."""
+        if self.manual_ack and message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    # --- publish -------------------------------------------------------------------------
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Fire and forget (QoS 0 telemetry from simulators); raises when not connected."""
+        if not self.connected:
+            raise MqttNotConnected(f"not connected to {self.config.host}:{self.config.port}")
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        """Publish and return once the broker acknowledged it (QoS 1: PUBACK received)."""
+        if not self.connected:
+            raise MqttNotConnected(f"not connected to {self.config.host}:{self.config.port}")
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        # The lock orders this registration before paho's thread can report the PUBACK.
+        with self._lock:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise MqttPublishFailed(f"publish to {topic} refused: {paho.error_string(info.rc)}")
+            if qos == 0:
+                return
+            self._pending[info.mid] = future
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError as err:
+            raise MqttPublishFailed(f"no PUBACK for {topic} within {timeout} s") from err
+        finally:
+            with self._lock:
+                self._pending.pop(info.mid, None)
+
+    # --- paho callbacks (paho's thread) --------------------------------------------------
+
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closing while paho's thread winds down
+                pass
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning(
+                "mqtt connect to %s:%s refused: %s",
+                self.config.host,
+                self.config.port,
+                reason_code,
+            )
+            return
+        for topic, qos in self._subscriptions.items():
+            client.subscribe(topic, qos)
+        log.info(
+            "mqtt connected to %s:%s as %s (session present: %s)",
+            self.config.host,
+            self.config.port,
+            self.client_id,
+            flags.session_present,
+        )
+        self._call(self._set_connected, True)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self._closed:
+            log.warning(
+                "mqtt disconnected from %s:%s: %s", self.config.host, self.config.port, reason_code
+            )
+        self._call(self._set_connected, False)
+
+    def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        message = Message(msg.topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)
+        self._call(self._enqueue, message)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            future = self._pending.get(mid)
+        if future is None:
+            return
+        if reason_code.is_failure:
+            self._call(_set_exception, future, MqttPublishFailed(f"broker refused: {reason_code}"))
+        else:
+            self._call(_set_result, future)
+
+    # --- event-loop side -----------------------------------------------------------------
+
+    def _set_connected(self, up: bool) -> None:
+        was = self._connected.is_set()
+        if up:
+            self._connected.set()
+        else:
+            self._connected.clear()
+            self._fail_pending(MqttPublishFailed("disconnected before PUBACK"))
+        if was != up and self._on_connection_change is not None:
+            self._on_connection_change(up)
+
+    def _enqueue(self, message: Message) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped_incoming += 1
+            if self.dropped_incoming == 1 or self.dropped_incoming % 1000 == 0:
+                log.warning(
+                    "incoming queue full: dropped %d QoS %d message(s) so far (latest on %s)",
+                    self.dropped_incoming,
+                    message.qos,
+                    message.topic,
+                )
+
+    def _fail_pending(self, err: Exception) -> None:
+        with self._lock:
+            pending = list(self._pending.values())
+        for future in pending:
+            _set_exception(future, err)
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _set_exception(future: asyncio.Future[None], err: Exception) -> None:
+    if not future.done():
+        future.set_exception(err)

@@ -1,0 +1,1 @@
+"""Device simulators, meter servers, camera streams, scenarios and load generators."""
