@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ MAX_PAGE = 500
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+MQTT_STATE: web.AppKey[Callable[[], bool | None]] = web.AppKey("mqtt_state")
 
 
-def build_app(store: Store, hub: Hub, metrics: Metrics) -> web.Application:
+def build_app(
+    store: Store, hub: Hub, metrics: Metrics, mqtt_state: Callable[[], bool | None]
+) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
-    app[STORE], app[HUB], app[METRICS] = store, hub, metrics
+    app[STORE], app[HUB], app[METRICS], app[MQTT_STATE] = store, hub, metrics, mqtt_state
     app.router.add_get("/", index)
     app.router.add_static("/static", DASHBOARD_DIR, show_index=False)
     app.router.add_get("/api/alerts", list_alerts)
@@ -44,7 +48,10 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "websocket_clients": request.app[HUB].clients})
+    mqtt = request.app[MQTT_STATE]
+    return web.json_response(
+        {"ok": True, "websocket_clients": request.app[HUB].clients, "broker_connected": mqtt()}
+    )
 
 
 async def list_alerts(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -18,23 +19,31 @@ from shouwang.mqtt import MqttClient
 from shouwang.protocol import CLOUD_SHARED_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
+SNAPSHOT_SIZE = 200  # alerts a dashboard gets on (re)connect before live changes
 
 
 class CloudServer:
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
         self.metrics = Metrics("cloud")
-        self.hub = Hub()
         self.store: Store | None = None
+        self.hub = Hub(snapshot=self._snapshot)
         self.mqtt: MqttClient | None = None
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def _snapshot(self) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return await self.store.list_alerts(limit=SNAPSHOT_SIZE)
+
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
         if self.config.api:
-            app = build_app(self.store, self.hub, self.metrics)
+            app = build_app(
+                self.store, self.hub, self.metrics,
+                lambda: None if self.mqtt is None else self.mqtt.connected,
+            )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)

@@ -202,7 +202,9 @@ class Store:
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     out = {str(c.name): row[c.name] for c in _ALERT_COLUMNS}
-    out["detail"] = (row.get("body") or {}).get("detail", {})
+    body = row.get("body") or {}
+    out["source_id"] = body.get("source_id")
+    out["detail"] = body.get("detail", {})
     return out
 
 

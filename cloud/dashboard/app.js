@@ -48,23 +48,17 @@ async function acknowledge(id, button) {
   else { button.disabled = false; alert((await res.json()).error); }
 }
 
-async function loadAll() {
-  const res = await fetch("/api/alerts?limit=200");
-  const { alerts } = await res.json();
-  alerts.forEach((a) => render(a));
-  empty.hidden = rows.size > 0;
-}
-
 function connect(delay = 500) {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
   ws.onopen = () => {
     conn.textContent = "实时 live";
     conn.className = "conn up";
-    loadAll(); // anything raised while we were away
     delay = 500;
   };
   ws.onmessage = (msg) => {
     const data = JSON.parse(msg.data);
+    // The server sends a snapshot first on every (re)connect: what happened while away.
+    if (data.type === "snapshot") { data.alerts.forEach((a) => render(a)); empty.hidden = rows.size > 0; }
     if (data.type === "alert") render(data.alert, true);
     if (data.type === "alert_updated") render(data.alert);
   };

@@ -1,0 +1,1 @@
+"""Protocol adapters: each turns one device protocol into Readings and Events."""

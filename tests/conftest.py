@@ -1,0 +1,222 @@
+"""Shared fixtures: real Mosquitto brokers on free ports, edge and cloud in-process, leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cloud.config import CloudConfig
+from cloud.server import CloudServer
+from edge.config import DeviceBinding, EdgeConfig
+from edge.daemon import EdgeDaemon
+from shouwang.config import BrokerConfig, HttpConfig
+from shouwang.services import Mosquitto
+
+_counter = itertools.count(1)
+SLOW_CALLBACK_S = 0.5
+
+
+def unique(prefix: str) -> str:
+    """Ids unique within a test session, so persistent broker sessions never collide."""
+    return f"{prefix}-{next(_counter)}-{int(time.time() * 1000) % 100000}"
+
+
+# --- leak checks ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves threads or child processes behind (tasks: `_no_task_leaks`)."""
+    if request.node.get_closest_marker("asyncio") is not None:
+        request.getfixturevalue("_no_task_leaks")
+    me = psutil.Process()
+    threads_before = set(threading.enumerate())
+    children_before = {p.pid for p in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        threads = [
+            t for t in threading.enumerate()
+            if t not in threads_before and t.is_alive() and not _is_pool_thread(t)
+        ]
+        children = [
+            p for p in me.children(recursive=True)
+            if p.pid not in children_before and _alive(p)
+        ]
+        if not threads and not children:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    problems = [f"thread {t.name}" for t in threads] + [
+        f"process {p.pid} {' '.join(p.cmdline()[:3])}" for p in children
+    ]
+    pytest.fail(f"test leaked: {', '.join(problems)}")
+
+
+def _is_pool_thread(t: threading.Thread) -> bool:
+    # asyncio's default executor threads belong to the loop and end with it.
+    return t.name.startswith("asyncio_")
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and "took" in message:
+            self.records.append(message)
+
+
+@pytest.fixture
+async def _no_task_leaks() -> AsyncIterator[None]:
+    """Asyncio debug mode on; fail on tasks left running or callbacks that block the loop."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    handler = _SlowCallbacks()
+    logging.getLogger("asyncio").addHandler(handler)
+    before = asyncio.all_tasks()
+    yield
+    logging.getLogger("asyncio").removeHandler(handler)
+    current = asyncio.current_task()
+    leaked: list[asyncio.Task[Any]] = []
+    for _ in range(50):
+        leaked = [t for t in asyncio.all_tasks() if t not in before and t is not current]
+        if not leaked:
+            break
+        await asyncio.sleep(0.02)
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"test leaked asyncio tasks: {[t.get_name() for t in leaked]}"
+    assert not handler.records, f"the event loop was blocked: {handler.records}"
+
+
+# --- brokers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def broker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("brokers")
+
+
+@pytest.fixture(scope="session")
+def _session_broker(broker_dir: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(broker_dir / "shared", name="shared test broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker(_session_broker: Mosquitto) -> Mosquitto:
+    """A Mosquitto shared by the session; tests keep apart by unique client and site ids."""
+    return _session_broker
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[[str], Mosquitto]]:
+    """Private brokers for tests that stop, restart or kill them."""
+    started: list[Mosquitto] = []
+
+    def make(name: str) -> Mosquitto:
+        b = Mosquitto(tmp_path / name, name=name)
+        b.start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+def broker_config(b: Mosquitto) -> BrokerConfig:
+    return BrokerConfig(host="127.0.0.1", port=b.port)
+
+
+# --- edge and cloud in-process -------------------------------------------------------------
+
+BUTTON = "btn-0001"
+WEARABLE = "wear-0001"
+LOCATION = "test-district/test-street/test-community/grid-1/bldg-1/unit-1/floor-1/101"
+
+
+def edge_config(
+    edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Path, site: str | None = None
+) -> EdgeConfig:
+    return EdgeConfig(
+        site=site or unique("site"),
+        edge_broker=broker_config(edge_broker),
+        cloud_broker=broker_config(cloud_broker),
+        data_dir=data_dir,
+        http=HttpConfig(port=0),
+        devices=[
+            DeviceBinding(id=BUTTON, profile="emergency_button", resident="r-1", location=LOCATION),
+            DeviceBinding(id=WEARABLE, profile="wearable", resident="r-1", location=LOCATION),
+        ],
+    )
+
+
+def cloud_config(cloud_broker: Mosquitto, data_dir: Path, worker: str | None = None) -> CloudConfig:
+    return CloudConfig(
+        broker=broker_config(cloud_broker),
+        database_url=f"sqlite+aiosqlite:///{data_dir}/cloud.sqlite",
+        http=HttpConfig(port=0),
+        worker_id=worker or unique("cloud"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_edge(config: EdgeConfig) -> AsyncIterator[EdgeDaemon]:
+    daemon = EdgeDaemon(config)
+    await daemon.start()
+    try:
+        await daemon.edge_mqtt.wait_connected(10)
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_cloud(config: CloudConfig) -> AsyncIterator[CloudServer]:
+    server = CloudServer(config)
+    await server.start()
+    try:
+        assert server.mqtt is not None
+        await server.mqtt.wait_connected(10)
+        yield server
+    finally:
+        await server.stop()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)

@@ -1,0 +1,221 @@
+"""A button press travels device → edge broker → edge → cloud broker → cloud → WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from shouwang.mqtt import MqttClient
+from shouwang.protocol import device_topic, make_envelope
+from shouwang.services import Mosquitto, free_port, wait_port
+from simulators.button import Button
+from tests.conftest import (
+    BUTTON,
+    broker_config,
+    cloud_config,
+    edge_config,
+    eventually,
+    running_cloud,
+    running_edge,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def alerts_via_api(http: aiohttp.ClientSession, port: int) -> list[dict[str, Any]]:
+    async with http.get(f"http://127.0.0.1:{port}/api/alerts") as res:
+        assert res.status == 200
+        return list((await res.json())["alerts"])
+
+
+async def next_alert_message(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await ws.receive_json(timeout=10)
+    assert msg["type"] == "alert", msg
+    return dict(msg["alert"])
+
+
+async def test_press_becomes_exactly_one_alert_on_the_websocket(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    async with (
+        running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud,
+        running_edge(econf) as edge,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws,
+    ):
+        assert await ws.receive_json(timeout=5) == {"type": "snapshot", "alerts": []}
+        async with Button(broker_config(edge_broker), BUTTON) as button:
+            press_id = await button.press()
+        alert = await next_alert_message(ws)
+        assert alert["source_id"] == press_id
+        assert (alert["type"], alert["severity"], alert["state"]) == ("sos", "critical", "open")
+        assert (alert["site"], alert["device"], alert["resident"]) == (econf.site, BUTTON, "r-1")
+        assert alert["life_safety"] is True
+        # Exactly one: nothing else arrives, the API lists one, the outbox is drained.
+        with pytest.raises(asyncio.TimeoutError):
+            await ws.receive_json(timeout=1.0)
+        assert [a["id"] for a in await alerts_via_api(http, cloud.http_port)] == [alert["id"]]
+        await eventually(lambda: _outbox_empty(edge))
+
+
+async def _outbox_empty(edge: Any) -> bool:
+    return await edge.outbox.depth() == {}
+
+
+async def test_a_redelivered_device_message_does_not_duplicate_the_alert(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """The device (or the broker after an edge crash) sends the same message twice."""
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    async with (
+        running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud,
+        running_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge")),
+        aiohttp.ClientSession() as http,
+    ):
+        device = MqttClient(broker_config(edge_broker), client_id=unique("dup-device"))
+        await device.start()
+        await device.wait_connected(10)
+        env = make_envelope(site=None, device=BUTTON, kind="event", body={"event": "press"})
+        for _ in range(3):
+            await device.publish(device_topic(BUTTON, "event"), env.to_bytes())
+        second = make_envelope(site=None, device=BUTTON, kind="event", body={"event": "press"})
+        await device.publish(device_topic(BUTTON, "event"), second.to_bytes())
+        await device.close()
+        alerts = await eventually(
+            lambda: _when(alerts_via_api(http, cloud.http_port), lambda a: len(a) >= 2)
+        )
+        assert sorted(a["source_id"] for a in alerts) == sorted([env.id, second.id])
+
+
+async def _when(coro: Any, ok: Callable[[Any], bool]) -> Any:
+    value = await coro
+    return value if ok(value) else None
+
+
+async def test_alert_waits_in_the_outbox_while_the_cloud_broker_is_down(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    async with (
+        running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud,
+        running_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge")) as edge,
+        aiohttp.ClientSession() as http,
+    ):
+        cloud_broker.stop()
+        await eventually(lambda: not edge.cloud_mqtt.connected)
+        async with Button(broker_config(edge_broker), BUTTON) as button:
+            press_id = await button.press()
+        # Stored and kept: one life-safety row that nothing deletes without a PUBACK.
+        await eventually(lambda: _depth_is(edge, {0: 1}))
+        cloud_broker.start()
+        alerts = await eventually(lambda: alerts_via_api(http, cloud.http_port), timeout=30)
+        assert [a["source_id"] for a in alerts] == [press_id]
+        await eventually(lambda: _outbox_empty(edge))
+
+
+async def _depth_is(edge: Any, expected: dict[int, int]) -> bool:
+    return bool(await edge.outbox.depth() == expected)
+
+
+# --- the cloud as a real process, killed with SIGKILL -------------------------------------
+
+
+class CloudProcess:
+    def __init__(self, config_path: Path, http_port: int, log_path: Path) -> None:
+        self.config_path = config_path
+        self.http_port = http_port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shouwang", "cloud", "run", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        await asyncio.to_thread(wait_port, "127.0.0.1", self.http_port, 30, self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+            self.proc = None
+
+
+@pytest.fixture
+async def cloud_process(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> AsyncIterator[tuple[CloudProcess, Mosquitto]]:
+    cloud_broker = make_broker("cloud")
+    port = free_port()
+    config = cloud_config(cloud_broker, tmp_path).model_dump(mode="json")
+    config["http"]["port"] = port
+    path = tmp_path / "cloud.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = CloudProcess(path, port, tmp_path / "cloud.log")
+    try:
+        yield proc, cloud_broker
+    finally:
+        proc.stop()
+
+
+async def _broker_connected(http: aiohttp.ClientSession, port: int) -> bool:
+    async with http.get(f"http://127.0.0.1:{port}/healthz") as res:
+        return bool((await res.json())["broker_connected"])
+
+
+async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_once(
+    make_broker: Callable[[str], Mosquitto],
+    cloud_process: tuple[CloudProcess, Mosquitto],
+    tmp_path: Path,
+) -> None:
+    cloud, cloud_broker = cloud_process
+    edge_broker = make_broker("edge")
+    async with (
+        running_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge")) as edge,
+        aiohttp.ClientSession() as http,
+    ):
+        await cloud.start()  # its broker session (and subscription) now exists
+        await eventually(lambda: _broker_connected(http, cloud.http_port))
+        cloud.kill()
+
+        async with Button(broker_config(edge_broker), BUTTON) as button:
+            press_id = await button.press()
+        # The cloud broker acknowledged it, so the edge let go: it now lives only in the
+        # broker's queue for the dead cloud worker's persistent session.
+        await eventually(lambda: _outbox_empty(edge))
+        assert edge.uplink.sent == 1
+
+        await cloud.start()
+        async with http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws:
+            seen: list[str] = []
+            first = await ws.receive_json(timeout=10)
+            assert first["type"] == "snapshot"
+            seen += [a["source_id"] for a in first["alerts"]]
+            while press_id not in seen:
+                msg = await ws.receive_json(timeout=15)
+                seen.append(msg["alert"]["source_id"])
+            with pytest.raises(asyncio.TimeoutError):
+                msg = await ws.receive_json(timeout=1.0)
+            assert seen == [press_id]
+        assert [a["source_id"] for a in await alerts_via_api(http, cloud.http_port)] == [press_id]
