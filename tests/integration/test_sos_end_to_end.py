@@ -142,12 +142,16 @@ class CloudProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
+        self.proc = await asyncio.to_thread(self._spawn)
+        await asyncio.to_thread(wait_port, "127.0.0.1", self.http_port, 30, self.proc)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        args = ["cloud", "run", "--config", str(self.config_path)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shouwang", "cloud", "run", "--config", str(self.config_path)],
+            return subprocess.Popen(
+                [sys.executable, "-m", "shouwang", *args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
-        await asyncio.to_thread(wait_port, "127.0.0.1", self.http_port, 30, self.proc)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -34,7 +34,8 @@ def test_press_becomes_one_critical_sos_alert(pipeline: Pipeline) -> None:
     payload = msg("btn-1", "event", {"event": "press"})
     out = pipeline.process("dev/btn-1/event", payload)
     assert isinstance(out, Outcome)
-    assert out.event is not None and out.event.name == "press"
+    assert out.event is not None
+    assert out.event.name == "press"
     [alert] = out.alerts
     assert (alert.type, alert.severity, alert.life_safety) == ("sos", "critical", True)
     assert alert.subject == "resident:r-1"
@@ -43,7 +44,8 @@ def test_press_becomes_one_critical_sos_alert(pipeline: Pipeline) -> None:
     assert alert.source_id == out.envelope.id
     # The same device message processed again yields the same alert id (idempotent).
     again = pipeline.process("dev/btn-1/event", payload)
-    assert isinstance(again, Outcome) and again.alerts[0].id == alert.id
+    assert isinstance(again, Outcome)
+    assert again.alerts[0].id == alert.id
 
 
 def test_unbound_device_alert_has_the_device_as_subject(pipeline: Pipeline) -> None:
@@ -60,14 +62,16 @@ def test_tamper_is_not_life_safety(pipeline: Pipeline) -> None:
 
 def test_event_without_alert_raises_none(pipeline: Pipeline) -> None:
     out = pipeline.process("dev/w-1/event", msg("w-1", "event", {"event": "fall_cancelled"}))
-    assert isinstance(out, Outcome) and out.alerts == []
+    assert isinstance(out, Outcome)
+    assert out.alerts == []
 
 
 def test_telemetry_keeps_good_fields_and_names_bad_ones(pipeline: Pipeline) -> None:
     body = {"heart_rate": 72, "spo2": 140, "worn": "yes", "mood": "happy"}
     out = pipeline.process("dev/w-1/telemetry", msg("w-1", "telemetry", body))
     assert isinstance(out, Outcome)
-    assert out.reading is not None and out.reading.values == {"heart_rate": 72}
+    assert out.reading is not None
+    assert out.reading.values == {"heart_rate": 72}
     reasons = sorted((r.reason, r.detail) for r in out.field_rejections)
     assert reasons == [
         ("out_of_range", "w-1: field 'spo2': 140 is above the maximum 100"),

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the Debian packages Shouwang's demo and tests need; idempotent.
+# As root it runs apt-get; otherwise it prints the exact command to run.
+set -euo pipefail
+
+# binary-to-check:package
+NEEDED=(
+  "/usr/sbin/mosquitto:mosquitto"
+)
+
+missing=()
+for item in "${NEEDED[@]}"; do
+  binary=${item%%:*}
+  package=${item##*:}
+  [ -x "$binary" ] || missing+=("$package")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  echo "system-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep apt from starting system services (port 1883 may be taken): demo and tests start
+  # their own servers on their own ports. Only remove a policy-rc.d that we created.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "system-deps: missing Debian packages: ${missing[*]}" >&2
+  echo "system-deps: run:  sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi

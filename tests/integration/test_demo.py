@@ -1,0 +1,49 @@
+"""`shouwang demo`: everything comes up, a simulated SOS reaches the API, Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shouwang.services import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "shouwang", "demo", "--dir", str(tmp_path), "--http-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    try:
+        alerts: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while not alerts and time.monotonic() < deadline:
+            assert demo.poll() is None, demo.stdout.read().decode() if demo.stdout else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/alerts", timeout=2) as r:
+                    alerts = json.load(r)["alerts"]
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert alerts, "no alert reached the dashboard API"
+        assert alerts[0]["type"] == "sos"
+        assert alerts[0]["device"] == "btn-demo-0001"
+        descendants = psutil.Process(demo.pid).children(recursive=True)
+        assert len(descendants) >= 5  # two brokers, cloud, edge, simulator
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, out.decode()
+    assert "demo stopped" in out.decode()
+    assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
