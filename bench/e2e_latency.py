@@ -1,0 +1,235 @@
+"""Press → WebSocket latency through the real system, alone and under telemetry load.
+
+Starts two Mosquitto brokers, the cloud and the edge as separate processes (as deployed),
+then presses a simulated button N times and times each press until its alert arrives on a
+dashboard WebSocket. The baseline, measured in the same run, is one raw broker hop: a paho
+subscriber on the edge broker receiving the same press.
+
+    .venv/bin/python bench/e2e_latency.py --presses 200 --load-rate 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shouwang.config import BrokerConfig  # noqa: E402
+from shouwang.mqtt import MqttClient  # noqa: E402
+from shouwang.protocol import device_topic, make_envelope  # noqa: E402
+from shouwang.services import Mosquitto, free_port, wait_port  # noqa: E402
+
+BUTTON = "btn-bench-0001"
+LOAD_DEVICES = 100
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+class RawHop:
+    """Baseline: a bare paho subscriber timing when each press crosses the edge broker."""
+
+    def __init__(self, port: int) -> None:
+        self.arrivals: dict[bytes, float] = {}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw")
+        self.client.on_message = lambda c, u, m: self.arrivals.__setitem__(
+            m.payload, time.perf_counter()
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(device_topic(BUTTON, "event"), qos=1)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def presses(
+    edge_port: int, http_port: int, n: int, gap_s: float, raw: RawHop
+) -> tuple[list[float], list[float]]:
+    device = MqttClient(BrokerConfig(port=edge_port), client_id="bench-button")
+    await device.start()
+    await device.wait_connected(10)
+    e2e: list[float] = []
+    hop: list[float] = []
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{http_port}/api/ws") as ws,
+    ):
+        first = await ws.receive_json(timeout=10)
+        assert first["type"] == "snapshot"
+        for _ in range(n):
+            env = make_envelope(site=None, device=BUTTON, kind="event", body={"event": "press"})
+            payload = env.to_bytes()
+            t0 = time.perf_counter()
+            await device.publish(device_topic(BUTTON, "event"), payload)
+            while True:
+                msg = await ws.receive_json(timeout=30)
+                if msg["type"] == "alert" and msg["alert"]["source_id"] == env.id:
+                    break
+            e2e.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+            if payload in raw.arrivals:
+                hop.append(raw.arrivals.pop(payload) - t0)
+            await asyncio.sleep(gap_s)
+    await device.close()
+    return e2e, hop
+
+
+async def edge_counter(port: int, name: str, kind: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("kind") == kind:
+                return float(sample.value)
+    return 0.0
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
+
+
+def row(name: str, values: list[float]) -> str:
+    if not values:
+        return f"| {name} | 0 | - | - | - | - |"
+    return (
+        f"| {name} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | "
+        f"{pct(values, 99):.1f} | {max(values) * 1000:.1f} |"
+    )
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--presses", type=int, default=200)
+    ap.add_argument("--gap", type=float, default=0.02, help="seconds between presses")
+    ap.add_argument(
+        "--load-rate", type=float, default=2000, help="telemetry msgs/s in the loaded run"
+    )
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="shouwang-bench-"))
+    edge_broker = Mosquitto(work / "edge-broker", name="edge broker")
+    cloud_broker = Mosquitto(work / "cloud-broker", name="cloud broker")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        edge_broker.start()
+        cloud_broker.start()
+        http_port, edge_http = free_port(), free_port()
+        (work / "cloud.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "broker": {"port": cloud_broker.port},
+                    "http": {"port": http_port},
+                    "database_url": f"sqlite+aiosqlite:///{work}/cloud.sqlite",
+                    "worker_id": "bench-cloud",
+                }
+            )
+        )
+        devices = [{"id": BUTTON, "profile": "emergency_button", "resident": "r-bench"}]
+        devices += [
+            {"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)
+        ]
+        (work / "edge.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "site": "bench-site",
+                    "edge_broker": {"port": edge_broker.port},
+                    "cloud_broker": {"port": cloud_broker.port},
+                    "data_dir": str(work / "edge"),
+                    "http": {"port": edge_http},
+                    "devices": devices,
+                }
+            )
+        )
+        env = {**os.environ, "SHOUWANG_LOG_LEVEL": "WARNING"}
+        os.environ.update(env)
+        procs.append(
+            spawn(
+                ["-m", "shouwang", "cloud", "run", "--config", str(work / "cloud.yaml")],
+                work / "cloud.log",
+            )
+        )
+        wait_port("127.0.0.1", http_port, 30, procs[-1])
+        procs.append(
+            spawn(
+                ["-m", "shouwang", "edge", "run", "--config", str(work / "edge.yaml")],
+                work / "edge.log",
+            )
+        )
+        wait_port("127.0.0.1", edge_http, 30, procs[-1])
+        await asyncio.sleep(1.0)  # let both MQTT sessions settle
+
+        raw = RawHop(edge_broker.port)
+        await presses(edge_broker.port, http_port, 10, args.gap, raw)  # warm-up, not reported
+        raw.arrivals.clear()
+        alone, hop_alone = await presses(edge_broker.port, http_port, args.presses, args.gap, raw)
+
+        seconds = args.presses * (args.gap + 0.06) + 30
+        load = spawn(
+            [
+                "-m",
+                "simulators.load",
+                "--port",
+                str(edge_broker.port),
+                "--rate",
+                str(args.load_rate),
+                "--devices",
+                str(LOAD_DEVICES),
+                "--seconds",
+                str(seconds),
+            ],
+            work / "load.log",
+        )
+        procs.append(load)
+        await asyncio.sleep(2.0)
+        loaded, hop_loaded = await presses(edge_broker.port, http_port, args.presses, args.gap, raw)
+        raw.stop()
+        telemetry = await edge_counter(edge_http, "shouwang_messages_in_total", "telemetry")
+        load.terminate()
+        load.wait()
+
+        cores = os.cpu_count()
+        print(f"\nPress → WebSocket latency, ms ({args.presses} presses each; {cores} cores)\n")
+        print("| path | n | p50 | p95 | p99 | max |")
+        print("|---|---|---|---|---|---|")
+        print(row("baseline: raw broker hop (paho subscriber on edge broker), idle", hop_alone))
+        print(row("shouwang: press → edge → cloud → WebSocket, idle", alone))
+        print(row(f"baseline: raw broker hop, {args.load_rate:.0f} telemetry msg/s", hop_loaded))
+        print(row(f"shouwang: press → WebSocket, {args.load_rate:.0f} telemetry msg/s", loaded))
+        ratio = statistics.median(alone) / statistics.median(hop_alone)
+        print(f"\nmedian e2e / raw hop (idle): {ratio:.1f}×")
+        print(f"edge ingested {telemetry:.0f} telemetry messages during the loaded run")
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=15)
+        edge_broker.stop()
+        cloud_broker.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
