@@ -22,18 +22,23 @@ from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
 log = logging.getLogger(__name__)
 
 
+def check_bindings(config: EdgeConfig, profiles: dict[str, DeviceProfile]) -> None:
+    """Every device names a profile that exists; raises ConfigError naming the device."""
+    for i, d in enumerate(config.devices):
+        if d.profile not in profiles:
+            raise ConfigError(
+                f"devices[{i}].profile: unknown profile {d.profile!r}"
+                f" (known: {', '.join(sorted(profiles))})"
+            )
+
+
 class EdgeDaemon:
     def __init__(
         self, config: EdgeConfig, profiles: dict[str, DeviceProfile] | None = None
     ) -> None:
         self.config = config
         self.profiles = profiles if profiles is not None else load_profiles()
-        for i, d in enumerate(config.devices):
-            if d.profile not in self.profiles:
-                raise ConfigError(
-                    f"devices[{i}].profile: unknown profile {d.profile!r}"
-                    f" (known: {', '.join(sorted(self.profiles))})"
-                )
+        check_bindings(config, self.profiles)
         self.metrics = Metrics("edge")
         self.alerts_raised = self.metrics.alerts
         self.outbox_depth = self.metrics.gauge(

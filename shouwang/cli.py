@@ -50,10 +50,11 @@ def cmd_cloud_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from cloud.config import CloudConfig
     from edge.config import EdgeConfig
-    from edge.daemon import EdgeDaemon
+    from edge.daemon import check_bindings
+    from shouwang.profiles import load_profiles
 
     if args.kind == "edge":
-        EdgeDaemon(load_yaml(args.config, EdgeConfig))  # checks profiles and bindings too
+        check_bindings(load_yaml(args.config, EdgeConfig), load_profiles())
     else:
         load_yaml(args.config, CloudConfig)
     print(f"{args.config}: ok")
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except ConfigError as err:
-        print(f"shouwang: configuration error: {err}", file=sys.stderr)
+        message = str(err)
+        source = getattr(args, "config", None)
+        if source is not None and not message.startswith(str(source)):
+            message = f"{source}: {message}"
+        print(f"shouwang: configuration error: {message}", file=sys.stderr)
         return 2
 
 

@@ -52,7 +52,12 @@ class BrokerConfig(Strict):
                 raise ConfigError(f"environment variable {self.password_env} is not set")
             return value
         if self.password_file:
-            return self.password_file.read_text().strip()
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as err:
+                raise ConfigError(
+                    f"password_file {self.password_file}: cannot read: {err.strerror}"
+                ) from err
         return None
 
 

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shouwang.config import BrokerConfig
+from shouwang.config import BrokerConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,7 @@ class MqttClient:
         if config.username:
             self._client.username_pw_set(config.username, config.password())
         if config.tls:
-            context = ssl.create_default_context(cafile=str(config.tls.ca_file))
-            if config.tls.cert_file and config.tls.key_file:
-                context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
-            self._client.tls_set_context(context)
+            self._client.tls_set_context(_tls_context(config))
         if will:
             self._client.will_set(will[0], will[1], qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -290,6 +287,17 @@ class MqttClient:
             pending = list(self._pending.values())
         for future in pending:
             _set_exception(future, err)
+
+
+def _tls_context(config: BrokerConfig) -> ssl.SSLContext:
+    assert config.tls is not None
+    try:
+        context = ssl.create_default_context(cafile=str(config.tls.ca_file))
+        if config.tls.cert_file and config.tls.key_file:
+            context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"tls: cannot load certificates for {config.host}: {err}") from err
+    return context
 
 
 def _set_result(future: asyncio.Future[None]) -> None:

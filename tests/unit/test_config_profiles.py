@@ -109,3 +109,24 @@ def test_password_comes_from_environment_not_the_file(monkeypatch: pytest.Monkey
     monkeypatch.setenv("GW1_PW", "s3cret")
     assert config.edge_broker.password() == "s3cret"
     assert "s3cret" not in repr(config)
+
+
+def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
+    config = load_yaml(
+        write(tmp_path, "site.yaml", SITE.replace("{port: 1883}", f"{{port: 1883, username: gw1, password_file: {tmp_path}/nope}}")),
+        EdgeConfig,
+    )
+    with pytest.raises(ConfigError, match=r"password_file .*/nope: cannot read: No such file"):
+        config.edge_broker.password()
+
+
+def test_cli_check_names_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shouwang.cli import main
+
+    good = write(tmp_path, "good.yaml", SITE)
+    assert main(["edge", "check", "--config", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: ok\n"
+    bad = write(tmp_path, "bad.yaml", SITE.replace("emergency_button", "toaster"))
+    assert main(["edge", "check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"shouwang: configuration error: {bad}: devices[0].profile: unknown profile 'toaster'")
