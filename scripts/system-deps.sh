@@ -5,14 +5,16 @@ set -euo pipefail
 
 # binary-to-check:package
 NEEDED=(
-  "/usr/sbin/mosquitto:mosquitto"
+  "/usr/sbin/mosquitto:mosquitto"        # MQTT broker: demo and integration tests
+  "/usr/bin/chromium:chromium"           # headless browser tests of the dashboard
+  "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk"  # Chinese in screenshots
 )
 
 missing=()
 for item in "${NEEDED[@]}"; do
   binary=${item%%:*}
   package=${item##*:}
-  [ -x "$binary" ] || missing+=("$package")
+  [ -e "$binary" ] || missing+=("$package")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
