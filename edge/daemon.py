@@ -15,7 +15,7 @@ from edge.pipeline import Outcome, Pipeline
 from edge.uplink import Uplink
 from shouwang.config import ConfigError
 from shouwang.metrics import Metrics
-from shouwang.mqtt import Message, MqttClient
+from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
 
@@ -48,8 +48,14 @@ class EdgeDaemon:
             config.site, {d.id: d for d in config.devices}, self.profiles, config.max_payload_bytes
         )
         self.outbox = Outbox(config.data_dir / "outbox.sqlite")
+        # The gateway's session on its own broker never expires: whatever devices send while
+        # the daemon is down (crash, upgrade, a long outage) waits for it there.
         self.edge_mqtt = MqttClient(
-            config.edge_broker, client_id=f"edge-{config.site}", persistent=True, manual_ack=True
+            config.edge_broker,
+            client_id=f"edge-{config.site}",
+            persistent=True,
+            session_expiry_s=SESSION_NEVER_EXPIRES,
+            manual_ack=True,
         )
         self.cloud_mqtt = MqttClient(
             config.cloud_broker,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,10 @@ from paho.mqtt.properties import Properties
 from shouwang.config import BrokerConfig, ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# MQTT v5: a session expiry interval of 0xFFFFFFFF means the session never expires.
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 class MqttError(Exception):
@@ -92,7 +95,6 @@ class MqttClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection_change = on_connection_change
         self._closed = False
-        self._lock = threading.Lock()
 
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -189,22 +191,23 @@ class MqttClient:
         if not self.connected:
             raise MqttNotConnected(f"not connected to {self.config.host}:{self.config.port}")
         assert self._loop is not None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttPublishFailed(f"publish to {topic} refused: {paho.error_string(info.rc)}")
+        if qos == 0:
+            return
+        # No lock: paho's thread reports the PUBACK through call_soon_threadsafe, so it is
+        # handled on this thread, after this synchronous registration. (Taking a lock here
+        # and in paho's callback deadlocks: paho calls back while holding its own mutex.)
         future: asyncio.Future[None] = self._loop.create_future()
-        # The lock orders this registration before paho's thread can report the PUBACK.
-        with self._lock:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise MqttPublishFailed(f"publish to {topic} refused: {paho.error_string(info.rc)}")
-            if qos == 0:
-                return
-            self._pending[info.mid] = future
+        self._pending[info.mid] = future
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError as err:
             raise MqttPublishFailed(f"no PUBACK for {topic} within {timeout} s") from err
         finally:
-            with self._lock:
-                self._pending.pop(info.mid, None)
+            if self._pending.get(info.mid) is future:
+                del self._pending[info.mid]
 
     # --- paho callbacks (paho's thread) --------------------------------------------------
 
@@ -248,14 +251,8 @@ class MqttClient:
         self._call(self._enqueue, message)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            future = self._pending.get(mid)
-        if future is None:
-            return
-        if reason_code.is_failure:
-            self._call(_set_exception, future, MqttPublishFailed(f"broker refused: {reason_code}"))
-        else:
-            self._call(_set_result, future)
+        failure = str(reason_code) if reason_code.is_failure else None
+        self._call(self._published, mid, failure)
 
     # --- event-loop side -----------------------------------------------------------------
 
@@ -268,6 +265,15 @@ class MqttClient:
             self._fail_pending(MqttPublishFailed("disconnected before PUBACK"))
         if was != up and self._on_connection_change is not None:
             self._on_connection_change(up)
+
+    def _published(self, mid: int, failure: str | None) -> None:
+        future = self._pending.get(mid)
+        if future is None:
+            return  # timed out already, or a resend after reconnect
+        if failure is not None:
+            _set_exception(future, MqttPublishFailed(f"broker refused: {failure}"))
+        else:
+            _set_result(future)
 
     def _enqueue(self, message: Message) -> None:
         try:
@@ -283,9 +289,7 @@ class MqttClient:
                 )
 
     def _fail_pending(self, err: Exception) -> None:
-        with self._lock:
-            pending = list(self._pending.values())
-        for future in pending:
+        for future in list(self._pending.values()):
             _set_exception(future, err)
 
 
