@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from shouwang.config import ConfigError, Strict, load_yaml
+from shouwang.registers import ModbusMap
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
 
@@ -78,6 +79,29 @@ class DeviceProfile(Strict):
     )
     fields: dict[str, FieldSpec] = Field(default_factory=dict, description="Telemetry fields")
     events: dict[str, EventSpec] = Field(default_factory=dict, description="Events it sends")
+    modbus: ModbusMap | None = Field(
+        None, description="Register map, for meters the gateway polls over Modbus"
+    )
+
+    @model_validator(mode="after")
+    def _modbus_fields_declared(self) -> DeviceProfile:
+        if self.modbus is None:
+            return self
+        for name, reg in self.modbus.fields.items():
+            spec = self.fields.get(name)
+            if spec is None:
+                raise ValueError(f"modbus.fields.{name}: not declared in the profile's fields")
+            # A label needs a str field and a number a numeric one, or every poll would fail.
+            if (reg.enum is not None) != (spec.type == "str"):
+                raise ValueError(
+                    f"modbus.fields.{name}: a {spec.type} field needs "
+                    + ("a number register" if spec.type != "str" else "an enum register")
+                )
+            if reg.enum is not None and spec.choices is not None:
+                extra = sorted(set(reg.enum.values()) - set(spec.choices))
+                if extra:
+                    raise ValueError(f"modbus.fields.{name}: enum labels {extra} not in choices")
+        return self
 
     @cached_property
     def alerting_events(self) -> dict[str, AlertSpec]:
