@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import check_alert_body
 from cloud.store import Store
+from cloud.telemetry import SqlTelemetryStore, TelemetryStore, check_telemetry_body
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient
 from shouwang.protocol import Rejection, parse_envelope, parse_site_topic
@@ -36,6 +37,10 @@ class Ingest:
         self.metrics = metrics
         self.on_alert = on_alert
         self.max_payload_bytes = max_payload_bytes
+        self.telemetry: TelemetryStore = SqlTelemetryStore(store)
+        self.readings_stored = metrics.counter(
+            "shouwang_readings_stored_total", "Telemetry readings stored (new ones only)", []
+        )
 
     async def run(self) -> None:
         while True:
@@ -63,8 +68,19 @@ class Ingest:
             return result
         env = result
         self.metrics.received(env.kind)
+        if env.kind == "telemetry":
+            new = await self.telemetry.write(env.site or "", env.body["readings"])
+            self.readings_stored.inc(new)
+            return None
+        if env.kind == "health":
+            if env.body.get("type") == "outbox_drops" and await self.store.insert_drop_report(env):
+                log.warning(
+                    "site %s reports outbox drops: %s", env.site, env.body.get("drops"),
+                    extra={"site": env.site},
+                )
+            return None
         if env.kind != "alert":
-            return None  # telemetry, events and health are stored by the cloud work to come
+            return None  # events and evidence: the cloud issue's work
         alert = await self.store.insert_alert(env)
         if alert is None:
             self.metrics.reject("duplicate")
@@ -92,4 +108,8 @@ class Ingest:
             problem = check_alert_body(env.body)
             if problem is not None:
                 return Rejection("invalid_alert", f"{message.topic} {env.id}: {problem}")
+        if kind == "telemetry":
+            problem = check_telemetry_body(env.body)
+            if problem is not None:
+                return Rejection("invalid_telemetry", f"{message.topic} {env.id}: {problem}")
         return env

@@ -64,6 +64,14 @@ alert_transitions = Table(
     Column("note", Text),
 )
 
+drop_reports = Table(
+    "drop_reports", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("body", JSON, nullable=False),
+)
+
 _ALERT_COLUMNS = [c for c in alerts.c if c.name != "body"]
 
 
@@ -74,7 +82,7 @@ def _now_ms() -> int:
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self.insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
     async def connect(cls, url: str) -> Store:
@@ -112,7 +120,7 @@ class Store:
             "state_changed_ms": now,
             "body": body,
         }
-        stmt = self._insert(alerts).values(**row).on_conflict_do_nothing(index_elements=["id"])
+        stmt = self.insert(alerts).values(**row).on_conflict_do_nothing(index_elements=["id"])
         async with self.engine.begin() as conn:
             result = await conn.execute(stmt)
             if result.rowcount != 1:
@@ -128,6 +136,28 @@ class Store:
                 )
             )
         return _public(row)
+
+    async def insert_drop_report(self, env: Envelope) -> bool:
+        """Store a gateway's report of what its outbox had to drop; False for a resend."""
+        stmt = (
+            self.insert(drop_reports)
+            .values(id=env.id, site=env.site, received_ms=_now_ms(), body=env.body)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        async with self.engine.begin() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
+    async def dropped_items(self, site: str) -> dict[str, int]:
+        """Total items each outbox class dropped, over every report from `site`."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(drop_reports.c.body).where(drop_reports.c.site == site))
+            ).scalars().all()
+        totals: dict[str, int] = {}
+        for body in rows:
+            for d in body.get("drops", []):
+                totals[d["class"]] = totals.get(d["class"], 0) + int(d["items"])
+        return totals
 
     async def list_alerts(
         self, *, state: str | None = None, limit: int = 100, before_ts: int | None = None

@@ -23,6 +23,23 @@ class UplinkConfig(Strict):
     batch: int = Field(200, ge=1, le=5000, description="Outbox rows published per round")
     publish_timeout_s: float = Field(10.0, gt=0, description="Wait this long for a PUBACK")
     retry_delay_s: float = Field(1.0, gt=0, description="Pause after a failed round")
+    rate_msgs_s: float = Field(
+        200.0, gt=0,
+        description="Non-life-safety messages per second (a telemetry batch is one); "
+        "life-safety alerts bypass this limit",
+    )
+    burst: int = Field(400, ge=1, description="Token bucket size for rate_msgs_s")
+
+
+class OutboxConfig(Strict):
+    life_safety_mib: float = Field(64, gt=0, description="Quota; over it, lower classes are shed")
+    security_mib: float = Field(32, gt=0, description="Quota for security events")
+    health_mib: float = Field(16, gt=0, description="Quota for device health")
+    telemetry_mib: float = Field(256, gt=0, description="Quota; the oldest is dropped first")
+    bulk_mib: float = Field(512, gt=0, description="Quota for bulk media")
+    consume_batch: int = Field(
+        500, ge=1, le=5000, description="Device messages stored per transaction at most"
+    )
 
 
 class EdgeConfig(Strict):
@@ -34,6 +51,7 @@ class EdgeConfig(Strict):
         default_factory=lambda: HttpConfig(port=9101), description="Metrics and health endpoint"
     )
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Uplink tuning")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox quotas")
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
 

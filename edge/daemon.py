@@ -10,16 +10,19 @@ import sqlite3
 from aiohttp import web
 
 from edge.config import EdgeConfig
-from edge.outbox import Outbox, Priority
+from edge.outbox import MiB, NewRow, Outbox, Priority
 from edge.pipeline import Outcome, Pipeline
-from edge.uplink import Uplink
+from edge.uplink import GATEWAY_DEVICE, Uplink
 from shouwang.config import ConfigError
+from shouwang.ids import derived_id
 from shouwang.metrics import Metrics
 from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
+from shouwang.records import Reading
 
 log = logging.getLogger(__name__)
+SHED_ON_FULL_BYTES = 8 * 1024 * 1024
 
 
 def check_bindings(config: EdgeConfig, profiles: dict[str, DeviceProfile]) -> None:
@@ -47,7 +50,20 @@ class EdgeDaemon:
         self.pipeline = Pipeline(
             config.site, {d.id: d for d in config.devices}, self.profiles, config.max_payload_bytes
         )
-        self.outbox = Outbox(config.data_dir / "outbox.sqlite")
+        q = config.outbox
+        self.outbox = Outbox(
+            config.data_dir / "outbox.sqlite",
+            quotas={
+                Priority.LIFE_SAFETY: int(q.life_safety_mib * MiB),
+                Priority.SECURITY: int(q.security_mib * MiB),
+                Priority.HEALTH: int(q.health_mib * MiB),
+                Priority.TELEMETRY: int(q.telemetry_mib * MiB),
+                Priority.BULK: int(q.bulk_mib * MiB),
+            },
+        )
+        self._alert_topic = site_up_topic(config.site, "alert")
+        self._telemetry_topic = site_up_topic(config.site, "telemetry")
+        self._ingest_drops_noted = 0
         # The gateway's session on its own broker never expires: whatever devices send while
         # the daemon is down (crash, upgrade, a long outage) waits for it there.
         self.edge_mqtt = MqttClient(
@@ -63,7 +79,7 @@ class EdgeDaemon:
             persistent=True,
             on_connection_change=self._cloud_connection_changed,
         )
-        self.uplink = Uplink(self.outbox, self.cloud_mqtt, config.uplink)
+        self.uplink = Uplink(self.outbox, self.cloud_mqtt, config.uplink, config.site)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -125,6 +141,7 @@ class EdgeDaemon:
                 "edge_broker": self.edge_mqtt.connected,
                 "cloud_broker": self.cloud_mqtt.connected,
                 "outbox": await self.outbox.depth(),
+                "outbox_critical": self.outbox.critical,
             }
         )
 
@@ -134,24 +151,48 @@ class EdgeDaemon:
             self.outbox_depth.labels(klass.name.lower()).set(depth.get(int(klass), 0))
 
     async def _consume(self) -> None:
+        """Store what devices sent, a batch per transaction, then acknowledge it.
+
+        Idle, a batch is one message (no added latency); under load, whatever queued up while
+        the last transaction committed goes into the next one. Nothing is acknowledged to the
+        broker before it is stored, so a crash at any point makes the broker send it again.
+        """
+        limit = self.config.outbox.consume_batch
         while True:
-            message = await self.edge_mqtt.messages()
-            while True:
-                try:
-                    await self.handle(message)
-                    break
-                except sqlite3.Error as err:
-                    # Disk full or I/O error: keep the message unacknowledged and try again.
-                    self.metrics.reject("outbox_error")
+            batch = [await self.edge_mqtt.messages()]
+            batch += self.edge_mqtt.drain(limit - 1)
+            await self._store_with_retry(batch)
+            for message in batch:
+                self.edge_mqtt.ack(message)
+            await self._note_ingest_drops()
+
+    async def _store_with_retry(self, batch: list[Message]) -> None:
+        while True:
+            try:
+                await self.handle_batch(batch)
+                return
+            except sqlite3.OperationalError as err:
+                # A full disk: shed the lowest classes and try again; a life-safety message
+                # stays unacknowledged at the broker until it is stored.
+                self.metrics.reject("outbox_error")
+                if "full" in str(err):
+                    freed = await self.outbox.shed(SHED_ON_FULL_BYTES)
+                    log.error("outbox disk full; shed %d bytes of lower classes", freed)
+                    if freed:
+                        continue
+                else:
                     log.error("outbox write failed, retrying in 1 s: %s", err)
-                    await asyncio.sleep(1.0)
-                except Exception:
-                    # A bug must not stop ingest for every other device.
-                    self.metrics.reject("internal_error")
-                    log.exception("failed to process a message on %s", message.topic)
-                    break
-            # Acknowledged only now: whatever it raised is stored in the outbox.
-            self.edge_mqtt.ack(message)
+                await asyncio.sleep(1.0)
+            except sqlite3.Error as err:
+                self.metrics.reject("outbox_error")
+                log.error("outbox write failed, retrying in 1 s: %s", err)
+                await asyncio.sleep(1.0)
+
+    async def _note_ingest_drops(self) -> None:
+        dropped = self.edge_mqtt.dropped_incoming - self._ingest_drops_noted
+        if dropped > 0:
+            self._ingest_drops_noted += dropped
+            await self.outbox.note_drops(Priority.TELEMETRY, dropped, now_ms())
 
     async def wait_failed(self) -> None:
         """Return (raising) when a background task dies; the process should then exit."""
@@ -160,41 +201,93 @@ class EdgeDaemon:
             task.result()
         raise RuntimeError("an edge task ended unexpectedly")
 
-    async def handle(self, message: Message) -> Outcome | Rejection:
-        result = self.pipeline.process(message.topic, message.payload)
-        if isinstance(result, Rejection):
-            self.metrics.reject(result.reason)
-            log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
-            return result
-        self.metrics.received(result.envelope.kind)
-        for bad in result.field_rejections:
-            self.metrics.reject(bad.reason)
-            log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
-        for alert in result.alerts:
-            envelope = make_envelope(
-                site=alert.site,
-                device=alert.device,
-                kind="alert",
-                body=alert.body(),
-                ts=alert.ts,
-                id=alert.id,
-            )
-            priority = Priority.LIFE_SAFETY if alert.life_safety else Priority.SECURITY
-            stored = await self.outbox.put(
-                alert.id,
-                priority,
-                site_up_topic(alert.site, "alert"),
-                envelope.to_bytes(),
-                now_ms(),
-            )
-            if stored:
+    async def handle_batch(self, batch: list[Message]) -> list[Outcome | Rejection]:
+        """Validate each message, then store its alerts and readings in one transaction."""
+        results: list[Outcome | Rejection] = []
+        rows: list[NewRow] = []
+        alerts = []
+        readings = []
+        for message in batch:
+            try:
+                result = self.pipeline.process(message.topic, message.payload)
+            except Exception:
+                # A bug must not stop ingest for every other device.
+                self.metrics.reject("internal_error")
+                log.exception("failed to process a message on %s", message.topic)
+                continue
+            results.append(result)
+            if isinstance(result, Rejection):
+                self.metrics.reject(result.reason)
+                log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
+                continue
+            self.metrics.received(result.envelope.kind)
+            for bad in result.field_rejections:
+                self.metrics.reject(bad.reason)
+                log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
+            for alert in result.alerts:
+                envelope = make_envelope(
+                    site=alert.site,
+                    device=alert.device,
+                    kind="alert",
+                    body=alert.body(),
+                    ts=alert.ts,
+                    id=alert.id,
+                )
+                priority = Priority.LIFE_SAFETY if alert.life_safety else Priority.SECURITY
+                rows.append(
+                    NewRow(
+                        alert.id,
+                        priority,
+                        self._alert_topic,
+                        envelope.to_bytes(),
+                        1,
+                        alert.ts,
+                        alert.ts,
+                    )
+                )
+                alerts.append(alert)
+            if result.reading is not None:
+                readings.append(result.reading)
+        if readings:
+            rows.append(self._telemetry_row(readings))
+        if not rows:
+            return results
+        stored = await self.outbox.put_many(rows, now_ms())
+        for alert, is_new in zip(alerts, stored, strict=False):
+            if is_new:
                 self.alerts_raised.labels("edge", alert.type, alert.severity).inc()
                 log.info(
                     "alert raised",
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
                 )
-            self.uplink.notify()
-        return result
+        self.uplink.notify()
+        return results
+
+    def _telemetry_row(self, readings: list[Reading]) -> NewRow:
+        """Many readings in one compact message: one row, one publish, one PUBACK."""
+        body = {
+            "readings": [
+                {"id": r.id, "device": r.device, "ts": r.ts, "values": r.values} for r in readings
+            ]
+        }
+        first, last = min(r.ts for r in readings), max(r.ts for r in readings)
+        envelope = make_envelope(
+            site=self.config.site,
+            device=GATEWAY_DEVICE,
+            kind="telemetry",
+            body=body,
+            ts=last,
+            id=derived_id(last, self.config.site, *(r.id for r in readings)),
+        )
+        return NewRow(
+            envelope.id,
+            Priority.TELEMETRY,
+            self._telemetry_topic,
+            envelope.to_bytes(),
+            len(readings),
+            first,
+            last,
+        )
 
 
 async def run(config: EdgeConfig) -> None:

@@ -1,23 +1,56 @@
-"""The uplink: drains the outbox to the cloud broker, deleting a row only after its PUBACK."""
+"""The uplink: drains the outbox to the cloud broker, deleting a row only after its PUBACK.
+
+Life-safety rows go first and are never rate-limited. Everything else passes a token bucket,
+so draining a long backlog after an outage cannot crowd out live alerts or flood the cloud.
+The drop ledger (what quotas evicted) is reported as a `health` message and settled only
+once the broker acknowledged the report.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 from edge.config import UplinkConfig
-from edge.outbox import Outbox
+from edge.outbox import Drops, Outbox, Priority, Row
+from shouwang.ids import derived_id
 from shouwang.mqtt import MqttClient, MqttError
+from shouwang.protocol import make_envelope, now_ms, site_up_topic
 
 log = logging.getLogger(__name__)
+GATEWAY_DEVICE = "gateway"
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self, want: int) -> int:
+        """Take up to `want` tokens now; returns how many were granted."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        granted = min(want, int(self.tokens))
+        self.tokens -= granted
+        return granted
+
+    def wait_s(self) -> float:
+        return max(0.0, (1 - self.tokens) / self.rate)
 
 
 class Uplink:
-    def __init__(self, outbox: Outbox, client: MqttClient, config: UplinkConfig) -> None:
+    def __init__(self, outbox: Outbox, client: MqttClient, config: UplinkConfig, site: str) -> None:
         self.outbox = outbox
         self.client = client
         self.config = config
+        self.site = site
         self.sent = 0
+        self.bucket = TokenBucket(config.rate_msgs_s, config.burst)
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -33,31 +66,92 @@ class Uplink:
             await self._wake.wait()
             self._wake.clear()
             while self.client.connected:
-                rows = await self.outbox.next_batch(self.config.batch)
-                if not rows:
-                    break
-                results = await asyncio.gather(
-                    *(
-                        self.client.publish(
-                            r.topic, r.payload, qos=1, timeout=self.config.publish_timeout_s
-                        )
-                        for r in rows
-                    ),
-                    return_exceptions=True,
+                await self._report_drops()
+                urgent = await self.outbox.next_batch(
+                    self.config.batch, priorities=[Priority.LIFE_SAFETY]
                 )
-                acked = [r.id for r, res in zip(rows, results, strict=True) if res is None]
-                if acked:
-                    await self.outbox.delete(acked)
-                    self.sent += len(acked)
-                failures = [res for res in results if isinstance(res, BaseException)]
-                if failures:
-                    unexpected = [f for f in failures if not isinstance(f, MqttError)]
-                    if unexpected:
-                        raise unexpected[0]
-                    log.warning(
-                        "uplink: %d of %d publishes unacknowledged (%s); retrying",
-                        len(failures),
-                        len(rows),
-                        failures[0],
-                    )
-                    await asyncio.sleep(self.config.retry_delay_s)
+                if urgent:
+                    await self._publish(urgent)
+                    continue
+                granted = self.bucket.take(self.config.batch)
+                if granted == 0:
+                    # Out of tokens: wait for a refill, but wake at once for a new alert.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.bucket.wait_s())
+                    self._wake.clear()
+                    continue
+                rows = await self.outbox.next_batch(granted)
+                if not rows:
+                    self.bucket.tokens += granted  # unused: give them back
+                    break
+                self.bucket.tokens += granted - len(rows)
+                await self._publish(rows)
+
+    async def _publish(self, rows: list[Row]) -> None:
+        results = await asyncio.gather(
+            *(
+                self.client.publish(
+                    r.topic, r.payload, qos=1, timeout=self.config.publish_timeout_s
+                )
+                for r in rows
+            ),
+            return_exceptions=True,
+        )
+        acked = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+        if acked:
+            await self.outbox.delete(acked)
+            self.sent += len(acked)
+        failures = [res for res in results if isinstance(res, BaseException)]
+        if failures:
+            unexpected = [f for f in failures if not isinstance(f, MqttError)]
+            if unexpected:
+                raise unexpected[0]
+            log.warning(
+                "uplink: %d of %d publishes unacknowledged (%s); retrying",
+                len(failures),
+                len(rows),
+                failures[0],
+            )
+            await asyncio.sleep(self.config.retry_delay_s)
+
+    async def _report_drops(self) -> None:
+        drops = await self.outbox.drops()
+        if not drops:
+            return
+        body = {"type": "outbox_drops", "drops": [_drop_dict(d) for d in drops]}
+        key = [f"{d.priority}:{d.items}:{d.rows}:{d.first_ts}:{d.last_ts}" for d in drops]
+        # Same ledger, same id: a report resent after a crash is stored once by the cloud.
+        envelope = make_envelope(
+            site=self.site,
+            device=GATEWAY_DEVICE,
+            kind="health",
+            body=body,
+            id=derived_id(min(d.first_ts for d in drops), self.site, "drops", *key),
+            ts=now_ms(),
+        )
+        try:
+            await self.client.publish(
+                site_up_topic(self.site, "health"),
+                envelope.to_bytes(),
+                qos=1,
+                timeout=self.config.publish_timeout_s,
+            )
+        except MqttError as err:
+            log.warning("uplink: drop report not acknowledged (%s); will retry", err)
+            return
+        await self.outbox.settle_drops(drops)
+        log.warning(
+            "reported outbox drops to the cloud: %s",
+            ", ".join(f"{Priority(d.priority).name.lower()} {d.items}" for d in drops),
+        )
+
+
+def _drop_dict(d: Drops) -> dict[str, int | str]:
+    return {
+        "class": Priority(d.priority).name.lower(),
+        "items": d.items,
+        "rows": d.rows,
+        "bytes": d.bytes,
+        "first_ts": d.first_ts,
+        "last_ts": d.last_ts,
+    }

@@ -160,6 +160,16 @@ class MqttClient:
     async def messages(self) -> Message:
         return await self._queue.get()
 
+    def drain(self, limit: int) -> list[Message]:
+        """Up to `limit` messages already waiting, without waiting for more."""
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
     def queue_depth(self) -> int:
         return self._queue.qsize()
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from edge.outbox import Outbox, Priority
+import pytest
+
+from edge.outbox import Drops, NewRow, Outbox, Priority
 
 
 async def test_order_idempotency_and_persistence(tmp_path: Path) -> None:
@@ -26,4 +29,82 @@ async def test_order_idempotency_and_persistence(tmp_path: Path) -> None:
     rows = await reopened.next_batch(10)
     assert [(r.id, r.payload) for r in rows] == [("a2", b"a2"), ("s1", b"s1"), ("t1", b"t1")]
     assert await reopened.depth() == {0: 1, 1: 1, 3: 1}
+    await reopened.close()
+
+
+def telemetry(i: int, size: int = 100, items: int = 10) -> NewRow:
+    return NewRow(f"t{i:04d}", Priority.TELEMETRY, "x/t", b"t" * size, items, 1000 + i, 1000 + i)
+
+
+def sos(i: int, size: int = 100) -> NewRow:
+    return NewRow(f"a{i:04d}", Priority.LIFE_SAFETY, "x/a", b"a" * size, 1, 5000 + i, 5000 + i)
+
+
+async def test_telemetry_over_quota_drops_the_oldest_and_counts_it(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", quotas={Priority.TELEMETRY: 1000})
+    await box.open()
+    await box.put_many([telemetry(i) for i in range(25)], now_ms=1)
+    rows = await box.next_batch(100)
+    assert [r.id for r in rows] == [f"t{i:04d}" for i in range(15, 25)]  # newest ten kept
+    assert box.usage()[Priority.TELEMETRY] == 1000
+    assert await box.drops() == [Drops(Priority.TELEMETRY, items=150, rows=15, bytes=1500,
+                                       first_ts=1000, last_ts=1014)]
+    await box.close()
+
+
+async def test_life_safety_is_never_evicted_and_takes_room_from_lower_classes(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", quotas={Priority.LIFE_SAFETY: 300, Priority.TELEMETRY: 10_000})
+    await box.open()
+    await box.put_many([telemetry(i) for i in range(10)], now_ms=1)
+    await box.put_many([sos(i) for i in range(3)], now_ms=2)
+    assert not box.critical
+    await box.put_many([sos(i) for i in range(3, 8)], now_ms=3)  # 500 bytes over quota
+    assert box.critical
+    ids = [r.id for r in await box.next_batch(100)]
+    assert ids == [f"a{i:04d}" for i in range(8)] + [f"t{i:04d}" for i in range(5, 10)]
+    assert await box.drops() == [Drops(Priority.TELEMETRY, 50, 5, 500, 1000, 1004)]
+    # Nothing lower left to give: life-safety still grows, never refused.
+    await box.put_many([telemetry(99, size=1)], now_ms=4)
+    await box.put_many([sos(i) for i in range(8, 20)], now_ms=5)
+    assert [r.id for r in await box.next_batch(100, priorities=[Priority.LIFE_SAFETY])] == [
+        f"a{i:04d}" for i in range(20)
+    ]
+    await box.delete([f"a{i:04d}" for i in range(20)])
+    assert not box.critical
+    await box.close()
+
+
+async def test_full_disk_sheds_lower_classes_not_life_safety(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_page_count=40)  # about 160 KiB with 4 KiB pages
+    await box.open()
+    stored: list[str] = []
+
+    async def fill() -> None:
+        while True:
+            await box.put_many([telemetry(len(stored), size=3000, items=1)], now_ms=1)
+            stored.append("ok")
+
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        await fill()
+    assert len(stored) > 5
+    freed = await box.shed(30_000)
+    assert freed >= 30_000
+    assert await box.put("a1", Priority.LIFE_SAFETY, "x/a", b"a" * 3000, 2)
+    assert (await box.drops())[0].rows == freed // 3000
+    assert (await box.next_batch(1))[0].id == "a1"
+    await box.close()
+
+
+async def test_settled_drops_leave_later_ones(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", quotas={Priority.TELEMETRY: 100})
+    await box.open()
+    await box.put_many([telemetry(i) for i in range(3)], now_ms=1)
+    reported = await box.drops()
+    await box.put_many([telemetry(i) for i in range(3, 5)], now_ms=1)
+    await box.settle_drops(reported)
+    assert await box.drops() == [Drops(Priority.TELEMETRY, 20, 2, 200, 1000, 1003)]
+    await box.close()
+    reopened = Outbox(tmp_path / "o.sqlite", quotas={Priority.TELEMETRY: 100})
+    await reopened.open()
+    assert reopened.usage()[Priority.TELEMETRY] == 100
     await reopened.close()
