@@ -66,13 +66,13 @@ class Uplink:
             await self._wake.wait()
             self._wake.clear()
             while self.client.connected:
-                await self._report_drops()
                 urgent = await self.outbox.next_batch(
                     self.config.batch, priorities=[Priority.LIFE_SAFETY]
                 )
                 if urgent:
                     await self._publish(urgent)
                     continue
+                await self._report_drops()  # after life-safety, before the rest
                 granted = self.bucket.take(self.config.batch)
                 if granted == 0:
                     # Out of tokens: wait for a refill, but wake at once for a new alert.
