@@ -6,23 +6,29 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from edge.config import EdgeConfig
+from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
+from edge.liveness import Liveness, Transition
 from edge.outbox import MiB, NewRow, Outbox, Priority
 from edge.pipeline import Outcome, Pipeline
 from edge.uplink import GATEWAY_DEVICE, Uplink
+from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
 from shouwang.ids import derived_id
 from shouwang.metrics import Metrics
-from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient
+from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient, MqttError
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
 from shouwang.records import Reading
 
 log = logging.getLogger(__name__)
 SHED_ON_FULL_BYTES = 8 * 1024 * 1024
+GATEWAY_REPORT_S = 60.0  # the gateway's own health, to the cloud
 
 
 def check_bindings(config: EdgeConfig, profiles: dict[str, DeviceProfile]) -> None:
@@ -61,6 +67,16 @@ class EdgeDaemon:
                 Priority.BULK: int(q.bulk_mib * MiB),
             },
         )
+        self.clock: Clock = SystemClock()
+        self.liveness = Liveness(
+            self.profiles, {d.id: d.profile for d in config.devices}, self.clock
+        )
+        self.firmware = ConfigPusher(FirmwareConfigs.load(profiles=self.profiles), self.clock)
+        self.transitions = self.metrics.counter(
+            "shouwang_device_state_changes_total", "Liveness transitions", ["dimension", "new"]
+        )
+        self._health_topic = site_up_topic(config.site, "health")
+        self._wake_watch = asyncio.Event()
         self._alert_topic = site_up_topic(config.site, "alert")
         self._telemetry_topic = site_up_topic(config.site, "telemetry")
         self._ingest_drops_noted = 0
@@ -100,6 +116,7 @@ class EdgeDaemon:
         self._tasks = [
             asyncio.create_task(self._consume(), name="edge-consume"),
             asyncio.create_task(self.uplink.run(), name="edge-uplink"),
+            asyncio.create_task(self._watch(), name="edge-watch"),
         ]
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
@@ -142,6 +159,8 @@ class EdgeDaemon:
                 "cloud_broker": self.cloud_mqtt.connected,
                 "outbox": await self.outbox.depth(),
                 "outbox_critical": self.outbox.critical,
+                "devices": self.liveness.snapshot(),
+                "firmware": self.firmware.snapshot(),
             }
         )
 
@@ -207,6 +226,7 @@ class EdgeDaemon:
         rows: list[NewRow] = []
         alerts = []
         readings = []
+        pushes: list[PushStep] = []
         for message in batch:
             try:
                 result = self.pipeline.process(message.topic, message.payload)
@@ -248,6 +268,7 @@ class EdgeDaemon:
                 alerts.append(alert)
             if result.reading is not None:
                 readings.append(result.reading)
+            rows += self._observe(result, pushes)
         if readings:
             rows.append(self._telemetry_row(readings))
         if not rows:
@@ -261,7 +282,83 @@ class EdgeDaemon:
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
                 )
         self.uplink.notify()
+        for step in pushes:
+            await self._apply_push(step)
         return results
+
+    def _observe(self, result: Outcome, pushes: list[PushStep]) -> list[NewRow]:
+        """Feed liveness and firmware tracking; returns health rows for what changed."""
+        env = result.envelope
+        if env.kind == "status":
+            changes = self.liveness.observe_status(env.device, env.body, env.ts)
+            step = self.firmware.observe_status(env.device, env.body)
+        elif result.event is not None:
+            changes = self.liveness.observe_data(
+                env.device, env.ts, event=result.event.name, fields=result.event.data
+            )
+            step = self.firmware.observe_event(env.device, result.event.name, result.event.data)
+        else:
+            values = result.reading.values if result.reading is not None else {}
+            changes = self.liveness.observe_data(env.device, env.ts, fields=values)
+            step = None
+        if step is not None and (step.publish is not None or step.clear or step.issues):
+            pushes.append(step)
+        return [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+
+    async def _apply_push(self, step: PushStep) -> None:
+        if step.publish is not None or step.clear:
+            payload = b"" if step.clear else orjson.dumps(step.publish)
+            try:
+                await self.edge_mqtt.publish(step.topic, payload, qos=1, retain=True)
+            except MqttError as err:
+                log.warning("could not publish config on %s: %s", step.topic, err)
+        if step.issues:
+            await self.outbox.put_many(
+                [self._health_row(_issue_body(i), i.at_ms) for i in step.issues], now_ms()
+            )
+            self.uplink.notify()
+
+    def _health_row(self, body: dict[str, Any], ts: int) -> NewRow:
+        if body.get("type") == "device_state":
+            self.transitions.labels(body["dimension"], body["new"]).inc()
+        envelope = make_envelope(
+            site=self.config.site, device=GATEWAY_DEVICE, kind="health", body=body, ts=ts
+        )
+        return NewRow(
+            envelope.id, Priority.HEALTH, self._health_topic, envelope.to_bytes(), 1, ts, ts
+        )
+
+    async def _watch(self) -> None:
+        """Sleep until a device may go stale, a config ack times out, or the gateway reports."""
+        next_report = self.clock.monotonic()
+        while True:
+            now = self.clock.monotonic()
+            rows = [self._health_row(_transition_body(t), t.at_ms) for t in self.liveness.tick()]
+            rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
+            if now >= next_report:
+                rows.append(self._health_row(await self._gateway_body(), now_ms()))
+                next_report = now + GATEWAY_REPORT_S
+            if rows:
+                await self.outbox.put_many(rows, now_ms())
+                self.uplink.notify()
+            deadlines = [
+                d for d in (self.liveness.next_deadline(), self.firmware.next_deadline()) if d
+            ]
+            wake = min([next_report, *deadlines])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_watch.wait(), max(0.05, wake - now + 0.01))
+            self._wake_watch.clear()
+
+    async def _gateway_body(self) -> dict[str, Any]:
+        return {
+            "type": "gateway",
+            "devices": self.liveness.gateway_health(),
+            "outbox_depth": {
+                Priority(p).name.lower(): n for p, n in (await self.outbox.depth()).items()
+            },
+            "outbox_critical": self.outbox.critical,
+            "edge_broker": self.edge_mqtt.connected,
+        }
 
     def _telemetry_row(self, readings: list[Reading]) -> NewRow:
         """Many readings in one compact message: one row, one publish, one PUBACK."""
@@ -288,6 +385,22 @@ class EdgeDaemon:
             first,
             last,
         )
+
+
+def _transition_body(t: Transition) -> dict[str, Any]:
+    return {
+        "type": "device_state",
+        "device": t.device,
+        "dimension": t.dimension,
+        "old": t.old,
+        "new": t.new,
+        "at_ms": t.at_ms,
+        "reason": t.reason,
+    }
+
+
+def _issue_body(i: ConfigIssue) -> dict[str, Any]:
+    return {"type": "config_issue", "device": i.device, "kind": i.kind, "detail": i.detail}
 
 
 async def run(config: EdgeConfig) -> None:

