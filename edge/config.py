@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from edge.adapters.modbus import ModbusLink
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -17,6 +18,9 @@ class DeviceBinding(Strict):
         None,
         description="Location path: district/street/community/grid/building/unit/floor/household",
     )
+    modbus: ModbusLink | None = Field(
+        None, description="Poll this device over Modbus (TCP or RTU over TCP) instead of MQTT"
+    )
 
 
 class UplinkConfig(Strict):
@@ -24,7 +28,8 @@ class UplinkConfig(Strict):
     publish_timeout_s: float = Field(10.0, gt=0, description="Wait this long for a PUBACK")
     retry_delay_s: float = Field(1.0, gt=0, description="Pause after a failed round")
     rate_msgs_s: float = Field(
-        200.0, gt=0,
+        200.0,
+        gt=0,
         description="Non-life-safety messages per second (a telemetry batch is one); "
         "life-safety alerts bypass this limit",
     )

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
 from edge.config import EdgeConfig
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
@@ -76,6 +77,20 @@ class EdgeDaemon:
             "shouwang_device_state_changes_total", "Liveness transitions", ["dimension", "new"]
         )
         self._health_topic = site_up_topic(config.site, "health")
+        self._polled: list[Reading] = []
+        self._polled_changes: list[Transition] = []
+        self._polled_seen: set[str] = set()
+        self._polled_ready = asyncio.Event()
+        meters = [
+            ModbusMeterConfig(id=d.id, profile=d.profile, **d.modbus.model_dump())
+            for d in config.devices
+            if d.modbus is not None
+        ]
+        self.modbus = (
+            ModbusPoller(meters, self.profiles, self._on_polled, self._on_availability)
+            if meters
+            else None
+        )
         self._wake_watch = asyncio.Event()
         self._alert_topic = site_up_topic(config.site, "alert")
         self._telemetry_topic = site_up_topic(config.site, "telemetry")
@@ -117,11 +132,16 @@ class EdgeDaemon:
             asyncio.create_task(self._consume(), name="edge-consume"),
             asyncio.create_task(self.uplink.run(), name="edge-uplink"),
             asyncio.create_task(self._watch(), name="edge-watch"),
+            asyncio.create_task(self._store_polled(), name="edge-polled"),
         ]
+        if self.modbus is not None:
+            await self.modbus.start()
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
 
     async def stop(self) -> None:
+        if self.modbus is not None:
+            await self.modbus.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -327,6 +347,41 @@ class EdgeDaemon:
         return NewRow(
             envelope.id, Priority.HEALTH, self._health_topic, envelope.to_bytes(), 1, ts, ts
         )
+
+    # --- polled meters (Modbus) -----------------------------------------------------------
+
+    def _on_polled(self, reading: Reading) -> None:
+        self.metrics.received("telemetry")
+        if reading.device not in self._polled_seen:
+            # The poller reports changes from "available"; its first answer is the first news.
+            self._polled_seen.add(reading.device)
+            self._polled_changes += self.liveness.observe_status(
+                reading.device, {"state": "online"}
+            )
+        self._polled.append(reading)
+        self._polled_ready.set()
+
+    def _on_availability(self, device: str, available: bool, reason: str) -> None:
+        # A polled meter's transport is its bus answering, not an MQTT status.
+        state = "online" if available else "offline"
+        self._polled_changes += self.liveness.observe_status(device, {"state": state})
+        self._polled_ready.set()
+
+    async def _store_polled(self) -> None:
+        """Polled readings take the same road as MQTT telemetry: outbox rows, liveness."""
+        while True:
+            await self._polled_ready.wait()
+            self._polled_ready.clear()
+            readings, self._polled = self._polled, []
+            changes, self._polled_changes = self._polled_changes, []
+            for r in readings:
+                changes += self.liveness.observe_data(r.device, r.ts, fields=r.values)
+            rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+            if readings:
+                rows.append(self._telemetry_row(readings))
+            if rows:
+                await self.outbox.put_many(rows, now_ms())
+                self.uplink.notify()
 
     async def _watch(self) -> None:
         """Sleep until a device may go stale, a config ack times out, or the gateway reports."""

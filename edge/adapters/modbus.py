@@ -55,9 +55,9 @@ _GRID_MIN_S, _GRID_MAX_S = 0.05, 1.0
 _CONNECT_BACKOFF_MAX_S = 60.0
 
 
-class ModbusMeterConfig(Strict):
-    id: str = Field(description="Device id, as in the edge config's devices list")
-    profile: str = Field(description="Device profile kind; the profile needs a modbus register map")
+class ModbusLink(Strict):
+    """How to reach one meter; the `modbus:` block of a device in the site config."""
+
     host: str = Field(description="Modbus TCP server or RS-485 gateway address")
     port: int = Field(502, ge=1, le=65535, description="TCP port of that server or gateway")
     framer: Framer = Field(
@@ -83,10 +83,15 @@ class ModbusMeterConfig(Strict):
     frames_kept: int = Field(20, ge=1, le=1000, description="Raw frames kept for diagnostics")
 
     @model_validator(mode="after")
-    def _backoff_cap(self) -> ModbusMeterConfig:
+    def _backoff_cap(self) -> ModbusLink:
         if self.unavailable_backoff_max_s < self.poll_interval_s:
             raise ValueError("unavailable_backoff_max_s must be at least poll_interval_s")
         return self
+
+
+class ModbusMeterConfig(ModbusLink):
+    id: str = Field(description="Device id, as in the edge config's devices list")
+    profile: str = Field(description="Device profile kind; the profile needs a modbus register map")
 
 
 class DeviceError(Exception):
