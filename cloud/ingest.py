@@ -38,9 +38,6 @@ class Ingest:
         self.on_alert = on_alert
         self.max_payload_bytes = max_payload_bytes
         self.telemetry: TelemetryStore = SqlTelemetryStore(store)
-        self.readings_stored = metrics.counter(
-            "shouwang_readings_stored_total", "Telemetry readings stored (new ones only)", []
-        )
 
     async def run(self) -> None:
         while True:
@@ -70,7 +67,7 @@ class Ingest:
         self.metrics.received(env.kind)
         if env.kind == "telemetry":
             new = await self.telemetry.write(env.site or "", env.body["readings"])
-            self.readings_stored.inc(new)
+            self.metrics.readings_stored.inc(new)
             return None
         if env.kind == "health":
             if env.body.get("type") == "outbox_drops" and await self.store.insert_drop_report(env):

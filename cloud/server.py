@@ -16,7 +16,7 @@ from cloud.ingest import Ingest
 from cloud.store import Store
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
-from shouwang.protocol import CLOUD_SHARED_SUBSCRIPTION
+from shouwang.protocol import CLOUD_STREAMS
 
 log = logging.getLogger(__name__)
 SNAPSHOT_SIZE = 200  # alerts a dashboard gets on (re)connect before live changes
@@ -28,7 +28,7 @@ class CloudServer:
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
         self.hub = Hub(snapshot=self._snapshot)
-        self.mqtt: MqttClient | None = None
+        self.streams: list[MqttClient] = []
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -41,8 +41,10 @@ class CloudServer:
         self.store = await Store.connect(self.config.database_url)
         if self.config.api:
             app = build_app(
-                self.store, self.hub, self.metrics,
-                lambda: None if self.mqtt is None else self.mqtt.connected,
+                self.store,
+                self.hub,
+                self.metrics,
+                lambda: all(c.connected for c in self.streams) if self.streams else None,
             )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
@@ -52,22 +54,29 @@ class CloudServer:
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
             log.info("dashboard on http://%s:%s", self.config.http.host, self.http_port)
         if self.config.ingest:
-            self.mqtt = MqttClient(
-                self.config.broker,
-                client_id=self.config.worker_id,
-                persistent=True,
-                manual_ack=True,
-            )
-            self.mqtt.subscribe(CLOUD_SHARED_SUBSCRIPTION, 1)
-            await self.mqtt.start()
-            ingest = Ingest(
-                self.mqtt,
-                self.store,
-                self.metrics,
-                on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
-                max_payload_bytes=self.config.max_payload_bytes,
-            )
-            self._tasks.append(asyncio.create_task(ingest.run(), name="cloud-ingest"))
+            for stream, topics in CLOUD_STREAMS.items():
+                client = MqttClient(
+                    self.config.broker,
+                    client_id=f"{self.config.worker_id}-{stream}",
+                    persistent=True,
+                    manual_ack=True,
+                )
+                for topic in topics:
+                    client.subscribe(topic, 1)
+                await client.start()
+                self.streams.append(client)
+                ingest = Ingest(
+                    client,
+                    self.store,
+                    self.metrics,
+                    on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
+                    max_payload_bytes=self.config.max_payload_bytes,
+                )
+                self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
+
+    async def wait_connected(self, timeout: float) -> None:
+        for client in self.streams:
+            await client.wait_connected(timeout)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -76,8 +85,9 @@ class CloudServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self.mqtt is not None:
-            await self.mqtt.close()
+        for client in self.streams:
+            await client.close()
+        self.streams = []
         await self.hub.close()
         if self._runner is not None:
             await self._runner.cleanup()

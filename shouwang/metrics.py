@@ -30,6 +30,10 @@ class Metrics:
             ["component", "type", "severity"],
             registry=self.registry,
         )
+        self.readings_stored = Counter(
+            "shouwang_readings_stored_total", "Telemetry readings stored (new ones only)",
+            registry=self.registry,
+        )
         self.component = component
 
     def counter(self, name: str, doc: str, labels: list[str]) -> Counter:

@@ -143,7 +143,12 @@ def site_down_topic(site_id: str, kind: str) -> str:
     return f"site/{site_id}/down/{kind}"
 
 
-CLOUD_SHARED_SUBSCRIPTION = "$share/cloud/site/+/up/#"
+# Cloud workers share the load per stream. Alerts have a stream (and a connection) of their
+# own, so an SOS never waits behind a site's telemetry backlog.
+CLOUD_STREAMS: dict[str, tuple[str, ...]] = {
+    "alerts": ("$share/cloud/site/+/up/alert",),
+    "data": tuple(f"$share/cloud/site/+/up/{k}" for k in SITE_KINDS if k != "alert"),
+}
 
 
 def parse_device_topic(topic: str) -> tuple[str, str] | Rejection:

@@ -201,8 +201,7 @@ async def running_cloud(config: CloudConfig) -> AsyncIterator[CloudServer]:
     server = CloudServer(config)
     await server.start()
     try:
-        assert server.mqtt is not None
-        await server.mqtt.wait_connected(10)
+        await server.wait_connected(10)
         yield server
     finally:
         await server.stop()
