@@ -77,7 +77,8 @@ class Uplink:
                 if granted == 0:
                     # Out of tokens: wait for a refill, but wake at once for a new alert.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.bucket.wait_s())
+                        async with asyncio.timeout(self.bucket.wait_s()):
+                            await self._wake.wait()
                     self._wake.clear()
                     continue
                 rows = await self.outbox.next_batch(granted)

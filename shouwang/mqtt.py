@@ -135,7 +135,8 @@ class MqttClient:
         self._client.loop_start()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
 
     @property
     def connected(self) -> bool:
@@ -212,7 +213,10 @@ class MqttClient:
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = future
         try:
-            await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives together with the PUBACK, and a daemon's stop() then hangs.
+            async with asyncio.timeout(timeout):
+                await future
         except TimeoutError as err:
             raise MqttPublishFailed(f"no PUBACK for {topic} within {timeout} s") from err
         finally:
