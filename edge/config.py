@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from edge.adapters.cjt188_client import Cjt188Link
 from edge.adapters.modbus import ModbusLink
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
@@ -21,6 +22,21 @@ class DeviceBinding(Strict):
     modbus: ModbusLink | None = Field(
         None, description="Poll this device over Modbus (TCP or RTU over TCP) instead of MQTT"
     )
+    cjt188: Cjt188Link | None = Field(
+        None,
+        description="Poll this device as a CJ/T 188 water or gas meter behind a transparent "
+        "serial server, instead of MQTT",
+    )
+
+    @model_validator(mode="after")
+    def _one_link(self) -> DeviceBinding:
+        links = [name for name in ("modbus", "cjt188") if getattr(self, name) is not None]
+        if len(links) > 1:
+            raise ValueError(
+                f"device {self.id!r}: {' and '.join(links)} are both set; "
+                "a device is polled over one link"
+            )
+        return self
 
 
 class UplinkConfig(Strict):

@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller
 from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
+from edge.adapters.polling import Poller
 from edge.config import EdgeConfig
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
@@ -91,6 +93,17 @@ class EdgeDaemon:
             if meters
             else None
         )
+        cjt188 = [
+            Cjt188MeterConfig(id=d.id, profile=d.profile, **d.cjt188.model_dump())
+            for d in config.devices
+            if d.cjt188 is not None
+        ]
+        self.cjt188 = (
+            Cjt188Poller(cjt188, self.profiles, self._on_polled, self._on_availability)
+            if cjt188
+            else None
+        )
+        self.pollers: list[Poller[Any]] = [p for p in (self.modbus, self.cjt188) if p is not None]
         self._wake_watch = asyncio.Event()
         self._alert_topic = site_up_topic(config.site, "alert")
         self._telemetry_topic = site_up_topic(config.site, "telemetry")
@@ -134,14 +147,14 @@ class EdgeDaemon:
             asyncio.create_task(self._watch(), name="edge-watch"),
             asyncio.create_task(self._store_polled(), name="edge-polled"),
         ]
-        if self.modbus is not None:
-            await self.modbus.start()
+        for poller in self.pollers:
+            await poller.start()
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
 
     async def stop(self) -> None:
-        if self.modbus is not None:
-            await self.modbus.stop()
+        for poller in self.pollers:
+            await poller.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -401,7 +414,8 @@ class EdgeDaemon:
             ]
             wake = min([next_report, *deadlines])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_watch.wait(), max(0.05, wake - now + 0.01))
+                async with asyncio.timeout(max(0.05, wake - now + 0.01)):
+                    await self._wake_watch.wait()
             self._wake_watch.clear()
 
     async def _gateway_body(self) -> dict[str, Any]:

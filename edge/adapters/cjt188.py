@@ -1,21 +1,14 @@
-"""CJ/T 188-2004 water and gas meters: the frame codec and an asyncio client for serial servers."""
+"""CJ/T 188-2004 water and gas meters: the frame codec, pure functions without I/O."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import string
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from typing import Literal, NamedTuple
 
 from shouwang.records import Reading
-
-log = logging.getLogger(__name__)
 
 # --- constants of the standard -------------------------------------------------------------
 
@@ -75,7 +68,7 @@ DiOrder = Literal["little", "big"]
 ValveState = Literal["open", "closed", "abnormal"]
 
 
-def _hex(raw: bytes | bytearray) -> str:
+def hex_text(raw: bytes | bytearray) -> str:
     return raw.hex(" ").upper()
 
 
@@ -94,13 +87,14 @@ class Cjt188Error(Exception):
     """Any CJ/T 188 failure; `raw` holds the bytes at fault, `frames` the meter's last exchanges."""
 
     def __init__(self, message: str, *, raw: bytes | bytearray = b"") -> None:
+        self.message = message
         self.raw = bytes(raw)
         self.frames: tuple[FrameRecord, ...] = ()
-        super().__init__(f"{message} [raw: {_hex(self.raw)}]" if raw else message)
+        super().__init__(f"{message} [raw: {hex_text(self.raw)}]" if raw else message)
 
     @property
     def raw_hex(self) -> str:
-        return _hex(self.raw)
+        return hex_text(self.raw)
 
 
 class FrameError(Cjt188Error):
@@ -138,6 +132,10 @@ class Cjt188Timeout(Cjt188Error):
 
 class Cjt188ConnectionError(Cjt188Error):
     """The TCP link to the serial server could not be opened or was lost."""
+
+
+class Cjt188ConnectFailed(Cjt188ConnectionError):
+    """The TCP link to the serial server could not be opened: refused, unreachable, timed out."""
 
 
 # --- frames --------------------------------------------------------------------------------
@@ -291,7 +289,7 @@ def bcd_encode(value: int, length: int) -> bytes:
 def bcd_decode(wire: bytes, *, what: str, raw: bytes = b"") -> int:
     text = wire[::-1].hex()
     if not text.isdigit():
-        raise FieldError(f"{what}: {_hex(wire)} is not BCD", raw=raw or wire)
+        raise FieldError(f"{what}: {hex_text(wire)} is not BCD", raw=raw or wire)
     return int(text)
 
 
@@ -583,258 +581,3 @@ def to_reading(resp: ReadDataResponse, *, device: str, reading_id: str, ts: int)
             "address": resp.address,
         },
     )
-
-
-# --- client --------------------------------------------------------------------------------
-
-_READ_CHUNK = 512
-# Worth another try: the line or the link garbled or lost the answer.
-_RETRYABLE = (Cjt188Timeout, Cjt188ConnectionError, FrameError, ChecksumError, UnexpectedResponse)
-# The meter is not answering usefully; log the change once, not on every poll.
-_UNAVAILABLE = (Cjt188Timeout, Cjt188ConnectionError, FrameError, ChecksumError)
-
-
-class Cjt188Client:
-    """Talks to CJ/T 188 meters on one RS-485 line through a transparent serial server (TCP)."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        timeout_s: float = 2.0,
-        connect_timeout_s: float = 3.0,
-        retries: int = 2,
-        backoff_s: float = 0.2,
-        backoff_max_s: float = 5.0,
-        queue_timeout_s: float = 60.0,
-        reconnect_after_timeouts: int = 3,
-        history: int = 20,
-        preamble: int = 4,
-        di_order: DiOrder = "little",
-        match_ser: bool = True,
-    ) -> None:
-        self.host, self.port = host, port
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.retries = retries
-        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
-        self.queue_timeout_s = queue_timeout_s
-        self.reconnect_after_timeouts = reconnect_after_timeouts
-        self.history = history
-        self.preamble = preamble
-        self.di_order: DiOrder = di_order
-        # Some meters always answer SER 00; they need this off (and lose stale-reply filtering).
-        self.match_ser = match_ser
-        self._lock = asyncio.Lock()  # one request at a time on the shared RS-485 line
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._stream = FrameReader()
-        self._frames: dict[str, deque[FrameRecord]] = {}
-        self._ser = 0
-        self._timeouts_in_a_row = 0
-        self._unavailable: set[str] = set()
-
-    async def __aenter__(self) -> Cjt188Client:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def frames(self, address: str) -> tuple[FrameRecord, ...]:
-        """The last raw exchanges with this meter, oldest first."""
-        return tuple(self._frames.get(address, ()))
-
-    async def read_data(
-        self, address: str, *, meter_type: int = MeterType.COLD_WATER
-    ) -> ReadDataResponse:
-        request = read_data_request(
-            address, meter_type=meter_type, ser=self._next_ser(), di_order=self.di_order
-        )
-        resp = await self._call(request)
-        assert isinstance(resp, ReadDataResponse)  # decode_response keys the type on C
-        return resp
-
-    async def set_valve(
-        self, address: str, open: bool, *, meter_type: int = MeterType.COLD_WATER
-    ) -> ValveResponse:
-        request = valve_request(
-            address, open, meter_type=meter_type, ser=self._next_ser(), di_order=self.di_order
-        )
-        resp = await self._call(request)
-        assert isinstance(resp, ValveResponse)
-        return resp
-
-    async def read_address(
-        self, address: str = BROADCAST_ADDRESS, *, meter_type: int = ANY_METER_TYPE
-    ) -> ReadAddressResponse:
-        """With the broadcast address, only safe when one meter is on the line."""
-        request = read_address_request(
-            address, meter_type=meter_type, ser=self._next_ser(), di_order=self.di_order
-        )
-        resp = await self._call(request)
-        assert isinstance(resp, ReadAddressResponse)
-        return resp
-
-    async def close(self) -> None:
-        await self._drop()
-
-    # --- internals ---
-
-    def _next_ser(self) -> int:
-        self._ser = (self._ser + 1) & 0xFF
-        return self._ser
-
-    async def _call(self, request: Frame) -> Response:
-        history = self._frames.setdefault(request.address, deque(maxlen=self.history))
-        try:
-            frame = await self._transact(request, history)
-            resp = decode_response(frame, di_order=self.di_order)
-        except Cjt188Error as err:
-            err.frames = tuple(history)
-            if isinstance(err, _UNAVAILABLE) and request.address not in self._unavailable:
-                self._unavailable.add(request.address)
-                log.warning("CJ/T 188 meter %s unavailable: %s", request.address, err)
-            raise
-        if request.address in self._unavailable:
-            self._unavailable.discard(request.address)
-            log.info("CJ/T 188 meter %s answering again", request.address)
-        return resp
-
-    async def _transact(self, request: Frame, history: deque[FrameRecord]) -> Frame:
-        try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                await self._lock.acquire()
-        except TimeoutError as err:
-            raise Cjt188Timeout(
-                f"serial line {self.host}:{self.port} busy for {self.queue_timeout_s} s"
-            ) from err
-        try:
-            last: Cjt188Error | None = None
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    await asyncio.sleep(
-                        min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-                    )
-                try:
-                    frame = await self._exchange(request, history)
-                except _RETRYABLE as err:
-                    last = err
-                    await self._after_failure(err)
-                    log.debug("meter %s attempt %d failed: %s", request.address, attempt + 1, err)
-                    continue
-                self._timeouts_in_a_row = 0
-                return frame
-            assert last is not None
-            raise last
-        finally:
-            self._lock.release()
-
-    async def _after_failure(self, err: Cjt188Error) -> None:
-        if isinstance(err, Cjt188ConnectionError):
-            await self._drop()
-        elif isinstance(err, Cjt188Timeout):
-            # A serial server can keep a dead TCP session open; a fresh one often cures it.
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row >= self.reconnect_after_timeouts:
-                self._timeouts_in_a_row = 0
-                await self._drop()
-
-    async def _exchange(self, request: Frame, history: deque[FrameRecord]) -> Frame:
-        reader, writer = await self._connect()
-        wire = encode_frame(request, preamble=self.preamble)
-        self._stream.clear()
-        history.append(FrameRecord("tx", _hex(wire), time.monotonic()))
-        received = bytearray()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                writer.write(wire)
-                await writer.drain()
-                while True:
-                    frame = self._stream.next_frame()
-                    if frame is not None:
-                        if self._answers(request, frame):
-                            return frame
-                        continue
-                    chunk = await reader.read(_READ_CHUNK)
-                    if not chunk:
-                        raise Cjt188ConnectionError(
-                            f"serial server {self.host}:{self.port} closed the connection",
-                            raw=received,
-                        )
-                    received += chunk
-                    self._stream.feed(chunk)
-        except TimeoutError as err:
-            raise self._no_answer(request, received) from err
-        except OSError as err:
-            raise Cjt188ConnectionError(
-                f"link to serial server {self.host}:{self.port} failed: {err!r}", raw=received
-            ) from err
-        finally:
-            if received:
-                history.append(FrameRecord("rx", _hex(received), time.monotonic()))
-
-    def _answers(self, request: Frame, frame: Frame) -> bool:
-        """Whether `frame` answers `request`; stale or echoed frames are skipped."""
-        if not frame.control & RESPONSE_BIT:
-            return False  # an RS-485 adapter echoing our request, or another master
-        if frame.control & FUNCTION_MASK != request.control & FUNCTION_MASK:
-            return False
-        if self.match_ser:
-            ser_at = 0 if frame.control & ABNORMAL_BIT else 2
-            if len(frame.data) > ser_at and frame.data[ser_at] != request.data[2]:
-                log.debug("skipped a stale answer from %s: %s", frame.address, _hex(frame.raw))
-                return False
-        if request.address != BROADCAST_ADDRESS and frame.address != request.address:
-            raise UnexpectedResponse(
-                f"asked meter {request.address}, the answer came from {frame.address}",
-                raw=frame.raw,
-            )
-        return True
-
-    def _no_answer(self, request: Frame, received: bytearray) -> Cjt188Error:
-        pending = self._stream.pending
-        if pending and pending[0] == START:
-            return FrameError(
-                f"truncated: meter {request.address} sent {len(pending)} bytes of a frame "
-                f"in {self.timeout_s} s",
-                raw=received,
-            )
-        if self._stream.noise:
-            why = self._stream.last_rejection
-            return FrameError(
-                f"no valid frame from meter {request.address} in {self.timeout_s} s: "
-                f"{self._stream.noise} bytes of noise" + (f" ({why})" if why else ""),
-                raw=received,
-            )
-        return Cjt188Timeout(
-            f"no answer from meter {request.address} within {self.timeout_s} s", raw=received
-        )
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is not None and self._writer is not None and not self._writer.is_closing():
-            return self._reader, self._writer
-        await self._drop()
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-        except TimeoutError as err:
-            raise Cjt188ConnectionError(
-                f"connecting to serial server {self.host}:{self.port} timed out "
-                f"after {self.connect_timeout_s} s"
-            ) from err
-        except OSError as err:
-            raise Cjt188ConnectionError(
-                f"cannot connect to serial server {self.host}:{self.port}: {err!r}"
-            ) from err
-        self._reader, self._writer = reader, writer
-        return reader, writer
-
-    async def _drop(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is None:
-            return
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(self.connect_timeout_s):
-                await writer.wait_closed()

@@ -12,7 +12,6 @@ import pytest
 
 from edge.adapters.cjt188 import (
     ChecksumError,
-    Cjt188Client,
     Cjt188ConnectionError,
     Cjt188Error,
     Cjt188Timeout,
@@ -25,6 +24,7 @@ from edge.adapters.cjt188 import (
     encode_frame,
     read_data_request,
 )
+from edge.adapters.cjt188_client import Cjt188Client
 from simulators.cjt188_meter import Cjt188MeterServer, SimMeter
 
 pytestmark = pytest.mark.integration
