@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from edge.config import UplinkConfig
 from edge.outbox import Drops, Outbox, Priority, Row
@@ -21,6 +25,18 @@ from shouwang.protocol import make_envelope, now_ms, site_up_topic
 
 log = logging.getLogger(__name__)
 GATEWAY_DEVICE = "gateway"
+# A merged telemetry message stays well under the cloud's payload limit (256 KiB by default).
+MERGE_READINGS = 1000
+MERGE_BYTES = 192 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Outbox rows that travel as one MQTT message and are deleted on its PUBACK."""
+
+    ids: list[str]
+    topic: str
+    payload: bytes
 
 
 class TokenBucket:
@@ -70,35 +86,79 @@ class Uplink:
                     self.config.batch, priorities=[Priority.LIFE_SAFETY]
                 )
                 if urgent:
-                    await self._publish(urgent)
+                    await self._publish_groups([_Group([r.id], r.topic, r.payload) for r in urgent])
                     continue
                 await self._report_drops()  # after life-safety, before the rest
-                granted = self.bucket.take(self.config.batch)
-                if granted == 0:
+                if self.bucket.take(1) == 0:
                     # Out of tokens: wait for a refill, but wake at once for a new alert.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.bucket.wait_s()):
                             await self._wake.wait()
                     self._wake.clear()
                     continue
-                rows = await self.outbox.next_batch(granted)
+                rows = await self.outbox.next_batch(self.config.batch)
                 if not rows:
-                    self.bucket.tokens += granted  # unused: give them back
+                    self.bucket.tokens += 1  # unused: give it back
                     break
-                self.bucket.tokens += granted - len(rows)
-                await self._publish(rows)
+                groups = self._group(rows)
+                # One token a message: a merged telemetry message is one however many rows.
+                groups = groups[: 1 + self.bucket.take(len(groups) - 1)]
+                await self._publish_groups(groups)
 
-    async def _publish(self, rows: list[Row]) -> None:
+    def _group(self, rows: list[Row]) -> list[_Group]:
+        """One group per row, except that runs of telemetry rows merge into compact messages."""
+        groups: list[_Group] = []
+        readings: list[Any] = []
+        ids: list[str] = []
+        size = 0
+        topic = ""
+
+        def flush() -> None:
+            nonlocal readings, ids, size
+            if len(ids) == 1:
+                groups.append(_Group(ids, topic, single))
+            elif ids:
+                last = max(r["ts"] for r in readings)
+                envelope = make_envelope(
+                    site=self.site,
+                    device=GATEWAY_DEVICE,
+                    kind="telemetry",
+                    body={"readings": readings},
+                    ts=last,
+                    id=derived_id(last, self.site, "merged", *ids),
+                )
+                groups.append(_Group(ids, topic, envelope.to_bytes()))
+            readings, ids, size = [], [], 0
+
+        single = b""
+        for row in rows:
+            if row.priority != Priority.TELEMETRY:
+                flush()
+                groups.append(_Group([row.id], row.topic, row.payload))
+                continue
+            batch = orjson.loads(row.payload)["body"]["readings"]
+            if ids and (
+                len(readings) + len(batch) > MERGE_READINGS or size + len(row.payload) > MERGE_BYTES
+            ):
+                flush()
+            topic, single = row.topic, row.payload
+            readings += batch
+            ids.append(row.id)
+            size += len(row.payload)
+        flush()
+        return groups
+
+    async def _publish_groups(self, groups: list[_Group]) -> None:
         results = await asyncio.gather(
             *(
                 self.client.publish(
-                    r.topic, r.payload, qos=1, timeout=self.config.publish_timeout_s
+                    g.topic, g.payload, qos=1, timeout=self.config.publish_timeout_s
                 )
-                for r in rows
+                for g in groups
             ),
             return_exceptions=True,
         )
-        acked = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+        acked = [i for g, res in zip(groups, results, strict=True) if res is None for i in g.ids]
         if acked:
             await self.outbox.delete(acked)
             self.sent += len(acked)
@@ -110,7 +170,7 @@ class Uplink:
             log.warning(
                 "uplink: %d of %d publishes unacknowledged (%s); retrying",
                 len(failures),
-                len(rows),
+                len(groups),
                 failures[0],
             )
             await asyncio.sleep(self.config.retry_delay_s)

@@ -42,6 +42,11 @@ class BrokerConfig(Strict):
     password_file: Path | None = Field(None, description="File whose content is the password")
     client_id: str | None = Field(None, description="MQTT client id; derived when not set")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
+    reconnect_max_s: int = Field(
+        4, ge=1, le=300,
+        description="Reconnect backoff cap: doubling from 1 s, never more than this between "
+        "attempts (an SOS waits at most this long after the broker is back)",
+    )
     tls: TlsConfig | None = Field(None, description="TLS settings; plain TCP when absent")
 
     def password(self) -> str | None:

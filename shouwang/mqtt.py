@@ -104,7 +104,7 @@ class MqttClient:
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=15)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=config.reconnect_max_s)
         if config.username:
             self._client.username_pw_set(config.username, config.password())
         if config.tls:

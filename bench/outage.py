@@ -1,0 +1,161 @@
+"""Outage and recovery: backlog drain rate, first alert after reconnect, disk per reading.
+
+The cloud broker is stopped while a load generator sends wearable telemetry and a button is
+pressed; then it comes back. Measured: how long until the edge reconnects, how long from
+reconnect to the first SOS on a dashboard WebSocket, how fast the telemetry backlog drains into
+the cloud, and how many outbox bytes a buffered reading costs. Baseline in the same run: a bare
+paho client publishing the same number of readings, one per QoS 1 message, to the same broker.
+
+    .venv/bin/python bench/outage.py --rate 4000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+
+import aiohttp
+import paho.mqtt.client as paho
+from harness import System, metric  # type: ignore[import-not-found]
+from paho.mqtt.enums import CallbackAPIVersion
+
+from shouwang.config import BrokerConfig
+from simulators.button import Button
+
+LOAD_DEVICES = 100
+SOS = 10
+
+
+async def healthy(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as r,
+        ):
+            return bool((await r.json())["cloud_broker"])
+    except aiohttp.ClientError:
+        return False
+
+
+def raw_publish_rate(port: int, n: int, payload: bytes) -> float:
+    """Messages/s for `n` QoS 1 publishes of `payload` with at most 1,000 in flight.
+
+    The window matters: paho breaks with more than about 65k unacknowledged QoS 1 messages.
+    """
+    window = threading.Semaphore(1000)
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(client: paho.Client, userdata: object, mid: int, rc: object, p: object) -> None:
+        nonlocal acked
+        acked += 1
+        window.release()
+        if acked == n:
+            done.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-publisher")
+    client.max_inflight_messages_set(1000)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start = time.perf_counter()
+    for _ in range(n):
+        window.acquire()
+        client.publish("bench/raw", payload, qos=1)
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return n / elapsed
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rate", type=float, default=4000, help="telemetry msgs/s during the outage")
+    ap.add_argument("--seconds", type=float, default=20, help="outage length")
+    args = ap.parse_args()
+    devices = [{"id": "btn-bench-0001", "profile": "emergency_button", "resident": "r-bench"}]
+    devices += [{"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)]
+    system = System(devices)
+    system.start()
+    try:
+        await asyncio.sleep(1.0)
+        system.cloud_broker.stop()
+        load = system.spawn(
+            "load",
+            [
+                "--port",
+                str(system.edge_broker.port),
+                "--rate",
+                str(args.rate),
+                "--devices",
+                str(LOAD_DEVICES),
+                "--seconds",
+                str(args.seconds),
+            ],
+            module="simulators.load",
+        )
+        async with Button(BrokerConfig(port=system.edge_broker.port), "btn-bench-0001") as button:
+            for _ in range(SOS):
+                await button.press()
+                await asyncio.sleep(args.seconds / SOS)
+        await asyncio.to_thread(load.wait)
+        accepted = await metric(system.edge_http, "shouwang_messages_in_total", kind="telemetry")
+        await asyncio.sleep(1.0)  # let the last batch commit
+        outbox = system.work / "edge" / "outbox.sqlite"
+        db_bytes = outbox.stat().st_size
+        wal = outbox.with_name("outbox.sqlite-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"http://127.0.0.1:{system.http_port}/api/ws") as ws,
+        ):
+            await ws.receive_json(timeout=10)  # snapshot: nothing yet
+            system.cloud_broker.start()
+            t_up = time.perf_counter()
+            while not await healthy(system.edge_http):
+                await asyncio.sleep(0.01)
+            t_conn = time.perf_counter()
+            first = await ws.receive_json(timeout=60)
+            t_alert = time.perf_counter()
+            assert first["type"] == "alert"
+        deadline = time.perf_counter() + 300
+        while (
+            stored := await metric(system.http_port, "shouwang_readings_stored_total")
+        ) < accepted:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"drain stalled: {stored:.0f} of {accepted:.0f} readings stored")
+            await asyncio.sleep(0.05)
+        t_drained = time.perf_counter()
+        raw = await asyncio.to_thread(
+            raw_publish_rate, system.cloud_broker.port, int(accepted), b"x" * 120
+        )
+
+        drain_s = t_drained - t_conn
+        print(
+            f"\nOutage of {args.seconds:.0f} s at {args.rate:.0f} telemetry msgs/s, {SOS} SOS "
+            f"presses; {accepted:.0f} readings buffered\n"
+        )
+        print("| measure | value |")
+        print("|---|---|")
+        print(
+            f"| edge reconnect after the cloud broker is back | {(t_conn - t_up) * 1000:.0f} ms |"
+        )
+        print(
+            f"| first SOS on the dashboard after reconnect | {(t_alert - t_conn) * 1000:.0f} ms |"
+        )
+        print(f"| backlog drain: readings/s into the cloud store | {accepted / drain_s:,.0f} |")
+        print(f"| baseline: raw paho QoS 1 publishes/s, one reading each | {raw:,.0f} |")
+        print(f"| outbox database bytes per buffered reading | {db_bytes / accepted:.0f} |")
+        print(f"| write-ahead log at the end of the outage | {wal_bytes / 1e6:.1f} MB |")
+    finally:
+        system.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
