@@ -14,35 +14,25 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import paho.mqtt.client as paho
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness import System, metric, pct  # type: ignore[import-not-found]  # noqa: E402
+
 from shouwang.config import BrokerConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
 from shouwang.protocol import device_topic, make_envelope  # noqa: E402
-from shouwang.services import Mosquitto, free_port, wait_port  # noqa: E402
 
 BUTTON = "btn-bench-0001"
 LOAD_DEVICES = 100
-
-
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
 
 
 class RawHop:
@@ -95,27 +85,13 @@ async def presses(
     return e2e, hop
 
 
-async def edge_counter(port: int, name: str, kind: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
-        text = await r.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels.get("kind") == kind:
-                return float(sample.value)
-    return 0.0
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
-
-
 def row(name: str, values: list[float]) -> str:
     if not values:
         return f"| {name} | 0 | - | - | - | - |"
+    ms = [v * 1000 for v in values]
     return (
-        f"| {name} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | "
-        f"{pct(values, 99):.1f} | {max(values) * 1000:.1f} |"
+        f"| {name} | {len(ms)} | {pct(ms, 50):.1f} | {pct(ms, 95):.1f} | "
+        f"{pct(ms, 99):.1f} | {max(ms):.1f} |"
     )
 
 
@@ -130,70 +106,24 @@ async def main() -> None:
     )
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="shouwang-bench-"))
-    edge_broker = Mosquitto(work / "edge-broker", name="edge broker")
-    cloud_broker = Mosquitto(work / "cloud-broker", name="cloud broker")
-    procs: list[subprocess.Popen[bytes]] = []
+    devices = [{"id": BUTTON, "profile": "emergency_button", "resident": "r-bench"}]
+    devices += [{"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)]
+    system = System(devices)
     try:
-        edge_broker.start()
-        cloud_broker.start()
-        http_port, edge_http = free_port(), free_port()
-        (work / "cloud.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "broker": {"port": cloud_broker.port},
-                    "http": {"port": http_port},
-                    "database_url": f"sqlite+aiosqlite:///{work}/cloud.sqlite",
-                    "worker_id": "bench-cloud",
-                }
-            )
-        )
-        devices = [{"id": BUTTON, "profile": "emergency_button", "resident": "r-bench"}]
-        devices += [
-            {"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)
-        ]
-        (work / "edge.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "site": "bench-site",
-                    "edge_broker": {"port": edge_broker.port},
-                    "cloud_broker": {"port": cloud_broker.port},
-                    "data_dir": str(work / "edge"),
-                    "http": {"port": edge_http},
-                    "devices": devices,
-                }
-            )
-        )
-        env = {**os.environ, "SHOUWANG_LOG_LEVEL": "WARNING"}
-        os.environ.update(env)
-        procs.append(
-            spawn(
-                ["-m", "shouwang", "cloud", "run", "--config", str(work / "cloud.yaml")],
-                work / "cloud.log",
-            )
-        )
-        wait_port("127.0.0.1", http_port, 30, procs[-1])
-        procs.append(
-            spawn(
-                ["-m", "shouwang", "edge", "run", "--config", str(work / "edge.yaml")],
-                work / "edge.log",
-            )
-        )
-        wait_port("127.0.0.1", edge_http, 30, procs[-1])
+        system.start()
         await asyncio.sleep(1.0)  # let both MQTT sessions settle
-
-        raw = RawHop(edge_broker.port)
-        await presses(edge_broker.port, http_port, 10, args.gap, raw)  # warm-up, not reported
+        edge_port = system.edge_broker.port
+        raw = RawHop(edge_port)
+        await presses(edge_port, system.http_port, 10, args.gap, raw)  # warm-up, not reported
         raw.arrivals.clear()
-        alone, hop_alone = await presses(edge_broker.port, http_port, args.presses, args.gap, raw)
+        alone, hop_alone = await presses(edge_port, system.http_port, args.presses, args.gap, raw)
 
         seconds = args.presses * (args.gap + 0.06) + 30
-        load = spawn(
+        load = system.spawn(
+            "load",
             [
-                "-m",
-                "simulators.load",
                 "--port",
-                str(edge_broker.port),
+                str(edge_port),
                 "--rate",
                 str(args.load_rate),
                 "--devices",
@@ -201,13 +131,13 @@ async def main() -> None:
                 "--seconds",
                 str(seconds),
             ],
-            work / "load.log",
+            module="simulators.load",
         )
-        procs.append(load)
+        system.procs.append(load)
         await asyncio.sleep(2.0)
-        loaded, hop_loaded = await presses(edge_broker.port, http_port, args.presses, args.gap, raw)
+        loaded, hop_loaded = await presses(edge_port, system.http_port, args.presses, args.gap, raw)
         raw.stop()
-        telemetry = await edge_counter(edge_http, "shouwang_messages_in_total", "telemetry")
+        telemetry = await metric(system.edge_http, "shouwang_messages_in_total", kind="telemetry")
         load.terminate()
         load.wait()
 
@@ -223,12 +153,7 @@ async def main() -> None:
         print(f"\nmedian e2e / raw hop (idle): {ratio:.1f}×")
         print(f"edge ingested {telemetry:.0f} telemetry messages during the loaded run")
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(timeout=15)
-        edge_broker.stop()
-        cloud_broker.stop()
+        system.stop()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ from shouwang.records import Reading
 
 log = logging.getLogger(__name__)
 SHED_ON_FULL_BYTES = 8 * 1024 * 1024
-GATEWAY_REPORT_S = 60.0  # the gateway's own health, to the cloud
+GATEWAY_REPORT_S = 60.0
+POLLED_PROTOCOLS: dict[str, tuple[Any, Any]] = {
+    "modbus": (ModbusMeterConfig, ModbusPoller),
+    "cjt188": (Cjt188MeterConfig, Cjt188Poller),
+}  # the gateway's own health, to the cloud
 
 
 def check_bindings(config: EdgeConfig, profiles: dict[str, DeviceProfile]) -> None:
@@ -83,27 +87,18 @@ class EdgeDaemon:
         self._polled_changes: list[Transition] = []
         self._polled_seen: set[str] = set()
         self._polled_ready = asyncio.Event()
-        meters = [
-            ModbusMeterConfig(id=d.id, profile=d.profile, **d.modbus.model_dump())
-            for d in config.devices
-            if d.modbus is not None
-        ]
-        self.modbus = (
-            ModbusPoller(meters, self.profiles, self._on_polled, self._on_availability)
-            if meters
-            else None
-        )
-        cjt188 = [
-            Cjt188MeterConfig(id=d.id, profile=d.profile, **d.cjt188.model_dump())
-            for d in config.devices
-            if d.cjt188 is not None
-        ]
-        self.cjt188 = (
-            Cjt188Poller(cjt188, self.profiles, self._on_polled, self._on_availability)
-            if cjt188
-            else None
-        )
-        self.pollers: list[Poller[Any]] = [p for p in (self.modbus, self.cjt188) if p is not None]
+        # One poller per polled protocol, keyed by the device's link block in the site config.
+        self.pollers: dict[str, Poller[Any]] = {}
+        for block, (meter_config, poller_class) in POLLED_PROTOCOLS.items():
+            meters = [
+                meter_config(id=d.id, profile=d.profile, **link.model_dump())
+                for d in config.devices
+                if (link := getattr(d, block)) is not None
+            ]
+            if meters:
+                self.pollers[block] = poller_class(
+                    meters, self.profiles, self._on_polled, self._on_availability
+                )
         self._wake_watch = asyncio.Event()
         self._alert_topic = site_up_topic(config.site, "alert")
         self._telemetry_topic = site_up_topic(config.site, "telemetry")
@@ -147,13 +142,13 @@ class EdgeDaemon:
             asyncio.create_task(self._watch(), name="edge-watch"),
             asyncio.create_task(self._store_polled(), name="edge-polled"),
         ]
-        for poller in self.pollers:
+        for poller in self.pollers.values():
             await poller.start()
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
 
     async def stop(self) -> None:
-        for poller in self.pollers:
+        for poller in self.pollers.values():
             await poller.stop()
         for task in self._tasks:
             task.cancel()

@@ -54,9 +54,9 @@ async def test_polled_meter_readings_reach_the_cloud_and_silence_is_reported_onc
             await eventually(lambda: edge.liveness.snapshot()[METER]["transport"] == "connected")
             changes = edge.transitions.labels("transport", "disconnected")._value.get()
             assert changes == 1
-            assert edge.cjt188 is not None
-            assert edge.cjt188.diagnostics(METER)["counters"]["failure_reasons"] == {
-                "timeout": edge.cjt188.diagnostics(METER)["counters"]["failures"]
+            poller = edge.pollers["cjt188"]
+            assert poller.diagnostics(METER)["counters"]["failure_reasons"] == {
+                "timeout": poller.diagnostics(METER)["counters"]["failures"]
             }
 
 
