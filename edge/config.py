@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from edge.adapters.cjt188_client import Cjt188Link
 from edge.adapters.modbus import ModbusLink
+from edge.fallback import FallbackConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -73,6 +74,9 @@ class EdgeConfig(Strict):
     )
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Uplink tuning")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox quotas")
+    fallback: FallbackConfig = Field(
+        default_factory=FallbackConfig, description="Local alarm when the uplink stays down"
+    )
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
 

@@ -15,6 +15,7 @@ from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller
 from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
 from edge.adapters.polling import Poller
 from edge.config import EdgeConfig
+from edge.fallback import LocalFallback
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
 from edge.outbox import MiB, NewRow, Outbox, Priority
@@ -119,6 +120,7 @@ class EdgeDaemon:
             on_connection_change=self._cloud_connection_changed,
         )
         self.uplink = Uplink(self.outbox, self.cloud_mqtt, config.uplink, config.site)
+        self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -126,6 +128,8 @@ class EdgeDaemon:
     def _cloud_connection_changed(self, up: bool) -> None:
         log.info("uplink to cloud broker %s", "up" if up else "down")
         self.uplink.connection_changed(up)
+        self.fallback.uplink_changed(up)
+        self._wake_watch.set()
 
     async def start(self) -> None:
         await self.outbox.open()
@@ -310,6 +314,10 @@ class EdgeDaemon:
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
                 )
         self.uplink.notify()
+        if self.fallback.active():
+            await self.fallback.announce(
+                [orjson.loads(r.payload) for r in rows if r.priority == Priority.LIFE_SAFETY]
+            )
         for step in pushes:
             await self._apply_push(step)
         return results
@@ -404,8 +412,17 @@ class EdgeDaemon:
             if rows:
                 await self.outbox.put_many(rows, now_ms())
                 self.uplink.notify()
+            if self.fallback.active():
+                waiting = await self.outbox.next_batch(1000, priorities=[Priority.LIFE_SAFETY])
+                await self.fallback.announce([orjson.loads(r.payload) for r in waiting])
             deadlines = [
-                d for d in (self.liveness.next_deadline(), self.firmware.next_deadline()) if d
+                d
+                for d in (
+                    self.liveness.next_deadline(),
+                    self.firmware.next_deadline(),
+                    self.fallback.deadline(),
+                )
+                if d
             ]
             wake = min([next_report, *deadlines])
             with contextlib.suppress(TimeoutError):

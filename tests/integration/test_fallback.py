@@ -1,0 +1,100 @@
+"""Uplink down for long: SOS goes to the on-site alarm and an Apprise webhook, once each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from edge.fallback import LOCAL_ALARM_TOPIC, FallbackConfig
+from shouwang.mqtt import MqttClient
+from shouwang.services import Mosquitto, free_port
+from simulators.button import Button
+from tests.conftest import (
+    BUTTON,
+    broker_config,
+    cloud_config,
+    edge_config,
+    eventually,
+    running_cloud,
+    running_edge,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    """A local endpoint speaking what Apprise's json:// sends (an SMS gateway stands in)."""
+    received: list[dict[str, Any]] = []
+
+    async def notify(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/notify", notify)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port, received
+    finally:
+        await runner.cleanup()
+
+
+async def test_long_outage_announces_sos_locally_once_and_the_cloud_still_gets_it(
+    make_broker: Callable[[str], Mosquitto],
+    tmp_path: Path,
+    webhook: tuple[int, list[dict[str, Any]]],
+) -> None:
+    port, received = webhook
+    urls = tmp_path / "apprise.urls"
+    urls.write_text(f"# the duty room's SMS gateway\njson://127.0.0.1:{port}/notify\n")
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    config = base.model_copy(
+        update={"fallback": FallbackConfig(after_s=1.0, apprise_urls_file=urls)}
+    )
+    async with running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud, running_edge(config) as edge:
+        siren = MqttClient(broker_config(edge_broker), client_id=unique("siren"))
+        siren.subscribe(LOCAL_ALARM_TOPIC, 1)
+        await siren.start()
+        await siren.wait_connected(10)
+        try:
+            await eventually(lambda: edge.cloud_mqtt.connected)
+            cloud_broker.stop()
+            async with Button(broker_config(edge_broker), BUTTON) as button:
+                first = await button.press()  # before the fallback delay has passed
+                alarm = orjson.loads((await asyncio.wait_for(siren.messages(), 10)).payload)
+                assert alarm["body"]["source_id"] == first
+                assert alarm["body"]["type"] == "sos"
+                second = await button.press()  # while fallback is active: announced at once
+                alarm = orjson.loads((await asyncio.wait_for(siren.messages(), 10)).payload)
+                assert alarm["body"]["source_id"] == second
+            await eventually(lambda: len(received) == 2)
+            assert "[CRITICAL] sos" in received[0]["title"]
+            assert "act locally" in received[0]["message"]
+            # Each alert once, however often the watcher sweeps the outbox.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(siren.messages(), 2.5)
+            assert len(received) == 2
+
+            cloud_broker.start()
+            assert cloud.store is not None
+            alerts = await eventually(lambda: _two(cloud.store), timeout=30)
+            assert sorted(a["source_id"] for a in alerts) == sorted([first, second])
+        finally:
+            await siren.close()
+
+
+async def _two(store: Any) -> list[dict[str, Any]] | None:
+    alerts = await store.list_alerts()
+    return alerts if len(alerts) == 2 else None
