@@ -29,10 +29,11 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-LOAD_DEVICES = 50
-RATE = 1000  # telemetry messages a second
-OUTAGE_S = 6
-SOS = 20
+# The store-and-forward issue's acceptance figures, as they are.
+LOAD_DEVICES = 100
+RATE = 2000  # telemetry messages a second
+OUTAGE_S = 60
+SOS = 100
 
 
 def outage_config(edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Path) -> EdgeConfig:
@@ -41,8 +42,8 @@ def outage_config(edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Pat
     return base.model_copy(
         update={
             "devices": [*base.devices, *loads],
-            # About 1,500 readings fit: a 6 s outage at 1,000/s must lose some, the oldest.
-            "outbox": OutboxConfig(telemetry_mib=0.15),
+            # About 40,000 readings fit: 120,000 in a 60 s outage must lose some, the oldest.
+            "outbox": OutboxConfig(telemetry_mib=5),
             "uplink": UplinkConfig(rate_msgs_s=50, burst=20),
         }
     )
