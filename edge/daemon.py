@@ -15,7 +15,7 @@ from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller
 from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
 from edge.adapters.polling import Poller
 from edge.config import EdgeConfig
-from edge.fallback import LocalFallback
+from edge.fallback import LOCAL_ALARM_TOPIC, LocalFallback
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
 from edge.outbox import MiB, NewRow, Outbox, Priority
@@ -121,6 +121,7 @@ class EdgeDaemon:
         )
         self.uplink = Uplink(self.outbox, self.cloud_mqtt, config.uplink, config.site)
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
+        self._critical_announced = False
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -314,6 +315,7 @@ class EdgeDaemon:
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
                 )
         self.uplink.notify()
+        await self._check_critical()
         if self.fallback.active():
             await self.fallback.announce(
                 [orjson.loads(r.payload) for r in rows if r.priority == Priority.LIFE_SAFETY]
@@ -340,6 +342,21 @@ class EdgeDaemon:
         if step is not None and (step.publish is not None or step.clear or step.issues):
             pushes.append(step)
         return [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+
+    async def _check_critical(self) -> None:
+        """Life-safety over its quota is an on-site alarm (once each way), not only a log line."""
+        critical = self.outbox.critical
+        if critical == self._critical_announced:
+            return
+        self._critical_announced = critical
+        usage = {Priority(p).name.lower(): n for p, n in self.outbox.usage().items()}
+        body = {"type": "buffer_critical", "critical": critical, "usage_bytes": usage}
+        message = {"site": self.config.site, "device": GATEWAY_DEVICE, "body": body}
+        try:
+            await self.edge_mqtt.publish(LOCAL_ALARM_TOPIC, orjson.dumps(message), qos=1)
+        except MqttError as err:
+            log.error("buffer-critical alarm not published locally: %s", err)
+        await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
 
     async def _apply_push(self, step: PushStep) -> None:
         if step.publish is not None or step.clear:
@@ -412,6 +429,7 @@ class EdgeDaemon:
             if rows:
                 await self.outbox.put_many(rows, now_ms())
                 self.uplink.notify()
+            await self._check_critical()
             if self.fallback.active():
                 waiting = await self.outbox.next_batch(1000, priorities=[Priority.LIFE_SAFETY])
                 await self.fallback.announce([orjson.loads(r.payload) for r in waiting])

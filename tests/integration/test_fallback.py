@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from edge.config import OutboxConfig
 from edge.fallback import LOCAL_ALARM_TOPIC, FallbackConfig
 from shouwang.mqtt import MqttClient
 from shouwang.services import Mosquitto, free_port
@@ -98,3 +99,31 @@ async def test_long_outage_announces_sos_locally_once_and_the_cloud_still_gets_i
 async def _two(store: Any) -> list[dict[str, Any]] | None:
     alerts = await store.list_alerts()
     return alerts if len(alerts) == 2 else None
+
+
+async def test_life_safety_over_quota_is_an_on_site_alarm(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    # Room for about one SOS: the second one makes the life-safety backlog critical.
+    config = base.model_copy(update={"outbox": OutboxConfig(life_safety_mib=0.0008)})
+    async with running_edge(config) as edge:
+        siren = MqttClient(broker_config(edge_broker), client_id=unique("siren"))
+        siren.subscribe(LOCAL_ALARM_TOPIC, 1)
+        await siren.start()
+        await siren.wait_connected(10)
+        try:
+            cloud_broker.stop()
+            async with Button(broker_config(edge_broker), BUTTON) as button:
+                await button.press()
+                await button.press()
+            alarm = orjson.loads((await asyncio.wait_for(siren.messages(), 10)).payload)
+            assert alarm["body"]["type"] == "buffer_critical"
+            assert alarm["body"]["critical"] is True
+            assert alarm["body"]["usage_bytes"]["life_safety"] > 0.0008 * 1024 * 1024
+            assert edge.outbox.critical
+            with pytest.raises(TimeoutError):  # once, not once per alert
+                await asyncio.wait_for(siren.messages(), 1.0)
+        finally:
+            await siren.close()
