@@ -20,6 +20,7 @@ from cloud.server import CloudServer
 from edge.config import DeviceBinding, EdgeConfig
 from edge.daemon import EdgeDaemon
 from shouwang.config import BrokerConfig, HttpConfig
+from shouwang.records import Reading
 from shouwang.services import Mosquitto
 
 _counter = itertools.count(1)
@@ -46,12 +47,12 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     deadline = time.monotonic() + 5
     while True:
         threads = [
-            t for t in threading.enumerate()
+            t
+            for t in threading.enumerate()
             if t not in threads_before and t.is_alive() and not _is_pool_thread(t)
         ]
         children = [
-            p for p in me.children(recursive=True)
-            if p.pid not in children_before and _alive(p)
+            p for p in me.children(recursive=True) if p.pid not in children_before and _alive(p)
         ]
         if not threads and not children:
             return
@@ -207,7 +208,30 @@ async def running_cloud(config: CloudConfig) -> AsyncIterator[CloudServer]:
         await server.stop()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+async def api_alerts(http: Any, port: int | None) -> list[dict[str, Any]]:
+    """Every alert the cloud API lists, newest first, across all pages."""
+    alerts: list[dict[str, Any]] = []
+    before = None
+    while True:
+        query = "limit=500" + (f"&before={before}" if before is not None else "")
+        async with http.get(f"http://127.0.0.1:{port}/api/alerts?{query}") as res:
+            assert res.status == 200, await res.text()
+            page = await res.json()
+        alerts += page["alerts"]
+        before = page["next_before"]
+        if before is None:
+            return alerts
+
+
+async def api_alerts_at_least(http: Any, port: int | None, n: int) -> list[dict[str, Any]] | None:
+    """The alerts once there are at least `n` (for `eventually`), else None."""
+    alerts = await api_alerts(http, port)
+    return alerts if len(alerts) >= n else None
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
     """Poll `check` until it returns something truthy; fail with its last value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -219,3 +243,29 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+class Recorder:
+    """Collects callbacks and lets a test wait for a condition without polling a clock."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.availability: list[tuple[str, bool, str]] = []
+        self._changed = asyncio.Event()
+
+    def on_reading(self, reading: Reading) -> None:
+        self.readings.append(reading)
+        self._changed.set()
+
+    def on_availability(self, device: str, available: bool, reason: str) -> None:
+        self.availability.append((device, available, reason))
+        self._changed.set()
+
+    def of(self, device: str) -> list[Reading]:
+        return [r for r in self.readings if r.device == device]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()

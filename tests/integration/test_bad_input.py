@@ -17,6 +17,7 @@ from simulators.button import Button
 from tests.conftest import (
     BUTTON,
     WEARABLE,
+    api_alerts_at_least,
     broker_config,
     cloud_config,
     edge_config,
@@ -83,7 +84,7 @@ async def test_edge_counts_each_bad_message_and_still_raises_the_next_sos(
 
         async with Button(broker_config(edge_broker), BUTTON) as button:
             await button.press()
-        await eventually(lambda: _alert_count(http, cloud.http_port, 1))
+        await eventually(lambda: api_alerts_at_least(http, cloud.http_port, 1))
 
         counts = await scrape(http, edge.http_port)  # type: ignore[arg-type]
         expected: dict[tuple[str, str], float] = {}
@@ -94,11 +95,6 @@ async def test_edge_counts_each_bad_message_and_still_raises_the_next_sos(
         logged = [r for r in caplog.records if getattr(r, "reason", None) == "unknown_device"]
         assert len(logged) == 1
         assert "device 'ghost-9' is not registered" in logged[0].getMessage()
-
-
-async def _alert_count(http: aiohttp.ClientSession, port: int | None, n: int) -> bool:
-    async with http.get(f"http://127.0.0.1:{port}/api/alerts") as res:
-        return len((await res.json())["alerts"]) == n
 
 
 async def test_cloud_refuses_malformed_and_foreign_site_messages(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +12,8 @@ from edge.adapters.cjt188 import MeterStatus, MeterType, ReadDataResponse, to_re
 from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller, profile_values
 from shouwang.config import ConfigError
 from shouwang.profiles import FieldSpec, load_profiles
-from shouwang.records import Reading
 from simulators.cjt188_meter import Cjt188MeterServer, SimMeter
+from tests.conftest import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -25,30 +23,6 @@ WATER, GAS = PROFILES["water_meter"], PROFILES["gas_meter"]
 COLD, GAS_METER = "00000000000001", "00000000000003"
 
 
-class Recorder:
-    """Collects callbacks and lets a test wait for a condition without polling a clock."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.availability: list[tuple[str, bool, str]] = []
-        self._changed = asyncio.Event()
-
-    def on_reading(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-
-    def on_availability(self, device: str, available: bool, reason: str) -> None:
-        self.availability.append((device, available, reason))
-        self._changed.set()
-
-    def of(self, device: str) -> list[Reading]:
-        return [r for r in self.readings if r.device == device]
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def meter(device: str, profile: str, port: int, address: str, **kw: Any) -> Cjt188MeterConfig:

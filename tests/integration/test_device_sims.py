@@ -20,6 +20,7 @@ from shouwang.profiles import LIFE_SAFETY_TYPES, load_profiles
 from shouwang.services import Mosquitto
 from simulators.devices import Fleet
 from tests.conftest import (
+    api_alerts_at_least,
     broker_config,
     cloud_config,
     eventually,
@@ -112,18 +113,12 @@ async def test_every_alerting_event_of_every_kind_reaches_the_cloud(
                     life_safety = alert.type in LIFE_SAFETY_TYPES
                     expected.add((source, dev.device_id, alert.type, alert.severity, life_safety))
         assert {e[2] for e in expected} >= LIFE_SAFETY_TYPES - {"welfare"}
-        alerts = await eventually(lambda: _alerts(http, cloud.http_port, len(expected)))
+        alerts = await eventually(lambda: api_alerts_at_least(http, cloud.http_port, len(expected)))
         got = {
             (a["source_id"], a["device"], a["type"], a["severity"], a["life_safety"])
             for a in alerts
         }
         assert got == expected
-
-
-async def _alerts(http: aiohttp.ClientSession, port: int | None, n: int) -> list[dict[str, Any]]:
-    async with http.get(f"http://127.0.0.1:{port}/api/alerts?limit=500") as res:
-        alerts = list((await res.json())["alerts"])
-    return alerts if len(alerts) >= n else []
 
 
 async def test_faulty_devices_are_refused_with_the_right_reason(

@@ -20,6 +20,8 @@ from shouwang.protocol import device_topic, make_envelope
 from shouwang.services import Mosquitto, free_port
 from tests.conftest import (
     BUTTON,
+    api_alerts,
+    api_alerts_at_least,
     broker_config,
     cloud_config,
     edge_config,
@@ -97,7 +99,7 @@ async def test_kill_9_loop_loses_and_duplicates_nothing(
                     lambda: _all_stored(http, cloud.http_port, len(accepted)), timeout=60
                 )
             except AssertionError:
-                have = set(await _stored_ids(http, cloud.http_port))
+                have = {a["source_id"] for a in await api_alerts(http, cloud.http_port)}
                 missing = [i for i, a in enumerate(accepted) if a not in have]
                 raise AssertionError(
                     f"{len(missing)} of {len(accepted)} accepted presses missing, at {missing[:20]}"
@@ -119,19 +121,5 @@ async def _edge_subscribed(http: aiohttp.ClientSession, port: int) -> bool:
 
 
 async def _all_stored(http: aiohttp.ClientSession, port: int | None, n: int) -> list[str] | None:
-    ids = await _stored_ids(http, port)
-    return ids if len(ids) >= n else None
-
-
-async def _stored_ids(http: aiohttp.ClientSession, port: int | None) -> list[str]:
-    ids: list[str] = []
-    before = None
-    while True:
-        url = f"http://127.0.0.1:{port}/api/alerts?limit=500" + (f"&before={before}" if before else "")
-        async with http.get(url) as res:
-            page = await res.json()
-        ids += [a["source_id"] for a in page["alerts"]]
-        before = page["next_before"]
-        if before is None:
-            break
-    return ids
+    alerts = await api_alerts_at_least(http, port, n)
+    return None if alerts is None else [a["source_id"] for a in alerts]

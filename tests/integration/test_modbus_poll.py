@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,8 +19,8 @@ from edge.adapters.modbus import (
     late_reply_length,
 )
 from shouwang.profiles import DeviceProfile, load_profiles
-from shouwang.records import Reading
 from simulators.modbus_meter import ModbusMeterServer
+from tests.conftest import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -35,30 +34,6 @@ ALL_PROFILES: dict[str, DeviceProfile] = {**PROFILES, "water_meter_split": SPLIT
 FRAMERS = ["tcp", "rtu_over_tcp"]
 
 
-class Recorder:
-    """Collects callbacks and lets a test wait for a condition without polling a clock."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.availability: list[tuple[str, bool, str]] = []
-        self._changed = asyncio.Event()
-
-    def on_reading(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-
-    def on_availability(self, device: str, available: bool, reason: str) -> None:
-        self.availability.append((device, available, reason))
-        self._changed.set()
-
-    def of(self, device: str) -> list[Reading]:
-        return [r for r in self.readings if r.device == device]
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def meter(

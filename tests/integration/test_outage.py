@@ -18,6 +18,7 @@ from shouwang.services import Mosquitto
 from simulators.button import Button
 from tests.conftest import (
     BUTTON,
+    api_alerts_at_least,
     broker_config,
     cloud_config,
     edge_config,
@@ -87,7 +88,7 @@ async def test_outage_delivers_every_sos_first_and_accounts_for_every_lost_readi
             observer.drain(1_000_000)  # what it saw before the outage does not count
             cloud_broker.start()
 
-            alerts = await eventually(lambda: _alerts(http, cloud.http_port, SOS), timeout=30)
+            alerts = await eventually(lambda: api_alerts_at_least(http, cloud.http_port, SOS), timeout=30)
             assert sorted(a["source_id"] for a in alerts) == sorted(presses)
             await eventually(lambda: _outbox_drained(edge), timeout=60)
             topics = await _collect(observer)
@@ -122,12 +123,6 @@ async def _depth_is(edge: object, priority: int, n: int) -> bool:
 async def _outbox_drained(edge: object) -> bool:
     outbox = edge.outbox  # type: ignore[attr-defined]
     return await outbox.depth() == {} and await outbox.drops() == []
-
-
-async def _alerts(http: aiohttp.ClientSession, port: int | None, n: int) -> list[dict[str, str]] | None:
-    async with http.get(f"http://127.0.0.1:{port}/api/alerts?limit=500") as res:
-        alerts = (await res.json())["alerts"]
-    return alerts if len(alerts) >= n else None
 
 
 async def _reported(cloud: object, site: str) -> dict[str, int]:

@@ -21,6 +21,8 @@ from shouwang.services import Mosquitto, free_port, wait_port
 from simulators.button import Button
 from tests.conftest import (
     BUTTON,
+    api_alerts,
+    api_alerts_at_least,
     broker_config,
     cloud_config,
     edge_config,
@@ -32,12 +34,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def alerts_via_api(http: aiohttp.ClientSession, port: int) -> list[dict[str, Any]]:
-    async with http.get(f"http://127.0.0.1:{port}/api/alerts") as res:
-        assert res.status == 200
-        return list((await res.json())["alerts"])
 
 
 async def next_alert_message(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -68,7 +64,7 @@ async def test_press_becomes_exactly_one_alert_on_the_websocket(
         # Exactly one: nothing else arrives, the API lists one, the outbox is drained.
         with pytest.raises(asyncio.TimeoutError):
             await ws.receive_json(timeout=1.0)
-        assert [a["id"] for a in await alerts_via_api(http, cloud.http_port)] == [alert["id"]]
+        assert [a["id"] for a in await api_alerts(http, cloud.http_port)] == [alert["id"]]
         await eventually(lambda: _outbox_empty(edge))
 
 
@@ -98,14 +94,9 @@ async def test_a_redelivered_device_message_does_not_duplicate_the_alert(
         await device.publish(device_topic(BUTTON, "event"), second.to_bytes())
         await device.close()
         alerts = await eventually(
-            lambda: _when(alerts_via_api(http, cloud.http_port), lambda a: len(a) >= 2)
+            lambda: api_alerts_at_least(http, cloud.http_port, 2)
         )
         assert sorted(a["source_id"] for a in alerts) == sorted([env.id, second.id])
-
-
-async def _when(coro: Any, ok: Callable[[Any], bool]) -> Any:
-    value = await coro
-    return value if ok(value) else None
 
 
 async def test_alert_waits_in_the_outbox_while_the_cloud_broker_is_down(
@@ -124,7 +115,7 @@ async def test_alert_waits_in_the_outbox_while_the_cloud_broker_is_down(
         # Stored and kept: one life-safety row that nothing deletes without a PUBACK.
         await eventually(lambda: _life_safety_waiting(edge, 1))
         cloud_broker.start()
-        alerts = await eventually(lambda: alerts_via_api(http, cloud.http_port), timeout=30)
+        alerts = await eventually(lambda: api_alerts_at_least(http, cloud.http_port, 1), timeout=30)
         assert [a["source_id"] for a in alerts] == [press_id]
         await eventually(lambda: _outbox_empty(edge))
 
@@ -223,4 +214,4 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
             with pytest.raises(asyncio.TimeoutError):
                 msg = await ws.receive_json(timeout=1.0)
             assert seen == [press_id]
-        assert [a["source_id"] for a in await alerts_via_api(http, cloud.http_port)] == [press_id]
+        assert [a["source_id"] for a in await api_alerts(http, cloud.http_port)] == [press_id]
