@@ -115,6 +115,8 @@ class MqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -242,8 +244,6 @@ class MqttClient:
                 reason_code,
             )
             return
-        for topic, qos in self._subscriptions.items():
-            client.subscribe(topic, qos)
         log.info(
             "mqtt connected to %s:%s as %s (session present: %s)",
             self.config.host,
@@ -251,6 +251,23 @@ class MqttClient:
             self.client_id,
             flags.session_present,
         )
+        if not self._subscriptions:
+            self._call(self._set_connected, True)
+            return
+        # Ready only once the broker confirmed the subscriptions (SUBACK): a client that
+        # counted itself up at CONNACK could die before the broker knew what to keep for it.
+        _, self._subscribe_mid = client.subscribe(list(self._subscriptions.items()))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._subscribe_mid:
+            return  # a later subscribe() call; readiness was settled already
+        refused = [
+            f"{topic} ({code})"
+            for topic, code in zip(self._subscriptions, reason_codes, strict=False)
+            if code.is_failure
+        ]
+        if refused:
+            log.error("mqtt broker refused subscription(s): %s", ", ".join(refused))
         self._call(self._set_connected, True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
