@@ -143,10 +143,13 @@ def site_down_topic(site_id: str, kind: str) -> str:
     return f"site/{site_id}/down/{kind}"
 
 
-# Cloud workers share the load per stream. Alerts have a stream (and a connection) of their
-# own, so an SOS never waits behind a site's telemetry backlog.
+# Cloud ingest streams, each with its own connection, so an SOS never waits behind telemetry.
+# Alerts use a plain subscription per worker, not a shared one: Mosquitto 2.0 keeps a
+# persistent session over a broker restart but drops its shared subscriptions, so an alert
+# acknowledged to the edge in that window would be lost. Every worker gets every alert and
+# the idempotent insert stores it once (alerts are few). Other kinds share the load.
 CLOUD_STREAMS: dict[str, tuple[str, ...]] = {
-    "alerts": ("$share/cloud/site/+/up/alert",),
+    "alerts": ("site/+/up/alert",),
     "data": tuple(f"$share/cloud/site/+/up/{k}" for k in SITE_KINDS if k != "alert"),
 }
 

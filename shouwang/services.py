@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -53,6 +54,7 @@ class Mosquitto:
         conf.write_text(
             "\n".join(
                 [
+                    *self._run_as(),
                     f"listener {self.port} 127.0.0.1",
                     "allow_anonymous true",
                     "persistence true",
@@ -72,6 +74,13 @@ class Mosquitto:
             )
         )
         return conf
+
+    def _run_as(self) -> list[str]:
+        """Started as root, mosquitto drops to the `mosquitto` user, which cannot write
+        persistence or logs in our root-owned (often mode 700) directories: sessions then
+        silently do not survive a restart. These brokers are private to the demo and the
+        tests, so they stay root; production brokers use the configs in deploy/."""
+        return ["user root"] if os.geteuid() == 0 else []
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -215,3 +215,26 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
                 msg = await ws.receive_json(timeout=1.0)
             assert seen == [press_id]
         assert [a["source_id"] for a in await api_alerts(http, cloud.http_port)] == [press_id]
+
+
+async def test_alert_survives_a_cloud_broker_restart_while_the_cloud_is_away(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """The broker restarts, the edge hands it an SOS (PUBACK), and only then the cloud returns.
+
+    Mosquitto 2.0 keeps a persistent session over a restart but not its *shared*
+    subscriptions: an alert stream on $share/... would be acknowledged and dropped here.
+    """
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    cconf = cloud_config(cloud_broker, tmp_path)
+    async with running_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge")) as edge:
+        async with running_cloud(cconf):
+            pass  # the cloud's sessions and subscriptions now exist; it goes away cleanly
+        cloud_broker.restart()
+        await eventually(lambda: edge.cloud_mqtt.connected, timeout=20)
+        async with Button(broker_config(edge_broker), BUTTON) as button:
+            press_id = await button.press()
+        await eventually(lambda: _outbox_empty(edge))  # the broker has it; the edge let go
+        async with running_cloud(cconf) as cloud, aiohttp.ClientSession() as http:
+            alerts = await eventually(lambda: api_alerts_at_least(http, cloud.http_port, 1))
+            assert [a["source_id"] for a in alerts] == [press_id]
