@@ -66,7 +66,9 @@ class Demo:
                 file=sys.stderr,
             )
             return 1
+        # Both explicitly: a demo started in the background inherits SIGINT as ignored.
         signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start()
             print(
