@@ -57,7 +57,6 @@ class EdgeDaemon:
         self.profiles = profiles if profiles is not None else load_profiles()
         check_bindings(config, self.profiles)
         self.metrics = Metrics("edge")
-        self.alerts_raised = self.metrics.alerts
         self.outbox_depth = self.metrics.gauge(
             "shouwang_outbox_depth", "Messages waiting in the outbox, by priority class", ["klass"]
         )
@@ -309,7 +308,7 @@ class EdgeDaemon:
         stored = await self.outbox.put_many(rows, now_ms())
         for alert, is_new in zip(alerts, stored, strict=False):
             if is_new:
-                self.alerts_raised.labels("edge", alert.type, alert.severity).inc()
+                self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
                 log.info(
                     "alert raised",
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
@@ -318,7 +317,7 @@ class EdgeDaemon:
         await self._check_critical()
         if self.fallback.active():
             await self.fallback.announce(
-                [orjson.loads(r.payload) for r in rows if r.priority == Priority.LIFE_SAFETY]
+                [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
             )
         for step in pushes:
             await self._apply_push(step)
@@ -341,7 +340,7 @@ class EdgeDaemon:
             step = None
         if step is not None and (step.publish is not None or step.clear or step.issues):
             pushes.append(step)
-        return [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+        return self._transition_rows(changes)
 
     async def _check_critical(self) -> None:
         """Life-safety over its quota is an on-site alarm (once each way), not only a log line."""
@@ -370,6 +369,9 @@ class EdgeDaemon:
                 [self._health_row(_issue_body(i), i.at_ms) for i in step.issues], now_ms()
             )
             self.uplink.notify()
+
+    def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
+        return [self._health_row(_transition_body(t), t.at_ms) for t in changes]
 
     def _health_row(self, body: dict[str, Any], ts: int) -> NewRow:
         if body.get("type") == "device_state":
@@ -409,7 +411,7 @@ class EdgeDaemon:
             changes, self._polled_changes = self._polled_changes, []
             for r in readings:
                 changes += self.liveness.observe_data(r.device, r.ts, fields=r.values)
-            rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+            rows = self._transition_rows(changes)
             if readings:
                 rows.append(self._telemetry_row(readings))
             if rows:
@@ -421,7 +423,7 @@ class EdgeDaemon:
         next_report = self.clock.monotonic()
         while True:
             now = self.clock.monotonic()
-            rows = [self._health_row(_transition_body(t), t.at_ms) for t in self.liveness.tick()]
+            rows = self._transition_rows(self.liveness.tick())
             rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
             if now >= next_report:
                 rows.append(self._health_row(await self._gateway_body(), now_ms()))
@@ -432,7 +434,7 @@ class EdgeDaemon:
             await self._check_critical()
             if self.fallback.active():
                 waiting = await self.outbox.next_batch(1000, priorities=[Priority.LIFE_SAFETY])
-                await self.fallback.announce([orjson.loads(r.payload) for r in waiting])
+                await self.fallback.announce([r.payload for r in waiting])
             deadlines = [
                 d
                 for d in (

@@ -84,8 +84,9 @@ class LocalFallback:
             return None
         return self._down_since + self.config.after_s
 
-    async def announce(self, alerts: list[dict[str, Any]]) -> int:
-        """Announce each alert (an alert envelope as a dict) once; returns how many were new."""
+    async def announce(self, envelopes: list[bytes]) -> int:
+        """Announce each alert (its stored envelope) once; returns how many were new."""
+        alerts: list[dict[str, Any]] = [orjson.loads(e) for e in envelopes]
         fresh = [a for a in alerts if a["id"] not in self.announced]
         for alert in fresh:
             body = alert["body"]
