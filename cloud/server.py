@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cloud.api import build_app
 from cloud.config import CloudConfig
+from cloud.evidence import EvidenceStore, add_routes
 from cloud.hub import Hub
 from cloud.ingest import Ingest
 from cloud.store import Store
@@ -27,6 +28,7 @@ class CloudServer:
         self.config = config
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
+        self.evidence: EvidenceStore | None = None
         self.hub = Hub(snapshot=self._snapshot)
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
@@ -39,6 +41,7 @@ class CloudServer:
 
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
+        self.evidence = EvidenceStore(self.config.evidence, self.store)
         if self.config.api:
             app = build_app(
                 self.store,
@@ -46,6 +49,7 @@ class CloudServer:
                 self.metrics,
                 lambda: all(c.connected for c in self.streams) if self.streams else None,
             )
+            add_routes(app, self.evidence)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
@@ -71,6 +75,7 @@ class CloudServer:
                     self.metrics,
                     on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
                     max_payload_bytes=self.config.max_payload_bytes,
+                    evidence=self.evidence,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from edge.adapters.cjt188_client import Cjt188Link
 from edge.adapters.modbus import ModbusLink
+from edge.evidence import EvidenceConfig
 from edge.fallback import FallbackConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
@@ -51,6 +53,22 @@ class UplinkConfig(Strict):
         "life-safety alerts bypass this limit",
     )
     burst: int = Field(400, ge=1, description="Token bucket size for rate_msgs_s")
+    confirm: Literal["cloud", "broker"] = Field(
+        "cloud",
+        description="When a row leaves the outbox: `cloud` once the cloud confirms it stored "
+        "it (site/{site}/down/ack); `broker` on the broker's PUBACK, for a cloud that does not "
+        "confirm (a broker restart can then lose what it had acknowledged)",
+    )
+    ack_timeout_s: float = Field(
+        30.0, gt=0, description="Publish again what the cloud has not confirmed after this long"
+    )
+    window: int = Field(
+        500,
+        ge=1,
+        le=20000,
+        description="Messages published and awaiting the cloud's confirmation at most (stay "
+        "well under paho's ~65k in-flight limit and the broker's queue for the cloud)",
+    )
 
 
 class OutboxConfig(Strict):
@@ -76,6 +94,11 @@ class EdgeConfig(Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox quotas")
     fallback: FallbackConfig = Field(
         default_factory=FallbackConfig, description="Local alarm when the uplink stays down"
+    )
+    evidence: EvidenceConfig | None = Field(
+        None,
+        description="Where evidence (snapshots, clips) is uploaded; without it, evidence waits "
+        "in the outbox's bulk class",
     )
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")

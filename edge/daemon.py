@@ -15,6 +15,7 @@ from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller
 from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
 from edge.adapters.polling import Poller
 from edge.config import EdgeConfig
+from edge.evidence import EvidenceSpool, EvidenceUploader
 from edge.fallback import LOCAL_ALARM_TOPIC, LocalFallback
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
@@ -118,7 +119,14 @@ class EdgeDaemon:
             persistent=True,
             on_connection_change=self._cloud_connection_changed,
         )
-        self.uplink = Uplink(self.outbox, self.cloud_mqtt, config.uplink, config.site)
+        # Producers (camera workers, rules) hand evidence to the spool; the uplink uploads it.
+        self.evidence = EvidenceSpool(config.site, config.data_dir / "evidence", self.outbox)
+        self.uploader = (
+            EvidenceUploader(config.evidence, self.evidence) if config.evidence else None
+        )
+        self.uplink = Uplink(
+            self.outbox, self.cloud_mqtt, config.uplink, config.site, self.uploader
+        )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
         self._critical_announced = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +141,10 @@ class EdgeDaemon:
 
     async def start(self) -> None:
         await self.outbox.open()
+        await self.evidence.sweep()
+        if self.outbox.damaged is not None:
+            body = {"type": "outbox_damaged", "kept_as": self.outbox.damaged.name}
+            await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
         await self._refresh_depth()
         await self._start_http()
         self.edge_mqtt.subscribe("dev/+/telemetry", 1)
@@ -143,6 +155,7 @@ class EdgeDaemon:
         self._tasks = [
             asyncio.create_task(self._consume(), name="edge-consume"),
             asyncio.create_task(self.uplink.run(), name="edge-uplink"),
+            asyncio.create_task(self.uplink.receive_confirmations(), name="edge-confirmations"),
             asyncio.create_task(self._watch(), name="edge-watch"),
             asyncio.create_task(self._store_polled(), name="edge-polled"),
         ]
@@ -162,6 +175,8 @@ class EdgeDaemon:
         self._tasks = []
         await self.edge_mqtt.close()
         await self.cloud_mqtt.close()
+        if self.uploader is not None:
+            await self.uploader.close()
         await self.outbox.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -315,10 +330,11 @@ class EdgeDaemon:
                 )
         self.uplink.notify()
         await self._check_critical()
+        life_safety = [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
+        if life_safety:
+            self._wake_watch.set()  # its confirmation deadline
         if self.fallback.active():
-            await self.fallback.announce(
-                [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
-            )
+            await self.fallback.announce(life_safety)
         for step in pushes:
             await self._apply_push(step)
         return results
@@ -433,14 +449,19 @@ class EdgeDaemon:
                 self.uplink.notify()
             await self._check_critical()
             if self.fallback.active():
-                waiting = await self.outbox.next_batch(1000, priorities=[Priority.LIFE_SAFETY])
+                # Published or not: what the cloud has not confirmed, it may not have.
+                waiting = await self.outbox.next_batch(
+                    1000, priorities=[Priority.LIFE_SAFETY], unsent_only=False
+                )
                 await self.fallback.announce([r.payload for r in waiting])
+            overdue_at = await self._announce_unconfirmed()
             deadlines = [
                 d
                 for d in (
                     self.liveness.next_deadline(),
                     self.firmware.next_deadline(),
                     self.fallback.deadline(),
+                    overdue_at,
                 )
                 if d
             ]
@@ -449,6 +470,25 @@ class EdgeDaemon:
                 async with asyncio.timeout(max(0.05, wake - now + 0.01)):
                     await self._wake_watch.wait()
             self._wake_watch.clear()
+
+    async def _announce_unconfirmed(self) -> float | None:
+        """Announce life-safety alerts the cloud has not confirmed within `fallback.after_s`,
+        though the uplink is up; returns the monotonic second the next one becomes overdue."""
+        after_ms = int(self.config.fallback.after_s * 1000)
+        wall = now_ms()
+        cutoff = wall - after_ms
+        overdue = await self.outbox.next_batch(
+            1000, priorities=[Priority.LIFE_SAFETY], unsent_only=False, created_before=cutoff
+        )
+        if overdue:
+            await self.fallback.announce(
+                [r.payload for r in overdue],
+                reason=f"not confirmed by the cloud within {self.config.fallback.after_s:g} s",
+            )
+        upcoming = await self.outbox.oldest_created(Priority.LIFE_SAFETY, after=cutoff)
+        if upcoming is None:
+            return None
+        return self.clock.monotonic() + (upcoming + after_ms - wall) / 1000
 
     async def _gateway_body(self) -> dict[str, Any]:
         return {

@@ -1,9 +1,11 @@
-"""Local fallback: when the uplink stays down, life-safety alerts go to people on site directly.
+"""Local fallback: when the cloud cannot be reached, life-safety alerts go to people on site.
 
-After `after_s` seconds without the cloud broker, every life-safety alert waiting in the outbox
-(and each new one) is announced once: on the gateway's own broker (`local/alarm`, for a siren or
+Two things start it: the uplink down for `after_s` seconds (then every life-safety alert waiting
+in the outbox, and each new one, is announced), and a life-safety alert the cloud has not
+confirmed within `after_s` of being raised, though the broker is up (the cloud itself may be
+down). Each alert is announced once: on the gateway's own broker (`local/alarm`, for a siren or
 a duty-room display) and through Apprise URLs (an SMS gateway on the LAN, a WeCom bot, e-mail).
-The outbox still delivers everything to the cloud when the uplink returns.
+The outbox still delivers everything to the cloud when it is back.
 """
 
 from __future__ import annotations
@@ -84,13 +86,17 @@ class LocalFallback:
             return None
         return self._down_since + self.config.after_s
 
-    async def announce(self, envelopes: list[bytes]) -> int:
+    async def announce(
+        self, envelopes: list[bytes], reason: str = "uplink down: announced by the gateway itself"
+    ) -> int:
         """Announce each alert (its stored envelope) once; returns how many were new."""
         alerts: list[dict[str, Any]] = [orjson.loads(e) for e in envelopes]
         fresh = [a for a in alerts if a["id"] not in self.announced]
+        # Claimed before the first await: the watcher and the ingest path may both get here.
+        self.announced.update(a["id"] for a in fresh)
         for alert in fresh:
             body = alert["body"]
-            message = {**alert, "fallback": "uplink down: announced by the gateway itself"}
+            message = {**alert, "fallback": reason}
             try:
                 await self.mqtt.publish(LOCAL_ALARM_TOPIC, orjson.dumps(message), qos=1)
             except MqttError as err:
@@ -101,15 +107,15 @@ class LocalFallback:
                 where = body.get("location") or "no location on record"
                 text = (
                     f"{body['type']} from device {alert['device']} ({where}); alert {alert['id']}."
-                    " The cloud is unreachable: act locally."
+                    f" {reason}: act locally."
                 )
                 ok = await self._notifier.async_notify(body=text, title=title)
                 if not ok:
                     self.failures += 1
                     log.error("fallback notification for %s failed on some URL", alert["id"])
-            self.announced.add(alert["id"])
             log.warning(
-                "life-safety alert announced locally (uplink down)",
+                "life-safety alert announced locally (%s)",
+                reason,
                 extra={"alert": alert["id"], "type": body["type"]},
             )
         return len(fresh)

@@ -1,8 +1,11 @@
 """The store-and-forward outbox: SQLite in WAL mode, ordered by priority class, then age.
 
-A row leaves the outbox only after the cloud broker acknowledged it, or when its class is over
-its byte quota. Life-safety rows are never evicted: over their quota they take room from the
-lower classes (lowest first, oldest first) and the outbox reports itself critical. Every
+A row leaves the outbox only after the cloud confirmed it stored it (or, with
+`uplink.confirm: broker`, after the cloud broker's PUBACK), or when its class is over its byte
+quota. A row that was published and awaits that confirmation is marked `sent_ms`; it is not
+published again until the uplink gives it back (no confirmation in time, a reconnect, a
+restart). Life-safety rows are never evicted: over their quota they take room from the lower
+classes (lowest first, oldest first) and the outbox reports itself critical. Every
 eviction is added to a persistent drop ledger that the uplink reports to the cloud.
 
 Ids are the envelope ids, so putting the same message twice (a device message redelivered
@@ -16,6 +19,7 @@ import asyncio
 import enum
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,7 +93,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     items INTEGER NOT NULL,
     first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    sent_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, seq);
 CREATE TABLE IF NOT EXISTS drops (
@@ -101,6 +106,11 @@ CREATE TABLE IF NOT EXISTS drops (
     last_ts INTEGER NOT NULL
 );
 """
+
+# The rows the uplink may publish: a partial index keeps a long in-flight window off its path.
+_UNSENT_INDEX = (
+    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (priority, seq) WHERE sent_ms IS NULL"
+)
 
 
 class Outbox:
@@ -117,22 +127,55 @@ class Outbox:
         self._usage: dict[int, int] = {int(p): 0 for p in Priority}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
+        self.damaged: Path | None = None  # where a damaged outbox found at start was kept
 
     async def open(self) -> None:
         await self._run(self._open)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as err:
+            if isinstance(err, sqlite3.OperationalError):
+                raise  # locked, unreadable, I/O: not damage, and not ours to move aside
+            # A damaged file (a disk fault, not a torn write: the WAL recovers those). Starting
+            # without an outbox would stop every alert, so the damaged file is kept aside for
+            # recovery by hand and a new one is started, loudly, never silently.
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time() * 1000)}")
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    source.rename(Path(f"{aside}{suffix}"))
+            log.error("outbox %s is damaged (%s); kept it as %s, starting a new one",
+                      self.path, err, aside)
+            self.damaged = aside
+            self._connect()
+
+    def _connect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._usage = {int(p): 0 for p in Priority}
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed row survives power loss, not only a process crash.
         db.execute("PRAGMA synchronous=FULL")
         if self._max_page_count:
             db.execute(f"PRAGMA max_page_count={int(self._max_page_count)}")
+        (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {verdict}")
         db.executescript(_SCHEMA)
+        columns = {c[1] for c in db.execute("PRAGMA table_info(outbox)")}
+        if "sent_ms" not in columns:  # an outbox written before end-to-end confirmation
+            db.execute("ALTER TABLE outbox ADD COLUMN sent_ms INTEGER")
+        db.execute(_UNSENT_INDEX)
+        # What waited for a confirmation when we stopped is sent again; the cloud dedups it.
+        db.execute("UPDATE outbox SET sent_ms = NULL WHERE sent_ms IS NOT NULL")
         for priority, size in db.execute("SELECT priority, SUM(size) FROM outbox GROUP BY 1"):
             self._usage[priority] = size
-        self._db = db
         self.critical = self._usage[Priority.LIFE_SAFETY] > self.quotas[Priority.LIFE_SAFETY]
 
     async def close(self) -> None:
@@ -222,9 +265,11 @@ class Outbox:
         freed = 0
         for priority in classes:
             while freed < need and usage[priority] > 0:
+                # Not a row the cloud may already hold: evicting it would count a delivered
+                # reading as lost. Such rows are bounded by the uplink's in-flight window.
                 candidates = db.execute(
-                    "SELECT seq, size, items, first_ts, last_ts FROM outbox WHERE priority = ?"
-                    " ORDER BY seq LIMIT 256",
+                    "SELECT seq, size, items, first_ts, last_ts FROM outbox"
+                    " WHERE priority = ? AND sent_ms IS NULL ORDER BY seq LIMIT 256",
                     (priority,),
                 ).fetchall()
                 if not candidates:
@@ -281,24 +326,87 @@ class Outbox:
 
     # --- reading and acknowledging ---------------------------------------------------------
 
-    async def next_batch(self, limit: int, priorities: Iterable[int] | None = None) -> list[Row]:
-        """The oldest rows of the most urgent class first (optionally only some classes)."""
-        return list(await self._run(self._next_batch, limit, tuple(priorities or ())))
+    async def next_batch(
+        self,
+        limit: int,
+        priorities: Iterable[int] | None = None,
+        *,
+        unsent_only: bool = True,
+        created_before: int | None = None,
+    ) -> list[Row]:
+        """The oldest rows of the most urgent class first (optionally only some classes).
 
-    def _next_batch(self, limit: int, priorities: tuple[int, ...]) -> list[Row]:
-        where = ""
+        Rows published and awaiting confirmation are left out unless `unsent_only` is False;
+        `created_before` (wall ms) keeps only rows stored before then.
+        """
+        return list(
+            await self._run(
+                self._next_batch, limit, tuple(priorities or ()), unsent_only, created_before
+            )
+        )
+
+    def _next_batch(
+        self,
+        limit: int,
+        priorities: tuple[int, ...],
+        unsent_only: bool,
+        created_before: int | None,
+    ) -> list[Row]:
+        conditions = ["sent_ms IS NULL"] if unsent_only else []
+        params: list[int] = []
         if priorities:
-            where = f"WHERE priority IN ({','.join('?' * len(priorities))})"
+            conditions.append(f"priority IN ({','.join('?' * len(priorities))})")
+            params += priorities
+        if created_before is not None:
+            conditions.append("created_ms < ?")
+            params.append(created_before)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = (
             self._conn()
             .execute(
                 f"SELECT id, priority, topic, payload FROM outbox {where} ORDER BY priority, seq"
                 " LIMIT ?",
-                (*priorities, limit),
+                (*params, limit),
             )
             .fetchall()
         )
         return [Row(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    async def mark_sent(self, ids: Iterable[str], now_ms: int) -> None:
+        """The broker has these rows; they wait for the cloud's confirmation."""
+        await self._run(self._set_sent, list(ids), now_ms)
+
+    async def unsend(self, ids: Iterable[str]) -> None:
+        """No confirmation came: these rows may be published again."""
+        await self._run(self._set_sent, list(ids), None)
+
+    def _set_sent(self, ids: list[str], now_ms: int | None) -> None:
+        db = self._conn()
+        db.execute("BEGIN")
+        db.executemany("UPDATE outbox SET sent_ms = ? WHERE id = ?", [(now_ms, i) for i in ids])
+        db.execute("COMMIT")
+
+    async def oldest_created(self, priority: int, after: int | None = None) -> int | None:
+        """Wall ms at which the oldest row of `priority` (stored after `after`) was stored."""
+        query = "SELECT MIN(created_ms) FROM outbox WHERE priority = ?"
+        params: tuple[int, ...] = (priority,)
+        if after is not None:
+            query += " AND created_ms >= ?"
+            params += (after,)
+        (oldest,) = await self._run(lambda: self._conn().execute(query, params).fetchone())
+        return None if oldest is None else int(oldest)
+
+    async def mentions(self, priority: int, needle: bytes) -> bool:
+        """Whether a row of `priority` holds `needle` in its payload (for evidence files)."""
+        row = await self._run(
+            lambda: self._conn()
+            .execute(
+                "SELECT 1 FROM outbox WHERE priority = ? AND instr(payload, ?) > 0 LIMIT 1",
+                (priority, needle),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     async def delete(self, ids: Iterable[str]) -> None:
         await self._run(self._delete, list(ids))

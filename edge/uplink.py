@@ -1,9 +1,17 @@
-"""The uplink: drains the outbox to the cloud broker, deleting a row only after its PUBACK.
+"""The uplink: drains the outbox to the cloud, deleting a row only once the cloud confirmed it.
+
+A broker's PUBACK says only that the broker has a message; Mosquitto can still lose it (a
+shared subscription dropped over a restart, a full per-client queue). So the cloud confirms
+each envelope it stored, or refused for good, on `site/{site}/down/ack`, and only then does the
+row leave the outbox. A published row that is not confirmed within `ack_timeout_s`, or when the
+uplink reconnects or the edge restarts, is published again; ids make that idempotent. At most
+`window` messages wait for confirmation at once. (`confirm: broker` deletes on PUBACK instead,
+for a cloud that does not confirm.)
 
 Life-safety rows go first and are never rate-limited. Everything else passes a token bucket,
 so draining a long backlog after an outage cannot crowd out live alerts or flood the cloud.
 The drop ledger (what quotas evicted) is reported as a `health` message and settled only
-once the broker acknowledged the report.
+once the cloud confirmed the report.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ from typing import Any
 import orjson
 
 from edge.config import UplinkConfig
+from edge.evidence import EvidenceUploader, UploadFailed
 from edge.outbox import Drops, Outbox, Priority, Row
 from shouwang.ids import derived_id
-from shouwang.mqtt import MqttClient, MqttError
-from shouwang.protocol import make_envelope, now_ms, site_up_topic
+from shouwang.mqtt import Message, MqttClient, MqttError
+from shouwang.protocol import make_envelope, now_ms, site_down_topic, site_up_topic
 
 log = logging.getLogger(__name__)
 GATEWAY_DEVICE = "gateway"
@@ -32,11 +41,42 @@ MERGE_BYTES = 192 * 1024
 
 @dataclass(frozen=True, slots=True)
 class _Group:
-    """Outbox rows that travel as one MQTT message and are deleted on its PUBACK."""
+    """Outbox rows that travel as one MQTT message (envelope `envelope_id`), deleted together."""
 
     ids: list[str]
     topic: str
     payload: bytes
+    envelope_id: str
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A message the broker has and the cloud has not confirmed yet."""
+
+    rows: list[str]
+    at: float  # monotonic second of the PUBACK
+    drops: list[Drops] | None = None  # a drop report settles its ledger on confirmation
+    evidence: str | None = None  # an evidence envelope's file may go on confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """The drop report in flight: resent unchanged until the cloud confirms it."""
+
+    id: str
+    payload: bytes
+    drops: list[Drops]
+
+
+def parse_confirmation(payload: bytes) -> tuple[list[str], list[tuple[str, str]]] | None:
+    """`{"v": 1, "stored": [ids], "rejected": [{"id", "reason"}]}` → (stored, rejected)."""
+    try:
+        data = orjson.loads(payload)
+        stored = [str(i) for i in data.get("stored", [])]
+        rejected = [(str(r["id"]), str(r["reason"])) for r in data.get("rejected", [])]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return None
+    return stored, rejected
 
 
 class TokenBucket:
@@ -60,14 +100,38 @@ class TokenBucket:
 
 
 class Uplink:
-    def __init__(self, outbox: Outbox, client: MqttClient, config: UplinkConfig, site: str) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: MqttClient,
+        config: UplinkConfig,
+        site: str,
+        evidence: EvidenceUploader | None = None,
+    ) -> None:
         self.outbox = outbox
         self.client = client
         self.config = config
         self.site = site
+        self.evidence = evidence
         self.sent = 0
         self.bucket = TokenBucket(config.rate_msgs_s, config.burst)
+        self.confirmed = 0  # envelopes the cloud confirmed
+        self.refused: dict[str, int] = {}  # envelopes the cloud refused for good, by reason
+        self.resent = 0  # envelopes published again for want of a confirmation
+        self.ack_topic = site_down_topic(site, "ack")
+        self._awaiting: dict[str, _Sent] = {}
+        self._report: _Report | None = None
+        self._reconnected = False
+        self._evidence_waiting = False  # evidence rows held back until an upload can go
+        self._evidence_warned = False
         self._wake = asyncio.Event()
+        if config.confirm == "cloud" and client is not None:
+            client.subscribe(self.ack_topic, 1)
+
+    @property
+    def awaiting(self) -> int:
+        """Messages the broker acknowledged and the cloud has not confirmed yet."""
+        return len(self._awaiting)
 
     def notify(self) -> None:
         """Something was put in the outbox: publish without waiting for the next round."""
@@ -75,18 +139,91 @@ class Uplink:
 
     def connection_changed(self, up: bool) -> None:
         if up:
+            self._reconnected = True
             self._wake.set()
+
+    async def receive_confirmations(self) -> None:
+        """Delete what the cloud confirmed (stored, or refused for good) from the outbox."""
+        while True:
+            message = await self.client.messages()
+            await self.handle_confirmation(message)
+
+    async def handle_confirmation(self, message: Message) -> None:
+        parsed = parse_confirmation(message.payload) if message.topic == self.ack_topic else None
+        if parsed is None:
+            log.warning("uplink: ignored a malformed confirmation on %s", message.topic)
+            return
+        stored, rejected = parsed
+        for envelope_id, reason in rejected:
+            # A refusal is final (the cloud will refuse it again): count it, keep no copy.
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+            log.error("uplink: the cloud refused %s: %s", envelope_id, reason)
+        rows: list[str] = []
+        forget: list[str] = []
+        for envelope_id in [*stored, *(i for i, _ in rejected)]:
+            sent = self._awaiting.pop(envelope_id, None)
+            if sent is None:
+                # Confirmed after a restart or a resend: a single row's id is its envelope's.
+                rows.append(envelope_id)
+                continue
+            rows += sent.rows
+            if sent.drops is not None:
+                await self._settle(sent.drops)
+            if sent.evidence is not None and self.evidence is not None:
+                forget.append(sent.evidence)
+        self.confirmed += len(stored) + len(rejected)
+        await self.outbox.delete(rows)
+        self.sent += len(rows)
+        if forget and self.evidence is not None:
+            await self.evidence.spool.forget(forget)
+        self._wake.set()  # the window has room again
+
+    async def _give_back(self, only_older_than: float | None) -> None:
+        """Make unconfirmed messages publishable again: all, or those waiting too long."""
+        expired = [
+            (envelope_id, sent)
+            for envelope_id, sent in self._awaiting.items()
+            if only_older_than is None or sent.at < only_older_than
+        ]
+        if not expired:
+            return
+        for envelope_id, _ in expired:
+            del self._awaiting[envelope_id]
+        await self.outbox.unsend([r for _, sent in expired for r in sent.rows])
+        self.resent += len(expired)
+        log.warning("uplink: %d message(s) not confirmed by the cloud; sending again", len(expired))
+
+    def _next_expiry(self) -> float | None:
+        if not self._awaiting:
+            return None
+        return min(s.at for s in self._awaiting.values()) + self.config.ack_timeout_s
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            expiry = self._next_expiry()
+            if self._evidence_waiting and self.evidence is not None:
+                retry = self.evidence.retry_at
+                expiry = retry if expiry is None else min(expiry, retry)
+            self._evidence_waiting = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(
+                    None if expiry is None else max(0.0, expiry - time.monotonic())
+                ):
+                    await self._wake.wait()
             self._wake.clear()
-            while self.client.connected:
-                urgent = await self.outbox.next_batch(
-                    self.config.batch, priorities=[Priority.LIFE_SAFETY]
-                )
+            if self._reconnected:
+                # What the broker had may be gone with it (a restart), and resending is cheap
+                # next to waiting out the timeout.
+                self._reconnected = False
+                await self._give_back(None)
+            await self._give_back(time.monotonic() - self.config.ack_timeout_s)
+            while self.client.connected and len(self._awaiting) < self.config.window:
+                room = min(self.config.batch, self.config.window - len(self._awaiting))
+                urgent = await self.outbox.next_batch(room, priorities=[Priority.LIFE_SAFETY])
                 if urgent:
-                    await self._publish_groups([_Group([r.id], r.topic, r.payload) for r in urgent])
+                    await self._publish_groups(
+                        [_Group([r.id], r.topic, r.payload, r.id) for r in urgent]
+                    )
                     continue
                 await self._report_drops()  # after life-safety, before the rest
                 if self.bucket.take(1) == 0:
@@ -96,13 +233,16 @@ class Uplink:
                             await self._wake.wait()
                     self._wake.clear()
                     continue
-                rows = await self.outbox.next_batch(self.config.batch)
+                rows = await self.outbox.next_batch(room)
                 if not rows:
                     self.bucket.tokens += 1  # unused: give it back
                     break
                 groups = self._group(rows)
                 # One token a message: a merged telemetry message is one however many rows.
                 groups = groups[: 1 + self.bucket.take(len(groups) - 1)]
+                groups = await self._upload_evidence(groups)
+                if not groups:
+                    break  # only evidence, and it cannot go yet
                 await self._publish_groups(groups)
 
     def _group(self, rows: list[Row]) -> list[_Group]:
@@ -116,7 +256,7 @@ class Uplink:
         def flush() -> None:
             nonlocal readings, ids, size
             if len(ids) == 1:
-                groups.append(_Group(ids, topic, single))
+                groups.append(_Group(ids, topic, single, ids[0]))
             elif ids:
                 last = max(r["ts"] for r in readings)
                 envelope = make_envelope(
@@ -127,14 +267,14 @@ class Uplink:
                     ts=last,
                     id=derived_id(last, self.site, "merged", *ids),
                 )
-                groups.append(_Group(ids, topic, envelope.to_bytes()))
+                groups.append(_Group(ids, topic, envelope.to_bytes(), envelope.id))
             readings, ids, size = [], [], 0
 
         single = b""
         for row in rows:
             if row.priority != Priority.TELEMETRY:
                 flush()
-                groups.append(_Group([row.id], row.topic, row.payload))
+                groups.append(_Group([row.id], row.topic, row.payload, row.id))
                 continue
             batch = orjson.loads(row.payload)["body"]["readings"]
             if ids and (
@@ -148,6 +288,33 @@ class Uplink:
         flush()
         return groups
 
+    async def _upload_evidence(self, groups: list[_Group]) -> list[_Group]:
+        """Upload the bytes of evidence groups first; the groups whose bytes the cloud has."""
+        ready: list[_Group] = []
+        for g in groups:
+            if not g.topic.endswith("/up/evidence"):
+                ready.append(g)
+                continue
+            if self.evidence is None or not self.evidence.ready():
+                if self.evidence is None and not self._evidence_warned:
+                    self._evidence_warned = True
+                    log.warning("uplink: evidence is waiting, but no evidence.url is configured")
+                self._evidence_waiting = True
+                continue
+            try:
+                await self.evidence.upload(g.payload)
+            except UploadFailed as err:
+                if not err.permanent:
+                    log.warning("uplink: %s; will retry", err)
+                    self._evidence_waiting = True
+                    continue
+                self.refused["evidence_upload"] = self.refused.get("evidence_upload", 0) + 1
+                log.error("uplink: evidence %s given up: %s", g.envelope_id, err)
+                await self.outbox.delete(g.ids)
+                continue
+            ready.append(g)
+        return ready
+
     async def _publish_groups(self, groups: list[_Group]) -> None:
         results = await asyncio.gather(
             *(
@@ -158,10 +325,18 @@ class Uplink:
             ),
             return_exceptions=True,
         )
-        acked = [i for g, res in zip(groups, results, strict=True) if res is None for i in g.ids]
-        if acked:
-            await self.outbox.delete(acked)
-            self.sent += len(acked)
+        acked = [g for g, res in zip(groups, results, strict=True) if res is None]
+        if acked and self.config.confirm == "broker":
+            await self.outbox.delete([i for g in acked for i in g.ids])
+            self.sent += sum(len(g.ids) for g in acked)
+        elif acked:
+            at = time.monotonic()
+            await self.outbox.mark_sent([i for g in acked for i in g.ids], now_ms())
+            for g in acked:
+                digest = None
+                if g.topic.endswith("/up/evidence"):
+                    digest = orjson.loads(g.payload)["body"]["sha256"]
+                self._awaiting[g.envelope_id] = _Sent(g.ids, at, evidence=digest)
         failures = [res for res in results if isinstance(res, BaseException)]
         if failures:
             unexpected = [f for f in failures if not isinstance(f, MqttError)]
@@ -176,31 +351,44 @@ class Uplink:
             await asyncio.sleep(self.config.retry_delay_s)
 
     async def _report_drops(self) -> None:
-        drops = await self.outbox.drops()
-        if not drops:
-            return
-        body = {"type": "outbox_drops", "drops": [_drop_dict(d) for d in drops]}
-        key = [f"{d.priority}:{d.items}:{d.rows}:{d.first_ts}:{d.last_ts}" for d in drops]
-        # Same ledger, same id: a report resent after a crash is stored once by the cloud.
-        envelope = make_envelope(
-            site=self.site,
-            device=GATEWAY_DEVICE,
-            kind="health",
-            body=body,
-            id=derived_id(min(d.first_ts for d in drops), self.site, "drops", *key),
-            ts=now_ms(),
-        )
+        """Report the drop ledger; an unconfirmed report is sent again as it was (same id)."""
+        report = self._report
+        if report is None:
+            drops = await self.outbox.drops()
+            if not drops:
+                return
+            body = {"type": "outbox_drops", "drops": [_drop_dict(d) for d in drops]}
+            key = [f"{d.priority}:{d.items}:{d.rows}:{d.first_ts}:{d.last_ts}" for d in drops]
+            # Same ledger, same id: a report resent after a crash is stored once by the cloud.
+            envelope = make_envelope(
+                site=self.site,
+                device=GATEWAY_DEVICE,
+                kind="health",
+                body=body,
+                id=derived_id(min(d.first_ts for d in drops), self.site, "drops", *key),
+                ts=now_ms(),
+            )
+            report = self._report = _Report(envelope.id, envelope.to_bytes(), drops)
+        elif report.id in self._awaiting:
+            return  # one report at a time: the ledger settles when the cloud has it
         try:
             await self.client.publish(
                 site_up_topic(self.site, "health"),
-                envelope.to_bytes(),
+                report.payload,
                 qos=1,
                 timeout=self.config.publish_timeout_s,
             )
         except MqttError as err:
             log.warning("uplink: drop report not acknowledged (%s); will retry", err)
             return
+        if self.config.confirm == "cloud":
+            self._awaiting[report.id] = _Sent([], time.monotonic(), report.drops)
+        else:
+            await self._settle(report.drops)
+
+    async def _settle(self, drops: list[Drops]) -> None:
         await self.outbox.settle_drops(drops)
+        self._report = None
         log.warning(
             "reported outbox drops to the cloud: %s",
             ", ".join(f"{Priority(d.priority).name.lower()} {d.items}" for d in drops),

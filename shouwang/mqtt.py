@@ -186,8 +186,12 @@ class MqttClient:
     def publish_nowait(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
     ) -> None:
-        """Fire and forget (QoS 0 telemetry from simulators); raises when not connected."""
-        if not self.connected:
+        """Hand a message to paho without waiting for its PUBACK; raises when not connected.
+
+        Checks the socket, not `connected`: messages a persistent session kept arrive between
+        CONNACK and SUBACK, and what answers them (a confirmation) may go out at once.
+        """
+        if not self._client.is_connected():
             raise MqttNotConnected(f"not connected to {self.config.host}:{self.config.port}")
         self._client.publish(topic, payload, qos=qos, retain=retain)
 

@@ -269,3 +269,11 @@ class Recorder:
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+async def life_safety_awaiting_confirmation(edge: Any, n: int) -> bool:
+    """`n` life-safety rows are held, all published: the broker has them, the cloud has not
+    confirmed them yet."""
+    held = (await edge.outbox.depth()).get(0, 0)
+    unsent = await edge.outbox.next_batch(n + 1, priorities=[0])
+    return held == n and not unsent

@@ -127,3 +127,59 @@ async def test_life_safety_over_quota_is_an_on_site_alarm(
                 await asyncio.wait_for(siren.messages(), 1.0)
         finally:
             await siren.close()
+
+
+async def test_an_sos_the_cloud_does_not_confirm_is_announced_though_the_broker_is_up(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """The broker takes the alert, but no cloud worker is there to store it: a cloud crash,
+    a broken deploy. A PUBACK is not a person being told; the siren is."""
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    config = base.model_copy(update={"fallback": FallbackConfig(after_s=1.0)})
+    async with running_edge(config) as edge:
+        siren = MqttClient(broker_config(edge_broker), client_id=unique("siren"))
+        siren.subscribe(LOCAL_ALARM_TOPIC, 1)
+        await siren.start()
+        await siren.wait_connected(10)
+        try:
+            await eventually(lambda: edge.cloud_mqtt.connected)
+            async with Button(broker_config(edge_broker), BUTTON) as button:
+                press = await button.press()
+            alarm = orjson.loads((await asyncio.wait_for(siren.messages(), 10)).payload)
+            assert alarm["body"]["source_id"] == press
+            assert alarm["fallback"] == "not confirmed by the cloud within 1 s"
+            assert edge.cloud_mqtt.connected  # the uplink never went down
+            with pytest.raises(TimeoutError):  # once
+                await asyncio.wait_for(siren.messages(), 2.0)
+        finally:
+            await siren.close()
+
+
+async def test_a_confirmed_sos_is_not_announced_on_site(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    config = base.model_copy(update={"fallback": FallbackConfig(after_s=1.0)})
+    async with (
+        running_cloud(cloud_config(cloud_broker, tmp_path)),
+        running_edge(config) as edge,
+    ):
+        siren = MqttClient(broker_config(edge_broker), client_id=unique("siren"))
+        siren.subscribe(LOCAL_ALARM_TOPIC, 1)
+        await siren.start()
+        await siren.wait_connected(10)
+        try:
+            async with Button(broker_config(edge_broker), BUTTON) as button:
+                await button.press()
+            await eventually(lambda: _no_life_safety(edge))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(siren.messages(), 2.0)
+            assert edge.fallback.announced == set()
+        finally:
+            await siren.close()
+
+
+async def _no_life_safety(edge: Any) -> bool:
+    return (await edge.outbox.depth()).get(0, 0) == 0

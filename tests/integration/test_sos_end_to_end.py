@@ -27,6 +27,7 @@ from tests.conftest import (
     cloud_config,
     edge_config,
     eventually,
+    life_safety_awaiting_confirmation,
     running_cloud,
     running_edge,
     unique,
@@ -198,9 +199,10 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
 
         async with Button(broker_config(edge_broker), BUTTON) as button:
             press_id = await button.press()
-        # The cloud broker acknowledged it, so the edge let go: it now lives only in the
-        # broker's queue for the dead cloud worker's persistent session.
-        await eventually(lambda: _outbox_empty(edge))
+        # The cloud broker acknowledged it: it waits in the broker's queue for the dead cloud
+        # worker's persistent session. The edge keeps its copy until the cloud confirms, but
+        # resends only after `ack_timeout_s` (30 s): what arrives below came from the broker.
+        await eventually(lambda: life_safety_awaiting_confirmation(edge, 1))
 
         await cloud.start()
         async with http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws:
@@ -215,6 +217,8 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
                 msg = await ws.receive_json(timeout=1.0)
             assert seen == [press_id]
         assert [a["source_id"] for a in await api_alerts(http, cloud.http_port)] == [press_id]
+        await eventually(lambda: _outbox_empty(edge))  # confirmed: now the edge let go
+        assert edge.uplink.resent == 0
 
 
 async def test_alert_survives_a_cloud_broker_restart_while_the_cloud_is_away(
@@ -234,7 +238,8 @@ async def test_alert_survives_a_cloud_broker_restart_while_the_cloud_is_away(
         await eventually(lambda: edge.cloud_mqtt.connected, timeout=20)
         async with Button(broker_config(edge_broker), BUTTON) as button:
             press_id = await button.press()
-        await eventually(lambda: _outbox_empty(edge))  # the broker has it; the edge let go
+        await eventually(lambda: life_safety_awaiting_confirmation(edge, 1))  # broker has it
         async with running_cloud(cconf) as cloud, aiohttp.ClientSession() as http:
             alerts = await eventually(lambda: api_alerts_at_least(http, cloud.http_port, 1))
             assert [a["source_id"] for a in alerts] == [press_id]
+            await eventually(lambda: _outbox_empty(edge))  # confirmed: the edge let go

@@ -108,3 +108,64 @@ async def test_settled_drops_leave_later_ones(tmp_path: Path) -> None:
     await reopened.open()
     assert reopened.usage()[Priority.TELEMETRY] == 100
     await reopened.close()
+
+
+async def test_rows_awaiting_confirmation_are_not_sent_twice_until_given_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    await box.open()
+    await box.put_many([sos(1), sos(2), telemetry(1)], now_ms=1)
+    await box.mark_sent(["a0001", "t0001"], now_ms=2)
+    assert [r.id for r in await box.next_batch(10)] == ["a0002"]
+    # The fallback announces what the cloud has not confirmed, published or not.
+    everything = await box.next_batch(10, priorities=[Priority.LIFE_SAFETY], unsent_only=False)
+    assert [r.id for r in everything] == ["a0001", "a0002"]
+    await box.unsend(["t0001"])
+    assert [r.id for r in await box.next_batch(10)] == ["a0002", "t0001"]
+    await box.close()
+
+    # A restart gives back everything unconfirmed: the cloud dedups what it already has.
+    reopened = Outbox(path)
+    await reopened.open()
+    assert [r.id for r in await reopened.next_batch(10)] == ["a0001", "a0002", "t0001"]
+    await reopened.close()
+
+
+async def test_eviction_spares_rows_the_cloud_may_already_have(tmp_path: Path) -> None:
+    """Evicting a published row would report a reading lost that the cloud stored."""
+    box = Outbox(tmp_path / "o.sqlite", quotas={Priority.TELEMETRY: 1000})
+    await box.open()
+    await box.put_many([telemetry(i) for i in range(10)], now_ms=1)
+    await box.mark_sent(["t0000", "t0001"], now_ms=2)
+    await box.put_many([telemetry(i) for i in range(10, 13)], now_ms=3)
+    kept = {r.id for r in await box.next_batch(100, unsent_only=False)}
+    assert {"t0000", "t0001"} <= kept
+    assert not {"t0002", "t0003", "t0004"} & kept  # the oldest unsent went instead
+    [drops] = await box.drops()
+    assert (drops.rows, drops.items) == (3, 30)
+    await box.close()
+
+
+async def test_an_outbox_from_before_confirmations_opens_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " priority INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+        " size INTEGER NOT NULL, items INTEGER NOT NULL, first_ts INTEGER NOT NULL,"
+        " last_ts INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
+        "INSERT INTO outbox (id, priority, topic, payload, size, items, first_ts, last_ts,"
+        " created_ms) VALUES ('a1', 0, 'x/a', X'61', 1, 1, 1, 1, 1);"
+    )
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    await box.open()
+    assert [r.id for r in await box.next_batch(10)] == ["a1"]
+    await box.mark_sent(["a1"], now_ms=2)
+    assert await box.next_batch(10) == []
+    await box.close()

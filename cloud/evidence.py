@@ -1,0 +1,211 @@
+"""Evidence in the cloud: content-addressed uploads from gateways, verified by their hash.
+
+A gateway uploads the bytes with `PUT /api/evidence/{sha256}` (its site token as a bearer
+credential), then publishes an `evidence` envelope naming the hash and the alert it belongs
+to. The upload is hashed as it arrives and refused when the hash differs; a blob already held
+is answered 200 without being written again, so retries are free of side effects. Blobs are
+written to a temporary file, fsynced and renamed, so a crash never leaves half a file under a
+hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy import BigInteger, Column, Integer, String, Table, select
+
+from cloud.store import Store, metadata
+from shouwang.config import ConfigError, Strict
+from shouwang.protocol import Envelope
+
+log = logging.getLogger(__name__)
+CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
+MAX_BYTES = 64 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+evidence = Table(
+    "evidence",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the envelope id
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("size", Integer, nullable=False),
+    Column("content_type", String(32), nullable=False),
+    Column("alert_id", String(64), index=True),
+    Column("captured_ts", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+)
+
+
+class EvidenceConfig(Strict):
+    dir: Path = Field(Path("var/cloud/evidence"), description="Where uploaded blobs are kept")
+    site_tokens_file: Path | None = Field(
+        None,
+        description="YAML mapping each site id to the SHA-256 (hex) of its upload token; "
+        "without it, uploads are refused",
+    )
+
+    def token_hashes(self) -> dict[str, str]:
+        if self.site_tokens_file is None:
+            return {}
+        try:
+            data = yaml.safe_load(self.site_tokens_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"evidence.site_tokens_file {self.site_tokens_file}: {err}") from err
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _SHA256.match(v) for k, v in data.items()
+        ):
+            raise ConfigError(
+                f"evidence.site_tokens_file {self.site_tokens_file}: expected a mapping of "
+                "site id to a 64-character SHA-256 hex digest of its token"
+            )
+        return dict(data)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_evidence_body(body: dict[str, Any]) -> str | None:
+    """None when an `evidence` envelope's body is well formed, else why not."""
+    if not isinstance(body.get("sha256"), str) or not _SHA256.match(body["sha256"]):
+        return "body.sha256 must be 64 lowercase hex digits"
+    if type(body.get("size")) is not int or not 0 < body["size"] <= MAX_BYTES:
+        return f"body.size must be an integer between 1 and {MAX_BYTES}"
+    if body.get("content_type") not in CONTENT_TYPES:
+        return f"body.content_type must be one of {', '.join(CONTENT_TYPES)}"
+    if body.get("alert") is not None and not isinstance(body["alert"], str):
+        return "body.alert must be an alert id or null"
+    if type(body.get("captured_ts")) is not int:
+        return "body.captured_ts must be integer milliseconds"
+    return None
+
+
+class EvidenceStore:
+    """Blobs on disk by hash, and their metadata rows in the SQL store."""
+
+    def __init__(self, config: EvidenceConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.directory = config.dir
+        self._tokens = config.token_hashes()
+
+    def path(self, sha256: str) -> Path:
+        return self.directory / sha256[:2] / sha256
+
+    def has(self, sha256: str, size: int) -> bool:
+        try:
+            return self.path(sha256).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def site_for(self, authorization: str | None) -> str | None:
+        """The site whose token this is, or None; constant-time per comparison."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        presented = hash_token(authorization[len("Bearer ") :].strip())
+        for site, expected in self._tokens.items():
+            if hmac.compare_digest(presented, expected):
+                return site
+        return None
+
+    async def insert(self, env: Envelope, received_ms: int) -> bool:
+        """Record an evidence envelope once; False for a redelivery."""
+        body = env.body
+        stmt = (
+            self.store.insert(evidence)
+            .values(
+                id=env.id,
+                site=env.site,
+                device=env.device,
+                sha256=body["sha256"],
+                size=body["size"],
+                content_type=body["content_type"],
+                alert_id=body.get("alert"),
+                captured_ts=body["captured_ts"],
+                received_ms=received_ms,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        async with self.store.engine.begin() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
+    async def for_alert(self, alert_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(evidence)
+            .where(evidence.c.alert_id == alert_id)
+            .order_by(evidence.c.captured_ts)
+        )
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            {k: r[k] for k in ("sha256", "size", "content_type", "captured_ts", "device")}
+            for r in rows
+        ]
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    async def handle_put(self, request: web.Request) -> web.Response:
+        site = self.site_for(request.headers.get("Authorization"))
+        if site is None:
+            return web.json_response({"error": "a valid site token is required"}, status=401)
+        claimed = request.headers.get("X-Shouwang-Site")
+        if claimed is not None and claimed != site:
+            return web.json_response({"error": "the token is not this site's"}, status=403)
+        sha256 = request.match_info["sha256"]
+        if not _SHA256.match(sha256):
+            return web.json_response({"error": "the path must end in a SHA-256 hex"}, status=400)
+        if request.content_type not in CONTENT_TYPES:
+            return web.json_response(
+                {"error": f"Content-Type must be one of {', '.join(CONTENT_TYPES)}"}, status=415
+            )
+        length = request.content_length
+        if length is not None and length > MAX_BYTES:
+            return web.json_response({"error": f"over {MAX_BYTES} bytes"}, status=413)
+        if length is not None and self.has(sha256, length):
+            return web.json_response({"sha256": sha256, "stored": False}, status=200)
+        final = self.path(sha256)
+        partial = final.with_name(f"{sha256}.{os.getpid()}.{id(request)}.partial")
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            # Chunks go to the page cache (microseconds); the fsync runs off the loop.
+            with partial.open("wb") as f:
+                async for chunk in request.content.iter_chunked(256 * 1024):
+                    size += len(chunk)
+                    if size > MAX_BYTES:
+                        return web.json_response({"error": f"over {MAX_BYTES} bytes"}, status=413)
+                    digest.update(chunk)
+                    f.write(chunk)
+                await asyncio.to_thread(_sync, f)
+            if digest.hexdigest() != sha256:
+                log.warning("evidence upload from site %s does not match its hash", site)
+                return web.json_response(
+                    {"error": "the bytes do not match the SHA-256 in the path"}, status=422
+                )
+            await asyncio.to_thread(partial.replace, final)
+        finally:
+            await asyncio.to_thread(partial.unlink, True)
+        log.info("evidence stored", extra={"site": site, "sha256": sha256, "size": size})
+        return web.json_response({"sha256": sha256, "stored": True}, status=201)
+
+
+def _sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def add_routes(app: web.Application, evidence_store: EvidenceStore) -> None:
+    app.router.add_put("/api/evidence/{sha256}", evidence_store.handle_put)
