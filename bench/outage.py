@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import threading
 import time
+from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
@@ -28,15 +29,25 @@ LOAD_DEVICES = 100
 SOS = 10
 
 
-async def healthy(port: int) -> bool:
+async def health(port: int) -> dict[str, Any] | None:
     try:
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/healthz") as r,
         ):
-            return bool((await r.json())["cloud_broker"])
+            return dict(await r.json())
     except aiohttp.ClientError:
-        return False
+        return None
+
+
+async def healthy(port: int) -> bool:
+    h = await health(port)
+    return bool(h and h["cloud_broker"])
+
+
+async def outbox_empty(port: int) -> bool:
+    h = await health(port)
+    return bool(h is not None and not h["outbox"])
 
 
 def raw_publish_rate(port: int, n: int, payload: bytes) -> float:
@@ -77,10 +88,16 @@ async def main() -> None:
     )
     ap.add_argument("--rate", type=float, default=4000, help="telemetry msgs/s during the outage")
     ap.add_argument("--seconds", type=float, default=20, help="outage length")
+    ap.add_argument(
+        "--confirm",
+        choices=["cloud", "broker"],
+        default="cloud",
+        help="uplink.confirm: rows leave the outbox on the cloud's confirmation or the PUBACK",
+    )
     args = ap.parse_args()
     devices = [{"id": "btn-bench-0001", "profile": "emergency_button", "resident": "r-bench"}]
     devices += [{"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)]
-    system = System(devices)
+    system = System(devices, {"uplink": {"confirm": args.confirm}})
     system.start()
     try:
         await asyncio.sleep(1.0)
@@ -132,6 +149,11 @@ async def main() -> None:
                 raise SystemExit(f"drain stalled: {stored:.0f} of {accepted:.0f} readings stored")
             await asyncio.sleep(0.05)
         t_drained = time.perf_counter()
+        while not await outbox_empty(system.edge_http):
+            if time.perf_counter() > deadline:
+                raise SystemExit("the outbox never emptied")
+            await asyncio.sleep(0.05)
+        t_empty = time.perf_counter()
         raw = await asyncio.to_thread(
             raw_publish_rate, system.cloud_broker.port, int(accepted), b"x" * 120
         )
@@ -139,7 +161,7 @@ async def main() -> None:
         drain_s = t_drained - t_conn
         print(
             f"\nOutage of {args.seconds:.0f} s at {args.rate:.0f} telemetry msgs/s, {SOS} SOS "
-            f"presses; {accepted:.0f} readings buffered\n"
+            f"presses; {accepted:.0f} readings buffered; uplink.confirm: {args.confirm}\n"
         )
         print("| measure | value |")
         print("|---|---|")
@@ -150,6 +172,10 @@ async def main() -> None:
             f"| first SOS on the dashboard after reconnect | {(t_alert - t_conn) * 1000:.0f} ms |"
         )
         print(f"| backlog drain: readings/s into the cloud store | {accepted / drain_s:,.0f} |")
+        print(
+            "| outbox empty (every row confirmed) after reconnect | "
+            f"{(t_empty - t_conn) * 1000:,.0f} ms |"
+        )
         print(f"| baseline: raw paho QoS 1 publishes/s, one reading each | {raw:,.0f} |")
         print(f"| outbox database bytes per buffered reading | {db_bytes / accepted:.0f} |")
         print(f"| write-ahead log at the end of the outage | {wal_bytes / 1e6:.1f} MB |")
