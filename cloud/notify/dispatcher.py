@@ -1,0 +1,325 @@
+"""The Dispatcher: one alert to one recipient over every channel, limits, digests, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from cloud.notify.config import NotifyConfig
+from cloud.notify.digest import Digests, Pending
+from cloud.notify.message import AlertSummary, Message, Outcome, Target
+from cloud.notify.ratelimit import RateLimiter
+from cloud.notify.registry import Context, Notifier, discover
+from cloud.notify.tables import create_tables, record_attempts
+from cloud.store import Store
+from shouwang.clock import Clock
+
+log = logging.getLogger(__name__)
+RECIPIENT = re.compile(r"^(user|role):[A-Za-z0-9_.@:-]{1,128}$")
+NO_CHANNEL = "-"
+
+
+def check_recipient(recipient: str) -> str:
+    """`user:<id>` or `role:<name>`; anything else is a caller's bug, caught loudly."""
+    if not RECIPIENT.match(recipient):
+        raise ValueError(f"recipient {recipient!r} is not user:<id> or role:<name>")
+    return recipient
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    seq: int
+    recipient: str = field(compare=False)
+    stage: str = field(compare=False)
+    target: Target = field(compare=False)
+    message: Message = field(compare=False)
+    alert_ids: tuple[str, ...] = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+class Dispatcher:
+    """Takes (recipient, alert, stage) from escalation and delivers it, recording every try.
+
+    Critical and life-safety alerts go out at once over every channel, never limited or
+    digested. Severities in `digest.severities` are collected into one message per recipient
+    per window. Others go out at once while the recipient's token bucket allows, and into the
+    next digest when it does not. Transient failures are retried with backoff on `tick`.
+    """
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        store: Store,
+        clock: Clock,
+        notifiers: list[Notifier] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.notifiers: dict[str, Notifier] = {n.channel: n for n in notifiers or []}
+        self._given = notifiers is not None
+        self.limiter = RateLimiter(config.rate_limit, clock)
+        self.digests = Digests(config.digest, clock)
+        self._retries: list[_Retry] = []
+        self._seq = itertools.count()
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self, *, run: bool = True) -> None:
+        """Create tables and notifiers; with `run`, look at digests and retries every tick."""
+        await create_tables(self.store)
+        self._http = aiohttp.ClientSession()
+        if not self._given:
+            ctx = Context(self.config, self.store, self.clock, self._http)
+            for channel, cls in sorted(discover().items()):
+                try:
+                    notifier = await cls.create(ctx)
+                except Exception:
+                    log.exception("notifier %s failed to start; the other channels go on", channel)
+                    continue
+                if notifier is not None:
+                    self.notifiers[channel] = notifier
+        log.info("notifiers: %s", ", ".join(sorted(self.notifiers)) or "none")
+        if run:
+            self._task = asyncio.create_task(self._run(), name="notify-tick")
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self._http is not None, "Dispatcher.start() first"
+        return self._http
+
+    async def stop(self) -> None:
+        """Send what digests hold (once, no retries), then close every channel."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for pending in self.digests.drain():
+            await self._send_digest(pending, final=True)
+        if self._retries:
+            log.warning("%d notification retries abandoned at shutdown", len(self._retries))
+            self._retries.clear()
+        for notifier in self.notifiers.values():
+            try:
+                await notifier.close()
+            except Exception:
+                log.exception("notifier %s did not close cleanly", notifier.channel)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("notification tick failed; trying again next tick")
+            await asyncio.sleep(self.config.tick_s)
+
+    # --- the entry point -----------------------------------------------------------------
+
+    async def notify(
+        self, recipient: str, alert: AlertSummary | dict[str, Any], stage: str
+    ) -> list[dict[str, Any]]:
+        """Deliver `alert` to `recipient` for escalation step `stage`; returns the rows recorded.
+
+        Returns after the first attempt on every channel (each bounded by its timeout);
+        retries happen later. A recipient with no channel at all gets a `failed` row, so
+        escalation and the timeline see that nobody was reached.
+        """
+        check_recipient(recipient)
+        summary = alert if isinstance(alert, AlertSummary) else AlertSummary.from_alert(alert)
+        if not summary.critical:
+            if summary.severity in self.config.digest.severities:
+                return await self._collect(recipient, summary, stage, "digested",
+                                           "collected for the next digest")
+            if not self.limiter.allow(recipient):
+                per_hour = self.config.rate_limit.per_hour
+                return await self._collect(recipient, summary, stage, "rate_limited",
+                                           f"over {per_hour:g} per hour: in the next digest")
+        message = self._single(summary, stage)
+        return await self._deliver(recipient, stage, message, (summary.id,))
+
+    def _single(self, alert: AlertSummary, stage: str) -> Message:
+        base = self.config.public_url.rstrip("/")
+        return Message(
+            title=alert.title(),
+            body=alert.line(),
+            url=f"{base}/#alert={alert.id}",
+            critical=alert.critical,
+            alerts=(alert,),
+        )
+
+    async def _collect(
+        self, recipient: str, alert: AlertSummary, stage: str, result: str, reason: str
+    ) -> list[dict[str, Any]]:
+        row = self._row(alert.id, recipient, stage, NO_CHANNEL, NO_CHANNEL, None, result, reason)
+        await record_attempts(self.store, [row])
+        for pending in self.digests.add(recipient, alert):
+            await self._send_digest(pending)  # bounds reached: sent early, never dropped
+        return [row]
+
+    async def _deliver(
+        self,
+        recipient: str,
+        stage: str,
+        message: Message,
+        alert_ids: tuple[str, ...],
+        *,
+        final: bool = False,
+    ) -> list[dict[str, Any]]:
+        targets, rows = await self._targets(recipient, stage, alert_ids)
+        if not targets and not rows:
+            rows = [
+                self._row(a, recipient, stage, NO_CHANNEL, NO_CHANNEL, None, "failed",
+                          "no channel configured for this recipient")
+                for a in alert_ids
+            ]
+            log.warning("no notification channel for %s (alert %s)", recipient, alert_ids[0])
+        await record_attempts(self.store, rows)
+        sent = await asyncio.gather(
+            *(self._attempt(recipient, stage, t, message, alert_ids, 1, final=final)
+              for t in targets)
+        )
+        return rows + [r for batch in sent for r in batch]
+
+    async def _targets(
+        self, recipient: str, stage: str, alert_ids: tuple[str, ...]
+    ) -> tuple[list[Target], list[dict[str, Any]]]:
+        targets: list[Target] = []
+        rows: list[dict[str, Any]] = []
+        for channel, notifier in sorted(self.notifiers.items()):
+            try:
+                targets += await notifier.targets(recipient)
+            except Exception as err:
+                log.exception("channel %s could not list targets of %s", channel, recipient)
+                rows += [
+                    self._row(a, recipient, stage, channel, NO_CHANNEL, None, "failed",
+                              f"could not list targets: {type(err).__name__}")
+                    for a in alert_ids
+                ]
+        return targets, rows
+
+    # --- one attempt, and what follows it -------------------------------------------------
+
+    async def _attempt(
+        self,
+        recipient: str,
+        stage: str,
+        target: Target,
+        message: Message,
+        alert_ids: tuple[str, ...],
+        attempt: int,
+        *,
+        final: bool = False,
+    ) -> list[dict[str, Any]]:
+        notifier = self.notifiers[target.channel]
+        try:
+            outcome = await notifier.send(target, message)
+        except Exception as err:  # a plugin bug is a failed attempt, not a lost alert
+            log.exception("channel %s raised on send", target.channel)
+            outcome = Outcome(False, reason=f"{type(err).__name__} in the notifier",
+                              transient=True)
+        reason = outcome.reason
+        if outcome.ok:
+            result = "delivered"
+        else:
+            result = "failed"
+            if outcome.gone:
+                await notifier.forget(target)
+                reason = f"{reason}; target removed"
+                log.info("%s target %s is gone: removed", target.channel, target.shown)
+            elif outcome.transient and not final:
+                then = self._schedule(recipient, stage, target, message, alert_ids, attempt)
+                reason = f"{reason}; {then}"
+            if attempt == 1 or not outcome.transient:
+                log.warning("%s to %s via %s failed: %s", message.title, recipient,
+                            target.shown, outcome.reason)
+        rows = [
+            self._row(a, recipient, stage, target.channel, target.shown, attempt, result, reason,
+                      outcome.status)
+            for a in alert_ids
+        ]
+        await record_attempts(self.store, rows)
+        return rows
+
+    def _schedule(
+        self,
+        recipient: str,
+        stage: str,
+        target: Target,
+        message: Message,
+        alert_ids: tuple[str, ...],
+        attempt: int,
+    ) -> str:
+        retry = self.config.retry
+        if attempt >= retry.max_attempts:
+            return f"gave up after {attempt} attempts"
+        if len(self._retries) >= retry.max_pending:
+            return "retry queue full: not retried"
+        delay = min(retry.max_s, retry.base_s * 2 ** (attempt - 1))
+        heapq.heappush(
+            self._retries,
+            _Retry(self.clock.monotonic() + delay, next(self._seq), recipient, stage, target,
+                   message, alert_ids, attempt + 1),
+        )
+        return f"retry {attempt + 1} in {delay:g} s"
+
+    async def tick(self) -> None:
+        """Send due digests and due retries (the run loop calls this; tests call it directly)."""
+        for pending in self.digests.due():
+            await self._send_digest(pending)
+        now = self.clock.monotonic()
+        due: list[_Retry] = []
+        while self._retries and self._retries[0].due <= now:
+            due.append(heapq.heappop(self._retries))
+        await asyncio.gather(
+            *(self._attempt(r.recipient, r.stage, r.target, r.message, r.alert_ids, r.attempt)
+              for r in due if r.target.channel in self.notifiers)
+        )
+
+    @property
+    def pending_retries(self) -> int:
+        return len(self._retries)
+
+    async def _send_digest(self, pending: Pending, *, final: bool = False) -> None:
+        message = self.digests.message(pending, self.config.public_url)
+        ids = tuple(a.id for a in pending.alerts)
+        await self._deliver(pending.recipient, "digest", message, ids, final=final)
+
+    def _row(
+        self,
+        alert_id: str,
+        recipient: str,
+        stage: str,
+        channel: str,
+        target: str,
+        attempt: int | None,
+        result: str,
+        reason: str | None,
+        status: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "alert_id": alert_id,
+            "recipient": recipient,
+            "stage": stage[:64],
+            "channel": channel,
+            "target": target[:200],
+            "attempt": attempt,
+            "result": result,
+            "reason": reason,
+            "http_status": status,
+            "ts": self.clock.now_ms(),
+        }
