@@ -105,18 +105,26 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
+# Schemes whose host part names a server. In most other Apprise URLs the "host" is the token
+# itself (wecombot://KEY, dingtalk://TOKEN, tgram://BOT_TOKEN), so only these show it.
+SERVER_SCHEMES = frozenset({
+    "json", "jsons", "xml", "xmls", "form", "forms", "ntfy", "ntfys", "gotify", "gotifys",
+    "apprise", "apprises",
+})
+
+
 def redact_url(url: str) -> str:
-    """`scheme://host…#fp` for URLs whose host is not personal, `scheme://…#fp` otherwise.
+    """`scheme://host…#fp` where the host is a server's name, `scheme://…#fp` otherwise.
 
     User, password, path and query (where tokens, phone numbers and addresses live) never
-    appear. An e-mail URL's host is usually the person's mail domain, so it is hidden too.
+    appear; nor does a host that may be a token (a bot key, an ntfy.sh topic) or a mail domain.
     """
+    scheme, _, rest = url.partition("://")
     try:
-        parts = urlsplit(url)
-        scheme = parts.scheme or "?"
-        host = parts.hostname or ""
+        host = urlsplit(url).hostname or ""
     except ValueError:
-        scheme, host = url.split("://", 1)[0] if "://" in url else "?", ""
-    if scheme.startswith("mailto") or "@" in host:
         host = ""
-    return f"{scheme}://{host}…#{fingerprint(url)}"
+    server = "." in host or ":" in host  # a dotted name or an address, not a bare topic
+    if scheme.lower() not in SERVER_SCHEMES or not server or not rest:
+        host = ""
+    return f"{scheme or '?'}://{host}…#{fingerprint(url)}"
