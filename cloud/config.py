@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cloud.notify.config import NotifyConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -21,3 +22,7 @@ class CloudConfig(Strict):
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Larger payloads are rejected")
     ingest: bool = Field(True, description="Run the MQTT ingest worker in this process")
     api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")
+    notify: NotifyConfig = Field(
+        default_factory=NotifyConfig,
+        description="Notifiers: Web Push, Apprise URLs, rate limits, digests, retries",
+    )

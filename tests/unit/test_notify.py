@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cloud.config import CloudConfig
 from cloud.notify.config import DigestConfig, NotifyConfig, RateLimitConfig
 from cloud.notify.dispatcher import Dispatcher
 from cloud.notify.message import Message, Outcome, Target, redact_url
@@ -222,6 +223,9 @@ def test_config_refuses_digesting_critical_and_names_the_key() -> None:
         validate({"webpush": {"subjet": "x"}}, NotifyConfig, source="cloud.yaml")
     with pytest.raises(ConfigError, match=r"webpush.subject: .*mailto: or https://"):
         validate({"webpush": {"subject": "ops@example.com"}}, NotifyConfig, source="cloud.yaml")
+    with pytest.raises(ConfigError, match=r"cloud.yaml: notify.digest.window: unknown key"):
+        validate({"broker": {}, "notify": {"digest": {"window": 3}}}, CloudConfig,
+                 source="cloud.yaml")
 
 
 @pytest.mark.parametrize(
