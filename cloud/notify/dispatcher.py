@@ -13,12 +13,13 @@ from typing import Any
 
 import aiohttp
 
+from cloud.notify.attempts import AttemptLog
 from cloud.notify.config import NotifyConfig
 from cloud.notify.digest import Digests, Pending
 from cloud.notify.message import AlertSummary, Message, Outcome, Target
 from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
-from cloud.notify.tables import create_tables, record_attempts
+from cloud.notify.tables import create_tables
 from cloud.store import Store
 from shouwang.clock import Clock
 
@@ -67,6 +68,7 @@ class Dispatcher:
         self.clock = clock
         self.notifiers: dict[str, Notifier] = {n.channel: n for n in notifiers or []}
         self._given = notifiers is not None
+        self.attempts = AttemptLog(store)
         self.limiter = RateLimiter(config.rate_limit, clock)
         self.digests = Digests(config.digest, clock)
         self._retries: list[_Retry] = []
@@ -116,6 +118,7 @@ class Dispatcher:
                 await notifier.close()
             except Exception:
                 log.exception("notifier %s did not close cleanly", notifier.channel)
+        await self.attempts.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -166,7 +169,7 @@ class Dispatcher:
         self, recipient: str, alert: AlertSummary, stage: str, result: str, reason: str
     ) -> list[dict[str, Any]]:
         row = self._row(alert.id, recipient, stage, NO_CHANNEL, NO_CHANNEL, None, result, reason)
-        await record_attempts(self.store, [row])
+        await self.attempts.write([row])
         for pending in self.digests.add(recipient, alert):
             await self._send_digest(pending)  # bounds reached: sent early, never dropped
         return [row]
@@ -188,7 +191,7 @@ class Dispatcher:
                 for a in alert_ids
             ]
             log.warning("no notification channel for %s (alert %s)", recipient, alert_ids[0])
-        await record_attempts(self.store, rows)
+        await self.attempts.write(rows)
         sent = await asyncio.gather(
             *(self._attempt(recipient, stage, t, message, alert_ids, 1, final=final)
               for t in targets)
@@ -235,24 +238,29 @@ class Dispatcher:
         reason = outcome.reason
         if outcome.ok:
             result = "delivered"
+            if attempt > 1:
+                log.info("%s to %s via %s delivered on attempt %d", message.title, recipient,
+                         target.shown, attempt)
         else:
             result = "failed"
+            retrying = False
             if outcome.gone:
                 await notifier.forget(target)
                 reason = f"{reason}; target removed"
-                log.info("%s target %s is gone: removed", target.channel, target.shown)
             elif outcome.transient and not final:
                 then = self._schedule(recipient, stage, target, message, alert_ids, attempt)
+                retrying = then.startswith("retry ")
                 reason = f"{reason}; {then}"
-            if attempt == 1 or not outcome.transient:
-                log.warning("%s to %s via %s failed: %s", message.title, recipient,
-                            target.shown, outcome.reason)
+            # Once when it starts failing, once when it is given up: not once per retry.
+            if attempt == 1 or not retrying:
+                log.warning("%s to %s via %s, attempt %d: %s", message.title, recipient,
+                            target.shown, attempt, reason)
         rows = [
             self._row(a, recipient, stage, target.channel, target.shown, attempt, result, reason,
                       outcome.status)
             for a in alert_ids
         ]
-        await record_attempts(self.store, rows)
+        await self.attempts.write(rows)
         return rows
 
     def _schedule(

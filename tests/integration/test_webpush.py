@@ -20,7 +20,7 @@ from cloud.notify.tables import subscriptions_of
 from cloud.store import Store
 from shouwang.clock import ManualClock
 from shouwang.services import free_port
-from tests.push_service import BrowserSubscription, PushService, running_push_service
+from simulators.push_service import BrowserSubscription, PushService, running_push_service
 
 pytestmark = pytest.mark.integration
 

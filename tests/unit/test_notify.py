@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -204,6 +205,20 @@ async def test_retries_stop_at_max_attempts(store: Store) -> None:
         reasons = [t["reason"] for t in await alert_attempts(store, "A001")]
         assert reasons == ["busy; retry 2 in 1 s", "busy; retry 3 in 1.5 s",
                            "busy; gave up after 3 attempts"]
+    finally:
+        await d.stop()
+
+
+async def test_sends_finishing_together_are_all_recorded(store: Store) -> None:
+    clock = ManualClock()
+    d, _fake = await make(store, clock)
+    try:
+        rows = await asyncio.gather(
+            *(d.notify(f"user:u{n}", alert(1, "critical"), "family") for n in range(50))
+        )
+        assert [r[0]["result"] for r in rows] == ["delivered"] * 50
+        timeline = await alert_attempts(store, "A001")
+        assert sorted(t["recipient"] for t in timeline) == sorted(f"user:u{n}" for n in range(50))
     finally:
         await d.stop()
 

@@ -1,4 +1,4 @@
-"""A local Web Push service that checks what a real one checks, and a browser's key pair.
+"""A local Web Push service that checks what a real one checks (tests and benchmarks).
 
 It verifies the VAPID header independently of py_vapid (ES256 with `cryptography`, `aud`,
 `exp`), decrypts the aes128gcm body with `http_ece` using the subscription's private key and
