@@ -43,10 +43,6 @@ class DigestConfig(Strict):
         500, ge=1,
         description="Alerts one recipient's digest holds; a full digest is sent at once",
     )
-    max_recipients: int = Field(
-        10_000, ge=1,
-        description="Recipients with a digest pending; when full, the oldest is sent early",
-    )
 
     @field_validator("severities")
     @classmethod
@@ -66,10 +62,6 @@ class RetryConfig(Strict):
     )
     base_s: float = Field(2.0, gt=0, description="Delay before the first retry; doubles after")
     max_s: float = Field(300.0, gt=0, description="Longest delay between two retries")
-    max_pending: int = Field(
-        10_000, ge=1,
-        description="Retries waiting at once; beyond this a failure is recorded as final",
-    )
 
 
 class WebPushConfig(Strict):
@@ -116,6 +108,11 @@ class NotifyConfig(Strict):
     )
     tick_s: float = Field(
         1.0, gt=0, le=60, description="How often due digests and retries are looked at"
+    )
+    claim_timeout_s: float = Field(
+        600.0, gt=0,
+        description="A digest or retry a worker took and did not finish within this long "
+        "(it died mid-send) is taken up again by any worker",
     )
     rate_limit: RateLimitConfig = Field(
         default_factory=RateLimitConfig, description="Per-recipient limits on immediate sends"

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import re
-from dataclasses import dataclass, field
+import uuid
 from typing import Any
 
 import aiohttp
 
+from cloud.notify import pending
 from cloud.notify.attempts import AttemptLog
 from cloud.notify.config import NotifyConfig
-from cloud.notify.digest import Digests, Pending
+from cloud.notify.digest import digest_message
 from cloud.notify.message import AlertSummary, Message, Outcome, Target
 from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
@@ -35,25 +34,16 @@ def check_recipient(recipient: str) -> str:
     return recipient
 
 
-@dataclass(order=True)
-class _Retry:
-    due: float
-    seq: int
-    recipient: str = field(compare=False)
-    stage: str = field(compare=False)
-    target: Target = field(compare=False)
-    message: Message = field(compare=False)
-    alert_ids: tuple[str, ...] = field(compare=False)
-    attempt: int = field(compare=False)
-
-
 class Dispatcher:
     """Takes (recipient, alert, stage) from escalation and delivers it, recording every try.
 
     Critical and life-safety alerts go out at once over every channel, never limited or
     digested. Severities in `digest.severities` are collected into one message per recipient
     per window. Others go out at once while the recipient's token bucket allows, and into the
-    next digest when it does not. Transient failures are retried with backoff on `tick`.
+    next digest when it does not. Transient failures are retried with backoff.
+
+    Digest items and retries live in the database (`notification_pending`), so a restart
+    keeps them and any worker's `tick` sends them; the token buckets are per process.
     """
 
     def __init__(
@@ -70,9 +60,6 @@ class Dispatcher:
         self._given = notifiers is not None
         self.attempts = AttemptLog(store)
         self.limiter = RateLimiter(config.rate_limit, clock)
-        self.digests = Digests(config.digest, clock)
-        self._retries: list[_Retry] = []
-        self._seq = itertools.count()
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -96,29 +83,19 @@ class Dispatcher:
         if run:
             self._task = asyncio.create_task(self._run(), name="notify-tick")
 
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        assert self._http is not None, "Dispatcher.start() first"
-        return self._http
-
     async def stop(self) -> None:
-        """Send what digests hold (once, no retries), then close every channel."""
+        """Stop ticking and close every channel; pending digests and retries stay stored."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for pending in self.digests.drain():
-            await self._send_digest(pending, final=True)
-        if self._retries:
-            log.warning("%d notification retries abandoned at shutdown", len(self._retries))
-            self._retries.clear()
+        await self.attempts.close()
         for notifier in self.notifiers.values():
             try:
                 await notifier.close()
             except Exception:
                 log.exception("notifier %s did not close cleanly", notifier.channel)
-        await self.attempts.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -152,36 +129,31 @@ class Dispatcher:
                 per_hour = self.config.rate_limit.per_hour
                 return await self._collect(recipient, summary, stage, "rate_limited",
                                            f"over {per_hour:g} per hour: in the next digest")
-        message = self._single(summary, stage)
-        return await self._deliver(recipient, stage, message, (summary.id,))
-
-    def _single(self, alert: AlertSummary, stage: str) -> Message:
         base = self.config.public_url.rstrip("/")
-        return Message(
-            title=alert.title(),
-            body=alert.line(),
-            url=f"{base}/#alert={alert.id}",
-            critical=alert.critical,
-            alerts=(alert,),
+        message = Message(
+            title=summary.title(),
+            body=summary.line(),
+            url=f"{base}/#alert={summary.id}",
+            critical=summary.critical,
+            alerts=(summary,),
         )
+        return await self._deliver(recipient, stage, message, (summary.id,))
 
     async def _collect(
         self, recipient: str, alert: AlertSummary, stage: str, result: str, reason: str
     ) -> list[dict[str, Any]]:
+        held = await pending.add_digest_item(
+            self.store, recipient, alert.id, stage, alert.to_json(), self.clock.now_ms(),
+            int(self.config.digest.window_s * 1000),
+        )
         row = self._row(alert.id, recipient, stage, NO_CHANNEL, NO_CHANNEL, None, result, reason)
         await self.attempts.write([row])
-        for pending in self.digests.add(recipient, alert):
-            await self._send_digest(pending)  # bounds reached: sent early, never dropped
+        if held >= self.config.digest.max_pending:  # full: sent now rather than grow
+            await self._send_digests(recipient=recipient)
         return [row]
 
     async def _deliver(
-        self,
-        recipient: str,
-        stage: str,
-        message: Message,
-        alert_ids: tuple[str, ...],
-        *,
-        final: bool = False,
+        self, recipient: str, stage: str, message: Message, alert_ids: tuple[str, ...]
     ) -> list[dict[str, Any]]:
         targets, rows = await self._targets(recipient, stage, alert_ids)
         if not targets and not rows:
@@ -193,8 +165,7 @@ class Dispatcher:
             log.warning("no notification channel for %s (alert %s)", recipient, alert_ids[0])
         await self.attempts.write(rows)
         sent = await asyncio.gather(
-            *(self._attempt(recipient, stage, t, message, alert_ids, 1, final=final)
-              for t in targets)
+            *(self._attempt(recipient, stage, t, message, alert_ids, 1) for t in targets)
         )
         return rows + [r for batch in sent for r in batch]
 
@@ -225,8 +196,6 @@ class Dispatcher:
         message: Message,
         alert_ids: tuple[str, ...],
         attempt: int,
-        *,
-        final: bool = False,
     ) -> list[dict[str, Any]]:
         notifier = self.notifiers[target.channel]
         try:
@@ -247,8 +216,9 @@ class Dispatcher:
             if outcome.gone:
                 await notifier.forget(target)
                 reason = f"{reason}; target removed"
-            elif outcome.transient and not final:
-                then = self._schedule(recipient, stage, target, message, alert_ids, attempt)
+            elif outcome.transient:
+                then = await self._schedule(recipient, stage, target, message, alert_ids,
+                                            attempt)
                 retrying = then.startswith("retry ")
                 reason = f"{reason}; {then}"
             # Once when it starts failing, once when it is given up: not once per retry.
@@ -263,7 +233,7 @@ class Dispatcher:
         await self.attempts.write(rows)
         return rows
 
-    def _schedule(
+    async def _schedule(
         self,
         recipient: str,
         stage: str,
@@ -275,37 +245,74 @@ class Dispatcher:
         retry = self.config.retry
         if attempt >= retry.max_attempts:
             return f"gave up after {attempt} attempts"
-        if len(self._retries) >= retry.max_pending:
-            return "retry queue full: not retried"
         delay = min(retry.max_s, retry.base_s * 2 ** (attempt - 1))
-        heapq.heappush(
-            self._retries,
-            _Retry(self.clock.monotonic() + delay, next(self._seq), recipient, stage, target,
-                   message, alert_ids, attempt + 1),
-        )
+        await pending.add(self.store, {
+            "kind": pending.RETRY,
+            "recipient": recipient,
+            "due_ms": self.clock.now_ms() + int(delay * 1000),
+            "stage": stage,
+            "channel": target.channel,
+            "target_key": target.key,
+            "attempt": attempt + 1,
+            "body": {"message": message.to_json(), "alert_ids": list(alert_ids)},
+        })
         return f"retry {attempt + 1} in {delay:g} s"
+
+    # --- what is due ----------------------------------------------------------------------
 
     async def tick(self) -> None:
         """Send due digests and due retries (the run loop calls this; tests call it directly)."""
-        for pending in self.digests.due():
-            await self._send_digest(pending)
-        now = self.clock.monotonic()
-        due: list[_Retry] = []
-        while self._retries and self._retries[0].due <= now:
-            due.append(heapq.heappop(self._retries))
-        await asyncio.gather(
-            *(self._attempt(r.recipient, r.stage, r.target, r.message, r.alert_ids, r.attempt)
-              for r in due if r.target.channel in self.notifiers)
+        now = self.clock.now_ms()
+        released = await pending.release_stale(
+            self.store, now, int(self.config.claim_timeout_s * 1000)
         )
+        if released:
+            log.warning("%d notifications left half-sent by a stopped worker taken up again",
+                        released)
+        await self._send_digests()
+        await self._send_retries()
 
-    @property
-    def pending_retries(self) -> int:
-        return len(self._retries)
+    async def pending_count(self, kind: str) -> int:
+        """Digest items (`digest`) or retries (`retry`) waiting in the database."""
+        return await pending.count(self.store, kind)
 
-    async def _send_digest(self, pending: Pending, *, final: bool = False) -> None:
-        message = self.digests.message(pending, self.config.public_url)
-        ids = tuple(a.id for a in pending.alerts)
-        await self._deliver(pending.recipient, "digest", message, ids, final=final)
+    async def _send_digests(self, *, recipient: str | None = None) -> None:
+        token = uuid.uuid4().hex
+        rows = await pending.claim(self.store, pending.DIGEST, token, self.clock.now_ms(),
+                                   recipient=recipient)
+        by_recipient: dict[str, list[AlertSummary]] = {}
+        for row in rows:
+            by_recipient.setdefault(row["recipient"], []).append(
+                AlertSummary.from_alert(row["body"])
+            )
+        for who, alerts in by_recipient.items():
+            message = digest_message(alerts, self.config.digest, self.config.public_url)
+            await self._deliver(who, "digest", message, tuple(a.id for a in alerts))
+        await pending.done(self.store, token)
+
+    async def _send_retries(self) -> None:
+        token = uuid.uuid4().hex
+        rows = await pending.claim(self.store, pending.RETRY, token, self.clock.now_ms())
+        await asyncio.gather(*(self._retry(row) for row in rows))
+        await pending.done(self.store, token)
+
+    async def _retry(self, row: dict[str, Any]) -> None:
+        message = Message.from_json(row["body"]["message"])
+        alert_ids = tuple(row["body"]["alert_ids"])
+        notifier = self.notifiers.get(row["channel"])
+        target = None
+        if notifier is not None:
+            targets = await notifier.targets(row["recipient"])
+            target = next((t for t in targets if t.key == row["target_key"]), None)
+        if target is None:  # unsubscribed, or the URL left the file, since the last attempt
+            await self.attempts.write([
+                self._row(a, row["recipient"], row["stage"], row["channel"], NO_CHANNEL,
+                          row["attempt"], "failed", "target no longer configured: not retried")
+                for a in alert_ids
+            ])
+            return
+        await self._attempt(row["recipient"], row["stage"], target, message, alert_ids,
+                            row["attempt"])
 
     def _row(
         self,

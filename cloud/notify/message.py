@@ -39,6 +39,11 @@ class AlertSummary:
             location=alert.get("location"),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "severity": self.severity,
+                "life_safety": self.life_safety, "ts": self.ts, "site": self.site,
+                "location": self.location}
+
     @property
     def critical(self) -> bool:
         return self.severity == CRITICAL or self.life_safety
@@ -62,6 +67,19 @@ class Message:
     alerts: tuple[AlertSummary, ...]
     digest: bool = False
     more: int = 0  # alerts in a digest beyond those listed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "body": self.body, "url": self.url,
+                "critical": self.critical, "alerts": [a.to_json() for a in self.alerts],
+                "digest": self.digest, "more": self.more}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            title=data["title"], body=data["body"], url=data["url"], critical=data["critical"],
+            alerts=tuple(AlertSummary.from_alert(a) for a in data["alerts"]),
+            digest=data["digest"], more=data["more"],
+        )
 
     def push_payload(self) -> dict[str, Any]:
         """The JSON a browser's service worker receives (kept well under push's 4 kB)."""

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, delete, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+)
 
 from cloud.store import Store, metadata
 
@@ -47,7 +58,30 @@ vapid_keys = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 
-TABLES = [notification_attempts, push_subscriptions, vapid_keys]
+# Work that must survive a restart and be shared by several cloud workers: digest items
+# waiting for their window, and retries waiting for their time. A worker claims rows
+# (claim, claimed_ms) before sending and deletes them after; a claim older than the claim
+# timeout is released, so a worker killed mid-send delays the work, never loses it.
+notification_pending = Table(
+    "notification_pending",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # "digest" or "retry"
+    Column("recipient", String(200), nullable=False),
+    Column("due_ms", BigInteger, nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("alert_id", String(64)),  # digest: the alert collected
+    Column("channel", String(32)),  # retry: where to, and which attempt comes next
+    Column("target_key", String(200)),
+    Column("attempt", Integer),
+    Column("body", JSON, nullable=False),  # digest: the alert summary; retry: the message
+    Column("claim", String(40)),
+    Column("claimed_ms", BigInteger),
+    Index("notification_pending_due", "kind", "due_ms"),
+    Index("notification_pending_recipient", "kind", "recipient"),
+)
+
+TABLES = [notification_attempts, push_subscriptions, vapid_keys, notification_pending]
 _PUBLIC = ("ts", "recipient", "stage", "channel", "target", "attempt", "result", "reason",
            "http_status")
 

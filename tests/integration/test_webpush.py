@@ -121,7 +121,7 @@ async def test_a_push_service_that_says_gone_removes_the_subscription(cloud: Clo
     assert [(r["result"], r["http_status"]) for r in rows] == [("failed", 410)]
     assert "target removed" in rows[0]["reason"]
     assert await subscriptions_of(cloud.store, "u-1") == []
-    assert cloud.dispatcher.pending_retries == 0
+    assert await cloud.dispatcher.pending_count("retry") == 0
     # Nobody left to reach: the timeline says so instead of staying silent.
     rows = await cloud.dispatcher.notify("user:u-1", alert("A2", "r-1"), stage="family")
     assert [(r["channel"], r["result"], r["reason"]) for r in rows] == [
@@ -149,7 +149,25 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(cloud: Clo
         (1, "failed", 500), (2, "failed", 503), (3, "delivered", 201)
     ]
     assert [p.payload["alerts"][0]["id"] for p in cloud.push.of(sub)] == ["A1"]
-    assert cloud.dispatcher.pending_retries == 0
+    assert await cloud.dispatcher.pending_count("retry") == 0
+
+
+async def test_a_retry_for_an_unsubscribed_browser_is_dropped_and_says_so(cloud: Cloud) -> None:
+    sub = cloud.push.subscribe()
+    await cloud.subscribe("u-1", sub)
+    cloud.push.answers[sub.id] = [500]
+    await cloud.dispatcher.notify("user:u-1", alert("A1", "r-1"), stage="family")
+    async with cloud.http.delete(f"{cloud.base}/api/push/subscriptions",
+                                 json={"endpoint": sub.endpoint}, headers={"X-User": "u-1"}) as res:
+        assert res.status == 204
+    cloud.clock.advance(2_000)
+    await cloud.dispatcher.tick()
+    timeline = await alert_attempts(cloud.store, "A1")
+    assert [(t["attempt"], t["result"], t["reason"]) for t in timeline] == [
+        (1, "failed", "push service answered 500; retry 2 in 2 s"),
+        (2, "failed", "target no longer configured: not retried"),
+    ]
+    assert cloud.push.requests == 1
 
 
 async def test_client_errors_and_refused_connections(cloud: Cloud) -> None:
@@ -158,7 +176,7 @@ async def test_client_errors_and_refused_connections(cloud: Cloud) -> None:
     cloud.push.answers[sub.id] = [400]
     rows = await cloud.dispatcher.notify("user:u-1", alert("A1", "r-1"), stage="family")
     assert (rows[0]["result"], rows[0]["http_status"]) == ("failed", 400)
-    assert cloud.dispatcher.pending_retries == 0  # a 4xx will not get better by itself
+    assert await cloud.dispatcher.pending_count("retry") == 0  # a 4xx will not get better by itself
 
     # A subscription whose push service is down: connection refused is worth a retry.
     dead = cloud.push.subscribe().to_json()
@@ -167,7 +185,7 @@ async def test_client_errors_and_refused_connections(cloud: Cloud) -> None:
     rows = await cloud.dispatcher.notify("user:u-3", alert("A2", "r-3"), stage="family")
     assert rows[0]["reason"] == "push service unreachable: ClientConnectorError; retry 2 in 2 s"
     assert rows[0]["http_status"] is None
-    assert cloud.dispatcher.pending_retries == 1
+    assert await cloud.dispatcher.pending_count("retry") == 1
 
 
 async def test_the_push_service_refuses_a_jwt_from_another_key(cloud: Cloud) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cloud.config import CloudConfig
+from cloud.notify import pending
 from cloud.notify.config import DigestConfig, NotifyConfig, RateLimitConfig
 from cloud.notify.dispatcher import Dispatcher
 from cloud.notify.message import Message, Outcome, Target, redact_url
@@ -80,7 +81,7 @@ async def test_critical_and_life_safety_are_never_limited_or_digested(store: Sto
             await d.notify("user:u1", alert(n, "medium", life_safety=True), "family")
         assert len(fake.sent) == 15
         assert all(m.critical for _, m in fake.sent)
-        assert len(d.digests) == 0
+        assert await d.pending_count("digest") == 0
     finally:
         await d.stop()
 
@@ -151,22 +152,59 @@ async def test_a_digest_is_one_message_per_recipient_per_window(store: Store) ->
         await d.stop()
 
 
-async def test_digest_bounds_send_early_and_never_drop(store: Store) -> None:
+async def test_a_full_digest_goes_at_once(store: Store) -> None:
     clock = ManualClock()
-    d, fake = await make(store, clock, digest=DigestConfig(max_pending=3, max_recipients=2))
+    d, fake = await make(store, clock, digest=DigestConfig(max_pending=3))
     try:
         for n in range(3):
             await d.notify("user:u1", alert(n), "worker")
-        assert [len(m.alerts) for _, m in fake.sent] == [3]  # full: sent at once
-        await d.notify("user:u2", alert(10), "worker")
-        await d.notify("user:u3", alert(11), "worker")
-        await d.notify("user:u4", alert(12), "worker")  # third open digest: u2's goes early
-        assert [k for k, _ in fake.sent] == ["user:u1", "user:u2"]
-        assert len(d.digests) == 2
+        await d.notify("user:u1", alert(1), "worker")  # the same alert again: listed once
+        assert [[a.id for a in m.alerts] for _, m in fake.sent] == [["A000", "A001", "A002"]]
+        assert await d.pending_count("digest") == 1
     finally:
         await d.stop()
-    # Stopping sends what the digests still held.
-    assert [k for k, _ in fake.sent] == ["user:u1", "user:u2", "user:u3", "user:u4"]
+
+
+async def test_digests_and_retries_survive_a_restart(store: Store) -> None:
+    clock = ManualClock()
+    d, fake = await make(store, clock)
+    await d.notify("user:u1", alert(1, "low"), "worker")
+    fake.script = [Outcome(False, status=503, reason="busy", transient=True)]
+    await d.notify("user:u2", alert(2, "critical"), "family")
+    await d.stop()  # or killed: nothing of this was only in memory
+
+    clock.advance(300_000)
+    d, fake = await make(store, clock)
+    try:
+        await d.tick()
+        assert sorted((k, m.digest, m.alerts[0].id) for k, m in fake.sent) == [
+            ("user:u1", True, "A001"), ("user:u2", False, "A002")
+        ]
+        assert [t["result"] for t in await alert_attempts(store, "A002")] == [
+            "failed", "delivered"
+        ]
+        assert await d.pending_count("digest") == await d.pending_count("retry") == 0
+    finally:
+        await d.stop()
+
+
+async def test_work_a_dead_worker_took_is_taken_up_after_the_claim_timeout(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    d, fake = await make(store, clock, claim_timeout_s=60)
+    try:
+        await d.notify("user:u1", alert(1, "low"), "worker")
+        clock.advance(300_000)
+        # Another worker claims the digest and dies before sending it.
+        assert len(await pending.claim(store, pending.DIGEST, "dead", clock.now_ms())) == 1
+        await d.tick()
+        assert fake.sent == []  # held by the other worker
+        clock.advance(60_001)
+        await d.tick()
+        assert [m.alerts[0].id for _, m in fake.sent] == ["A001"]
+    finally:
+        await d.stop()
 
 
 async def test_nobody_to_reach_and_a_notifier_that_raises_are_recorded(store: Store) -> None:
@@ -186,7 +224,7 @@ async def test_nobody_to_reach_and_a_notifier_that_raises_are_recorded(store: St
         assert [(t["attempt"], t["result"], t["http_status"]) for t in timeline] == [
             (1, "failed", None), (2, "failed", 400)
         ]
-        assert d.pending_retries == 0
+        assert await d.pending_count("retry") == 0
         with pytest.raises(ValueError, match="not user:<id> or role:<name>"):
             await d.notify("u1", alert(3), "family")
     finally:

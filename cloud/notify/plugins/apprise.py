@@ -18,7 +18,7 @@ import apprise
 import yaml
 
 from cloud.notify.dispatcher import RECIPIENT
-from cloud.notify.message import Message, Outcome, Target, redact_url
+from cloud.notify.message import Message, Outcome, Target, fingerprint, redact_url
 from cloud.notify.registry import Context, Notifier, register
 from shouwang.config import ConfigError
 
@@ -94,8 +94,10 @@ class AppriseNotifier(Notifier):
 
     async def targets(self, recipient: str) -> list[Target]:
         return [
-            Target(self.channel, key=f"{recipient}#{i}", shown=redact_url(url), secret=url)
-            for i, url in enumerate(self.urls.get(recipient, []))
+            # Keyed by the URL's fingerprint: a retry finds its URL even if the file's
+            # order changed, and none if the URL was removed.
+            Target(self.channel, key=fingerprint(url), shown=redact_url(url), secret=url)
+            for url in self.urls.get(recipient, [])
         ]
 
     async def send(self, target: Target, message: Message) -> Outcome:
