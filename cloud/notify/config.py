@@ -79,6 +79,13 @@ class WebPushConfig(Strict):
         description="Accept plain-http push endpoints (only for local test push services; "
         "real ones are https)",
     )
+    endpoint_hosts: tuple[str, ...] = Field(
+        ("fcm.googleapis.com", ".push.services.mozilla.com", ".notify.windows.com",
+         ".push.apple.com"),
+        description="Push services a subscription may point at (a leading dot allows "
+        "subdomains), so a user cannot make the cloud POST into its own network; [] allows "
+        "any host",
+    )
 
     @field_validator("subject")
     @classmethod

@@ -54,7 +54,8 @@ def push_routes(app: web.Application, current_user: CurrentUser, dispatcher: Dis
         body = await _json_object(request)
         if isinstance(body, web.Response):
             return body
-        problem = check_subscription(body, allow_http=push.config.allow_http_endpoints)
+        problem = check_subscription(body, allow_http=push.config.allow_http_endpoints,
+                                     hosts=push.config.endpoint_hosts)
         if problem:
             return _error(400, problem)
         endpoint = body["endpoint"]
@@ -113,7 +114,9 @@ def family_routes(app: web.Application) -> None:
     app.router.add_static("/family/static", FAMILY_DIR, show_index=False)
 
 
-def check_subscription(body: dict[str, Any], *, allow_http: bool) -> str | None:
+def check_subscription(
+    body: dict[str, Any], *, allow_http: bool, hosts: tuple[str, ...] = ()
+) -> str | None:
     """None when `body` is a browser's PushSubscription.toJSON() we can deliver to."""
     endpoint = body.get("endpoint")
     if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
@@ -122,6 +125,10 @@ def check_subscription(body: dict[str, Any], *, allow_http: bool) -> str | None:
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or not parts.hostname:
         return "endpoint must be an https URL"
+    if hosts and not any(
+        parts.hostname == h or (h.startswith(".") and parts.hostname.endswith(h)) for h in hosts
+    ):
+        return f"endpoint host {parts.hostname} is not a known push service"
     keys = body.get("keys")
     if not isinstance(keys, dict):
         return "keys must be an object with p256dh and auth"

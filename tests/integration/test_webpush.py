@@ -61,7 +61,9 @@ async def _user(request: web.Request) -> str | None:
 async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
     clock = ManualClock()
     store = await Store.connect(f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite")
-    config = NotifyConfig(webpush=WebPushConfig(allow_http_endpoints=True))
+    config = NotifyConfig(
+        webpush=WebPushConfig(allow_http_endpoints=True, endpoint_hosts=("127.0.0.1",))
+    )
     dispatcher = build_notify(config, store, clock)
     app = web.Application()
     push_routes(app, _user, dispatcher)
@@ -203,6 +205,7 @@ async def test_the_push_service_refuses_a_jwt_from_another_key(cloud: Cloud) -> 
     ("change", "error"),
     [
         ({"endpoint": "ftp://push.example/x"}, "endpoint must be an https URL"),
+        ({"endpoint": "http://10.0.0.7/admin"}, "endpoint host 10.0.0.7 is not a known push service"),
         ({"endpoint": 5}, "endpoint must be a URL of at most 2048 characters"),
         ({"keys": None}, "keys must be an object with p256dh and auth"),
         ({"keys": {"p256dh": "AAAA", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}},
@@ -264,6 +267,14 @@ async def test_https_only_unless_told_otherwise(cloud: Cloud, tmp_path: Path) ->
             json=cloud.push.subscribe().to_json(), headers={"X-User": "u-1"},
         ) as res:
             assert (res.status, await res.json()) == (400, {"error": "endpoint must be an https URL"})
+        fcm = {**cloud.push.subscribe().to_json(), "endpoint": "https://fcm.googleapis.com/wp/x"}
+        evil = {**fcm, "endpoint": "https://fcm.googleapis.com.evil.test/wp/x"}
+        for body, status in ((fcm, 201), (evil, 400)):
+            async with cloud.http.post(
+                f"http://127.0.0.1:{port}/api/push/subscriptions",
+                json=body, headers={"X-User": "u-1"},
+            ) as res:
+                assert res.status == status, await res.text()
     finally:
         await runner.cleanup()
         await strict.stop()
