@@ -69,6 +69,9 @@ class Dispatcher:
         """Create tables and notifiers; with `run`, look at digests and retries every tick."""
         await create_tables(self.store)
         self._http = aiohttp.ClientSession()
+        if not self.config.enabled:
+            log.warning("notifications are disabled in this process (notify.enabled: false)")
+            return
         if not self._given:
             ctx = Context(self.config, self.store, self.clock, self._http)
             for channel, cls in sorted(discover().items()):

@@ -261,6 +261,17 @@ async def test_sends_finishing_together_are_all_recorded(store: Store) -> None:
         await d.stop()
 
 
+async def test_disabled_notifiers_load_no_channel(store: Store) -> None:
+    d = Dispatcher(NotifyConfig(enabled=False), store, ManualClock())
+    await d.start()
+    try:
+        assert d.notifiers == {}
+        rows = await d.notify("user:u1", alert(1, "critical"), "family")
+        assert [r["result"] for r in rows] == ["failed"]
+    finally:
+        await d.stop()
+
+
 def test_rate_limiter_state_is_bounded() -> None:
     limiter = RateLimiter(RateLimitConfig(burst=1, per_hour=1, max_recipients=3), ManualClock())
     for n in range(100):
