@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
@@ -117,9 +118,19 @@ def alert(alert_id: str, severity: str) -> dict[str, Any]:
 
 
 async def test_critical_alert_reaches_webhook_ntfy_and_email_loudly(
-    notify: Dispatcher, endpoints: Endpoints
+    notify: Dispatcher, endpoints: Endpoints, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = await notify.notify("user:u-1", alert("A1", "critical"), stage="family")
+    with caplog.at_level(logging.DEBUG):
+        rows = await notify.notify("user:u-1", alert("A1", "critical"), stage="family")
+        endpoints.webhook_status = [500]
+        await notify.notify("user:u-1", alert("A9", "critical"), stage="family")
+    ours = "\n".join(  # the test's own SMTP server logs the address; the cloud must not
+        r.getMessage() for r in caplog.records if r.name.startswith(("apprise", "cloud"))
+    )
+    assert "via json://127.0.0.1…#" in ours  # the failed webhook was logged, redacted
+    assert GUARDIAN not in ours  # Apprise itself would log "Sent Email to <address>"
+    assert TOPIC not in ours
+    endpoints.webhook, endpoints.ntfy, endpoints.mail = endpoints.webhook[:1], endpoints.ntfy[:1], endpoints.mail[:1]
     assert sorted((r["channel"], r["result"]) for r in rows) == [("apprise", "delivered")] * 3
 
     [hook] = endpoints.webhook

@@ -23,6 +23,9 @@ from cloud.notify.registry import Context, Notifier, register
 from shouwang.config import ConfigError
 
 log = logging.getLogger(__name__)
+# Apprise's own log lines quote e-mail addresses ("Sent Email to …") and topics; the
+# Dispatcher logs every failure itself with the redacted target, so Apprise stays quiet.
+APPRISE_LOG_LEVEL = logging.CRITICAL
 
 # How a critical alert asks each service for its loudest delivery, where the service has one
 # and the URL does not already choose. Others get the [CRITICAL] title and a failure type.
@@ -88,6 +91,7 @@ class AppriseNotifier(Notifier):
         path = ctx.config.apprise.urls_file
         if path is None:
             return None
+        logging.getLogger("apprise").setLevel(APPRISE_LOG_LEVEL)
         urls = await asyncio.to_thread(load_urls, path)
         log.info("apprise: %d recipients with URLs", len(urls))
         return cls(ctx, urls)
