@@ -20,8 +20,9 @@ from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
 from cloud.notify.tables import alert_attempts
 from cloud.store import Store
-from shouwang.clock import ManualClock
+from shouwang.clock import ManualClock, SystemClock
 from shouwang.config import ConfigError, validate
+from tests.conftest import eventually
 
 
 class Fake(Notifier):
@@ -259,6 +260,28 @@ async def test_sends_finishing_together_are_all_recorded(store: Store) -> None:
         assert sorted(t["recipient"] for t in timeline) == sorted(f"user:u{n}" for n in range(50))
     finally:
         await d.stop()
+
+
+async def test_the_run_loop_sends_retries_by_itself(store: Store) -> None:
+    fake = Fake()
+    fake.script = [Outcome(False, status=502, reason="bad gateway", transient=True)]
+    config = NotifyConfig(tick_s=0.01, retry={"base_s": 0.01})
+    d = Dispatcher(config, store, SystemClock(), notifiers=[fake])
+    await d.start()  # with its tick task, on the real clock
+    try:
+        await d.notify("user:u1", alert(1, "critical"), "family")
+        async def results() -> list[str]:
+            return [t["result"] for t in await alert_attempts(store, "A001")]
+
+        await eventually(lambda: len(fake.sent) == 2, timeout=10)
+        assert await eventually(lambda: _two(results()), timeout=10) == ["failed", "delivered"]
+    finally:
+        await d.stop()
+
+
+async def _two(rows: Any) -> list[str] | None:
+    got = await rows
+    return got if len(got) == 2 else None
 
 
 async def test_disabled_notifiers_load_no_channel(store: Store) -> None:
