@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cloud.evidence import EvidenceConfig
+from cloud.notify.config import NotifyConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -24,4 +25,8 @@ class CloudConfig(Strict):
     api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")
     evidence: EvidenceConfig = Field(
         default_factory=EvidenceConfig, description="Evidence uploads from gateways"
+    )
+    notify: NotifyConfig = Field(
+        default_factory=NotifyConfig,
+        description="Notifiers: Web Push, Apprise URLs, rate limits, digests, retries",
     )

@@ -1,0 +1,1 @@
+"""Notifier plugins, one module per channel; `cloud.notify.registry.discover` loads them."""
