@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cloud.access.config import AccessConfig
+from cloud.escalation.policy import EscalationConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -21,3 +23,10 @@ class CloudConfig(Strict):
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Larger payloads are rejected")
     ingest: bool = Field(True, description="Run the MQTT ingest worker in this process")
     api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")
+    access: AccessConfig = Field(
+        default_factory=AccessConfig, description="Logins, sessions and login throttling"
+    )
+    escalation: EscalationConfig = Field(
+        default_factory=EscalationConfig,
+        description="Escalation policies file and the timer loop every worker runs",
+    )

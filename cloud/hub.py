@@ -4,6 +4,9 @@ A client first receives a snapshot of recent alerts, then live changes. It is re
 live changes before the snapshot is read, so nothing stored in between is missed; changes
 already contained in the snapshot are not sent twice.
 
+Each client sees only the alerts in its user's scope, in its role's view (`Principal`): the
+snapshot is read with the user's SQL filter and every live message is checked per client.
+
 Each client has a bounded queue; a client too slow to keep up is disconnected (close code
 1013, "try again later") so it reconnects and reloads the list, instead of slowing everyone.
 """
@@ -19,16 +22,20 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, web
 
+from cloud.access.scope import Principal
+
 log = logging.getLogger(__name__)
 CLIENT_QUEUE = 1000
 
 
-Snapshot = Callable[[], Awaitable[list[dict[str, Any]]]]
+Snapshot = Callable[[Principal], Awaitable[list[dict[str, Any]]]]
+Queue = asyncio.Queue[tuple[tuple[str, str], str]]
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)  # set by access
 
 
 class Hub:
     def __init__(self, snapshot: Snapshot | None = None) -> None:
-        self._clients: dict[web.WebSocketResponse, asyncio.Queue[tuple[tuple[str, str], str]]] = {}
+        self._clients: dict[web.WebSocketResponse, tuple[Principal, Queue]] = {}
         self._snapshot = snapshot
 
     @property
@@ -40,8 +47,14 @@ class Hub:
         alert = message["alert"]
         # Tagged with its version so a client can skip what its snapshot already holds.
         key = (alert["id"], alert["state"])
-        data = orjson.dumps(message).decode()
-        for ws, queue in list(self._clients.items()):
+        by_role: dict[str, str] = {}  # a view depends on the role only: encode it once per role
+        for ws, (principal, queue) in list(self._clients.items()):
+            if not principal.allows(alert):
+                continue
+            data = by_role.get(principal.role)
+            if data is None:
+                view = {**message, "alert": principal.view(alert)}
+                data = by_role[principal.role] = orjson.dumps(view).decode()
             try:
                 queue.put_nowait((key, data))
             except asyncio.QueueFull:
@@ -52,11 +65,12 @@ class Hub:
                 )
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
+        principal: Principal = request[PRINCIPAL]
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
-        queue: asyncio.Queue[tuple[tuple[str, str], str]] = asyncio.Queue(CLIENT_QUEUE)
-        self._clients[ws] = queue
-        sender = asyncio.create_task(self._send(ws, queue))
+        queue: Queue = asyncio.Queue(CLIENT_QUEUE)
+        self._clients[ws] = (principal, queue)
+        sender = asyncio.create_task(self._send(ws, principal, queue))
         try:
             async for _ in ws:  # clients only listen; reading keeps the close handshake working
                 pass
@@ -67,13 +81,11 @@ class Hub:
                 await sender
         return ws
 
-    async def _send(
-        self, ws: web.WebSocketResponse, queue: asyncio.Queue[tuple[tuple[str, str], str]]
-    ) -> None:
+    async def _send(self, ws: web.WebSocketResponse, principal: Principal, queue: Queue) -> None:
         with contextlib.suppress(ConnectionError):
             seen: set[tuple[str, str]] = set()
             if self._snapshot is not None:
-                alerts = await self._snapshot()
+                alerts = [principal.view(a) for a in await self._snapshot(principal)]
                 seen = {(a["id"], a["state"]) for a in alerts}
                 await ws.send_str(orjson.dumps({"type": "snapshot", "alerts": alerts}).decode())
             while True:
