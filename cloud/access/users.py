@@ -156,6 +156,7 @@ class Access:
     async def login(self, username: str, password: str, remote: str | None) -> Session:
         now = self.clock.now_ms()
         since = now - self.config.login_window_s * 1000
+        throttled = False
         async with self.engine.begin() as conn:
             by_user = await audit.count_since(conn, "login_failed", since, target=username)
             by_addr = await audit.count_since(conn, "login_failed", since, remote=remote)
@@ -163,27 +164,30 @@ class Access:
                 by_user >= self.config.max_failures_per_user
                 or by_addr >= self.config.max_failures_per_address
             ):
+                throttled = True
                 await audit.record(
                     conn, ts=now, actor=f"login:{username[:64]}", action="login_throttled",
                     target=username[:256], remote=remote,
                 )
-                raise LoginRefused("too many failed logins; try again later", throttled=True)
             row = (
                 await conn.execute(select(users).where(users.c.username == username))
             ).mappings().first()
+        if throttled:  # raised after the commit, so the refusal stays in the audit log
+            raise LoginRefused("too many failed logins; try again later", throttled=True)
         if row is None:
             await asyncio.to_thread(dummy_verify, password)
             ok = False
         else:
             ok = await asyncio.to_thread(verify_password, password, row["password_hash"])
             ok = ok and not row["disabled"]
-        async with self.engine.begin() as conn:
-            if not ok or row is None:
+        if not ok or row is None:
+            async with self.engine.begin() as conn:
                 await audit.record(
                     conn, ts=now, actor=f"login:{username[:64]}", action="login_failed",
                     target=username[:256], remote=remote,
                 )
-                raise LoginRefused(BAD_LOGIN)
+            raise LoginRefused(BAD_LOGIN)
+        async with self.engine.begin() as conn:
             token = secrets.token_urlsafe(32)
             expires = now + self.config.session_ttl_s * 1000
             await conn.execute(
