@@ -159,7 +159,9 @@ class Access:
         throttled = False
         async with self.engine.begin() as conn:
             by_user = await audit.count_since(conn, "login_failed", since, target=username)
-            by_addr = await audit.count_since(conn, "login_failed", since, remote=remote)
+            by_addr = 0 if remote is None else await audit.count_since(
+                conn, "login_failed", since, remote=remote
+            )
             if (
                 by_user >= self.config.max_failures_per_user
                 or by_addr >= self.config.max_failures_per_address
