@@ -30,13 +30,22 @@ CLIENT_QUEUE = 1000
 
 Snapshot = Callable[[Principal], Awaitable[list[dict[str, Any]]]]
 Queue = asyncio.Queue[tuple[tuple[str, str], str]]
-PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)  # set by access
+Recheck = Callable[[str], Awaitable[bool]]
+# Request keys the access middleware sets (cloud/access/http.py).
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+SESSION_TOKEN: web.RequestKey[str] = web.RequestKey("session_token", str)
+SESSION_ENDED = 4401  # close code: log in again (a private-use code, 4000-4999)
 
 
 class Hub:
-    def __init__(self, snapshot: Snapshot | None = None) -> None:
+    def __init__(
+        self, snapshot: Snapshot | None = None, recheck: Recheck | None = None,
+        recheck_s: float = 30.0,
+    ) -> None:
         self._clients: dict[web.WebSocketResponse, tuple[Principal, Queue]] = {}
         self._snapshot = snapshot
+        self._recheck = recheck
+        self._recheck_s = recheck_s
 
     @property
     def clients(self) -> int:
@@ -70,15 +79,20 @@ class Hub:
         await ws.prepare(request)
         queue: Queue = asyncio.Queue(CLIENT_QUEUE)
         self._clients[ws] = (principal, queue)
-        sender = asyncio.create_task(self._send(ws, principal, queue))
+        tasks = [asyncio.create_task(self._send(ws, principal, queue))]
+        token = request.get(SESSION_TOKEN)
+        if self._recheck is not None and token:
+            tasks.append(asyncio.create_task(self._watch(ws, token, principal)))
         try:
             async for _ in ws:  # clients only listen; reading keeps the close handshake working
                 pass
         finally:
             self._clients.pop(ws, None)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, principal: Principal, queue: Queue) -> None:
@@ -94,6 +108,22 @@ class Hub:
                     seen.discard(key)
                     continue
                 await ws.send_str(data)
+
+    async def _watch(self, ws: web.WebSocketResponse, token: str, principal: Principal) -> None:
+        """Close the stream when its session ends (logout, expiry, account disabled)."""
+        assert self._recheck is not None
+        while True:
+            await asyncio.sleep(self._recheck_s)
+            try:
+                valid = await self._recheck(token)
+            except Exception:  # the database is away: keep streaming, check again later
+                log.warning("websocket session check failed; keeping the stream", exc_info=True)
+                continue
+            if not valid:
+                log.info("websocket of user %s closed: session ended", principal.username)
+                self._clients.pop(ws, None)
+                await ws.close(code=SESSION_ENDED, message=b"session ended")
+                return
 
     async def close(self) -> None:
         for ws in list(self._clients):

@@ -40,7 +40,10 @@ class CloudServer:
         self.store: Store | None = None
         self.access: Access | None = None
         self.scheduler: Scheduler | None = None
-        self.hub = Hub(snapshot=self._snapshot)
+        self.hub = Hub(
+            snapshot=self._snapshot, recheck=self._session_valid,
+            recheck_s=config.access.websocket_recheck_s,
+        )
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -49,6 +52,10 @@ class CloudServer:
     async def _snapshot(self, principal: Principal) -> list[dict[str, Any]]:
         assert self.store is not None
         return await self.store.list_alerts(limit=SNAPSHOT_SIZE, where=[principal.where()])
+
+    async def _session_valid(self, token: str) -> bool:
+        assert self.access is not None
+        return await self.access.authenticate(token) is not None
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         self.hub.broadcast({"type": "alert", "alert": alert})
@@ -69,7 +76,10 @@ class CloudServer:
                    round(esc.lease_s * 1000)),
             self.store, self.access, self.notifier, esc.poll_s, esc.notify_timeout_s,
         )
-        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="cloud-escalation"))
+        if self.policies.policies:  # no policy file: nothing to plan, no loop
+            self._tasks.append(
+                asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
+            )
         if self.config.api:
             lifecycle = Lifecycle(
                 self.store, self.access,

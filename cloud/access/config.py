@@ -28,3 +28,8 @@ class AccessConfig(Strict):
         description="Failed logins from one client address within the window before logins "
         "from it are refused (429)",
     )
+    websocket_recheck_s: float = Field(
+        30, gt=0, le=3600,
+        description="An open WebSocket re-checks its session this often and closes (code "
+        "4401) once the session has ended",
+    )

@@ -17,6 +17,7 @@ from aiohttp import web
 from cloud.access.scope import Principal
 from cloud.access.users import Access, LoginRefused
 from cloud.hub import PRINCIPAL
+from cloud.hub import SESSION_TOKEN as TOKEN
 from shouwang.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ COOKIE = "shouwang_session"
 PUBLIC = frozenset({"/api/login", "/api/openapi.json"})
 ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 LOGINS: web.AppKey[Any] = web.AppKey("logins")
-TOKEN: web.RequestKey[str] = web.RequestKey("session_token", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

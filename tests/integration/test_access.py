@@ -221,3 +221,25 @@ async def test_accounts_refuse_bad_roles_and_scopes_naming_the_field(database_ur
         await access.add_user("u1", PASSWORD, "admin")
         with pytest.raises(UserError, match="username: 'u1' already exists"):
             await access.add_user("u1", PASSWORD, "admin")
+
+
+async def test_an_open_websocket_closes_when_its_session_ends(database_url: str) -> None:
+    config = api_config(database_url, access={"websocket_recheck_s": 0.05})
+    async with running_cloud(config) as cloud, aiohttp.ClientSession() as http:
+        await add_people(cloud)
+        police, worker = (await Client.login(http, cloud, "police-a"),
+                          await Client.login(http, cloud, "worker-a"))
+        async with (
+            http.ws_connect(f"{police.base}/api/ws", headers=police.headers) as ws_police,
+            http.ws_connect(f"{worker.base}/api/ws", headers=worker.headers) as ws_worker,
+        ):
+            await ws_police.receive_json(timeout=5)
+            await ws_worker.receive_json(timeout=5)
+            assert (await police.post("/api/logout")).status == 200
+            closed = await ws_police.receive(timeout=5)
+            assert closed.type == aiohttp.WSMsgType.CLOSE
+            assert ws_police.close_code == 4401
+            # The other user's stream goes on and still gets its alerts.
+            alert = await add_alert(cloud, location=HOME_A)
+            cloud.hub.broadcast({"type": "alert", "alert": alert})
+            assert (await ws_worker.receive_json(timeout=5))["alert"]["id"] == alert["id"]
