@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,24 @@ import yaml
 
 from cloud.access.scope import SHARED_DETAIL
 from cloud.config import CloudConfig
+from cloud.escalation.policy import EscalationConfig
 from cloud.escalation.timers import Timers
 from cloud.server import CloudServer
 from shouwang.clock import ManualClock
 from shouwang.config import ConfigError
-from tests.conftest import api_config, eventually
+from shouwang.services import Mosquitto
+from simulators.button import Button
+from tests.conftest import (
+    BUTTON,
+    LOCATION,
+    api_config,
+    broker_config,
+    cloud_config,
+    edge_config,
+    eventually,
+    running_cloud,
+    running_edge,
+)
 from tests.integration.people import HOME_A, Client, add_alert, add_people
 
 pytestmark = pytest.mark.integration
@@ -170,3 +184,29 @@ def test_a_bad_policy_file_stops_start_up_naming_file_and_key(tmp_path: Path) ->
             CloudServer(config)
         assert str(err.value).startswith(f"{path}: ")
         assert message in str(err.value)
+
+
+async def test_a_button_press_reaches_the_family_at_once_through_ingest(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """Real edge, brokers and ingest; the loop's own rounds wait a minute, so only the wake-up
+    by the newly stored alert can have told the family."""
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    path = tmp_path / "escalation.yaml"
+    path.write_text(yaml.safe_dump(POLICY))
+    config = cloud_config(cloud_broker, tmp_path).model_copy(
+        update={"escalation": EscalationConfig(file=path, poll_s=60)}
+    )
+    notifier = RecordingNotifier()
+    async with (
+        running_cloud(config, notifier=notifier) as cloud,
+        running_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge")),
+    ):
+        assert cloud.access is not None
+        await cloud.access.add_user("family-1", "family-password", "family", residents=["r-1"])
+        await cloud.access.add_user("worker-1", "worker-password", "worker",
+                                    locations=["/".join(LOCATION.split("/")[:4])])
+        async with Button(broker_config(edge_broker), BUTTON) as button:
+            await button.press()
+        await eventually(lambda: notifier.sent)
+        assert [(u, stage) for u, _, stage in notifier.sent] == [("family-1", "family")]
