@@ -96,6 +96,8 @@ class Store:
         engine = create_async_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        import cloud.access.tables  # noqa: F401 - its tables are on `metadata` too
+
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         return cls(engine)
