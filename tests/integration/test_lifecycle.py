@@ -145,3 +145,26 @@ async def test_a_transition_reaches_every_websocket_in_scope(database_url: str) 
             assert (update["type"], update["alert"]["state"]) == ("alert_updated", "acknowledged")
             with pytest.raises(asyncio.TimeoutError):
                 await ws_out.receive_json(timeout=0.3)
+
+
+async def test_what_each_role_may_do_to_an_alert_in_its_scope(database_url: str) -> None:
+    legal_from = {"ack": [], "dispatch": ["ack"], "resolve": [], "false_alarm": []}
+    async with running_cloud(api_config(database_url)) as cloud, aiohttp.ClientSession() as http:
+        await add_people(cloud)
+        admin = await Client.login(http, cloud, "admin")
+        outcomes = {}
+        for user in ("police-a", "worker-a", "family-a", "admin"):
+            client = await Client.login(http, cloud, user)
+            for action, path in legal_from.items():
+                alert = await add_alert(cloud, location=HOME_A, resident="r-a1")
+                for step in path:
+                    assert (await admin.post(f"/api/alerts/{alert['id']}/{step}")).status == 200
+                reply = await client.post(f"/api/alerts/{alert['id']}/{action}",
+                                          BODY.get(action, {}))
+                outcomes[(user, action)] = reply.status
+                if reply.status == 200:
+                    assert reply.body["timeline"][-1]["actor"] == f"user:{user}"
+        assert outcomes == {
+            (u, a): 403 if (u, a) == ("family-a", "dispatch") else 200
+            for u in ("police-a", "worker-a", "family-a", "admin") for a in legal_from
+        }

@@ -67,3 +67,14 @@ def test_add_list_disable_and_passwd(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "police-a\tpolice\tdisabled" in capsys.readouterr().out
     # Nothing the CLI stored or logged holds the password itself.
     assert b"station-a-password" not in (tmp_path / "cloud.sqlite").read_bytes()
+
+
+def test_cloud_check_validates_the_escalation_file(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "escalation.yaml"
+    policy.write_text(yaml.safe_dump({"policies": {"sos": {"stages": [
+        {"name": "family", "after_s": 0, "notify": ["family"], "channel": "sms"}]}}}))
+    config = tmp_path / "cloud.yaml"
+    config.write_text(yaml.safe_dump({"broker": {}, "escalation": {"file": str(policy)}}))
+    assert main(["cloud", "check", "--config", str(config)]) == 2
+    assert f"{policy}: policies.sos.stages.0.channel: unknown key" in capsys.readouterr().err
