@@ -34,9 +34,12 @@ class AlertQuery:
 
 
 def parse(query: Mapping[str, str]) -> AlertQuery:
-    for key in query:
+    keys = list(query)  # a MultiDict lists a repeated key once per occurrence
+    for key in keys:
         if key not in PARAMS:
             raise BadQuery(key, f"unknown parameter; known: {', '.join(PARAMS)}")
+        if keys.count(key) > 1:
+            raise BadQuery(key, "given more than once; list several values with commas")
     q = AlertQuery()
     if "state" in query:
         q.where.append(alerts.c.state.in_(_choices(query, "state", STATES)))

@@ -70,6 +70,7 @@ async def test_filters_combine_and_each_narrows(database_url: str) -> None:
         ("limit=ten", "limit", "must be a non-negative integer"),
         ("cursor=abc", "cursor", "not a cursor"),
         ("before=5", "before", "unknown parameter"),
+        ("state=open&state=resolved", "state", "given more than once"),
     ],
 )
 async def test_a_bad_query_is_refused_naming_the_parameter_and_counted(
