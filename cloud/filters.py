@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from multidict import MultiMapping
 from sqlalchemy import ColumnElement, or_
 
 from cloud.access.scope import check_location_prefix
@@ -33,12 +34,11 @@ class AlertQuery:
     where: list[ColumnElement[bool]] = field(default_factory=list)
 
 
-def parse(query: Mapping[str, str]) -> AlertQuery:
-    keys = list(query)  # a MultiDict lists a repeated key once per occurrence
-    for key in keys:
+def parse(query: MultiMapping[str]) -> AlertQuery:
+    for key in query:
         if key not in PARAMS:
             raise BadQuery(key, f"unknown parameter; known: {', '.join(PARAMS)}")
-        if keys.count(key) > 1:
+        if len(query.getall(key)) > 1:
             raise BadQuery(key, "given more than once; list several values with commas")
     q = AlertQuery()
     if "state" in query:
