@@ -23,6 +23,11 @@ class CloudConfig(Strict):
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Larger payloads are rejected")
     ingest: bool = Field(True, description="Run the MQTT ingest worker in this process")
     api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")
+    feed_poll_s: float = Field(
+        0.5, gt=0, le=60,
+        description="How often an API worker reads changes other workers stored, for its "
+        "WebSocket clients (its own changes go out at once)",
+    )
     access: AccessConfig = Field(
         default_factory=AccessConfig, description="Logins, sessions and login throttling"
     )

@@ -7,6 +7,10 @@ already contained in the snapshot are not sent twice.
 Each client sees only the alerts in its user's scope, in its role's view (`Principal`): the
 snapshot is read with the user's SQL filter and every live message is checked per client.
 
+Changes made by other cloud workers arrive through `ChangeFeed` (cloud/feed.py), which reads
+the database. Every change goes through `broadcast` once per process whichever way it came:
+`broadcast` remembers the last versions (id, state) it sent and drops a repeat.
+
 Each client has a bounded queue; a client too slow to keep up is disconnected (close code
 1013, "try again later") so it reconnects and reloads the list, instead of slowing everyone.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +31,7 @@ from cloud.access.scope import Principal
 
 log = logging.getLogger(__name__)
 CLIENT_QUEUE = 1000
+REMEMBERED = 10_000  # versions kept to drop the second copy (local and from the feed)
 
 
 Snapshot = Callable[[Principal], Awaitable[list[dict[str, Any]]]]
@@ -46,6 +52,7 @@ class Hub:
         self._snapshot = snapshot
         self._recheck = recheck
         self._recheck_s = recheck_s
+        self._sent: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @property
     def clients(self) -> int:
@@ -56,6 +63,11 @@ class Hub:
         alert = message["alert"]
         # Tagged with its version so a client can skip what its snapshot already holds.
         key = (alert["id"], alert["state"])
+        if key in self._sent:
+            return
+        self._sent[key] = None
+        if len(self._sent) > REMEMBERED:
+            self._sent.popitem(last=False)
         by_role: dict[str, str] = {}  # a view depends on the role only: encode it once per role
         for ws, (principal, queue) in list(self._clients.items()):
             if not principal.allows(alert):

@@ -15,6 +15,7 @@ from cloud.api import build_app
 from cloud.config import CloudConfig
 from cloud.escalation.scheduler import LogNotifier, Notifier, Scheduler
 from cloud.escalation.timers import Timers
+from cloud.feed import ChangeFeed
 from cloud.hub import Hub
 from cloud.ingest import Ingest
 from cloud.lifecycle import Lifecycle
@@ -81,6 +82,9 @@ class CloudServer:
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
             )
         if self.config.api:
+            feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)
+            await feed.start_position()
+            self._tasks.append(asyncio.create_task(feed.run(), name="cloud-feed"))
             lifecycle = Lifecycle(
                 self.store, self.access,
                 on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
