@@ -45,9 +45,19 @@ DEMO_DEVICES = [
 PRESS_EVERY_S = 20
 # Demo accounts: an admin, and a police station covering the demo street.
 DEMO_USERS = [
-    {"username": "demo-admin", "role": "admin", "locations": []},
-    {"username": "demo-police", "role": "police", "locations": ["示范区/示范街道"]},
+    {"username": "demo-admin", "role": "admin", "locations": [], "residents": []},
+    {"username": "demo-police", "role": "police", "locations": ["示范区/示范街道"],
+     "residents": []},
+    {"username": "demo-worker", "role": "worker", "locations": ["示范区/示范街道/阳光社区/网格01"],
+     "residents": []},
+    {"username": "demo-family", "role": "family", "locations": [], "residents": ["r-demo-0001"]},
 ]
+# The demo's escalation: notifications go to cloud.log (no delivery channel in the demo).
+DEMO_ESCALATION = {"policies": {"*": {"stages": [
+    {"name": "family", "after_s": 0, "notify": ["family"]},
+    {"name": "grid-worker", "after_s": 60, "notify": ["worker"]},
+    {"name": "police", "after_s": 120, "notify": ["police"]},
+]}}}
 
 
 def _die_with_parent() -> None:
@@ -81,11 +91,11 @@ class Demo:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start()
-            logins = "   ".join(f"{u} / {p}" for u, p in self.passwords.items())
+            logins = "\n    ".join(f"{u} / {p}" for u, p in self.passwords.items())
             print(
                 f"\n  守望 Shouwang demo is up.\n"
                 f"  Dashboard: http://127.0.0.1:{self.http_port}\n"
-                f"  Log in as: {logins}\n"
+                f"  Log in as (user name / password):\n    {logins}\n"
                 f"  (passwords kept in {self.dir}/passwords.json)\n"
                 f"  Edge broker: 127.0.0.1:{self.brokers[0].port}   "
                 f"Cloud broker: 127.0.0.1:{self.brokers[1].port}\n"
@@ -131,7 +141,9 @@ class Demo:
             "database_url": database_url,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "worker_id": "demo-cloud-1",
+            "escalation": {"file": str(self.dir / "escalation.yaml")},
         }
+        (self.dir / "escalation.yaml").write_text(yaml.safe_dump(DEMO_ESCALATION))
         edge_http_port = free_port()
         edge_cfg = {
             "site": DEMO_SITE,
@@ -180,7 +192,8 @@ class Demo:
                 password = passwords.setdefault(name, secrets.token_urlsafe(12))
                 try:
                     await access.add_user(name, password, str(user["role"]), actor="demo",
-                                          locations=list(user["locations"]))
+                                          locations=list(user["locations"]),
+                                          residents=list(user["residents"]))
                 except UserError:  # from an earlier run: make it match the file
                     await access.set_password(name, password, actor="demo")
         finally:
