@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from cloud import filters, openapi
+from cloud.access import audit
 from cloud.access import http as access_http
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound, IllegalTransition
@@ -50,6 +51,8 @@ def build_app(
     app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_get("/api/alerts/{id}", get_alert)
+    app.router.add_get("/api/alerts/{id}/workers", alert_workers)
+    app.router.add_get("/api/audit", audit_entries)
     for action in TARGET_STATE:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
@@ -105,6 +108,36 @@ async def get_alert(request: web.Request) -> web.Response:
     except AlertNotFound:
         return web.json_response(NOT_FOUND, status=404)
     return web.json_response(alert)
+
+
+async def alert_workers(request: web.Request) -> web.Response:
+    try:
+        workers = await request.app[LIFECYCLE].workers(
+            access_http.principal(request), request.match_info["id"], request.remote
+        )
+    except AlertNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+    except Forbidden as err:
+        return _error(403, str(err))
+    return web.json_response({"workers": workers})
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    """The audit log, newest first: admins only."""
+    if access_http.principal(request).role != "admin":
+        return _error(403, "only admins read the audit log")
+    q = request.query
+    for key in q:
+        if key not in ("action", "target", "limit"):
+            return _bad(request, key, f"{key}: unknown parameter; known: action, target, limit")
+    raw = q.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= filters.MAX_PAGE:
+        return _bad(request, "limit", f"limit: must be between 1 and {filters.MAX_PAGE}")
+    entries = await audit.entries(
+        request.app[STORE].engine, action=q.get("action"), target=q.get("target"),
+        limit=int(raw),
+    )
+    return web.json_response({"entries": entries})
 
 
 def _transition_handler(action: str) -> Callable[[web.Request], Any]:

@@ -104,6 +104,16 @@ class Lifecycle:
         self.on_change({k: v for k, v in full.items() if k not in ("timeline", "notifications")})
         return principal.view(full)
 
+    async def workers(
+        self, principal: Principal, alert_id: str, remote: str | None
+    ) -> list[dict[str, str]]:
+        """Community workers this alert could be dispatched to (for those who may dispatch)."""
+        alert = await self._visible(principal, alert_id, remote, "workers")
+        if not principal.may("dispatch"):
+            raise Forbidden(f"a {principal.role} user may not dispatch alerts")
+        return [{"username": w.username, "display_name": w.display_name}
+                for w in await self.access.users_for(alert, "worker")]
+
     async def _worker_for(self, alert: dict[str, Any], name: Any) -> Principal:
         if not isinstance(name, str) or not name:
             raise BadField("worker", "dispatch names a community worker's user name")

@@ -140,6 +140,27 @@ DOCUMENT: dict[str, Any] = {
             "summary": "One alert with its timeline (audited)", "parameters": [ALERT_ID],
             "responses": {"200": _json("AlertDetail"), "401": UNAUTHORIZED,
                           "404": NOT_FOUND}}},
+        "/api/alerts/{id}/workers": {"get": {
+            "summary": "Community workers whose grid covers the alert (dispatch candidates)",
+            "parameters": [ALERT_ID],
+            "responses": {"200": {"description": "{workers: [{username, display_name}]}"},
+                          "401": UNAUTHORIZED, "403": _error("Your role may not dispatch"),
+                          "404": NOT_FOUND}}},
+        "/api/audit": {"get": {
+            "summary": "The audit log, newest first (admins only)",
+            "parameters": [
+                {"name": "action", "in": "query", "schema": {"type": "string"},
+                 "description": "e.g. login_failed, alert_read, alert_ack, alert_denied"},
+                {"name": "target", "in": "query", "schema": {"type": "string"},
+                 "description": "an alert id or a user name"},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                            "default": 100}},
+            ],
+            "responses": {"200": {"description": "{entries: [{seq, ts, actor, action, target, "
+                                                 "remote, detail}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Not an admin")}}},
         **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
         "/api/ws": {"get": {
             "summary": "WebSocket: a snapshot of your scope, then live alert and "

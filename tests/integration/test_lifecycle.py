@@ -168,3 +168,37 @@ async def test_what_each_role_may_do_to_an_alert_in_its_scope(database_url: str)
             (u, a): 403 if (u, a) == ("family-a", "dispatch") else 200
             for u in ("police-a", "worker-a", "family-a", "admin") for a in legal_from
         }
+
+
+async def test_dispatch_candidates_and_the_audit_log_over_the_api(database_url: str) -> None:
+    async with running_cloud(api_config(database_url)) as cloud, aiohttp.ClientSession() as http:
+        await add_people(cloud)
+        assert cloud.access is not None
+        await cloud.access.add_user("worker-a2", "worker-a2-password", "worker",
+                                    locations=["d1/s1/c-a/g1"], display_name="网格员 二")
+        await cloud.access.add_user("worker-a3", "worker-a3-password", "worker",
+                                    locations=["d1/s1/c-a/g2"])
+        alert = await add_alert(cloud, location=HOME_A)
+        police, family = (await Client.login(http, cloud, "police-a"),
+                          await Client.login(http, cloud, "family-a"))
+        reply = await police.get(f"/api/alerts/{alert['id']}/workers")
+        assert reply.body == {"workers": [
+            {"username": "worker-a", "display_name": "worker-a"},
+            {"username": "worker-a2", "display_name": "网格员 二"},
+        ]}
+        assert (await family.get(f"/api/alerts/{alert['id']}/workers")).status == 403
+        police_b = await Client.login(http, cloud, "police-b")
+        assert (await police_b.get(f"/api/alerts/{alert['id']}/workers")).status == 404
+
+        assert (await police.get("/api/audit")).status == 403
+        admin = await Client.login(http, cloud, "admin")
+        assert (await police.post(f"/api/alerts/{alert['id']}/ack")).status == 200
+        entries = (await admin.get(f"/api/audit?target={alert['id']}")).body["entries"]
+        assert [(e["actor"], e["action"]) for e in entries] == [
+            ("user:police-a", "alert_ack"), ("user:police-b", "alert_denied")]
+        logins = (await admin.get("/api/audit?action=login_succeeded&limit=2")).body["entries"]
+        assert [e["target"] for e in logins] == ["admin", "police-b"]
+        for query, param in (("limit=0", "limit"), ("who=x", "who")):
+            reply = await admin.get(f"/api/audit?{query}")
+            assert reply.status == 400
+            assert reply.body["error"].startswith(f"{param}: ")
