@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import System, metric, pct  # type: ignore[import-not-found]  # noqa: E402
+from harness import System, auth_headers, metric, pct  # type: ignore[import-not-found]  # noqa: E402
 
 from shouwang.config import BrokerConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
@@ -63,7 +63,9 @@ async def presses(
     hop: list[float] = []
     async with (
         aiohttp.ClientSession() as http,
-        http.ws_connect(f"http://127.0.0.1:{http_port}/api/ws") as ws,
+        http.ws_connect(
+            f"http://127.0.0.1:{http_port}/api/ws", headers=await auth_headers(http_port)
+        ) as ws,
     ):
         first = await ws.receive_json(timeout=10)
         assert first["type"] == "snapshot"

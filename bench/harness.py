@@ -18,6 +18,17 @@ sys.path.insert(0, str(ROOT))
 
 from shouwang.services import Mosquitto, free_port, wait_port  # noqa: E402
 
+BENCH_PASSWORD = "bench-password-not-secret"
+
+
+async def auth_headers(http_port: int) -> dict[str, str]:
+    """`Authorization` header of the bench admin."""
+    async with aiohttp.ClientSession() as http, http.post(
+        f"http://127.0.0.1:{http_port}/api/login",
+        json={"username": "bench", "password": BENCH_PASSWORD},
+    ) as r:
+        return {"Authorization": f"Bearer {(await r.json())['token']}"}
+
 
 class System:
     """Edge broker, cloud broker, cloud and edge processes in a scratch directory."""
@@ -58,6 +69,14 @@ class System:
                     **self.edge_extra,
                 }
             )
+        )
+        # The API needs a login: one bench admin, password in the scratch directory.
+        (self.work / "password").write_text(BENCH_PASSWORD)
+        subprocess.run(
+            [sys.executable, "-m", "shouwang", "cloud", "user", "add", "--config",
+             str(self.work / "cloud.yaml"), "--username", "bench", "--role", "admin",
+             "--password-file", str(self.work / "password")],
+            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
         )
         self.procs.append(
             self.spawn("cloud", ["cloud", "run", "--config", str(self.work / "cloud.yaml")])

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
-from harness import System, metric  # type: ignore[import-not-found]
+from harness import System, auth_headers, metric  # type: ignore[import-not-found]
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shouwang.config import BrokerConfig
@@ -130,7 +130,10 @@ async def main() -> None:
 
         async with (
             aiohttp.ClientSession() as http,
-            http.ws_connect(f"http://127.0.0.1:{system.http_port}/api/ws") as ws,
+            http.ws_connect(
+                f"http://127.0.0.1:{system.http_port}/api/ws",
+                headers=await auth_headers(system.http_port),
+            ) as ws,
         ):
             await ws.receive_json(timeout=10)  # snapshot: nothing yet
             system.cloud_broker.start()

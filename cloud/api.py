@@ -1,4 +1,4 @@
-"""The HTTP API and dashboard routes (aiohttp)."""
+"""The HTTP API and dashboard routes (aiohttp); the OpenAPI document beside them is openapi.py."""
 
 from __future__ import annotations
 
@@ -9,30 +9,52 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud.alerts import STATES, AlertNotFound, IllegalTransition
+from cloud import filters, openapi
+from cloud.access import audit
+from cloud.access import http as access_http
+from cloud.access.users import Access
+from cloud.alerts import AlertNotFound, IllegalTransition
 from cloud.hub import Hub
+from cloud.lifecycle import TARGET_STATE, BadField, Forbidden, Lifecycle
 from cloud.store import Store
 from shouwang.metrics import Metrics
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
-MAX_PAGE = 500
+NOT_FOUND = {"error": "no such alert"}  # the same for missing and out-of-scope alerts
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle", Lifecycle)
+BAD_REQUESTS: web.AppKey[Any] = web.AppKey("bad_requests")
 MQTT_STATE: web.AppKey[Callable[[], bool | None]] = web.AppKey("mqtt_state")
 
 
 def build_app(
-    store: Store, hub: Hub, metrics: Metrics, mqtt_state: Callable[[], bool | None]
+    store: Store,
+    hub: Hub,
+    metrics: Metrics,
+    mqtt_state: Callable[[], bool | None],
+    access: Access,
+    lifecycle: Lifecycle,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[STORE], app[HUB], app[METRICS], app[MQTT_STATE] = store, hub, metrics, mqtt_state
+    app[LIFECYCLE] = lifecycle
+    app[BAD_REQUESTS] = metrics.counter(
+        "shouwang_api_bad_requests_total", "API requests refused with 400, by parameter",
+        ["param"],
+    )
+    access_http.setup(app, access, metrics)
     app.router.add_get("/", index)
     app.router.add_static("/static", DASHBOARD_DIR, show_index=False)
+    app.router.add_get("/api/openapi.json", openapi_document)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_get("/api/alerts/{id}", get_alert)
-    app.router.add_post("/api/alerts/{id}/ack", ack_alert)
+    app.router.add_get("/api/alerts/{id}/workers", alert_workers)
+    app.router.add_get("/api/audit", audit_entries)
+    for action in TARGET_STATE:
+        app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", health)
@@ -43,8 +65,17 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _bad(request: web.Request, param: str, message: str) -> web.Response:
+    request.app[BAD_REQUESTS].labels(param).inc()
+    return _error(400, message)
+
+
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.DOCUMENT)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -55,49 +86,82 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def list_alerts(request: web.Request) -> web.Response:
-    q = request.query
-    state = q.get("state")
-    if state is not None and state not in STATES:
-        return _error(400, f"state must be one of {', '.join(STATES)}")
     try:
-        limit = int(q.get("limit", "100"))
-        before = int(q["before"]) if "before" in q else None
-    except ValueError:
-        return _error(400, "limit and before must be integers")
-    if not 1 <= limit <= MAX_PAGE:
-        return _error(400, f"limit must be between 1 and {MAX_PAGE}")
-    alerts = await request.app[STORE].list_alerts(state=state, limit=limit, before_ts=before)
-    next_before = alerts[-1]["ts"] if len(alerts) == limit else None
-    return web.json_response({"alerts": alerts, "next_before": next_before})
+        q = filters.parse(request.query)
+    except filters.BadQuery as err:
+        return _bad(request, err.param, str(err))
+    who = access_http.principal(request)
+    alerts = await request.app[STORE].list_alerts(
+        limit=q.limit, after=q.after, where=[who.where(), *q.where]
+    )
+    next_cursor = filters.cursor_of(alerts[-1]) if len(alerts) == q.limit else None
+    return web.json_response(
+        {"alerts": [who.view(a) for a in alerts], "next_cursor": next_cursor}
+    )
 
 
 async def get_alert(request: web.Request) -> web.Response:
     try:
-        return web.json_response(await request.app[STORE].get_alert(request.match_info["id"]))
-    except AlertNotFound:
-        return _error(404, "no such alert")
-
-
-async def ack_alert(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    note = body.get("note")
-    if note is not None and (not isinstance(note, str) or len(note) > 2000):
-        return _error(400, "note must be a string of at most 2000 characters")
-    # Until login lands (cloud issue), the actor is whoever the request says, marked unverified.
-    claimed = body.get("actor")
-    actor = claimed if isinstance(claimed, str) else "anonymous"
-    try:
-        alert = await request.app[STORE].transition(
-            request.match_info["id"], "acknowledged", actor=f"unverified:{actor[:64]}", note=note
+        alert = await request.app[LIFECYCLE].read(
+            access_http.principal(request), request.match_info["id"], request.remote
         )
     except AlertNotFound:
-        return _error(404, "no such alert")
-    except IllegalTransition as err:
-        return _error(409, str(err))
-    request.app[HUB].broadcast({"type": "alert_updated", "alert": _summary(alert)})
+        return web.json_response(NOT_FOUND, status=404)
     return web.json_response(alert)
+
+
+async def alert_workers(request: web.Request) -> web.Response:
+    try:
+        workers = await request.app[LIFECYCLE].workers(
+            access_http.principal(request), request.match_info["id"], request.remote
+        )
+    except AlertNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+    except Forbidden as err:
+        return _error(403, str(err))
+    return web.json_response({"workers": workers})
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    """The audit log, newest first: admins only."""
+    if access_http.principal(request).role != "admin":
+        return _error(403, "only admins read the audit log")
+    q = request.query
+    for key in q:
+        if key not in ("action", "target", "limit"):
+            return _bad(request, key, f"{key}: unknown parameter; known: action, target, limit")
+    raw = q.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= filters.MAX_PAGE:
+        return _bad(request, "limit", f"limit: must be between 1 and {filters.MAX_PAGE}")
+    entries = await audit.entries(
+        request.app[STORE].engine, action=q.get("action"), target=q.get("target"),
+        limit=int(raw),
+    )
+    return web.json_response({"entries": entries})
+
+
+def _transition_handler(action: str) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            alert = await request.app[LIFECYCLE].act(
+                access_http.principal(request), request.match_info["id"], action, body,
+                request.remote,
+            )
+        except AlertNotFound:
+            return web.json_response(NOT_FOUND, status=404)
+        except BadField as err:
+            return _bad(request, err.field, str(err))
+        except Forbidden as err:
+            return _error(403, str(err))
+        except IllegalTransition as err:
+            return _error(409, str(err))
+        return web.json_response(alert)
+
+    handler.__name__ = f"{action}_alert"
+    return handler
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -106,11 +170,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = await request.json()
     except json.JSONDecodeError:
-        return _error(400, "request body is not JSON")
+        return _bad(request, "body", "request body is not JSON")
     if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object")
+        return _bad(request, "body", "request body must be a JSON object")
     return body
-
-
-def _summary(alert: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in alert.items() if k != "timeline"}

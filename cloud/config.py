@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cloud.access.config import AccessConfig
+from cloud.escalation.policy import EscalationConfig
 from cloud.evidence import EvidenceConfig
 from cloud.notify.config import NotifyConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
@@ -29,4 +31,16 @@ class CloudConfig(Strict):
     notify: NotifyConfig = Field(
         default_factory=NotifyConfig,
         description="Notifiers: Web Push, Apprise URLs, rate limits, digests, retries",
+    )
+    feed_poll_s: float = Field(
+        0.5, gt=0, le=60,
+        description="How often an API worker reads changes other workers stored, for its "
+        "WebSocket clients (its own changes go out at once)",
+    )
+    access: AccessConfig = Field(
+        default_factory=AccessConfig, description="Logins, sessions and login throttling"
+    )
+    escalation: EscalationConfig = Field(
+        default_factory=EscalationConfig,
+        description="Escalation policies file and the timer loop every worker runs",
     )

@@ -1,6 +1,6 @@
 """Evidence in the cloud: content-addressed uploads from gateways, verified by their hash.
 
-A gateway uploads the bytes with `PUT /api/evidence/{sha256}` (its site token as a bearer
+A gateway uploads the bytes with `PUT /ingest/evidence/{sha256}` (its site token as a bearer
 credential), then publishes an `evidence` envelope naming the hash and the alert it belongs
 to. The upload is hashed as it arrives and refused when the hash differs; a blob already held
 is answered 200 without being written again, so retries are free of side effects. Blobs are
@@ -208,4 +208,4 @@ def _sync(f: Any) -> None:
 
 
 def add_routes(app: web.Application, evidence_store: EvidenceStore) -> None:
-    app.router.add_put("/api/evidence/{sha256}", evidence_store.handle_put)
+    app.router.add_put("/ingest/evidence/{sha256}", evidence_store.handle_put)

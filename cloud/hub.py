@@ -4,6 +4,13 @@ A client first receives a snapshot of recent alerts, then live changes. It is re
 live changes before the snapshot is read, so nothing stored in between is missed; changes
 already contained in the snapshot are not sent twice.
 
+Each client sees only the alerts in its user's scope, in its role's view (`Principal`): the
+snapshot is read with the user's SQL filter and every live message is checked per client.
+
+Changes made by other cloud workers arrive through `ChangeFeed` (cloud/feed.py), which reads
+the database. Every change goes through `broadcast` once per process whichever way it came:
+`broadcast` remembers the last versions (id, state) it sent and drops a repeat.
+
 Each client has a bounded queue; a client too slow to keep up is disconnected (close code
 1013, "try again later") so it reconnects and reloads the list, instead of slowing everyone.
 """
@@ -13,23 +20,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, web
 
+from cloud.access.scope import Principal
+
 log = logging.getLogger(__name__)
 CLIENT_QUEUE = 1000
+REMEMBERED = 10_000  # versions kept to drop the second copy (local and from the feed)
 
 
-Snapshot = Callable[[], Awaitable[list[dict[str, Any]]]]
+Snapshot = Callable[[Principal], Awaitable[list[dict[str, Any]]]]
+Queue = asyncio.Queue[tuple[tuple[str, str], str]]
+Recheck = Callable[[str], Awaitable[bool]]
+# Request keys the access middleware sets (cloud/access/http.py).
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+SESSION_TOKEN: web.RequestKey[str] = web.RequestKey("session_token", str)
+SESSION_ENDED = 4401  # close code: log in again (a private-use code, 4000-4999)
 
 
 class Hub:
-    def __init__(self, snapshot: Snapshot | None = None) -> None:
-        self._clients: dict[web.WebSocketResponse, asyncio.Queue[tuple[tuple[str, str], str]]] = {}
+    def __init__(
+        self, snapshot: Snapshot | None = None, recheck: Recheck | None = None,
+        recheck_s: float = 30.0,
+    ) -> None:
+        self._clients: dict[web.WebSocketResponse, tuple[Principal, Queue]] = {}
         self._snapshot = snapshot
+        self._recheck = recheck
+        self._recheck_s = recheck_s
+        self._sent: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @property
     def clients(self) -> int:
@@ -40,8 +63,19 @@ class Hub:
         alert = message["alert"]
         # Tagged with its version so a client can skip what its snapshot already holds.
         key = (alert["id"], alert["state"])
-        data = orjson.dumps(message).decode()
-        for ws, queue in list(self._clients.items()):
+        if key in self._sent:
+            return
+        self._sent[key] = None
+        if len(self._sent) > REMEMBERED:
+            self._sent.popitem(last=False)
+        by_role: dict[str, str] = {}  # a view depends on the role only: encode it once per role
+        for ws, (principal, queue) in list(self._clients.items()):
+            if not principal.allows(alert):
+                continue
+            data = by_role.get(principal.role)
+            if data is None:
+                view = {**message, "alert": principal.view(alert)}
+                data = by_role[principal.role] = orjson.dumps(view).decode()
             try:
                 queue.put_nowait((key, data))
             except asyncio.QueueFull:
@@ -52,28 +86,32 @@ class Hub:
                 )
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
+        principal: Principal = request[PRINCIPAL]
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
-        queue: asyncio.Queue[tuple[tuple[str, str], str]] = asyncio.Queue(CLIENT_QUEUE)
-        self._clients[ws] = queue
-        sender = asyncio.create_task(self._send(ws, queue))
+        queue: Queue = asyncio.Queue(CLIENT_QUEUE)
+        self._clients[ws] = (principal, queue)
+        tasks = [asyncio.create_task(self._send(ws, principal, queue))]
+        token = request.get(SESSION_TOKEN)
+        if self._recheck is not None and token:
+            tasks.append(asyncio.create_task(self._watch(ws, token, principal)))
         try:
             async for _ in ws:  # clients only listen; reading keeps the close handshake working
                 pass
         finally:
             self._clients.pop(ws, None)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return ws
 
-    async def _send(
-        self, ws: web.WebSocketResponse, queue: asyncio.Queue[tuple[tuple[str, str], str]]
-    ) -> None:
+    async def _send(self, ws: web.WebSocketResponse, principal: Principal, queue: Queue) -> None:
         with contextlib.suppress(ConnectionError):
             seen: set[tuple[str, str]] = set()
             if self._snapshot is not None:
-                alerts = await self._snapshot()
+                alerts = [principal.view(a) for a in await self._snapshot(principal)]
                 seen = {(a["id"], a["state"]) for a in alerts}
                 await ws.send_str(orjson.dumps({"type": "snapshot", "alerts": alerts}).decode())
             while True:
@@ -82,6 +120,22 @@ class Hub:
                     seen.discard(key)
                     continue
                 await ws.send_str(data)
+
+    async def _watch(self, ws: web.WebSocketResponse, token: str, principal: Principal) -> None:
+        """Close the stream when its session ends (logout, expiry, account disabled)."""
+        assert self._recheck is not None
+        while True:
+            await asyncio.sleep(self._recheck_s)
+            try:
+                valid = await self._recheck(token)
+            except Exception:  # the database is away: keep streaming, check again later
+                log.warning("websocket session check failed; keeping the stream", exc_info=True)
+                continue
+            if not valid:
+                log.info("websocket of user %s closed: session ended", principal.username)
+                self._clients.pop(ws, None)
+                await ws.close(code=SESSION_ENDED, message=b"session ended")
+                return
 
     async def close(self) -> None:
         for ws in list(self._clients):

@@ -9,12 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.access.scope import Principal
+from cloud.access.users import Access
 from cloud.api import build_app
 from cloud.config import CloudConfig
+from cloud.escalation.scheduler import LogNotifier, Notifier, Scheduler
+from cloud.escalation.timers import Timers
 from cloud.evidence import EvidenceStore, add_routes
+from cloud.feed import ChangeFeed
 from cloud.hub import Hub
 from cloud.ingest import Ingest
+from cloud.lifecycle import Lifecycle
 from cloud.store import Store
+from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import CLOUD_STREAMS
@@ -24,30 +31,75 @@ SNAPSHOT_SIZE = 200  # alerts a dashboard gets on (re)connect before live change
 
 
 class CloudServer:
-    def __init__(self, config: CloudConfig) -> None:
+    def __init__(
+        self, config: CloudConfig, *, clock: Clock | None = None, notifier: Notifier | None = None
+    ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.notifier: Notifier = notifier or LogNotifier()
+        self.policies = config.escalation.load()  # a bad policy file stops start-up here
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
         self.evidence: EvidenceStore | None = None
-        self.hub = Hub(snapshot=self._snapshot)
+        self.access: Access | None = None
+        self.scheduler: Scheduler | None = None
+        self.hub = Hub(
+            snapshot=self._snapshot, recheck=self._session_valid,
+            recheck_s=config.access.websocket_recheck_s,
+        )
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def _snapshot(self) -> list[dict[str, Any]]:
+    async def _snapshot(self, principal: Principal) -> list[dict[str, Any]]:
         assert self.store is not None
-        return await self.store.list_alerts(limit=SNAPSHOT_SIZE)
+        return await self.store.list_alerts(limit=SNAPSHOT_SIZE, where=[principal.where()])
+
+    async def _session_valid(self, token: str) -> bool:
+        assert self.access is not None
+        return await self.access.authenticate(token) is not None
+
+    def _on_alert(self, alert: dict[str, Any]) -> None:
+        self.hub.broadcast({"type": "alert", "alert": alert})
+        if self.scheduler is not None:
+            self.scheduler.wake()
+
+    async def _left_open(self, alert_id: str) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.timers.cancel(alert_id)
 
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
         self.evidence = EvidenceStore(self.config.evidence, self.store)
+        self.access = Access(self.store.engine, self.clock, self.config.access)
+        esc = self.config.escalation
+        # Every worker runs the loop: the database decides who fires which stage.
+        self.scheduler = Scheduler(
+            Timers(self.store, self.clock, self.policies, self.config.worker_id,
+                   round(esc.lease_s * 1000)),
+            self.store, self.access, self.notifier, esc.poll_s, esc.notify_timeout_s,
+        )
+        if self.policies.policies:  # no policy file: nothing to plan, no loop
+            self._tasks.append(
+                asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
+            )
         if self.config.api:
+            feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)
+            await feed.start_position()
+            self._tasks.append(asyncio.create_task(feed.run(), name="cloud-feed"))
+            lifecycle = Lifecycle(
+                self.store, self.access,
+                on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
+                on_left_open=self._left_open,
+            )
             app = build_app(
                 self.store,
                 self.hub,
                 self.metrics,
                 lambda: all(c.connected for c in self.streams) if self.streams else None,
+                self.access,
+                lifecycle,
             )
             add_routes(app, self.evidence)
             self._runner = web.AppRunner(app, access_log=None)
@@ -73,7 +125,7 @@ class CloudServer:
                     client,
                     self.store,
                     self.metrics,
-                    on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
+                    on_alert=self._on_alert,
                     max_payload_bytes=self.config.max_payload_bytes,
                     evidence=self.evidence,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,16 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    and_,
     event,
+    or_,
     select,
     update,
 )
@@ -92,6 +96,8 @@ class Store:
         engine = create_async_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        import cloud.access.tables  # noqa: F401 - its tables are on `metadata` too
+
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         return cls(engine)
@@ -160,13 +166,28 @@ class Store:
         return totals
 
     async def list_alerts(
-        self, *, state: str | None = None, limit: int = 100, before_ts: int | None = None
+        self,
+        *,
+        state: str | None = None,
+        limit: int = 100,
+        before_ts: int | None = None,
+        after: tuple[int, str] | None = None,
+        where: Sequence[ColumnElement[bool]] = (),
     ) -> list[dict[str, Any]]:
+        """Newest first. `after` is the (ts, id) of the last alert of the previous page;
+        `where` adds conditions on the alerts table (filters, a user's scope)."""
         query = select(alerts).order_by(alerts.c.ts.desc(), alerts.c.id.desc()).limit(limit)
         if state is not None:
             query = query.where(alerts.c.state == state)
         if before_ts is not None:
             query = query.where(alerts.c.ts < before_ts)
+        if after is not None:
+            ts, alert_id = after
+            query = query.where(
+                or_(alerts.c.ts < ts, and_(alerts.c.ts == ts, alerts.c.id < alert_id))
+            )
+        for condition in where:
+            query = query.where(condition)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_public(dict(r)) for r in rows]

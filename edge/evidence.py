@@ -4,7 +4,7 @@ A producer (a camera worker, a rule) hands the bytes to `EvidenceSpool.add`: the
 to `data_dir/evidence/{sha256}` (temporary file, fsync, rename: a crash leaves the old state or
 the new, never half a file) and an `evidence` envelope naming the hash goes into the outbox's
 bulk class in the same step. When the uplink reaches that row it first uploads the bytes
-(`PUT {url}/api/evidence/{sha256}`, the site's token as a bearer credential); the cloud hashes
+(`PUT {url}/ingest/evidence/{sha256}`, the site's token as a bearer credential); the cloud hashes
 what it received and refuses a mismatch. Only then is the envelope published, and once the
 cloud confirms it the row and the file go. An upload that fails leaves the row where it is, to
 be tried again after a back-off; nothing is deleted on the edge before the cloud has both.
@@ -180,7 +180,7 @@ class EvidenceUploader:
             raise UploadFailed(f"evidence {digest} on disk does not match its hash", True)
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        url = f"{str(self.config.url).rstrip('/')}/api/evidence/{digest}"
+        url = f"{str(self.config.url).rstrip('/')}/ingest/evidence/{digest}"
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Content-Type": body["content_type"],

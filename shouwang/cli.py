@@ -56,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.kind == "edge":
         check_bindings(load_yaml(args.config, EdgeConfig), load_profiles())
     else:
-        load_yaml(args.config, CloudConfig)
+        load_yaml(args.config, CloudConfig).escalation.load()
     print(f"{args.config}: ok")
     return 0
 
@@ -98,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
     cc = cloud.add_parser("check", help="validate a cloud YAML file and exit")
     cc.add_argument("--config", type=Path, required=True)
     cc.set_defaults(fn=cmd_check, kind="cloud")
+    # --- cloud subcommands from their own packages (one line each) ---
+    from cloud.access.cli import add_parsers as add_user_parsers
+
+    add_user_parsers(cloud)
 
     sim = sub.add_parser("sim", help="device simulators").add_subparsers(dest="sub", required=True)
     sb = sim.add_parser("button", help="press a simulated emergency button")

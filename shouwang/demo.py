@@ -6,8 +6,12 @@ order, and on Linux each child is also told to exit if the demo itself is killed
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import json
 import logging
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +43,21 @@ DEMO_DEVICES = [
     },
 ]
 PRESS_EVERY_S = 20
+# Demo accounts: an admin, and a police station covering the demo street.
+DEMO_USERS = [
+    {"username": "demo-admin", "role": "admin", "locations": [], "residents": []},
+    {"username": "demo-police", "role": "police", "locations": ["示范区/示范街道"],
+     "residents": []},
+    {"username": "demo-worker", "role": "worker", "locations": ["示范区/示范街道/阳光社区/网格01"],
+     "residents": []},
+    {"username": "demo-family", "role": "family", "locations": [], "residents": ["r-demo-0001"]},
+]
+# The demo's escalation: notifications go to cloud.log (no delivery channel in the demo).
+DEMO_ESCALATION = {"policies": {"*": {"stages": [
+    {"name": "family", "after_s": 0, "notify": ["family"]},
+    {"name": "grid-worker", "after_s": 60, "notify": ["worker"]},
+    {"name": "police", "after_s": 120, "notify": ["police"]},
+]}}}
 
 
 def _die_with_parent() -> None:
@@ -56,6 +75,7 @@ class Demo:
         self.http_port = http_port
         self.brokers: list[Mosquitto] = []
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.passwords: dict[str, str] = {}
         self._stopping = False
 
     def run(self) -> int:
@@ -71,9 +91,12 @@ class Demo:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._start()
+            logins = "\n    ".join(f"{u} / {p}" for u, p in self.passwords.items())
             print(
                 f"\n  守望 Shouwang demo is up.\n"
                 f"  Dashboard: http://127.0.0.1:{self.http_port}\n"
+                f"  Log in as (user name / password):\n    {logins}\n"
+                f"  (passwords kept in {self.dir}/passwords.json)\n"
                 f"  Edge broker: 127.0.0.1:{self.brokers[0].port}   "
                 f"Cloud broker: 127.0.0.1:{self.brokers[1].port}\n"
                 f"  A simulated button (btn-demo-0001) presses SOS every {PRESS_EVERY_S} s.\n"
@@ -112,12 +135,15 @@ class Demo:
         for broker in (edge_broker, cloud_broker):
             broker.start()
             self.brokers.append(broker)
+        database_url = f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite"
         cloud_cfg = {
             "broker": {"port": cloud_broker.port},
-            "database_url": f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite",
+            "database_url": database_url,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "worker_id": "demo-cloud-1",
+            "escalation": {"file": str(self.dir / "escalation.yaml")},
         }
+        (self.dir / "escalation.yaml").write_text(yaml.safe_dump(DEMO_ESCALATION))
         edge_http_port = free_port()
         edge_cfg = {
             "site": DEMO_SITE,
@@ -128,6 +154,7 @@ class Demo:
             "devices": DEMO_DEVICES,
         }
         (self.dir / "cloud.yaml").write_text(yaml.safe_dump(cloud_cfg, allow_unicode=True))
+        self.passwords = asyncio.run(self._demo_users(database_url))
         (self.dir / "edge.yaml").write_text(yaml.safe_dump(edge_cfg, allow_unicode=True))
 
         self._spawn("cloud", ["cloud", "run", "--config", str(self.dir / "cloud.yaml")])
@@ -147,6 +174,34 @@ class Demo:
                 str(PRESS_EVERY_S),
             ],
         )
+
+    async def _demo_users(self, database_url: str) -> dict[str, str]:
+        """The demo accounts, with passwords generated once and kept in the demo directory."""
+        from cloud.access.config import AccessConfig
+        from cloud.access.users import Access, UserError
+        from cloud.store import Store
+        from shouwang.clock import SystemClock
+
+        path = self.dir / "passwords.json"
+        passwords: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        store = await Store.connect(database_url)
+        try:
+            access = Access(store.engine, SystemClock(), AccessConfig())
+            for user in DEMO_USERS:
+                name = str(user["username"])
+                password = passwords.setdefault(name, secrets.token_urlsafe(12))
+                try:
+                    await access.add_user(name, password, str(user["role"]), actor="demo",
+                                          locations=list(user["locations"]),
+                                          residents=list(user["residents"]))
+                except UserError:  # from an earlier run: make it match the file
+                    await access.set_password(name, password, actor="demo")
+        finally:
+            await store.close()
+        path.touch(mode=0o600)
+        os.chmod(path, 0o600)
+        path.write_text(json.dumps(passwords, indent=1))
+        return passwords
 
     def _wait_listening(self, name: str, port: int) -> None:
         try:

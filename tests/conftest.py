@@ -8,6 +8,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,14 @@ from typing import Any
 import psutil
 import pytest
 
+from cloud.access.config import AccessConfig
+from cloud.access.users import Access, UserError
 from cloud.config import CloudConfig
 from cloud.server import CloudServer
+from cloud.store import Store
 from edge.config import DeviceBinding, EdgeConfig
 from edge.daemon import EdgeDaemon
+from shouwang.clock import SystemClock
 from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.records import Reading
 from shouwang.services import Mosquitto
@@ -186,6 +191,20 @@ def cloud_config(cloud_broker: Mosquitto, data_dir: Path, worker: str | None = N
     )
 
 
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The cloud database for people-and-alerts tests (SQLite here; PostgreSQL where available)."""
+    return f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"
+
+
+def api_config(database_url: str, worker: str | None = None, **extra: Any) -> CloudConfig:
+    """A cloud that serves the API only (no broker): for API, access and escalation tests."""
+    return CloudConfig.model_validate({
+        "broker": {}, "database_url": database_url, "http": {"port": 0},
+        "worker_id": worker or unique("cloud"), "ingest": False, **extra,
+    })
+
+
 @contextlib.asynccontextmanager
 async def running_edge(config: EdgeConfig) -> AsyncIterator[EdgeDaemon]:
     daemon = EdgeDaemon(config)
@@ -198,28 +217,70 @@ async def running_edge(config: EdgeConfig) -> AsyncIterator[EdgeDaemon]:
 
 
 @contextlib.asynccontextmanager
-async def running_cloud(config: CloudConfig) -> AsyncIterator[CloudServer]:
-    server = CloudServer(config)
+async def running_cloud(config: CloudConfig, **kwargs: Any) -> AsyncIterator[CloudServer]:
+    server = CloudServer(config, **kwargs)
     await server.start()
     try:
+        assert server.access is not None
+        await ensure_test_admin(server.access)
         await server.wait_connected(10)
         yield server
     finally:
         await server.stop()
 
 
+# --- logging in: every test that reads the API does so as this admin ------------------------
+
+TEST_ADMIN, TEST_PASSWORD = "test-admin", "test-admin-password"
+_tokens: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+async def ensure_test_admin(access: Access) -> None:
+    with contextlib.suppress(UserError):  # already there (a restarted cloud)
+        await access.add_user(TEST_ADMIN, TEST_PASSWORD, "admin", actor="test")
+
+
+async def ensure_test_admin_in(database_url: str) -> None:
+    """For a cloud that runs as a separate process: the admin exists before it starts."""
+    store = await Store.connect(database_url)
+    try:
+        await ensure_test_admin(Access(store.engine, SystemClock(), AccessConfig()))
+    finally:
+        await store.close()
+
+
+async def login(http: Any, port: int | None, username: str, password: str) -> str:
+    async with http.post(
+        f"http://127.0.0.1:{port}/api/login", json={"username": username, "password": password}
+    ) as res:
+        assert res.status == 200, await res.text()
+        return str((await res.json())["token"])
+
+
+async def auth(http: Any, port: int | None) -> dict[str, str]:
+    """`Authorization` header of the test admin on the cloud at `port` (one login per session)."""
+    assert port is not None
+    tokens = _tokens.setdefault(http, {})
+    if port not in tokens:
+        tokens[port] = await login(http, port, TEST_ADMIN, TEST_PASSWORD)
+    return {"Authorization": f"Bearer {tokens[port]}"}
+
+
 async def api_alerts(http: Any, port: int | None) -> list[dict[str, Any]]:
     """Every alert the cloud API lists, newest first, across all pages."""
     alerts: list[dict[str, Any]] = []
-    before = None
+    cursor = None
+    headers = await auth(http, port)
     while True:
-        query = "limit=500" + (f"&before={before}" if before is not None else "")
-        async with http.get(f"http://127.0.0.1:{port}/api/alerts?{query}") as res:
+        query = "limit=500" + (f"&cursor={cursor}" if cursor is not None else "")
+        async with http.get(
+            f"http://127.0.0.1:{port}/api/alerts?{query}", headers=headers
+        ) as res:
             assert res.status == 200, await res.text()
             page = await res.json()
         alerts += page["alerts"]
-        before = page["next_before"]
-        if before is None:
+        cursor = page["next_cursor"]
+        if cursor is None:
             return alerts
 
 

@@ -18,6 +18,7 @@ from tests.conftest import (
     BUTTON,
     WEARABLE,
     api_alerts_at_least,
+    auth,
     broker_config,
     cloud_config,
     edge_config,
@@ -133,7 +134,9 @@ async def test_cloud_refuses_malformed_and_foreign_site_messages(
             ("cloud", "kind_mismatch"): 1,
             ("cloud", "duplicate"): 1,
         }
-        async with http.get(f"http://127.0.0.1:{cloud.http_port}/api/alerts") as res:
+        async with http.get(
+            f"http://127.0.0.1:{cloud.http_port}/api/alerts", headers=await auth(http, cloud.http_port)
+        ) as res:
             assert [a["id"] for a in (await res.json())["alerts"]] == [good.id]
 
 

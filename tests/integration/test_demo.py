@@ -27,13 +27,20 @@ def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
     )
     try:
         alerts: list[dict[str, object]] = []
+        token = None
         deadline = time.monotonic() + 60
         while not alerts and time.monotonic() < deadline:
             assert demo.poll() is None, demo.stdout.read().decode() if demo.stdout else ""
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/alerts", timeout=2) as r:
+                if token is None:  # the password the demo generated and printed
+                    password = json.loads((tmp_path / "passwords.json").read_text())["demo-police"]
+                    token = _login(port, "demo-police", password)
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/alerts", headers={"Authorization": f"Bearer {token}"}
+                )
+                with urllib.request.urlopen(request, timeout=2) as r:
                     alerts = json.load(r)["alerts"]
-            except OSError:
+            except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.2)
         assert alerts, "no alert reached the dashboard API"
@@ -46,4 +53,15 @@ def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
         out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out.decode()
     assert "demo stopped" in out.decode()
+    assert f"demo-police / {password}" in out.decode()
     assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _login(port: int, username: str, password: str) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/login", method="POST",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return str(json.load(r)["token"])

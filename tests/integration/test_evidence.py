@@ -101,7 +101,7 @@ async def test_the_cloud_refuses_bytes_that_do_not_match_their_hash_or_token(
     port = free_port()
     _, cconf = configs(cloud_broker, cloud_broker, tmp_path, port)
     digest = hashlib.sha256(SNAPSHOT).hexdigest()
-    url = f"http://127.0.0.1:{port}/api/evidence/{digest}"
+    url = f"http://127.0.0.1:{port}/ingest/evidence/{digest}"
     good = {"Authorization": "Bearer a-long-random-site-token", "Content-Type": "image/jpeg"}
     async with running_cloud(cconf) as cloud, aiohttp.ClientSession() as http:
         async with http.put(url, data=SNAPSHOT[:-1] + b"\x00", headers=good) as res:

@@ -23,9 +23,11 @@ from tests.conftest import (
     BUTTON,
     api_alerts,
     api_alerts_at_least,
+    auth,
     broker_config,
     cloud_config,
     edge_config,
+    ensure_test_admin_in,
     eventually,
     life_safety_awaiting_confirmation,
     running_cloud,
@@ -52,7 +54,9 @@ async def test_press_becomes_exactly_one_alert_on_the_websocket(
         running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud,
         running_edge(econf) as edge,
         aiohttp.ClientSession() as http,
-        http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws,
+        http.ws_connect(
+            f"http://127.0.0.1:{cloud.http_port}/api/ws", headers=await auth(http, cloud.http_port)
+        ) as ws,
     ):
         assert await ws.receive_json(timeout=5) == {"type": "snapshot", "alerts": []}
         async with Button(broker_config(edge_broker), BUTTON) as button:
@@ -170,6 +174,7 @@ async def cloud_process(
     config["http"]["port"] = port
     path = tmp_path / "cloud.yaml"
     path.write_text(yaml.safe_dump(config))
+    await ensure_test_admin_in(config["database_url"])
     proc = CloudProcess(path, port, tmp_path / "cloud.log")
     try:
         yield proc, cloud_broker
@@ -205,7 +210,9 @@ async def test_cloud_killed_between_press_and_delivery_still_shows_the_alert_onc
         await eventually(lambda: life_safety_awaiting_confirmation(edge, 1))
 
         await cloud.start()
-        async with http.ws_connect(f"http://127.0.0.1:{cloud.http_port}/api/ws") as ws:
+        async with http.ws_connect(
+            f"http://127.0.0.1:{cloud.http_port}/api/ws", headers=await auth(http, cloud.http_port)
+        ) as ws:
             seen: list[str] = []
             first = await ws.receive_json(timeout=10)
             assert first["type"] == "snapshot"

@@ -1,0 +1,1 @@
+"""People and what they may see: users, roles, scopes, sessions, the audit log."""

@@ -1,0 +1,99 @@
+"""Jurisdiction and least data: the ONE place that decides which alerts a user sees, and how much.
+
+Everything that hands an alert to a person goes through a `Principal`: the SQL filter for
+lists and snapshots (`where`), the check for a single alert and for each WebSocket message
+(`allows`), the fields returned (`view`) and the actions permitted (`may`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, true
+
+from cloud.store import alerts
+
+ROLES = ("police", "worker", "family", "admin")
+# Segments of district/street/community/grid: a community worker's scope is a grid or below.
+GRID_DEPTH = 4
+
+# What each role may do to an alert it can see. Family can say "we have it" or "false alarm"
+# but cannot send a community worker; that is the community's and the station's call.
+ACTIONS: dict[str, frozenset[str]] = {
+    "ack": frozenset(ROLES),
+    "dispatch": frozenset({"police", "worker", "admin"}),
+    "resolve": frozenset(ROLES),
+    "false_alarm": frozenset(ROLES),
+}
+
+# `detail` keys police and community workers receive; anything else (vital signs, signal
+# histories, new keys nobody has classified yet) only reaches the family and admins.
+SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary"})
+FULL_DETAIL_ROLES = frozenset({"family", "admin"})
+
+
+def prefix_matches(location: str | None, prefix: str) -> bool:
+    """Whole path segments only: `a/b` covers `a/b` and `a/b/c`, not `a/bc`."""
+    return location is not None and (location == prefix or location.startswith(prefix + "/"))
+
+
+def check_location_prefix(prefix: str, role: str) -> str | None:
+    """None when `prefix` is a usable scope for `role`, else why not."""
+    parts = prefix.split("/")
+    if not prefix or any(not p.strip() for p in parts):
+        return f"location prefix {prefix!r} has an empty segment"
+    if role == "worker" and len(parts) < GRID_DEPTH:
+        return (
+            f"a community worker's scope is a grid (district/street/community/grid); "
+            f"{prefix!r} has {len(parts)} segments"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    role: str
+    display_name: str
+    locations: tuple[str, ...] = ()
+    residents: tuple[str, ...] = ()
+
+    def allows(self, alert: Mapping[str, Any]) -> bool:
+        if self.role == "admin":
+            return True
+        if self.role == "family":
+            return alert.get("resident") in self.residents
+        return any(prefix_matches(alert.get("location"), p) for p in self.locations)
+
+    def where(self) -> ColumnElement[bool]:
+        """`allows` as SQL on the alerts table (kept side by side so they cannot drift)."""
+        if self.role == "admin":
+            return true()
+        if self.role == "family":
+            return alerts.c.resident.in_(self.residents) if self.residents else false()
+        if not self.locations:
+            return false()
+        return or_(
+            *(
+                or_(alerts.c.location == p, alerts.c.location.startswith(p + "/", autoescape=True))
+                for p in self.locations
+            )
+        )
+
+    def view(self, alert: Mapping[str, Any]) -> dict[str, Any]:
+        """The alert as this role may see it."""
+        out = dict(alert)
+        if self.role not in FULL_DETAIL_ROLES:
+            detail = alert.get("detail") or {}
+            out["detail"] = {k: v for k, v in detail.items() if k in SHARED_DETAIL}
+        return out
+
+    def may(self, action: str) -> bool:
+        return self.role in ACTIONS.get(action, frozenset())
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.username}"

@@ -1,0 +1,85 @@
+"""Changes made by other cloud workers, read from the database and fanned out here.
+
+Every stored alert and every transition is a row of `alert_transitions` (ordered by `seq`).
+Each API worker reads the rows after the last it saw every `feed_poll_s` and hands the
+alerts to its hub; the hub drops what it already sent (this worker's own ingest and
+transitions go out at once, without waiting for the feed).
+
+PostgreSQL hands out `seq` before commit, so a transaction can become visible after one with
+a higher `seq`: each read looks back over the last LOOKBACK rows and skips those seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud.hub import Hub
+from cloud.store import Store, _public, alert_transitions, alerts
+
+log = logging.getLogger(__name__)
+LOOKBACK = 200
+BATCH = 1000
+
+
+class ChangeFeed:
+    def __init__(self, store: Store, hub: Hub, poll_s: float) -> None:
+        self.store = store
+        self.hub = hub
+        self.poll_s = poll_s
+        self.last = 0
+        self._seen: deque[int] = deque(maxlen=LOOKBACK + BATCH)
+        self._failing = False
+
+    async def start_position(self) -> None:
+        """Start after what exists: a client gets the past from its snapshot."""
+        async with self.store.engine.connect() as conn:
+            self.last = int(
+                (await conn.execute(select(func.max(alert_transitions.c.seq)))).scalar() or 0
+            )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+                if self._failing:
+                    log.warning("change feed: database reachable again")
+                    self._failing = False
+            except SQLAlchemyError as err:
+                if not self._failing:
+                    log.error("change feed: database error, retrying: %s", err)
+                    self._failing = True
+            await asyncio.sleep(self.poll_s)
+
+    async def poll(self) -> int:
+        """One read; the number of changes handed to the hub."""
+        t = alert_transitions.c
+        async with self.store.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.seq, t.alert_id, t.from_state)
+                    .where(t.seq > self.last - LOOKBACK)
+                    .order_by(t.seq)
+                    .limit(BATCH + LOOKBACK)
+                )
+            ).all()
+            fresh = [r for r in rows if r.seq not in self._seen]
+            if not fresh:
+                return 0
+            ids = {r.alert_id for r in fresh}
+            found = (
+                await conn.execute(select(alerts).where(alerts.c.id.in_(ids)))
+            ).mappings().all()
+        current = {row["id"]: _public(dict(row)) for row in found}
+        for r in fresh:
+            self._seen.append(r.seq)
+            self.last = max(self.last, r.seq)
+            alert = current.get(r.alert_id)
+            if alert is not None:
+                kind = "alert" if r.from_state is None else "alert_updated"
+                self.hub.broadcast({"type": kind, "alert": alert})
+        return len(fresh)

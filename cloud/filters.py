@@ -1,0 +1,102 @@
+"""Query parameters of `GET /api/alerts`: parsed strictly, each bad one named in a 400."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from multidict import MultiMapping
+from sqlalchemy import ColumnElement, or_
+
+from cloud.access.scope import check_location_prefix
+from cloud.alerts import STATES
+from cloud.store import alerts
+from shouwang.profiles import SEVERITIES
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+PARAMS = ("state", "type", "severity", "location", "from", "to", "limit", "cursor")
+_TYPE = re.compile(r"^[a-z0-9_]{1,64}$")
+_CURSOR = re.compile(r"^(\d{1,15})\.([0-9A-Za-z_-]{1,64})$")
+
+
+class BadQuery(ValueError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass
+class AlertQuery:
+    limit: int = DEFAULT_PAGE
+    after: tuple[int, str] | None = None
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+
+
+def parse(query: MultiMapping[str]) -> AlertQuery:
+    for key in query:
+        if key not in PARAMS:
+            raise BadQuery(key, f"unknown parameter; known: {', '.join(PARAMS)}")
+        if len(query.getall(key)) > 1:
+            raise BadQuery(key, "given more than once; list several values with commas")
+    q = AlertQuery()
+    if "state" in query:
+        q.where.append(alerts.c.state.in_(_choices(query, "state", STATES)))
+    if "severity" in query:
+        q.where.append(alerts.c.severity.in_(_choices(query, "severity", SEVERITIES)))
+    if "type" in query:
+        types = query["type"].split(",")
+        if not all(_TYPE.match(t) for t in types):
+            raise BadQuery("type", "alert types are a-z, 0-9 and '_' (comma-separated)")
+        q.where.append(alerts.c.type.in_(types))
+    if "location" in query:
+        prefix = query["location"].rstrip("/")
+        problem = check_location_prefix(prefix, "police")
+        if problem:
+            raise BadQuery("location", problem)
+        q.where.append(
+            or_(alerts.c.location == prefix,
+                alerts.c.location.startswith(prefix + "/", autoescape=True))
+        )
+    start = _int(query, "from")
+    end = _int(query, "to")
+    if start is not None:
+        q.where.append(alerts.c.ts >= start)
+    if end is not None:
+        q.where.append(alerts.c.ts < end)
+    if start is not None and end is not None and start >= end:
+        raise BadQuery("to", "must be greater than from")
+    limit = _int(query, "limit")
+    if limit is not None:
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadQuery("limit", f"must be between 1 and {MAX_PAGE}")
+        q.limit = limit
+    if "cursor" in query:
+        m = _CURSOR.match(query["cursor"])
+        if m is None:
+            raise BadQuery("cursor", "not a cursor this API returned (next_cursor)")
+        q.after = (int(m.group(1)), m.group(2))
+    return q
+
+
+def cursor_of(alert: Mapping[str, object]) -> str:
+    return f"{alert['ts']}.{alert['id']}"
+
+
+def _choices(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> list[str]:
+    values = query[name].split(",")
+    for v in values:
+        if v not in allowed:
+            raise BadQuery(name, f"{v!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+def _int(query: Mapping[str, str], name: str) -> int | None:
+    if name not in query:
+        return None
+    raw = query[name]
+    if not re.fullmatch(r"\d{1,15}", raw):
+        raise BadQuery(name, "must be a non-negative integer" + (
+            " (milliseconds since 1970)" if name in ("from", "to") else ""))
+    return int(raw)

@@ -1,0 +1,145 @@
+"""What a person does with an alert: read it, acknowledge, dispatch, resolve, mark false alarm.
+
+Every call goes through the caller's `Principal`: an alert outside their scope is reported
+exactly like a missing one (`AlertNotFound`), so the answer says nothing about other
+jurisdictions. Reads and transitions are audited; the state change itself is arbitrated by the
+database (`Store.transition` compares and sets).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from cloud.access.scope import Principal
+from cloud.access.tables import assignments, notifications, users
+from cloud.access.users import Access
+from cloud.alerts import AlertNotFound
+from cloud.store import Store
+
+log = logging.getLogger(__name__)
+TARGET_STATE = {
+    "ack": "acknowledged",
+    "dispatch": "dispatched",
+    "resolve": "resolved",
+    "false_alarm": "false_alarm",
+}
+MAX_NOTE = 2000
+
+
+class Forbidden(Exception):
+    """The user sees this alert but their role may not do this to it."""
+
+
+class BadField(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: Store,
+        access: Access,
+        on_change: Callable[[dict[str, Any]], None],
+        on_left_open: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.access = access
+        self.on_change = on_change
+        self.on_left_open = on_left_open
+
+    async def _visible(
+        self, principal: Principal, alert_id: str, remote: str | None, action: str
+    ) -> dict[str, Any]:
+        alert = await self.store.get_alert(alert_id)  # raises AlertNotFound
+        if not principal.allows(alert):
+            # Audited (probing other jurisdictions is worth knowing) but answered as missing.
+            await self.access.audit(principal.actor, "alert_denied", alert_id, remote,
+                                    {"action": action})
+            raise AlertNotFound(alert_id)
+        return alert
+
+    async def read(self, principal: Principal, alert_id: str, remote: str | None) -> dict[str, Any]:
+        alert = await self._visible(principal, alert_id, remote, "read")
+        await self.access.audit(principal.actor, "alert_read", alert_id, remote)
+        return principal.view(await self._with_people(alert))
+
+    async def act(
+        self, principal: Principal, alert_id: str, action: str, body: dict[str, Any],
+        remote: str | None,
+    ) -> dict[str, Any]:
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise BadField("note", f"must be a string of at most {MAX_NOTE} characters")
+        unknown = set(body) - ({"note", "worker"} if action == "dispatch" else {"note"})
+        if unknown:
+            raise BadField(sorted(unknown)[0], "unknown field")
+        alert = await self._visible(principal, alert_id, remote, action)
+        if not principal.may(action):
+            raise Forbidden(f"a {principal.role} user may not {action.replace('_', ' ')} alerts")
+        worker: Principal | None = None
+        if action == "dispatch":
+            worker = await self._worker_for(alert, body.get("worker"))
+        target = TARGET_STATE[action]
+        alert = await self.store.transition(alert_id, target, actor=principal.actor, note=note)
+        detail: dict[str, Any] = {"to": target}
+        if worker is not None:
+            detail["worker"] = worker.username
+            async with self.store.engine.begin() as conn:
+                await conn.execute(
+                    assignments.insert().values(
+                        alert_id=alert_id, user_id=worker.user_id, ts=self.access.clock.now_ms()
+                    )
+                )
+        await self.access.audit(principal.actor, "alert_" + action, alert_id, remote, detail)
+        log.info("alert %s is %s (by %s)", alert_id, target, principal.username)
+        if self.on_left_open is not None:
+            await self.on_left_open(alert_id)
+        full = await self._with_people(alert)
+        self.on_change({k: v for k, v in full.items() if k not in ("timeline", "notifications")})
+        return principal.view(full)
+
+    async def workers(
+        self, principal: Principal, alert_id: str, remote: str | None
+    ) -> list[dict[str, str]]:
+        """Community workers this alert could be dispatched to (for those who may dispatch)."""
+        alert = await self._visible(principal, alert_id, remote, "workers")
+        if not principal.may("dispatch"):
+            raise Forbidden(f"a {principal.role} user may not dispatch alerts")
+        return [{"username": w.username, "display_name": w.display_name}
+                for w in await self.access.users_for(alert, "worker")]
+
+    async def _worker_for(self, alert: dict[str, Any], name: Any) -> Principal:
+        if not isinstance(name, str) or not name:
+            raise BadField("worker", "dispatch names a community worker's user name")
+        worker = await self.access.user(name)
+        if worker is None or worker.role != "worker" or not worker.allows(alert):
+            raise BadField("worker", f"no community worker {name!r} covers this alert's grid")
+        return worker
+
+    async def _with_people(self, alert: dict[str, Any]) -> dict[str, Any]:
+        """Add who the alert was dispatched to and who escalation told."""
+        async with self.store.engine.connect() as conn:
+            assigned = (
+                await conn.execute(
+                    select(users.c.username)
+                    .join(assignments, assignments.c.user_id == users.c.id)
+                    .where(assignments.c.alert_id == alert["id"])
+                    .order_by(assignments.c.seq.desc())
+                )
+            ).scalars().first()
+            told = (
+                await conn.execute(
+                    select(notifications.c.stage, users.c.username, notifications.c.ts,
+                           notifications.c.outcome)
+                    .join(users, users.c.id == notifications.c.user_id)
+                    .where(notifications.c.alert_id == alert["id"])
+                    .order_by(notifications.c.ts, users.c.username)
+                )
+            ).mappings().all()
+        return {**alert, "dispatched_to": assigned, "notifications": [dict(t) for t in told]}

@@ -1,0 +1,188 @@
+"""The OpenAPI 3 document of the cloud API, as data beside the routes in api.py.
+
+A test compares it with the routes the application registers, both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud.alerts import STATES
+from cloud.filters import MAX_PAGE, PARAMS
+from cloud.lifecycle import MAX_NOTE, TARGET_STATE
+from shouwang.profiles import SEVERITIES
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(ref: str, description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+UNAUTHORIZED = _error("Not logged in, or the session expired")
+NOT_FOUND = _error("No such alert, or not in your scope (the two answers are identical)")
+ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_QUERY = {
+    "state": ("Comma-separated states", {"type": "string", "example": "open,acknowledged"},
+              f"one or more of {', '.join(STATES)}"),
+    "type": ("Comma-separated alert types", {"type": "string", "example": "sos,fall"}, ""),
+    "severity": ("Comma-separated severities", {"type": "string"},
+                 f"one or more of {', '.join(SEVERITIES)}"),
+    "location": ("Location path prefix, whole segments (district/street/community/...)",
+                 {"type": "string"}, ""),
+    "from": ("Event time from (inclusive), epoch ms", {"type": "integer", "minimum": 0}, ""),
+    "to": ("Event time to (exclusive), epoch ms", {"type": "integer", "minimum": 0}, ""),
+    "limit": ("Page size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                            "default": 100}, ""),
+    "cursor": ("`next_cursor` of the previous page", {"type": "string"}, ""),
+}
+assert set(_QUERY) == set(PARAMS)
+
+
+def _transition(action: str) -> dict[str, Any]:
+    props: dict[str, Any] = {"note": {"type": "string", "maxLength": MAX_NOTE}}
+    if action == "dispatch":
+        props["worker"] = {"type": "string", "description": "user name of a community worker "
+                           "whose grid covers the alert"}
+    return {
+        "post": {
+            "summary": f"Move the alert to {TARGET_STATE[action]}",
+            "parameters": [ALERT_ID],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": props, "additionalProperties": False,
+                **({"required": ["worker"]} if action == "dispatch" else {}),
+            }}}},
+            "responses": {
+                "200": _json("AlertDetail"), "400": _error("A bad field, named"),
+                "401": UNAUTHORIZED, "403": _error("Your role may not do this"),
+                "404": NOT_FOUND, "409": _error("Illegal from the alert's state; says why"),
+            },
+        }
+    }
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Shouwang cloud API", "version": "1"},
+    "components": {
+        "securitySchemes": {
+            "cookie": {"type": "apiKey", "in": "cookie", "name": "shouwang_session"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "site_token": {"type": "http", "scheme": "bearer",
+                           "description": "A gateway's upload token (site_tokens_file)"},
+        },
+        "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Alert": {"type": "object", "properties": {
+                k: {"type": "string"} for k in (
+                    "id", "site", "type", "severity", "device", "subject", "dedup_key",
+                    "resident", "location", "state", "source_id")
+            } | {"ts": {"type": "integer"}, "received_ms": {"type": "integer"},
+                 "state_changed_ms": {"type": "integer"}, "life_safety": {"type": "boolean"},
+                 "detail": {"type": "object",
+                            "description": "what your role may see (docs/access.md)"}}},
+            "AlertDetail": {"allOf": [{"$ref": "#/components/schemas/Alert"}, {
+                "type": "object", "properties": {
+                    "timeline": {"type": "array", "items": {"type": "object"}},
+                    "notifications": {"type": "array", "items": {"type": "object"}},
+                    "dispatched_to": {"type": "string", "nullable": True}}}]},
+            "Page": {"type": "object", "properties": {
+                "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                "next_cursor": {"type": "string", "nullable": True}}},
+            "Me": {"type": "object", "properties": {
+                "username": {"type": "string"}, "role": {"type": "string"},
+                "display_name": {"type": "string"},
+                "locations": {"type": "array", "items": {"type": "string"}},
+                "residents": {"type": "array", "items": {"type": "string"}}}},
+        },
+    },
+    "security": [{"cookie": []}, {"bearer": []}],
+    "paths": {
+        "/": {"get": {"summary": "The dashboard (HTML)", "security": [],
+                      "responses": {"200": {"description": "HTML"}}}},
+        "/healthz": {"get": {"summary": "Liveness and broker connection", "security": [],
+                             "responses": {"200": {"description": "OK"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                             "responses": {"200": {"description": "text exposition format"}}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": {"description": "OK"}}}},
+        "/api/login": {"post": {
+            "summary": "Log in; sets an HttpOnly SameSite=Strict cookie and returns a bearer "
+                       "token", "security": [],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["username", "password"],
+                "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "responses": {"200": {"description": "Logged in"}, "400": _error("Bad body"),
+                          "401": _error("Wrong user name or password"),
+                          "429": _error("Too many failed logins; see Retry-After")}}},
+        "/api/logout": {"post": {"summary": "End this session",
+                                 "responses": {"200": {"description": "OK"},
+                                               "401": UNAUTHORIZED}}},
+        "/api/me": {"get": {"summary": "Who is logged in, with role and scope",
+                            "responses": {"200": _json("Me"), "401": UNAUTHORIZED}}},
+        "/api/alerts": {"get": {
+            "summary": "Alerts in your scope, newest first",
+            "parameters": [
+                {"name": k, "in": "query", "description": d + (f" ({extra})" if extra else ""),
+                 "schema": s} for k, (d, s, extra) in _QUERY.items()
+            ],
+            "responses": {"200": _json("Page"),
+                          "400": _error("A bad or unknown parameter, named"),
+                          "401": UNAUTHORIZED}}},
+        "/api/alerts/{id}": {"get": {
+            "summary": "One alert with its timeline (audited)", "parameters": [ALERT_ID],
+            "responses": {"200": _json("AlertDetail"), "401": UNAUTHORIZED,
+                          "404": NOT_FOUND}}},
+        "/api/alerts/{id}/workers": {"get": {
+            "summary": "Community workers whose grid covers the alert (dispatch candidates)",
+            "parameters": [ALERT_ID],
+            "responses": {"200": {"description": "{workers: [{username, display_name}]}"},
+                          "401": UNAUTHORIZED, "403": _error("Your role may not dispatch"),
+                          "404": NOT_FOUND}}},
+        "/api/audit": {"get": {
+            "summary": "The audit log, newest first (admins only)",
+            "parameters": [
+                {"name": "action", "in": "query", "schema": {"type": "string"},
+                 "description": "e.g. login_failed, alert_read, alert_ack, alert_denied"},
+                {"name": "target", "in": "query", "schema": {"type": "string"},
+                 "description": "an alert id or a user name"},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                            "default": 100}},
+            ],
+            "responses": {"200": {"description": "{entries: [{seq, ts, actor, action, target, "
+                                                 "remote, detail}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Not an admin")}}},
+        **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
+        "/api/ws": {"get": {
+            "summary": "WebSocket: a snapshot of your scope, then live alert and "
+                       "alert_updated messages in your scope",
+            "responses": {"101": {"description": "Switching protocols"},
+                          "401": UNAUTHORIZED}}},
+        "/ingest/evidence/{sha256}": {"put": {
+            "summary": "A gateway uploads evidence bytes (JPEG, PNG, MP4) under their SHA-256; "
+                       "authenticated by the site's token, not a user session",
+            "security": [{"site_token": []}],
+            "parameters": [{"name": "sha256", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+            "requestBody": {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                        for t in ("image/jpeg", "image/png", "video/mp4")}},
+            "responses": {"200": {"description": "Already held; nothing written"},
+                          "201": {"description": "Stored"},
+                          "400": _error("The path is not a SHA-256"),
+                          "401": _error("No valid site token"),
+                          "403": _error("The token is another site's"),
+                          "413": _error("Over 64 MiB"), "415": _error("Not an evidence type"),
+                          "422": _error("The bytes do not match the hash")}}},
+    },
+}
