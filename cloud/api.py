@@ -56,6 +56,9 @@ def build_app(
     for action in TARGET_STATE:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
+    from cloud import places  # builds on this module's keys
+
+    places.add_routes(app)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", health)
     return app

@@ -163,6 +163,33 @@ DOCUMENT: dict[str, Any] = {
                                                  "remote, detail}]}"},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
                           "403": _error("Not an admin")}}},
+        "/api/alerts/{id}/evidence": {"get": {
+            "summary": "The evidence (snapshots, clips) of one alert: hash, size, type, time",
+            "parameters": [ALERT_ID],
+            "responses": {"200": {"description": "{evidence: [{sha256, size, content_type, "
+                                                 "captured_ts, device}]}"},
+                          "401": UNAUTHORIZED, "404": NOT_FOUND}}},
+        "/api/alerts/{id}/evidence/{sha256}": {"get": {
+            "summary": "One evidence blob of an alert you may read (audited: evidence_read)",
+            "parameters": [ALERT_ID, {"name": "sha256", "in": "path", "required": True,
+                                      "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+            "responses": {"200": {"description": "The bytes",
+                                  "content": {t: {"schema": {"type": "string",
+                                                             "format": "binary"}}
+                                              for t in ("image/jpeg", "image/png",
+                                                        "video/mp4")}},
+                          "401": UNAUTHORIZED,
+                          "404": _error("No such alert, not in your scope, or this hash is "
+                                        "not this alert's evidence")}}},
+        "/api/locations": {"get": {
+            "summary": "The next level of places below a location prefix, with alert counts, "
+                       "within your scope",
+            "parameters": [{"name": "prefix", "in": "query", "schema": {"type": "string"},
+                            "description": "Location path prefix (whole segments); empty "
+                                           "for the top level (districts)"}],
+            "responses": {"200": {"description": "{prefix, level, children: [{path, name, "
+                                                 "alerts, active, critical_active}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
         **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
         "/api/ws": {"get": {
             "summary": "WebSocket: a snapshot of your scope, then live alert and "
