@@ -142,17 +142,7 @@ class EvidenceStore:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
     async def for_alert(self, alert_id: str) -> list[dict[str, Any]]:
-        query = (
-            select(evidence)
-            .where(evidence.c.alert_id == alert_id)
-            .order_by(evidence.c.captured_ts)
-        )
-        async with self.store.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [
-            {k: r[k] for k in ("sha256", "size", "content_type", "captured_ts", "device")}
-            for r in rows
-        ]
+        return await evidence_for_alert(self.store, alert_id)
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -200,6 +190,16 @@ class EvidenceStore:
             await asyncio.to_thread(partial.unlink, True)
         log.info("evidence stored", extra={"site": site, "sha256": sha256, "size": size})
         return web.json_response({"sha256": sha256, "stored": True}, status=201)
+
+
+async def evidence_for_alert(store: Store, alert_id: str) -> list[dict[str, Any]]:
+    """The evidence an alert has, oldest first: references (hash, type), never the bytes."""
+    query = select(evidence).where(evidence.c.alert_id == alert_id).order_by(evidence.c.captured_ts)
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [
+        {k: r[k] for k in ("sha256", "size", "content_type", "captured_ts", "device")} for r in rows
+    ]
 
 
 def _sync(f: Any) -> None:

@@ -1,4 +1,4 @@
-"""Evidence for people: which blobs an alert has, and the blob itself, both scope-checked.
+"""Evidence for people: one blob of an alert (its references are in the alert's detail).
 
 An alert the caller may not read answers exactly like a missing one (the lifecycle's check,
 audited as `alert_denied`); a hash that is not this alert's answers 404 too, so a user of one
@@ -35,12 +35,6 @@ class EvidenceReader:
             return None
         return await self.evidence.for_alert(request.match_info["id"])
 
-    async def list(self, request: web.Request) -> web.Response:
-        items = await self._items(request, "evidence_list")
-        if items is None:
-            return web.json_response(api.NOT_FOUND, status=404)
-        return web.json_response({"evidence": items})
-
     async def blob(self, request: web.Request) -> web.StreamResponse:
         items = await self._items(request, "evidence_read")
         if items is None:
@@ -67,5 +61,4 @@ class EvidenceReader:
 
 def add_routes(app: web.Application, evidence: EvidenceStore) -> None:
     reader = EvidenceReader(evidence)
-    app.router.add_get("/api/alerts/{id}/evidence", reader.list)
     app.router.add_get("/api/alerts/{id}/evidence/{sha256:[0-9a-f]{64}}", reader.blob)

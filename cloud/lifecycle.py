@@ -18,9 +18,13 @@ from cloud.access.scope import Principal
 from cloud.access.tables import assignments, notifications, users
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound
+from cloud.evidence import evidence_for_alert
+from cloud.notify.tables import alert_attempts
 from cloud.store import Store
 
 log = logging.getLogger(__name__)
+# What the detail view adds to an alert; a live change on the board carries the alert alone.
+DETAIL_ONLY = ("timeline", "notifications", "deliveries", "evidence")
 TARGET_STATE = {
     "ack": "acknowledged",
     "dispatch": "dispatched",
@@ -101,7 +105,7 @@ class Lifecycle:
         if self.on_left_open is not None:
             await self.on_left_open(alert_id)
         full = await self._with_people(alert)
-        self.on_change({k: v for k, v in full.items() if k not in ("timeline", "notifications")})
+        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
     async def workers(
@@ -142,4 +146,11 @@ class Lifecycle:
                     .order_by(notifications.c.ts, users.c.username)
                 )
             ).mappings().all()
-        return {**alert, "dispatched_to": assigned, "notifications": [dict(t) for t in told]}
+        return {
+            **alert,
+            "dispatched_to": assigned,
+            "notifications": [dict(t) for t in told],
+            # Each delivery try on each channel, targets redacted; the evidence's references.
+            "deliveries": await alert_attempts(self.store, alert["id"]),
+            "evidence": await evidence_for_alert(self.store, alert["id"]),
+        }

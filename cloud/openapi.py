@@ -163,12 +163,6 @@ DOCUMENT: dict[str, Any] = {
                                                  "remote, detail}]}"},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
                           "403": _error("Not an admin")}}},
-        "/api/alerts/{id}/evidence": {"get": {
-            "summary": "The evidence (snapshots, clips) of one alert: hash, size, type, time",
-            "parameters": [ALERT_ID],
-            "responses": {"200": {"description": "{evidence: [{sha256, size, content_type, "
-                                                 "captured_ts, device}]}"},
-                          "401": UNAUTHORIZED, "404": NOT_FOUND}}},
         "/api/alerts/{id}/evidence/{sha256}": {"get": {
             "summary": "One evidence blob of an alert you may read (audited: evidence_read)",
             "parameters": [ALERT_ID, {"name": "sha256", "in": "path", "required": True,
@@ -196,6 +190,39 @@ DOCUMENT: dict[str, Any] = {
                        "alert_updated messages in your scope",
             "responses": {"101": {"description": "Switching protocols"},
                           "401": UNAUTHORIZED}}},
+        "/api/push/vapid-public-key": {"get": {
+            "summary": "The cloud's VAPID public key, for a browser's push subscription",
+            "responses": {"200": {"description": "{public_key}"}, "401": UNAUTHORIZED,
+                          "404": _error("Web Push is not enabled")}}},
+        "/api/push/subscriptions": {
+            "post": {
+                "summary": "Save this browser's push subscription for the logged-in user",
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["endpoint", "keys"],
+                    "properties": {"endpoint": {"type": "string", "format": "uri"},
+                                   "keys": {"type": "object", "properties": {
+                                       "p256dh": {"type": "string"},
+                                       "auth": {"type": "string"}}}}}}}},
+                "responses": {"201": {"description": "{id}"},
+                              "400": _error("A bad subscription, named; or a push service "
+                                            "not on the allowed list"),
+                              "401": UNAUTHORIZED, "404": _error("Web Push is not enabled")}},
+            "delete": {
+                "summary": "Remove one of the logged-in user's push subscriptions",
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["endpoint"],
+                    "properties": {"endpoint": {"type": "string"}}}}}},
+                "responses": {"204": {"description": "Removed"}, "400": _error("Bad body"),
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such subscription for this user")}},
+        },
+        "/family/": {"get": {"summary": "The family page (a PWA, HTML)", "security": [],
+                             "responses": {"200": {"description": "HTML"}}}},
+        "/family/sw.js": {"get": {"summary": "The family page's service worker", "security": [],
+                                  "responses": {"200": {"description": "JavaScript"}}}},
+        "/family/manifest.json": {"get": {"summary": "The family PWA's manifest",
+                                          "security": [],
+                                          "responses": {"200": {"description": "JSON"}}}},
         "/ingest/evidence/{sha256}": {"put": {
             "summary": "A gateway uploads evidence bytes (JPEG, PNG, MP4) under their SHA-256; "
                        "authenticated by the site's token, not a user session",

@@ -13,13 +13,15 @@ from cloud.access.scope import Principal
 from cloud.access.users import Access
 from cloud.api import build_app
 from cloud.config import CloudConfig
-from cloud.escalation.scheduler import LogNotifier, Notifier, Scheduler
+from cloud.escalation.scheduler import DispatchNotifier, Notifier, Scheduler
 from cloud.escalation.timers import Timers
 from cloud.evidence import EvidenceStore, add_routes
 from cloud.feed import ChangeFeed
-from cloud.hub import Hub
+from cloud.hub import PRINCIPAL, Hub
 from cloud.ingest import Ingest
 from cloud.lifecycle import Lifecycle
+from cloud.notify import Dispatcher, build_notify
+from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
@@ -36,7 +38,9 @@ class CloudServer:
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.notifier: Notifier = notifier or LogNotifier()
+        # None: escalation goes through the notifiers; tests pass one that records.
+        self.notifier: Notifier | None = notifier
+        self.dispatcher: Dispatcher | None = None
         self.policies = config.escalation.load()  # a bad policy file stops start-up here
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
@@ -73,6 +77,10 @@ class CloudServer:
         self.store = await Store.connect(self.config.database_url)
         self.evidence = EvidenceStore(self.config.evidence, self.store)
         self.access = Access(self.store.engine, self.clock, self.config.access)
+        self.dispatcher = build_notify(self.config.notify, self.store, self.clock)
+        await self.dispatcher.start()
+        if self.notifier is None:
+            self.notifier = DispatchNotifier(self.dispatcher)
         esc = self.config.escalation
         # Every worker runs the loop: the database decides who fires which stage.
         self.scheduler = Scheduler(
@@ -102,6 +110,8 @@ class CloudServer:
                 lifecycle,
             )
             add_routes(app, self.evidence)
+            push_routes(app, _current_user, self.dispatcher)
+            family_routes(app)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
@@ -148,6 +158,8 @@ class CloudServer:
         await self.hub.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
         if self.store is not None:
             await self.store.close()
 
@@ -158,6 +170,12 @@ class CloudServer:
         for task in done:
             task.result()
         raise RuntimeError("a cloud task ended unexpectedly")
+
+
+async def _current_user(request: web.Request) -> str | None:
+    """The logged-in user's name for the push-subscription routes (the login middleware ran)."""
+    found = request.get(PRINCIPAL)
+    return found.username if isinstance(found, Principal) else None
 
 
 async def run(config: CloudConfig) -> None:

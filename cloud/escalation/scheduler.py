@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound
 from cloud.escalation.timers import Timers
+from cloud.notify.dispatcher import Dispatcher
 from cloud.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,27 @@ class LogNotifier:
 
     async def notify(self, user_id: str, alert: dict[str, Any], stage: str) -> None:
         log.info("escalation %s: would notify %s of alert %s", stage, user_id, alert["id"])
+
+
+class NotDelivered(Exception):
+    """No channel took the notification on its first try (retries may still follow)."""
+
+
+class DispatchNotifier:
+    """Escalation through the notifiers (Web Push, Apprise): `user:<name>` is the recipient.
+
+    The dispatcher records every try on every channel and retries transient failures itself;
+    here a stage's outcome is `failed` only when nothing took it on the first try.
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def notify(self, user_id: str, alert: dict[str, Any], stage: str) -> None:
+        rows = await self.dispatcher.notify(f"user:{user_id}", alert, stage)
+        if not any(r["result"] != "failed" for r in rows):
+            reasons = sorted({str(r.get("reason")) for r in rows})
+            raise NotDelivered("; ".join(reasons) or "no channel answered")
 
 
 class Scheduler:

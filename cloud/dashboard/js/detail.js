@@ -37,13 +37,9 @@ export class Detail {
 
   async open(id) {
     this.id = id;
-    const [alert, evidence] = await Promise.all([
-      api(`/api/alerts/${enc(id)}`),
-      api(`/api/alerts/${enc(id)}/evidence`).then((d) => d.evidence).catch(() => []),
-    ]);
+    const alert = await api(`/api/alerts/${enc(id)}`);
     if (this.id !== id) return;
     this.alert = alert;
-    this.evidence = evidence;
     this.render();
     this.root.hidden = false;
   }
@@ -81,7 +77,7 @@ export class Detail {
       [t("col.time"), fmtTime(a.ts)], [t("detail.received"), fmtTime(a.received_ms)],
       ...Object.entries(detail).map(([k, v]) => [k, v]),
     ]));
-    const shots = this.evidence.map((e) => {
+    const shots = (a.evidence || []).map((e) => {
       const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
       const media = e.content_type.startsWith("image/")
         ? el("img", { src, alt: `${t("detail.evidence")} ${e.sha256.slice(0, 12)}`, loading: "lazy" })
@@ -106,7 +102,7 @@ export class Detail {
     for (const n of a.notifications || []) {
       items.push([n.ts, "notified", t("tl.notified", { who: n.username, stage: n.stage, outcome: n.outcome }), null, null]);
     }
-    for (const n of a.attempts || a.notification_attempts || []) {
+    for (const n of a.deliveries || []) {
       items.push([n.ts, "attempt", t("tl.attempt", { channel: n.channel, recipient: n.recipient, result: n.result }),
         n.target, n.reason]);
     }
