@@ -56,7 +56,9 @@ function showBoard(me) {
   window.shouwang = { board, detail }; // for the browser tests' measurements
   places = new Places($("#places"), choosePlace);
   jurisdictions(me);
-  places.show("").catch(report);
+  for (const key of ["state", "type", "severity", "location"]) $(`#f-${key}`).value = board.filters[key];
+  if ($("#f-location").value !== board.filters.location) $("#f-location").value = "";
+  places.show(board.filters.location).catch(report);
   connect();
 }
 
@@ -91,6 +93,13 @@ function critical(alert) {
   banner.hidden = false;
 }
 
+// Place counts follow live changes, at most one request a second however busy the stream.
+let placesTimer = null;
+function refreshPlaces() {
+  if (placesTimer) return;
+  placesTimer = setTimeout(() => { placesTimer = null; places.show(places.prefix).catch(report); }, 1000);
+}
+
 function connect(delay = 500) {
   const ws = socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
   ws.onopen = () => { setConn("conn.live", true); delay = 500; };
@@ -99,8 +108,12 @@ function connect(delay = 500) {
     // A snapshot comes first on every (re)connect: reload the page on screen, so whatever
     // happened while away shows, without a gap (live changes are registered before it).
     if (data.type === "snapshot") board.load("initial").catch(report);
-    if (data.type === "alert") { board.apply(data.alert, true); critical(data.alert); }
-    if (data.type === "alert_updated") { board.apply(data.alert, false); detail.changed(data.alert); }
+    if (data.type === "alert") { board.apply(data.alert, true); critical(data.alert); refreshPlaces(); }
+    if (data.type === "alert_updated") {
+      board.apply(data.alert, false);
+      detail.changed(data.alert);
+      refreshPlaces();
+    }
   };
   ws.onclose = () => {
     setConn("conn.down", false);

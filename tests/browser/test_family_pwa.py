@@ -18,7 +18,6 @@ from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from shouwang.clock import ManualClock
 from shouwang.services import free_port
-from tests.browser.test_dashboard import browser  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -50,7 +49,7 @@ async def family_site(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def test_service_worker_registers_and_shows_a_push_as_a_notification(
-    browser: Browser, family_site: str  # noqa: F811
+    browser: Browser, family_site: str
 ) -> None:
     context = await browser.new_context(viewport={"width": 390, "height": 800})
     await context.grant_permissions(["notifications"], origin=family_site)

@@ -10,6 +10,9 @@ const ACTIVE = ["open", "acknowledged", "dispatched"];
 const under = (location, prefix) => !prefix || location === prefix
   || (location || "").startsWith(`${prefix}/`);
 
+// The end of a path says most on a board (building, unit, floor, household); the detail has it all.
+const shortPlace = (path) => (path || "").split("/").slice(-4).join("/");
+
 export class Board {
   constructor({ table, empty, pager, notice, onOpen, onAck }) {
     this.tbody = table.querySelector("tbody");
@@ -18,7 +21,12 @@ export class Board {
     this.notice = notice;
     this.onOpen = onOpen;
     this.onAck = onAck;
+    // Filters live in the address (#state=…&type=…), so a reload or a shared link keeps them.
     this.filters = { state: "active", type: "", severity: "", location: "" };
+    const saved = new URLSearchParams(location.hash.slice(1));
+    for (const key of Object.keys(this.filters)) {
+      if (saved.has(key)) this.filters[key] = saved.get(key);
+    }
     this.cursors = [null]; // cursors[i] fetches page i
     this.page = 0;
     this.next = null;
@@ -50,6 +58,7 @@ export class Board {
 
   setFilters(changes, reason = "filter") {
     Object.assign(this.filters, changes);
+    history.replaceState(null, "", `#${new URLSearchParams(this.filters)}`);
     this.cursors = [null];
     this.page = 0;
     return this.load(reason);
@@ -100,14 +109,14 @@ export class Board {
     tr.className = `sev-${alert.severity} state-${alert.state}` + (isNew ? " new" : "");
     const cells = [
       fmtTime(alert.ts), label("severity", alert.severity), label("type", alert.type),
-      alert.resident || alert.subject, alert.location || "", alert.device,
+      alert.resident || alert.subject, shortPlace(alert.location), alert.device,
       label("state", alert.state),
     ];
     tr.replaceChildren(...cells.map((text, i) => {
       const td = document.createElement("td");
       td.textContent = text;
       if (i === 1) td.className = "sev";
-      if (i === 4) td.className = "loc";
+      if (i === 4) { td.className = "loc"; td.title = alert.location || ""; }
       return td;
     }));
     const actions = document.createElement("td");

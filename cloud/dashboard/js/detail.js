@@ -75,7 +75,7 @@ export class Detail {
     const detail = a.detail || {};
     const why = section("why", pairs([
       [t("col.time"), fmtTime(a.ts)], [t("detail.received"), fmtTime(a.received_ms)],
-      ...Object.entries(detail).map(([k, v]) => [k, v]),
+      ...Object.entries(detail).map(([k, v]) => [label("field", k), v]),
     ]));
     const shots = (a.evidence || []).map((e) => {
       const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
@@ -124,7 +124,11 @@ export class Detail {
     let worker = null;
     if (allowed.includes("dispatch")) {
       worker = el("select", { id: "worker", "aria-label": t("action.worker") });
-      api(`/api/alerts/${enc(a.id)}/workers`).then(({ workers }) => {
+      // Asked once per alert: a re-render (a live change, a language switch) keeps the list.
+      if (!this.workers || this.workers.id !== a.id) {
+        this.workers = { id: a.id, list: api(`/api/alerts/${enc(a.id)}/workers`) };
+      }
+      this.workers.list.then(({ workers }) => {
         worker.append(...workers.map((w) => el("option", { value: w.username }, `${w.display_name} (${w.username})`)));
         if (!workers.length) worker.append(el("option", { value: "" }, t("action.no_workers")));
       }).catch(() => {});

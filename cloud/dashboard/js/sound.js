@@ -6,7 +6,7 @@ let ctx = null;
 let button = null;
 
 function show() {
-  button.textContent = ctx ? `🔔 ${t("sound.on")}` : `🔇 ${t("sound.off")}`;
+  button.textContent = ctx ? t("sound.on") : t("sound.off");
   button.setAttribute("aria-pressed", String(Boolean(ctx)));
   button.classList.toggle("on", Boolean(ctx));
 }

@@ -93,5 +93,11 @@ export default {
   "level.unit": "Unit",
   "level.floor": "Floor",
   "level.household": "Household",
+  "field.event": "Event",
+  "field.profile": "Device kind",
+  "field.reason": "Reason",
+  "field.summary": "Summary",
+  "field.rule": "Rule",
+  "field.signals": "Signals",
   "error.generic": "Something went wrong: {error}",
 };

@@ -93,5 +93,11 @@ export default {
   "level.unit": "单元",
   "level.floor": "楼层",
   "level.household": "户",
+  "field.event": "事件",
+  "field.profile": "设备类型",
+  "field.reason": "原因",
+  "field.summary": "摘要",
+  "field.rule": "规则",
+  "field.signals": "信号",
   "error.generic": "出错了：{error}",
 };
