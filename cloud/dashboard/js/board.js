@@ -38,7 +38,8 @@ export class Board {
   }
 
   query() {
-    const q = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    // One more than a page: whether a next page exists, without ever showing an empty one.
+    const q = new URLSearchParams({ limit: String(PAGE_SIZE + 1) });
     const f = this.filters;
     if (f.state) q.set("state", f.state === "active" ? ACTIVE.join(",") : f.state);
     if (f.type) q.set("type", f.type);
@@ -81,15 +82,17 @@ export class Board {
     this.rows.clear();
     this.alerts.clear();
     const fragment = document.createDocumentFragment();
-    for (const alert of data.alerts) fragment.append(this.row(alert));
+    const shown = data.alerts.slice(0, PAGE_SIZE);
+    for (const alert of shown) fragment.append(this.row(alert));
     this.tbody.append(fragment);
-    this.next = data.next_cursor;
+    const last = shown.at(-1);
+    this.next = data.alerts.length > PAGE_SIZE ? `${last.ts}.${last.id}` : null;
     this.cursors.length = this.page + 1;
     if (this.next) this.cursors.push(this.next);
     if (this.page === 0) this.newer = 0;
     this.showPager();
     const ms = performance.now() - started;
-    this.timings.push({ reason, ms, rows: data.alerts.length, page: this.page });
+    this.timings.push({ reason, ms, rows: shown.length, page: this.page });
     document.body.dataset.board = "ready";
     document.dispatchEvent(new CustomEvent("board:rendered", { detail: { reason, ms } }));
   }
