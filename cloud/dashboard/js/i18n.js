@@ -34,7 +34,7 @@ export const onLangChange = (fn) => listeners.push(fn);
 // Static text: elements carry data-i18n (text) or data-i18n-title / data-i18n-placeholder.
 export function translate(root) {
   document.documentElement.lang = lang;
-  document.title = t("app.title");
+  document.title = t(document.documentElement.dataset.title || "app.title");
   root.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   root.querySelectorAll("[data-i18n-title]").forEach((el) => { el.title = t(el.dataset.i18nTitle); });
 }
