@@ -71,6 +71,14 @@ async def test_a_thousand_open_alerts_page_by_page(browser: Browser, database_ur
         assert await shown(page) == newest_first[:PAGE_SIZE]
         await expect(page.locator("#pager .where")).to_have_text("第 1 页 · 1–50 条")
 
+        # A live alert on a full first page: on top, the page still 50 rows, the one it
+        # pushed off the page first on the next.
+        live = await add_alert(cloud, location=HOME_A, severity="critical")
+        await expect(page.locator("#alerts tbody tr").first).to_have_attribute("data-id", live["id"])
+        assert await shown(page) == [live["id"], *newest_first[:PAGE_SIZE - 1]]
+        newest_first.insert(0, live["id"])
+        critical.insert(0, live["id"])
+
         filtered = await after_load(page, lambda: page.select_option("#f-severity", "critical"))
         assert await page.locator("#alerts tbody tr:not(.sev-critical)").count() == 0
         critical_ids, critical_pages = await page_through(page)
@@ -79,10 +87,10 @@ async def test_a_thousand_open_alerts_page_by_page(browser: Browser, database_ur
         await after_load(page, lambda: page.select_option("#f-severity", ""))
         all_ids, pages = await page_through(page)
         assert all_ids == newest_first  # every open alert of the station, once, in order
-        assert len(pages) == OPEN_ALERTS // PAGE_SIZE - 1
-        await expect(page.locator("#pager .where")).to_have_text("第 20 页 · 951–1000 条")
+        assert len(pages) == OPEN_ALERTS // PAGE_SIZE  # 1,001 alerts: 21 pages
+        await expect(page.locator("#pager .where")).to_have_text("第 21 页 · 1001–1001 条")
         back = await after_load(page, lambda: page.click("#pager .prev"))
-        assert await shown(page) == newest_first[-2 * PAGE_SIZE:-PAGE_SIZE]
+        assert await shown(page) == newest_first[-1 - PAGE_SIZE:-1]
         await context.close()
 
     print(f"\nboard with {OPEN_ALERTS} open alerts, Chromium, ms (request + render of one page):")
