@@ -64,6 +64,7 @@ class EdgeDaemon:
         self.clock: Clock = clock or SystemClock()
         self.rules = RuleEngine.for_site(config, self.profiles, self.clock)
         self._rules_pending = RuleOutput()  # from callbacks, stored by the watch loop
+        self.watch_rounds = 0  # completed watch-loop rounds (a scenario waits on it)
         self.metrics = Metrics("edge")
         self.outbox_depth = self.metrics.gauge(
             "shouwang_outbox_depth", "Messages waiting in the outbox, by priority class", ["klass"]
@@ -473,6 +474,7 @@ class EdgeDaemon:
                 await self.outbox.put_many(rows, now_ms())
                 self.uplink.notify()
             await self.rules.save()
+            self.watch_rounds += 1
             await self._check_critical()
             if self.fallback.active():
                 waiting = await self.outbox.next_batch(1000, priorities=[Priority.LIFE_SAFETY])

@@ -96,7 +96,7 @@ def profile_rules(profiles: Mapping[str, DeviceProfile]) -> dict[str, Configured
                 params,
                 {kind: profile},
                 lambda key, msg, i=i, source=source: ConfigError(
-                    f"{source}: rules[{i}].{key}: {msg}"
+                    f"{source}: rules[{i}].{'.'.join(map(str, key))}: {msg}"
                 ),
             )
             out[params.id] = Configured(params, source)
@@ -174,8 +174,9 @@ def load_rules(
             raise doc.validation_error(loc, err) from err
         if params.id in rules:
             raise doc.error((*loc, "id"), f"duplicate rule id {params.id!r}")
-        _check_refs(params, profiles, bindings, residents, lambda k, m, loc=loc: doc.error(
-            (*loc, k), m))
+        _check_refs(
+            params, profiles, bindings, residents, lambda k, m, loc=loc: doc.error((*loc, *k), m)
+        )
         rules[params.id] = Configured(params, str(settings.file))
     return [c for c in rules.values() if c.params.enabled]
 
@@ -190,19 +191,19 @@ def _check_refs(
     by_id = {b.id: b for b in bindings}
     for i, device in enumerate(params.devices):
         if device not in by_id:
-            raise error(f"devices.{i}", f"no device {device!r} in the site config")
+            raise error(("devices", i), f"no device {device!r} in the site config")
     for i, rid in enumerate(params.residents):
         if rid not in residents:
-            raise error(f"residents.{i}", f"no resident {rid!r} in the site config")
+            raise error(("residents", i), f"no resident {rid!r} in the site config")
     for i, tag in enumerate(params.tags):
         if tag not in KNOWN_TAGS:
             known = ", ".join(sorted(KNOWN_TAGS))
-            raise error(f"tags.{i}", f"unknown tag {tag!r} (known: {known})")
+            raise error(("tags", i), f"unknown tag {tag!r} (known: {known})")
     for i, kind in enumerate(params.kinds):
         if kind not in profiles:
-            raise error(f"kinds.{i}", f"unknown device kind {kind!r}")
+            raise error(("kinds", i), f"unknown device kind {kind!r}")
     if not params.kinds and not params.devices:
-        raise error("kinds", "say which devices: kinds, devices or both")
+        raise error(("kinds",), "say which devices: kinds, devices or both")
     kinds = set(params.kinds) | {by_id[d].profile for d in params.devices}
     _check_names(params, {k: profiles[k] for k in kinds}, error)
 
@@ -215,14 +216,14 @@ def _check_names(params: RuleParams, profiles: Mapping[str, DeviceProfile], erro
             continue
         for kind, profile in profiles.items():
             if name not in profile.fields:
-                raise error(key, f"{kind} has no field {name!r}")
+                raise error((key,), f"{kind} has no field {name!r}")
     for key in EVENT_KEYS:
         name = getattr(params, key, None)
         if name is None:
             continue
         for kind, profile in profiles.items():
             if name not in profile.events:
-                raise error(key, f"{kind} has no event {name!r}")
+                raise error((key,), f"{kind} has no event {name!r}")
 
 
 def _reason(err: Exception) -> str:
