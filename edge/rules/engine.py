@@ -98,6 +98,7 @@ class RuleEngine:
         self.state_path = state_path
         self._urgent = self._lazy = False
         self._last_save = clock.now_ms()
+        self._save_lock = asyncio.Lock()  # ingest and the watch loop both save
         self.counts = {"readings": 0, "events": 0, "signals": 0}
         now = clock.now_ms()
         if state_path is not None and state_path.exists():
@@ -282,11 +283,13 @@ class RuleEngine:
         now = self.clock.now_ms()
         if not (force or self._urgent or (self._lazy and now - self._last_save >= LAZY_SAVE_MS)):
             return
-        data = orjson.dumps(self.state())
-        self._urgent = self._lazy = False
-        self.book.dirty = False
-        self._last_save = now
-        await asyncio.to_thread(_write_atomic, self.state_path, data)
+        async with self._save_lock:
+            # Snapshot inside the lock, so the file never goes back to an older state.
+            data = orjson.dumps(self.state())
+            self._urgent = self._lazy = False
+            self.book.dirty = False
+            self._last_save = now
+            await asyncio.to_thread(_write_atomic, self.state_path, data)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
