@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from edge.rules.base import DeviceState, Output, Rule, RuleParams, Signal, Target, register
+from shouwang.profiles import Severity
 
 BROKER = "broker:edge"
 GATEWAY_DEVICE = "gateway"  # as edge.uplink names the gateway itself (not imported: a cycle)
@@ -24,7 +25,9 @@ class OfflineParams(RuleParams):
     grace_s: float = Field(
         300, gt=0, description="Offline this long before an alert (the parent is found first)"
     )
-    parent_severity: str = Field("high", description="Severity of a parent's (bus, broker) alert")
+    parent_severity: Severity = Field(
+        "high", description="Severity of a parent's (bus, broker) alert"
+    )
 
 
 @register
