@@ -53,6 +53,9 @@ class RuleOutput:
         self.notices += other.notices
 
 
+NOTHING = RuleOutput()  # returned when nothing happened (most readings); never mutate it
+
+
 def bindings_of(config: EdgeConfig) -> list[Binding]:
     out = []
     for d in config.devices:
@@ -83,7 +86,10 @@ class RuleEngine:
         self.states: dict[str, DeviceState] = {b.id: DeviceState() for b in bindings}
         self.book = AlertBook(site)
         self.rules: dict[str, Rule] = {}
-        self._readers: dict[str, list[tuple[Rule, Target]]] = {b.id: [] for b in bindings}
+        # Per device: (rule, target, the fields it reads or None for every reading).
+        self._readers: dict[str, list[tuple[Rule, Target, frozenset[str] | None]]] = {
+            b.id: [] for b in bindings
+        }
         self._listeners: dict[str, dict[str, list[tuple[Rule, Target]]]] = {}
         self._offline_rules: list[DeviceOffline] = []
         self._targets: dict[str, Target] = {}
@@ -137,7 +143,8 @@ class RuleEngine:
         self.rules[p.id] = rule
         for t in targets:
             if rule.fields or rule.wants_all_readings:
-                self._readers[t.device].append((rule, t))
+                wants = None if rule.wants_all_readings else rule.fields
+                self._readers[t.device].append((rule, t, wants))
             for name in rule.events:
                 self._listeners.setdefault(t.device, {}).setdefault(name, []).append((rule, t))
 
@@ -146,28 +153,29 @@ class RuleEngine:
     def observe_reading(self, reading: Reading) -> RuleOutput:
         readers = self._readers.get(reading.device)
         if readers is None:
-            return RuleOutput()
+            return NOTHING
         self.counts["readings"] += 1
         values = reading.values
-        st = self.states[reading.device]
-        worn = values.get("worn")
-        if worn is not None and worn != st.worn:
-            st.worn = bool(worn)
-        charging = values.get("charging")
-        if charging is not None:
-            st.charging = bool(charging)
+        if "worn" in values or "charging" in values:
+            st = self.states[reading.device]
+            worn = values.get("worn")
+            if worn is not None:
+                st.worn = bool(worn)
+            charging = values.get("charging")
+            if charging is not None:
+                st.charging = bool(charging)
         now = self.clock.now_ms()
         out: Output = []
-        for rule, target in readers:
-            if rule.wants_all_readings or not rule.fields.isdisjoint(values):
+        for rule, target, wants in readers:
+            if wants is None or not wants.isdisjoint(values):
                 out += rule.on_reading(target, reading, now)
         self._lazy = True
-        return self._apply(out) if out else RuleOutput()
+        return self._apply(out) if out else NOTHING
 
     def observe_event(self, event: Event) -> RuleOutput:
         st = self.states.get(event.device)
         if st is None:
-            return RuleOutput()
+            return NOTHING
         self.counts["events"] += 1
         if event.name == "removed":
             st.worn = False

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pydantic import Field, field_validator
 
 from edge.rules.base import DeviceState, Output, Rule, RuleParams, Target, register
-from edge.rules.residents import QuietHours
+from edge.rules.residents import QuietHours, minutes
 from shouwang.records import Reading
 
 
@@ -38,6 +38,7 @@ class ContinuousFlow(Rule):
         super().__init__(params, targets, states)
         assert isinstance(params, FlowParams)
         self.fields = frozenset({params.field})
+        self._window = (minutes(params.window.start), minutes(params.window.end))
         self.since: dict[str, tuple[int, str]] = {}
         self.raised: set[str] = set()
 
@@ -54,7 +55,7 @@ class ContinuousFlow(Rule):
             return []
         if device not in self.since:
             local = dt.datetime.fromtimestamp(now / 1000, self.tz)
-            if not self.params.window.contains(local.hour * 60 + local.minute):
+            if not _contains(self._window, local.hour * 60 + local.minute):
                 return []
             self.since[device] = (now, reading.id)
         return self._check(device, now, flow)
@@ -161,3 +162,8 @@ class MissingData(Rule):
         due = [t + int(self.params.after_s * 1000) for d, t in self.last.items()
                if d not in self.raised]
         return min(due, default=None)
+
+
+def _contains(window: tuple[int, int], minute: int) -> bool:
+    s, e = window
+    return s <= minute < e if s <= e else minute >= s or minute < e

@@ -118,15 +118,17 @@ class BoundRule(Rule):
         v = self.value(target, reading)
         if v is None:
             return []
-        h = self.holds.get(target.device)
-        if h is None:
-            h = self.holds[target.device] = Hold()
         low, high = self._bounds[target.device]
         side = ""
         if high is not None and v > high:
             side = "high"
         elif low is not None and v < low:
             side = "low"
+        h = self.holds.get(target.device)
+        if h is None:
+            if not side:
+                return []  # the common case: in bounds, nothing pending
+            h = self.holds[target.device] = Hold()
         h.value = v
         if h.phase in ("normal", "pending"):
             if not side:

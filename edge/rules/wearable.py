@@ -126,15 +126,16 @@ class BatteryLow(Rule):
             charging = st.charging if st is not None else False
         level = reading.values.get(p.field)
         device = target.device
-        why: dict[str, Any] = {"field": p.field, "value": level, "low": p.low, "charging": charging}
         if device in self.low:
             recovered = isinstance(level, int | float) and level >= p.low + p.hysteresis
             if charging is True or recovered:
                 self.low.discard(device)
+                why = {"field": p.field, "value": level, "low": p.low, "charging": charging}
                 return [self.signal("resolve", target, now, reading.id, why=why)]
             return []
         if charging is not True and isinstance(level, int | float) and level < p.low:
             self.low.add(device)
+            why = {"field": p.field, "value": level, "low": p.low, "charging": charging}
             return [
                 self.signal(
                     "raise", target, now, reading.id,

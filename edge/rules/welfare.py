@@ -12,6 +12,7 @@ missing and since when; it escalates if nothing comes, and resolves when a sign 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -361,12 +362,13 @@ class Welfare(Rule):
             self.people[rid] = _Person(**raw)
 
 
-def _day_segments(quiet: QuietHours) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=256)
+def _day_segments(quiet: QuietHours) -> tuple[tuple[int, int], ...]:
     """Daytime as [from, to) minutes of a local day: the complement of the quiet hours."""
     s, e = minutes(quiet.start), minutes(quiet.end)
     if s > e:  # quiet over midnight (22:00-06:00): day is 06:00-22:00
-        return [(e, s)]
-    return [(0, s), (e, 24 * 60)]
+        return ((e, s),)
+    return ((0, s), (e, 24 * 60))
 
 
 def _hhmm(minute: int) -> str:

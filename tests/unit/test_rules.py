@@ -256,3 +256,20 @@ def test_a_camera_stream_lost_is_one_alert_resolved_by_frames() -> None:
     b.event("cam-1", "stream_restored")
     assert len(b.of("stream_lost")) == 1
     assert len(b.resolved("stream_lost")) == 1
+
+
+def test_heart_rate_that_stops_coming_while_worn_is_missing_data_not_while_offline() -> None:
+    from edge.liveness import Transition
+
+    b = Bench([W, ("w-2", "wearable", "r-2")], [ELDER, Resident(id="r-2")])
+    b.engine.observe_transitions(
+        [Transition("w-2", "transport", "connected", "disconnected", b.clock.now_ms(), "t")]
+    )
+    for _ in range(20):
+        b.reading("w-1", worn=True, steps=10)  # the wearable talks, but no heart rate
+        b.advance(60)
+    [alert] = b.of("vitals_missing")
+    assert alert.device == "w-1"  # w-2 is offline: its own alert says so, not this one
+    assert alert.detail["why"]["after_s"] == 900
+    b.reading("w-1", heart_rate=70)
+    assert len(b.resolved("vitals_missing")) == 1
