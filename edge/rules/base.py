@@ -40,9 +40,10 @@ class RuleParams(Strict):
     )
     repeat_after_s: float = Field(
         600,
-        gt=0,
+        ge=0,
         description="For an alert that does not resolve itself: a new occurrence within this "
-        "long of the last is the same alert (debounce); later, it is a new alert",
+        "long of the last is the same alert (debounce); later, it is a new alert (0: every "
+        "occurrence is its own alert)",
     )
 
 

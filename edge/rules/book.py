@@ -60,11 +60,12 @@ class AlertBook:
     ) -> list[Alert | Notice]:
         key = signal.key
         entry = self.open.get(key)
-        stale = entry is not None and signal.ts - entry.last_ms > entry.repeat_after_ms
-        if entry is not None and not entry.auto_resolve and stale:
-            # A new occurrence long after the last: a new alert (an SOS next week).
-            del self.open[key]
-            entry = None
+        if entry is not None and not entry.auto_resolve and signal.cause != entry.source_id:
+            window = entry.repeat_after_ms
+            if window == 0 or signal.ts - entry.last_ms > window:
+                # A new occurrence long after the last (an SOS next week), or no debounce.
+                del self.open[key]
+                entry = None
         if signal.action == "resolve":
             if entry is None:
                 return []

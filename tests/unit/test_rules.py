@@ -273,3 +273,12 @@ def test_heart_rate_that_stops_coming_while_worn_is_missing_data_not_while_offli
     assert alert.detail["why"]["after_s"] == 900
     b.reading("w-1", heart_rate=70)
     assert len(b.resolved("vitals_missing")) == 1
+
+
+def test_a_debounce_of_zero_makes_every_press_its_own_alert(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("override:\n  emergency_button.press: {repeat_after_s: 0}\n")
+    b = Bench([("btn-1", "emergency_button", "r-1")], [ELDER], rules_file=rules)
+    for _ in range(3):
+        b.event("btn-1", "press")
+    assert len({a.id for a in b.of("sos")}) == 3
