@@ -16,13 +16,16 @@ from typing import Any
 import orjson
 import pytest
 
+from edge.adapters.modbus import ModbusLink
 from edge.config import DeviceBinding, EdgeConfig
 from edge.daemon import EdgeDaemon
 from edge.rules.config import RulesSettings
 from edge.rules.residents import Resident
 from shouwang.clock import ManualClock
 from shouwang.mqtt import MqttClient
+from shouwang.profiles import load_profiles
 from shouwang.services import Mosquitto
+from simulators.modbus_meter import ModbusMeterServer
 from simulators.scenario import Household, ScenarioRunner, Step, living_alone_days
 from tests.conftest import broker_config, edge_config, eventually, unique
 
@@ -272,3 +275,35 @@ async def test_gas_crossing_the_low_then_the_high_level_is_one_alert_escalated(
     assert escalated["body"]["detail"]["update"] == "escalated"
     assert escalated["body"]["detail"]["supersedes"] == first["id"]
     assert first["body"]["life_safety"] is True
+
+
+async def test_a_modbus_bus_that_stops_answering_is_one_alert_not_one_per_meter(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    profiles = load_profiles()
+    edge_b, cloud_b = make_broker("edge"), make_broker("cloud")
+    async with ModbusMeterServer({u: profiles["water_meter"] for u in (1, 2, 3)}, seed=2) as bus:
+        link = {"host": "127.0.0.1", "port": bus.port, "poll_interval_s": 0.2, "timeout_s": 0.2,
+                "retries": 0, "unavailable_after": 2, "unavailable_backoff_max_s": 0.4}
+        meters = [
+            DeviceBinding(id=f"wm-{u}", profile="water_meter", resident="r-1", location=LOCATION,
+                          modbus=ModbusLink(unit_id=u, **link))
+            for u in (1, 2, 3)
+        ]
+        config = site_config(edge_b, cloud_b, tmp_path, [], [Resident(id="r-1")])
+        config = config.model_copy(update={"devices": meters})
+        clock = ManualClock(now_ms=int(time.time() * 1000) - 3_600_000)
+        async with scenario(edge_b, cloud_b, config, clock) as (edge, runner, tap):
+            await eventually(lambda: edge.rules.counts["readings"] >= 6)
+            bus.inject("stop_answering")
+            await eventually(lambda: all(
+                edge.liveness.snapshot()[m.id]["transport"] == "disconnected" for m in meters
+            ))
+            await runner.advance_to(clock.now_ms() + 301_000)
+            [down] = await eventually(lambda: tap.alerts("bus_down"))
+            assert down["body"]["subject"] == f"bus:127.0.0.1:{bus.port}"
+            assert down["body"]["detail"]["why"]["devices_offline"] == ["wm-1", "wm-2", "wm-3"]
+            assert tap.alerts("device_offline") == []
+            bus.clear()
+            await eventually(lambda: tap.events("alert_resolved"))
+            assert len(tap.alerts("bus_down")) == 1
