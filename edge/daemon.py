@@ -216,6 +216,7 @@ class EdgeDaemon:
                 "outbox_critical": self.outbox.critical,
                 "devices": self.liveness.snapshot(),
                 "firmware": self.firmware.snapshot(),
+                "rules": self.rules.snapshot(),
             }
         )
 

@@ -8,7 +8,6 @@ off the event loop. See docs/rules.md.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import zoneinfo
@@ -25,7 +24,6 @@ from edge.rules.config import Binding, Configured, RulesSettings, load_rules
 from edge.rules.residents import Resident
 from edge.rules.suppression import BROKER, DeviceOffline
 from shouwang.clock import Clock
-from shouwang.config import ConfigError
 from shouwang.profiles import DeviceProfile
 from shouwang.records import Alert, Event, Reading
 
@@ -318,9 +316,3 @@ def _selected(p: Any, t: Target) -> bool:
         return False
     return not p.tags or (t.resident is not None and bool(set(p.tags) & set(t.resident.tags)))
 
-
-def local_date(ms: int, tz: dt.tzinfo) -> dt.date:
-    return dt.datetime.fromtimestamp(ms / 1000, tz).date()
-
-
-__all__ = ["ConfigError", "RuleEngine", "RuleOutput"]

@@ -269,6 +269,8 @@ class Welfare(Rule):
             and not person.today.partial
             and today not in self.params.holidays
             and person.today.date == today.isoformat()
+            # A first sign "due" in quiet hours is no reason to wake anyone: silence covers it.
+            and not self._quiet(resident).contains(r["first_sign_by_min"])
         ):
             out.append((self._day_start_ms(now) + r["first_sign_by_min"] * 60000, "no_first_sign"))
         gap_at = self._daytime_deadline(resident, person.last_ms, r["max_gap_min"] * 60000)
