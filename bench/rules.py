@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -32,7 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from edge.config import DeviceBinding, EdgeConfig  # noqa: E402
 from edge.daemon import EdgeDaemon  # noqa: E402
-from edge.rules.config import Binding  # noqa: E402
+from edge.pipeline import Pipeline  # noqa: E402
+from edge.rules.config import (  # noqa: E402
+    Binding,
+    RulesSettings,
+    builtin_rules,
+    profile_rules,
+)
 from edge.rules.engine import RuleEngine  # noqa: E402
 from edge.rules.residents import Resident  # noqa: E402
 from edge.rules.suppression import BROKER  # noqa: E402
@@ -98,10 +105,27 @@ def bench_engine(n: int) -> list[list[str]]:
         alerts += len(engine.observe_reading(r).alerts)
     engine_s = time.perf_counter() - t0
     rules = sum(len(v) for v in engine._readers.values()) / len(bindings)
+    # The ingest step around it: topic, JSON envelope, profile checks, then the same engine.
+    devices = {b.id: DeviceBinding(id=b.id, profile=b.profile, resident=b.resident)
+               for b in bindings}
+    pipeline = Pipeline("bench", devices, load_profiles(), 64 * 1024, RuleEngine(
+        "bench", bindings, load_profiles(), SystemClock(), residents=residents))
+    messages = [
+        (device_topic(r.device, "telemetry"),
+         make_envelope(site=None, device=r.device, kind="telemetry", body=r.values).to_bytes())
+        for r in rows[: n // 4]
+    ]
+    t0 = time.perf_counter()
+    for topic, payload in messages:
+        pipeline.process(topic, payload)
+    pipe_s = time.perf_counter() - t0
+    m = len(messages)
     return [
         ["trivial loop (baseline)", f"{n}", f"{base_s:.3f}", f"{n / base_s:,.0f}", "1.00×"],
         [f"rule engine ({len(engine.rules)} rules, {rules:.1f} per device, {alerts} alerts)",
          f"{n}", f"{engine_s:.3f}", f"{n / engine_s:,.0f}", f"{base_s / engine_s:.2f}×"],
+        ["pipeline.process: topic, JSON, profile checks, rules", f"{m}", f"{pipe_s:.3f}",
+         f"{m / pipe_s:,.0f}", f"{base_s / n * m / pipe_s:.2f}×"],
     ]
 
 
@@ -180,17 +204,29 @@ def raw_receive(port: int, n: int, devices: list[str]) -> float:
     return n / elapsed
 
 
-async def edge_receive(edge: Mosquitto, cloud: Mosquitto, work: Path, n: int) -> float:
+async def edge_receive(
+    edge: Mosquitto, cloud: Mosquitto, work: Path, n: int, *, rules_on: bool = True
+) -> float:
+    """The edge daemon's drain rate; `rules_on=False` disables every rule (same pipeline)."""
     bindings, residents = community()
+    site = "bench-rules" if rules_on else "bench-no-rules"
+    settings = RulesSettings()
+    if not rules_on:
+        profiles = load_profiles()
+        every = sorted({**profile_rules(profiles), **builtin_rules(profiles)})
+        path = work / "no-rules.yaml"
+        path.write_text(yaml.safe_dump({"disable": every}))
+        settings = RulesSettings(file=path)
     config = EdgeConfig(
-        site="bench-rules",
+        site=site,
         edge_broker=BrokerConfig(port=edge.port),
         cloud_broker=BrokerConfig(port=cloud.port),
-        data_dir=work / "edge",
+        data_dir=work / site,
         http=HttpConfig(port=0),
         devices=[DeviceBinding(id=b.id, profile=b.profile, resident=b.resident)
                  for b in bindings],
         residents=residents,
+        rules=settings,
     )
     devices = [b.id for b in bindings if b.profile == "wearable"]
     daemon = EdgeDaemon(config)  # the first run creates the persistent session, then stops
@@ -232,12 +268,15 @@ async def main() -> None:
         devices = [f"w-{i:04d}" for i in range(HOUSEHOLDS)]
         raw = await asyncio.to_thread(raw_receive, edge.port, args.messages, devices)
         rate = await edge_receive(edge, cloud, work, args.messages)
+        bare = await edge_receive(edge, cloud, work, args.messages, rules_on=False)
     finally:
         edge.stop()
         cloud.stop()
     print()
     print(table(
         [["raw paho subscriber (baseline)", f"{args.messages}", f"{raw:,.0f}", "1.00×"],
+         ["edge daemon, every rule disabled", f"{args.messages}", f"{bare:,.0f}",
+          f"{bare / raw:.2f}×"],
          ["edge daemon: parse, validate, liveness, rules, outbox, ack", f"{args.messages}",
           f"{rate:,.0f}", f"{rate / raw:.2f}×"]],
         ["backlog drain, same broker", "messages", "msgs/s", "vs raw"],
