@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from edge.rules import events, meters, suppression, thresholds, wearable, welfare  # noqa: F401
+from edge.rules import (  # noqa: F401  (importing a rule module registers its types)
+    events,
+    meters,
+    missing,
+    suppression,
+    thresholds,
+    wearable,
+    welfare,
+)
 from edge.rules.base import RULE_TYPES, RuleParams
 from edge.rules.lines import LinedYaml
 from edge.rules.residents import KNOWN_TAGS, Resident
