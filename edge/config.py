@@ -11,6 +11,8 @@ from edge.adapters.cjt188_client import Cjt188Link
 from edge.adapters.modbus import ModbusLink
 from edge.evidence import EvidenceConfig
 from edge.fallback import FallbackConfig
+from edge.rules.config import RulesSettings
+from edge.rules.residents import Resident
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -102,6 +104,13 @@ class EdgeConfig(Strict):
     )
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
+    residents: list[Resident] = Field(
+        default_factory=list,
+        description="Residents the devices are bound to: ids, tags, care plan, geofence, routine",
+    )
+    rules: RulesSettings = Field(
+        default_factory=RulesSettings, description="Rule engine: site rule file and time zone"
+    )
 
     @model_validator(mode="after")
     def _unique_devices(self) -> EdgeConfig:
@@ -110,4 +119,9 @@ class EdgeConfig(Strict):
             if d.id in seen:
                 raise ValueError(f"devices[{i}].id: duplicate device id {d.id!r}")
             seen.add(d.id)
+        people: set[str] = set()
+        for i, r in enumerate(self.residents):
+            if r.id in people:
+                raise ValueError(f"residents[{i}].id: duplicate resident id {r.id!r}")
+            people.add(r.id)
         return self

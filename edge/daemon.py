@@ -21,6 +21,7 @@ from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
 from edge.outbox import MiB, NewRow, Outbox, Priority
 from edge.pipeline import Outcome, Pipeline
+from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
 from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
@@ -41,28 +42,40 @@ POLLED_PROTOCOLS: dict[str, tuple[Any, Any]] = {
 
 
 def check_bindings(config: EdgeConfig, profiles: dict[str, DeviceProfile]) -> None:
-    """Every device names a profile that exists; raises ConfigError naming the device."""
+    """Every device names a profile that exists, and the rules load; raises ConfigError."""
     for i, d in enumerate(config.devices):
         if d.profile not in profiles:
             raise ConfigError(
                 f"devices[{i}].profile: unknown profile {d.profile!r}"
                 f" (known: {', '.join(sorted(profiles))})"
             )
+    RuleEngine.for_site(config, profiles, SystemClock(), load_state=False)
 
 
 class EdgeDaemon:
     def __init__(
-        self, config: EdgeConfig, profiles: dict[str, DeviceProfile] | None = None
+        self,
+        config: EdgeConfig,
+        profiles: dict[str, DeviceProfile] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.profiles = profiles if profiles is not None else load_profiles()
         check_bindings(config, self.profiles)
+        self.clock: Clock = clock or SystemClock()
+        self.rules = RuleEngine.for_site(config, self.profiles, self.clock)
+        self._rules_pending = RuleOutput()  # from callbacks, stored by the watch loop
+        self.watch_rounds = 0  # completed watch-loop rounds (a scenario waits on it)
         self.metrics = Metrics("edge")
         self.outbox_depth = self.metrics.gauge(
             "shouwang_outbox_depth", "Messages waiting in the outbox, by priority class", ["klass"]
         )
         self.pipeline = Pipeline(
-            config.site, {d.id: d for d in config.devices}, self.profiles, config.max_payload_bytes
+            config.site,
+            {d.id: d for d in config.devices},
+            self.profiles,
+            config.max_payload_bytes,
+            self.rules,
         )
         q = config.outbox
         self.outbox = Outbox(
@@ -75,7 +88,6 @@ class EdgeDaemon:
                 Priority.BULK: int(q.bulk_mib * MiB),
             },
         )
-        self.clock: Clock = SystemClock()
         self.liveness = Liveness(
             self.profiles, {d.id: d.profile for d in config.devices}, self.clock
         )
@@ -102,6 +114,7 @@ class EdgeDaemon:
                 )
         self._wake_watch = asyncio.Event()
         self._alert_topic = site_up_topic(config.site, "alert")
+        self._event_topic = site_up_topic(config.site, "event")
         self._telemetry_topic = site_up_topic(config.site, "telemetry")
         self._ingest_drops_noted = 0
         # The gateway's session on its own broker never expires: whatever devices send while
@@ -112,6 +125,7 @@ class EdgeDaemon:
             persistent=True,
             session_expiry_s=SESSION_NEVER_EXPIRES,
             manual_ack=True,
+            on_connection_change=self._edge_connection_changed,
         )
         self.cloud_mqtt = MqttClient(
             config.cloud_broker,
@@ -132,6 +146,14 @@ class EdgeDaemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
+
+    def _edge_connection_changed(self, up: bool) -> None:
+        self._rules_pending.add(self.rules.broker_changed(up))
+        self._wake_watch.set()
+
+    def poke(self) -> None:
+        """Re-check every deadline now (the clock was moved: a scenario, an NTP step)."""
+        self._wake_watch.set()
 
     def _cloud_connection_changed(self, up: bool) -> None:
         log.info("uplink to cloud broker %s", "up" if up else "down")
@@ -177,6 +199,7 @@ class EdgeDaemon:
         await self.cloud_mqtt.close()
         if self.uploader is not None:
             await self.uploader.close()
+        await self.rules.save(force=True)
         await self.outbox.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -208,6 +231,7 @@ class EdgeDaemon:
                 "outbox_critical": self.outbox.critical,
                 "devices": self.liveness.snapshot(),
                 "firmware": self.firmware.snapshot(),
+                "rules": self.rules.snapshot(),
             }
         )
 
@@ -291,37 +315,23 @@ class EdgeDaemon:
             for bad in result.field_rejections:
                 self.metrics.reject(bad.reason)
                 log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
-            for alert in result.alerts:
-                envelope = make_envelope(
-                    site=alert.site,
-                    device=alert.device,
-                    kind="alert",
-                    body=alert.body(),
-                    ts=alert.ts,
-                    id=alert.id,
-                )
-                priority = Priority.LIFE_SAFETY if alert.life_safety else Priority.SECURITY
-                rows.append(
-                    NewRow(
-                        alert.id,
-                        priority,
-                        self._alert_topic,
-                        envelope.to_bytes(),
-                        1,
-                        alert.ts,
-                        alert.ts,
-                    )
-                )
-                alerts.append(alert)
+            rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
+            alerts += result.alerts
             if result.reading is not None:
                 readings.append(result.reading)
             rows += self._observe(result, pushes)
         if readings:
             rows.append(self._telemetry_row(readings))
         if not rows:
+            await self.rules.save()
             return results
         stored = await self.outbox.put_many(rows, now_ms())
-        for alert, is_new in zip(alerts, stored, strict=False):
+        # Rule state (open alerts, a fall's cancel window) after the rows, before the ack.
+        await self.rules.save()
+        alert_stored = [
+            new for row, new in zip(rows, stored, strict=True) if row.topic == self._alert_topic
+        ]
+        for alert, is_new in zip(alerts, alert_stored, strict=False):
             if is_new:
                 self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
                 log.info(
@@ -387,7 +397,34 @@ class EdgeDaemon:
             self.uplink.notify()
 
     def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
-        return [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+        rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
+        return rows + self._rule_rows(self.rules.observe_transitions(changes))
+
+    def _rule_rows(self, out: RuleOutput, *, count: bool = True) -> list[NewRow]:
+        """Alerts as alert rows (life-safety class where it applies), notices as event rows."""
+        rows = []
+        for alert in out.alerts:
+            envelope = make_envelope(
+                site=alert.site, device=alert.device, kind="alert", body=alert.body(),
+                ts=alert.ts, id=alert.id,
+            )
+            priority = Priority.LIFE_SAFETY if alert.life_safety else Priority.SECURITY
+            rows.append(
+                NewRow(alert.id, priority, self._alert_topic, envelope.to_bytes(), 1, alert.ts,
+                       alert.ts)
+            )
+            if count:
+                self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
+                log.info("alert raised", extra={"alert": alert.id, "type": alert.type})
+        for n in out.notices:
+            envelope = make_envelope(
+                site=self.config.site, device=n.device, kind="event", body=n.body, ts=n.ts, id=n.id
+            )
+            rows.append(
+                NewRow(n.id, Priority.SECURITY, self._event_topic, envelope.to_bytes(), 1, n.ts,
+                       n.ts)
+            )
+        return rows
 
     def _health_row(self, body: dict[str, Any], ts: int) -> NewRow:
         if body.get("type") == "device_state":
@@ -425,14 +462,17 @@ class EdgeDaemon:
             self._polled_ready.clear()
             readings, self._polled = self._polled, []
             changes, self._polled_changes = self._polled_changes, []
+            out = RuleOutput()
             for r in readings:
                 changes += self.liveness.observe_data(r.device, r.ts, fields=r.values)
-            rows = self._transition_rows(changes)
+                out.add(self.rules.observe_reading(r))
+            rows = self._transition_rows(changes) + self._rule_rows(out)
             if readings:
                 rows.append(self._telemetry_row(readings))
             if rows:
                 await self.outbox.put_many(rows, now_ms())
                 self.uplink.notify()
+            await self.rules.save()
 
     async def _watch(self) -> None:
         """Sleep until a device may go stale, a config ack times out, or the gateway reports."""
@@ -441,12 +481,17 @@ class EdgeDaemon:
             now = self.clock.monotonic()
             rows = self._transition_rows(self.liveness.tick())
             rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
+            pending, self._rules_pending = self._rules_pending, RuleOutput()
+            pending.add(self.rules.tick())
+            rows += self._rule_rows(pending)
             if now >= next_report:
                 rows.append(self._health_row(await self._gateway_body(), now_ms()))
                 next_report = now + GATEWAY_REPORT_S
             if rows:
                 await self.outbox.put_many(rows, now_ms())
                 self.uplink.notify()
+            await self.rules.save()
+            self.watch_rounds += 1
             await self._check_critical()
             if self.fallback.active():
                 # Published or not: what the cloud has not confirmed, it may not have.
@@ -462,6 +507,7 @@ class EdgeDaemon:
                     self.firmware.next_deadline(),
                     self.fallback.deadline(),
                     overdue_at,
+                    self._rules_deadline(now),
                 )
                 if d
             ]
@@ -489,6 +535,11 @@ class EdgeDaemon:
         if upcoming is None:
             return None
         return self.clock.monotonic() + (upcoming + after_ms - wall) / 1000
+
+    def _rules_deadline(self, now: float) -> float | None:
+        """The rules' next deadline (wall ms) on the monotonic scale the watch loop sleeps by."""
+        due = self.rules.next_deadline()
+        return None if due is None else now + (due - self.clock.now_ms()) / 1000
 
     async def _gateway_body(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,8 @@
 """From a raw MQTT message to validated records and alerts: the edge's ingest path.
 
 Every refusal is a `Rejection` with a reason label (counted) and a detail (logged); nothing
-here raises on bad input, so one bad device never stops the daemon.
+here raises on bad input, so one bad device never stops the daemon. Valid records go to the
+rule engine (edge/rules), which decides every alert, including a profile's event alerts.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge.config import DeviceBinding
-from shouwang.ids import derived_id
-from shouwang.profiles import LIFE_SAFETY_TYPES, DeviceProfile
+from edge.rules.book import Notice
+from edge.rules.config import Binding
+from edge.rules.engine import RuleEngine, RuleOutput
+from edge.rules.suppression import BROKER
+from shouwang.clock import SystemClock
+from shouwang.profiles import DeviceProfile
 from shouwang.protocol import Envelope, Rejection, parse_device_topic, parse_envelope
 from shouwang.records import Alert, Event, Reading
 
@@ -26,6 +31,12 @@ class Outcome:
     event: Event | None = None
     alerts: list[Alert] = field(default_factory=list)
     field_rejections: list[Rejection] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # alert resolved, fall cancelled, ...
+
+    def add(self, out: RuleOutput) -> Outcome:
+        self.alerts += out.alerts
+        self.notices += out.notices
+        return self
 
 
 class Pipeline:
@@ -35,11 +46,19 @@ class Pipeline:
         devices: dict[str, DeviceBinding],
         profiles: dict[str, DeviceProfile],
         max_payload_bytes: int,
+        rules: RuleEngine | None = None,
     ) -> None:
         self.site = site
         self.devices = devices
         self.profiles = profiles
         self.max_payload_bytes = max_payload_bytes
+        if rules is None:
+            # Profile defaults only, on the real clock: for tools and tests that need no site.
+            bindings = [
+                Binding(d.id, d.profile, d.resident, d.location, BROKER) for d in devices.values()
+            ]
+            rules = RuleEngine(site, bindings, profiles, SystemClock())
+        self.rules = rules
 
     def process(self, topic: str, payload: bytes) -> Outcome | Rejection:
         parsed_topic = parse_device_topic(topic)
@@ -64,9 +83,15 @@ class Pipeline:
             return Rejection("unknown_device", f"{topic}: device {device_id!r} is not registered")
         profile = self.profiles[binding.profile]
         if env.kind == "telemetry":
-            return self._telemetry(env, profile)
+            result = self._telemetry(env, profile)
+            if isinstance(result, Outcome) and result.reading is not None:
+                result.add(self.rules.observe_reading(result.reading))
+            return result
         if env.kind == "event":
-            return self._event(env, binding, profile)
+            result = self._event(env, profile)
+            if isinstance(result, Outcome) and result.event is not None:
+                result.add(self.rules.observe_event(result.event))
+            return result
         return Outcome(env)  # status: liveness tracking comes with the devices work
 
     def _telemetry(self, env: Envelope, profile: DeviceProfile) -> Outcome | Rejection:
@@ -90,9 +115,7 @@ class Pipeline:
             env, reading=Reading(env.id, env.device, env.ts, values), field_rejections=bad
         )
 
-    def _event(
-        self, env: Envelope, binding: DeviceBinding, profile: DeviceProfile
-    ) -> Outcome | Rejection:
+    def _event(self, env: Envelope, profile: DeviceProfile) -> Outcome | Rejection:
         name = env.body.get("event")
         if not isinstance(name, str):
             return Rejection("invalid_event", f"{env.device}: body.event must be a string")
@@ -107,31 +130,4 @@ class Pipeline:
                 return Rejection(
                     "invalid_event", f"{env.device}: event {name} field {key!r}: {problem}"
                 )
-        event = Event(env.id, env.device, env.ts, name, data)
-        outcome = Outcome(env, event=event)
-        if spec.alert is not None:
-            outcome.alerts.append(
-                self._alert(env, binding, spec.alert.type, spec.alert.severity, name)
-            )
-        return outcome
-
-    def _alert(
-        self, env: Envelope, binding: DeviceBinding, type_: str, severity: str, cause: str
-    ) -> Alert:
-        subject = f"resident:{binding.resident}" if binding.resident else f"device:{binding.id}"
-        return Alert(
-            # Derived from the cause: a redelivered device message yields the very same alert.
-            id=derived_id(env.ts, self.site, env.device, env.id, type_),
-            site=self.site,
-            type=type_,
-            severity=severity,
-            device=env.device,
-            subject=subject,
-            dedup_key=f"{subject}|{type_}",
-            ts=env.ts,
-            source_id=env.id,
-            life_safety=type_ in LIFE_SAFETY_TYPES,
-            resident=binding.resident,
-            location=binding.location,
-            detail={"event": cause, "profile": binding.profile},
-        )
+        return Outcome(env, event=Event(env.id, env.device, env.ts, name, data))

@@ -217,14 +217,20 @@ class Uplink:
                 self._reconnected = False
                 await self._give_back(None)
             await self._give_back(time.monotonic() - self.config.ack_timeout_s)
-            while self.client.connected and len(self._awaiting) < self.config.window:
-                room = min(self.config.batch, self.config.window - len(self._awaiting))
-                urgent = await self.outbox.next_batch(room, priorities=[Priority.LIFE_SAFETY])
+            while self.client.connected:
+                # Life-safety is never held back by the window: a backlog of unconfirmed
+                # telemetry must not keep an SOS from the broker.
+                urgent = await self.outbox.next_batch(
+                    self.config.batch, priorities=[Priority.LIFE_SAFETY]
+                )
                 if urgent:
                     await self._publish_groups(
                         [_Group([r.id], r.topic, r.payload, r.id) for r in urgent]
                     )
                     continue
+                if len(self._awaiting) >= self.config.window:
+                    break  # the rest waits for confirmations (or their timeout)
+                room = min(self.config.batch, self.config.window - len(self._awaiting))
                 await self._report_drops()  # after life-safety, before the rest
                 if self.bucket.take(1) == 0:
                     # Out of tokens: wait for a refill, but wake at once for a new alert.

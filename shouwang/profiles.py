@@ -82,6 +82,11 @@ class DeviceProfile(Strict):
     modbus: ModbusMap | None = Field(
         None, description="Register map, for meters the gateway polls over Modbus"
     )
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Default rules for this kind; validated by the edge's rule engine "
+        "(edge/rules), documented in docs/rules.md",
+    )
 
     @model_validator(mode="after")
     def _modbus_fields_declared(self) -> DeviceProfile:

@@ -23,6 +23,7 @@ from cloud.server import CloudServer
 from cloud.store import Store
 from edge.config import DeviceBinding, EdgeConfig
 from edge.daemon import EdgeDaemon
+from edge.rules.config import RulesSettings
 from shouwang.clock import SystemClock
 from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.records import Reading
@@ -180,6 +181,18 @@ def edge_config(
             DeviceBinding(id=WEARABLE, profile="wearable", resident="r-1", location=LOCATION),
         ],
     )
+
+
+def every_press_alerts(config: EdgeConfig, directory: Path) -> EdgeConfig:
+    """The site with the SOS debounce off, for tests that count each press as its own alert."""
+    rules = directory / "no-debounce-rules.yaml"
+    rules.write_text(
+        "override:\n"
+        "  emergency_button.press: {repeat_after_s: 0}\n"
+        "  emergency_button.long_press: {repeat_after_s: 0}\n",
+        encoding="utf-8",
+    )
+    return config.model_copy(update={"rules": RulesSettings(file=rules)})
 
 
 def cloud_config(cloud_broker: Mosquitto, data_dir: Path, worker: str | None = None) -> CloudConfig:

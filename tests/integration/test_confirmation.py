@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from cloud.telemetry import SqlTelemetryStore
@@ -119,3 +121,30 @@ async def test_a_message_the_cloud_refuses_for_good_is_counted_and_let_go(
 
 async def _alerts_waiting(edge: Any, n: int) -> bool:
     return (await edge.outbox.depth()).get(0, 0) == n
+
+
+async def test_an_sos_is_published_though_the_window_is_full_of_unconfirmed_telemetry(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """No cloud confirms anything, and the window allows one unconfirmed message: telemetry
+    stops there, but an SOS still goes to the broker at once."""
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge").model_copy(
+        update={"uplink": UplinkConfig(window=1)}
+    )
+    tap = MqttClient(broker_config(cloud_broker), client_id=unique("tap"))
+    tap.subscribe(f"site/{econf.site}/up/alert", 1)
+    await tap.start()
+    try:
+        await tap.wait_connected(10)
+        async with running_edge(econf) as edge:
+            await publish_readings(edge_broker, READINGS)
+            await eventually(lambda: edge.uplink.awaiting >= 1)
+            assert (await edge.outbox.depth()).get(3, 0) > 0  # telemetry held back
+            async with Button(broker_config(edge_broker), BUTTON) as button:
+                press = await button.press()
+            message = await asyncio.wait_for(tap.messages(), 10)
+            assert orjson.loads(message.payload)["body"]["source_id"] == press
+            await eventually(lambda: edge.uplink.awaiting >= 2)  # the SOS awaits confirmation too
+    finally:
+        await tap.close()

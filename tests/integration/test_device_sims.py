@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.config import EdgeConfig
+from edge.rules.config import RulesSettings
 from shouwang.config import HttpConfig
 from shouwang.mqtt import Message, MqttClient
 from shouwang.profiles import LIFE_SAFETY_TYPES, load_profiles
@@ -36,7 +37,11 @@ EVERY_KIND = dict.fromkeys(sorted(PROFILES), 1)
 
 
 def site_config(
-    edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Path, fleet: Fleet
+    edge_broker: Mosquitto,
+    cloud_broker: Mosquitto,
+    data_dir: Path,
+    fleet: Fleet,
+    rules: RulesSettings | None = None,
 ) -> EdgeConfig:
     return EdgeConfig(
         site=unique("site"),
@@ -45,7 +50,17 @@ def site_config(
         data_dir=data_dir,
         http=HttpConfig(port=0),
         devices=fleet.bindings(),
+        rules=rules or RulesSettings(),
     )
+
+
+# Every event alerts at once and on its own: no SOS debounce, no fall cancel window
+# (docs/rules.md; their own tests are in tests/unit/test_rules.py).
+AT_ONCE = """override:
+  emergency_button.press: {repeat_after_s: 0}
+  emergency_button.long_press: {repeat_after_s: 0}
+  wearable.fall: {cancel_window_s: 0}
+"""
 
 
 async def scrape(http: aiohttp.ClientSession, port: int | None) -> dict[str, dict[str, float]]:
@@ -104,16 +119,20 @@ async def test_every_alerting_event_of_every_kind_reaches_the_cloud(
 ) -> None:
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
     fleet = Fleet(broker_config(edge_broker), EVERY_KIND, seed=2, autoreport=False)
+    (tmp_path / "rules.yaml").write_text(AT_ONCE, encoding="utf-8")
+    rules = RulesSettings(file=tmp_path / "rules.yaml")
     async with (
         running_cloud(cloud_config(cloud_broker, tmp_path)) as cloud,
-        running_edge(site_config(edge_broker, cloud_broker, tmp_path / "edge", fleet)),
+        running_edge(site_config(edge_broker, cloud_broker, tmp_path / "edge", fleet, rules)),
         aiohttp.ClientSession() as http,
         fleet,
     ):
         expected = set()
         for dev in fleet.devices:
             for name, spec in dev.profile.events.items():
-                source = await dev.event(name)
+                # A gas alarm's severity follows its level (low: high, high: critical).
+                level = {"level": "high"} if (dev.profile.kind, name) == ("gas_detector", "alarm") else {}
+                source = await dev.event(name, **level)
                 if spec.alert is not None:
                     alert = spec.alert
                     life_safety = alert.type in LIFE_SAFETY_TYPES

@@ -26,6 +26,7 @@ from tests.conftest import (
     cloud_config,
     edge_config,
     eventually,
+    every_press_alerts,
     running_cloud,
     unique,
 )
@@ -65,7 +66,7 @@ async def test_kill_9_loop_loses_and_duplicates_nothing(
     make_broker: Callable[[str], Mosquitto], tmp_path: Path
 ) -> None:
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
-    econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    econf = every_press_alerts(edge_config(edge_broker, cloud_broker, tmp_path / "edge"), tmp_path)
     raw = econf.model_dump(mode="json")
     raw["http"]["port"] = health_port = free_port()
     path = tmp_path / "edge.yaml"

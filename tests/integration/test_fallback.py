@@ -22,6 +22,7 @@ from tests.conftest import (
     cloud_config,
     edge_config,
     eventually,
+    every_press_alerts,
     running_cloud,
     running_edge,
     unique,
@@ -60,7 +61,7 @@ async def test_long_outage_announces_sos_locally_once_and_the_cloud_still_gets_i
     urls = tmp_path / "apprise.urls"
     urls.write_text(f"# the duty room's SMS gateway\njson://127.0.0.1:{port}/notify\n")
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
-    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    base = every_press_alerts(edge_config(edge_broker, cloud_broker, tmp_path / "edge"), tmp_path)
     config = base.model_copy(
         update={"fallback": FallbackConfig(after_s=1.0, apprise_urls_file=urls)}
     )
@@ -105,7 +106,7 @@ async def test_life_safety_over_quota_is_an_on_site_alarm(
     make_broker: Callable[[str], Mosquitto], tmp_path: Path
 ) -> None:
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
-    base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    base = every_press_alerts(edge_config(edge_broker, cloud_broker, tmp_path / "edge"), tmp_path)
     # Room for about one SOS: the second one makes the life-safety backlog critical.
     config = base.model_copy(update={"outbox": OutboxConfig(life_safety_mib=0.0008)})
     async with running_edge(config) as edge:

@@ -23,6 +23,7 @@ from tests.conftest import (
     cloud_config,
     edge_config,
     eventually,
+    every_press_alerts,
     running_cloud,
     running_edge,
     unique,
@@ -38,7 +39,8 @@ SOS = 100
 
 
 def outage_config(edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Path) -> EdgeConfig:
-    base = edge_config(edge_broker, cloud_broker, data_dir)
+    # Each press is a numbered SOS here: the debounce would fold them (docs/rules.md).
+    base = every_press_alerts(edge_config(edge_broker, cloud_broker, data_dir), data_dir.parent)
     loads = [DeviceBinding(id=f"wear-load-{i:04d}", profile="wearable") for i in range(LOAD_DEVICES)]
     return base.model_copy(
         update={

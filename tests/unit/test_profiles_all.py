@@ -12,6 +12,8 @@ import yaml
 
 from edge.config import DeviceBinding
 from edge.pipeline import Outcome, Pipeline
+from edge.rules.config import profile_rules
+from edge.rules.events import EventAlertParams
 from shouwang.config import BrokerConfig
 from shouwang.profiles import LIFE_SAFETY_TYPES, PROFILES_DIR, SEVERITIES, load_profiles
 from shouwang.protocol import Rejection
@@ -158,12 +160,28 @@ def test_the_edge_pipeline_accepts_simulated_telemetry_and_events(kind: str) -> 
         out = pipeline.process(dev.topic("telemetry"), env.to_bytes())
         assert isinstance(out, Outcome), out
         assert out.field_rejections == []
+    rules = {
+        c.params.event: c.params
+        for c in profile_rules(PROFILES).values()
+        if isinstance(c.params, EventAlertParams) and c.params.kinds == [kind]
+    }
     for event, spec in profile.events.items():
-        env = dev.envelope("event", {"event": event, **dev.values.event_data(event)})
+        # A fresh pipeline per event: SOS debounce would fold a long press into the press.
+        pipeline = _pipeline()
+        data = dev.values.event_data(event)
+        env = dev.envelope("event", {"event": event, **data})
         out = pipeline.process(dev.topic("event"), env.to_bytes())
         assert isinstance(out, Outcome), out
-        expected = [] if spec.alert is None else [(spec.alert.type, spec.alert.severity)]
-        assert [(a.type, a.severity) for a in out.alerts] == expected
+        rule = rules.get(event)
+        if spec.alert is not None:
+            assert rule is not None, event
+            assert rule.alert == spec.alert.type, event
+        if rule is None or rule.cancel_window_s:
+            expected = []  # no alert, or not yet: a fall waits out its cancel window
+        else:
+            severity = rule.severity_map.get(str(data.get(rule.severity_field)), rule.severity)
+            expected = [(rule.alert, severity)]
+        assert [(a.type, a.severity) for a in out.alerts] == expected, event
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,0 +1,1 @@
+"""Rules and alerts at the edge: rule types by registry, the engine, the open-alert book."""

@@ -1,0 +1,318 @@
+"""The rule engine: routes readings, events and device states to the rules that read them.
+
+Pure and clock-driven: the daemon feeds it and asks `next_deadline()` when to call `tick()`, in
+the same style as liveness; nothing here does I/O except `save()`, which writes the state file
+off the event loop. See docs/rules.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zoneinfo
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from edge.rules.base import RULE_TYPES, DeviceState, Note, Output, Rule, Signal, Target
+from edge.rules.book import AlertBook, Notice
+from edge.rules.config import Binding, Configured, RulesSettings, load_rules
+from edge.rules.residents import Resident
+from edge.rules.suppression import BROKER, DeviceOffline
+from shouwang.clock import Clock
+from shouwang.profiles import DeviceProfile
+from shouwang.records import Alert, Event, Reading
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.liveness import Transition
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+LAZY_SAVE_MS = 60_000  # learned routines are saved at most once a minute; alert state at once
+
+
+@dataclass(slots=True)
+class RuleOutput:
+    """What the rules decided: alerts (new, escalated) and notices (resolved, cancelled)."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.notices)
+
+    def add(self, other: RuleOutput) -> None:
+        self.alerts += other.alerts
+        self.notices += other.notices
+
+
+NOTHING = RuleOutput()  # returned when nothing happened (most readings); never mutate it
+
+
+def bindings_of(config: EdgeConfig) -> list[Binding]:
+    out = []
+    for d in config.devices:
+        link = d.modbus or d.cjt188
+        parent = f"bus:{link.host}:{link.port}" if link is not None else BROKER
+        out.append(Binding(d.id, d.profile, d.resident, d.location, parent))
+    return out
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        site: str,
+        bindings: Sequence[Binding],
+        profiles: Mapping[str, DeviceProfile],
+        clock: Clock,
+        *,
+        residents: Sequence[Resident] = (),
+        settings: RulesSettings | None = None,
+        state_path: Path | None = None,
+    ) -> None:
+        settings = settings or RulesSettings()
+        self.site = site
+        self.clock = clock
+        self.tz = zoneinfo.ZoneInfo(settings.timezone)
+        self.residents = {r.id: r for r in residents}
+        configured = load_rules(settings, profiles, bindings, self.residents)
+        self.states: dict[str, DeviceState] = {b.id: DeviceState() for b in bindings}
+        self.book = AlertBook(site)
+        self.rules: dict[str, Rule] = {}
+        # Per device: (rule, target, the fields it reads or None for every reading).
+        self._readers: dict[str, list[tuple[Rule, Target, frozenset[str] | None]]] = {
+            b.id: [] for b in bindings
+        }
+        self._listeners: dict[str, dict[str, list[tuple[Rule, Target]]]] = {}
+        self._offline_rules: list[DeviceOffline] = []
+        self._targets: dict[str, Target] = {}
+        self._offline_dims: dict[str, set[str]] = {}
+        for b in bindings:
+            resident = self.residents.get(b.resident) if b.resident else None
+            if b.resident and resident is None:
+                resident = Resident(id=b.resident)  # bound but not described: no tags
+            self._targets[b.id] = Target(b.id, b.profile, resident, b.location, b.parent)
+        for c in configured:
+            self._add_rule(c)
+        self.state_path = state_path
+        self._urgent = self._lazy = False
+        self._last_save = clock.now_ms()
+        self._save_lock = asyncio.Lock()  # ingest and the watch loop both save
+        self.counts = {"readings": 0, "events": 0, "signals": 0}
+        now = clock.now_ms()
+        if state_path is not None and state_path.exists():
+            self._load(state_path)
+        for rule in self.rules.values():
+            rule.start(now)
+
+    @classmethod
+    def for_site(
+        cls,
+        config: EdgeConfig,
+        profiles: Mapping[str, DeviceProfile],
+        clock: Clock,
+        *,
+        load_state: bool = True,
+    ) -> RuleEngine:
+        """The engine for a site config; `load_state=False` only validates (edge check)."""
+        return cls(
+            config.site,
+            bindings_of(config),
+            profiles,
+            clock,
+            residents=config.residents,
+            settings=config.rules,
+            state_path=config.data_dir / "rules-state.json" if load_state else None,
+        )
+
+    def _add_rule(self, c: Configured) -> None:
+        p = c.params
+        targets = [t for t in self._targets.values() if _selected(p, t)]
+        rule = RULE_TYPES[p.type](p, targets, self.states)
+        rule.tz = self.tz
+        if isinstance(rule, DeviceOffline):
+            rule.site = self.site
+            self._offline_rules.append(rule)
+        self.rules[p.id] = rule
+        for t in targets:
+            if rule.fields or rule.wants_all_readings:
+                wants = None if rule.wants_all_readings else rule.fields
+                self._readers[t.device].append((rule, t, wants))
+            for name in rule.events:
+                self._listeners.setdefault(t.device, {}).setdefault(name, []).append((rule, t))
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def observe_reading(self, reading: Reading) -> RuleOutput:
+        readers = self._readers.get(reading.device)
+        if readers is None:
+            return NOTHING
+        self.counts["readings"] += 1
+        values = reading.values
+        if "worn" in values or "charging" in values:
+            st = self.states[reading.device]
+            worn = values.get("worn")
+            if worn is not None:
+                st.worn = bool(worn)
+            charging = values.get("charging")
+            if charging is not None:
+                st.charging = bool(charging)
+        now = self.clock.now_ms()
+        out: Output = []
+        for rule, target, wants in readers:
+            if wants is None or not wants.isdisjoint(values):
+                out += rule.on_reading(target, reading, now)
+        self._lazy = True
+        return self._apply(out) if out else NOTHING
+
+    def observe_event(self, event: Event) -> RuleOutput:
+        st = self.states.get(event.device)
+        if st is None:
+            return NOTHING
+        self.counts["events"] += 1
+        if event.name == "removed":
+            st.worn = False
+        elif event.name == "stream_lost":
+            st.stream_lost = True
+        elif event.name == "stream_restored":
+            st.stream_lost = False
+        now = self.clock.now_ms()
+        out: Output = []
+        for rule, target in self._listeners.get(event.device, {}).get(event.name, []):
+            out += rule.on_event(target, event, now)
+            self._urgent = True  # a pending cancel window must survive a restart
+        return self._apply(out)
+
+    def observe_transitions(self, changes: Iterable[Transition]) -> RuleOutput:
+        """Liveness transitions: transport disconnected or data stale make a device offline."""
+        now = self.clock.now_ms()
+        out: Output = []
+        for t in changes:
+            target = self._targets.get(t.device)
+            if target is None or t.dimension not in ("transport", "data"):
+                continue
+            dims = self._offline_dims.setdefault(t.device, set())
+            was = bool(dims)
+            if t.new in ("disconnected", "stale"):
+                dims.add(t.dimension)
+            else:
+                dims.discard(t.dimension)
+            offline = bool(dims)
+            if offline == was:
+                continue
+            self.states[t.device].offline = offline
+            for rule in self._offline_rules:
+                if t.device in rule.targets:
+                    out += rule.on_offline(target, offline, now)
+        return self._apply(out)
+
+    def broker_changed(self, up: bool) -> RuleOutput:
+        """The gateway's own broker connection: while it is down no device can reach us."""
+        now = self.clock.now_ms()
+        out: Output = []
+        for rule in self._offline_rules:
+            out += rule.broker_changed(up, now)
+        return self._apply(out)
+
+    def tick(self) -> RuleOutput:
+        now = self.clock.now_ms()
+        out: Output = []
+        for rule in self.rules.values():
+            due = rule.next_deadline()
+            if due is not None and due <= now:
+                out += rule.tick(now)
+        return self._apply(out)
+
+    def next_deadline(self) -> int | None:
+        """Wall-clock millisecond at which some rule wants a tick."""
+        due = [d for r in self.rules.values() if (d := r.next_deadline()) is not None]
+        return min(due, default=None)
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def _apply(self, out: Output) -> RuleOutput:
+        result = RuleOutput()
+        for item in out:
+            if isinstance(item, Signal):
+                self.counts["signals"] += 1
+                rule = self.rules[item.rule]
+                for made in self.book.apply(
+                    item, auto_resolve=rule.auto_resolve, repeat_after_s=rule.params.repeat_after_s
+                ):
+                    if isinstance(made, Alert):
+                        result.alerts.append(made)
+                    else:
+                        result.notices.append(made)
+            elif isinstance(item, Note):
+                result.notices.append(self.book.note(item))
+        if result or self.book.dirty:
+            self._urgent = True
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "rules": len(self.rules),
+            "open_alerts": {k: e.severity for k, e in self.book.open.items()},
+            "suppressed": self.book.suppressed,
+            **self.counts,
+        }
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = orjson.loads(path.read_bytes())
+            if data.get("version") != STATE_VERSION:
+                raise ValueError(f"version {data.get('version')!r}")
+            self.book.load(data.get("book", []))
+            for rid, state in data.get("rules", {}).items():
+                if rid in self.rules:
+                    self.rules[rid].load_state(state)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            # A corrupt state file costs re-learning and maybe one repeated alert, not start-up.
+            log.error("rules state %s unreadable, starting fresh: %s", path, err)
+            self.book = AlertBook(self.site)
+
+    def state(self) -> dict[str, Any]:
+        rules = {rid: s for rid, r in self.rules.items() if (s := r.dump_state()) is not None}
+        return {"version": STATE_VERSION, "book": self.book.dump(), "rules": rules}
+
+    async def save(self, *, force: bool = False) -> None:
+        """Write the state file if alert state changed, or learned state a minute ago."""
+        if self.state_path is None:
+            return
+        now = self.clock.now_ms()
+        if not (force or self._urgent or (self._lazy and now - self._last_save >= LAZY_SAVE_MS)):
+            return
+        async with self._save_lock:
+            # Snapshot inside the lock, so the file never goes back to an older state.
+            data = orjson.dumps(self.state())
+            self._urgent = self._lazy = False
+            self.book.dirty = False
+            self._last_save = now
+            await asyncio.to_thread(_write_atomic, self.state_path, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _selected(p: Any, t: Target) -> bool:
+    if p.kinds and t.kind not in p.kinds:
+        return False
+    if p.devices and t.device not in p.devices:
+        return False
+    if p.residents and (t.resident is None or t.resident.id not in p.residents):
+        return False
+    return not p.tags or (t.resident is not None and bool(set(p.tags) & set(t.resident.tags)))
+
