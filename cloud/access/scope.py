@@ -30,7 +30,12 @@ ACTIONS: dict[str, frozenset[str]] = {
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal
 # histories, new keys nobody has classified yet) only reaches the family and admins.
-SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary"})
+# The edge rules' keys: `who` (device, kind, resident id and tags, location), `what` (the
+# summary), `evidence` (references), and of `why` only SHARED_WHY: which rule fired and on
+# what event, not the readings it fired on (`why.data`, thresholds' values, vitals).
+SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary", "who", "what", "why",
+                           "evidence"})
+SHARED_WHY = frozenset({"rule", "type", "event"})
 FULL_DETAIL_ROLES = frozenset({"family", "admin"})
 
 
@@ -89,6 +94,12 @@ class Principal:
         if self.role not in FULL_DETAIL_ROLES:
             detail = alert.get("detail") or {}
             out["detail"] = {k: v for k, v in detail.items() if k in SHARED_DETAIL}
+            why = out["detail"].get("why")
+            if why is not None:
+                out["detail"]["why"] = (
+                    {k: v for k, v in why.items() if k in SHARED_WHY}
+                    if isinstance(why, dict) else {}
+                )
         return out
 
     def may(self, action: str) -> bool:

@@ -63,19 +63,27 @@ export class Detail {
       el("h2", {}, el("span", { class: `badge sev-${a.severity}` }, label("severity", a.severity)),
         " ", label("type", a.type), " ", el("span", { class: `state state-${a.state}` }, label("state", a.state))),
       close);
-    const tags = a.resident_tags || (a.resident_info && a.resident_info.tags) || null;
+    const detail = a.detail || {};
+    const about = detail.who || {};
+    const tags = about.tags && about.tags.length ? about.tags : null;
     const who = section("who", pairs([
       [t("detail.subject"), a.subject], [t("detail.resident"), a.resident],
-      [t("detail.tags"), tags && tags.join(", ")], [t("detail.device"), a.device],
+      [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
+      [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
       [t("detail.site"), a.site], [t("detail.dispatched_to"), a.dispatched_to],
     ]));
     const path = (a.location || "").split("/").filter(Boolean);
     const where = section("where", el("ol", { class: "path" },
       ...path.map((p, i) => el("li", {}, el("small", {}, label("level", LEVELS[i] || "")), " ", p))));
-    const detail = a.detail || {};
+    // The rules' detail: `what` (summary), `why` (the rule, its type, the signals it fired
+    // on, as far as this role may see them); other keys as they come.
+    const reasons = detail.why && typeof detail.why === "object" ? detail.why : {};
     const why = section("why", pairs([
       [t("col.time"), fmtTime(a.ts)], [t("detail.received"), fmtTime(a.received_ms)],
-      ...Object.entries(detail).map(([k, v]) => [label("field", k), v]),
+      [label("field", "what"), detail.what],
+      ...Object.entries(reasons).map(([k, v]) => [label("field", k), v]),
+      ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence"].includes(k))
+        .map(([k, v]) => [label("field", k), v]),
     ]));
     const shots = (a.evidence || []).map((e) => {
       const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
