@@ -32,6 +32,12 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """The browser tests' cloud database: what they test is the page, so SQLite only."""
+    return f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"
+
+
 def screenshots(tmp_path: Path) -> Path:
     """SHOUWANG_SCREENSHOTS=1 refreshes the pictures in docs/; otherwise they stay in tmp."""
     return DOCS if os.environ.get("SHOUWANG_SCREENSHOTS") == "1" else tmp_path

@@ -46,8 +46,8 @@ async def page_through(page: Page) -> tuple[list[str], list[float]]:
     return ids, times
 
 
-async def test_a_thousand_open_alerts_page_by_page(browser: Browser, database_url: str) -> None:
-    async with running_cloud(api_config(database_url)) as cloud:
+async def test_a_thousand_open_alerts_page_by_page(browser: Browser, sqlite_url: str) -> None:
+    async with running_cloud(api_config(sqlite_url)) as cloud:
         await add_people(cloud)
         alerts = [
             await add_alert(cloud, location=f"{HOME_A[:-3]}{100 + i % 40}",

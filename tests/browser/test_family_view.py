@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 async def test_the_family_page_shows_only_its_elder_live(
-    browser: Browser, database_url: str, tmp_path: Path
+    browser: Browser, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with running_cloud(api_config(database_url)) as cloud:
+    async with running_cloud(api_config(sqlite_url)) as cloud:
         await add_people(cloud)  # family-a watches r-a1, family-b watches r-b1
         old = await add_alert(cloud, location=HOME_A, type="fall", severity="high")
         assert cloud.store is not None
