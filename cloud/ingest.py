@@ -2,25 +2,30 @@
 
 A message is acknowledged to the broker only after the database committed it, and the
 broker session is persistent, so a worker killed at any point gets the message again.
+Each kind (and each health type) has one handler in a registry; each handler writes in one
+transaction, so a message is stored whole or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import check_alert_body
+from cloud.fleet import Fleet, check_device_state
 from cloud.store import Store
 from cloud.telemetry import SqlTelemetryStore, TelemetryStore, check_telemetry_body
+from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient
-from shouwang.protocol import Rejection, parse_envelope, parse_site_topic
+from shouwang.protocol import Envelope, Rejection, parse_envelope, parse_site_topic
 
 log = logging.getLogger(__name__)
+Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
 
 
 class Ingest:
@@ -31,13 +36,30 @@ class Ingest:
         metrics: Metrics,
         on_alert: Callable[[dict[str, Any]], None],
         max_payload_bytes: int,
+        telemetry: TelemetryStore | None = None,
+        require_registered_sites: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.metrics = metrics
         self.on_alert = on_alert
         self.max_payload_bytes = max_payload_bytes
-        self.telemetry: TelemetryStore = SqlTelemetryStore(store)
+        self.telemetry: TelemetryStore = telemetry or SqlTelemetryStore(store)
+        self.fleet = Fleet(store)
+        self.require_registered_sites = require_registered_sites
+        self.clock = clock or SystemClock()
+        self.handlers: dict[str, Handler] = {
+            "alert": self._alert,
+            "telemetry": self._telemetry,
+            "health": self._health,
+            "event": self._event,
+        }
+        self.health_handlers: dict[str, Handler] = {
+            "outbox_drops": self._drops,
+            "device_state": self._device_state,
+            "gateway": self._gateway,
+        }
 
     async def run(self) -> None:
         while True:
@@ -58,26 +80,27 @@ class Ingest:
             self.client.ack(message)
 
     async def handle(self, message: Message) -> dict[str, Any] | Rejection | None:
+        """Store one message; returns after its transaction committed (or it was refused)."""
         result = self._validate(message)
+        if (
+            not isinstance(result, Rejection)
+            and self.require_registered_sites
+            and not await self.fleet.site_registered(result.site or "")
+        ):
+            result = Rejection("unknown_site", f"{message.topic}: site is not registered")
         if isinstance(result, Rejection):
-            self.metrics.reject(result.reason)
-            log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
-            return result
+            return self._reject(result)
         env = result
         self.metrics.received(env.kind)
-        if env.kind == "telemetry":
-            new = await self.telemetry.write(env.site or "", env.body["readings"])
-            self.metrics.readings_stored.inc(new)
-            return None
-        if env.kind == "health":
-            if env.body.get("type") == "outbox_drops" and await self.store.insert_drop_report(env):
-                log.warning(
-                    "site %s reports outbox drops: %s", env.site, env.body.get("drops"),
-                    extra={"site": env.site},
-                )
-            return None
-        if env.kind != "alert":
-            return None  # events and evidence: the cloud issue's work
+        handler = self.handlers.get(env.kind)
+        return await handler(env) if handler is not None else None  # evidence: not stored yet
+
+    def _reject(self, rejection: Rejection) -> Rejection:
+        self.metrics.reject(rejection.reason)
+        log.warning("rejected message: %s", rejection.detail, extra={"reason": rejection.reason})
+        return rejection
+
+    async def _alert(self, env: Envelope) -> dict[str, Any] | None:
         alert = await self.store.insert_alert(env)
         if alert is None:
             self.metrics.reject("duplicate")
@@ -87,7 +110,36 @@ class Ingest:
         self.on_alert(alert)
         return alert
 
-    def _validate(self, message: Message) -> Any:
+    async def _telemetry(self, env: Envelope) -> None:
+        batch = env.body["readings"]
+        new = await self.telemetry.write(env.site or "", batch)
+        self.metrics.readings_stored.inc(new)
+        # After the readings: a monotonic max, so a crash in between is mended by redelivery.
+        await self.fleet.seen(env.site or "", batch)
+
+    async def _event(self, env: Envelope) -> None:
+        if not await self.store.insert_event(env):
+            self.metrics.reject("duplicate")
+
+    async def _health(self, env: Envelope) -> None:
+        handler = self.health_handlers.get(str(env.body.get("type")))
+        if handler is not None:
+            await handler(env)
+
+    async def _drops(self, env: Envelope) -> None:
+        if await self.store.insert_drop_report(env):
+            log.warning(
+                "site %s reports outbox drops: %s", env.site, env.body.get("drops"),
+                extra={"site": env.site},
+            )
+
+    async def _device_state(self, env: Envelope) -> None:
+        await self.fleet.device_state(env)
+
+    async def _gateway(self, env: Envelope) -> None:
+        await self.fleet.gateway_report(env, self.clock.now_ms())
+
+    def _validate(self, message: Message) -> Envelope | Rejection:
         topic = parse_site_topic(message.topic)
         if isinstance(topic, Rejection):
             return topic
@@ -101,12 +153,25 @@ class Ingest:
             )
         if env.kind != kind:
             return Rejection("kind_mismatch", f"{message.topic}: envelope kind {env.kind!r}")
-        if kind == "alert":
-            problem = check_alert_body(env.body)
-            if problem is not None:
-                return Rejection("invalid_alert", f"{message.topic} {env.id}: {problem}")
-        if kind == "telemetry":
-            problem = check_telemetry_body(env.body)
-            if problem is not None:
-                return Rejection("invalid_telemetry", f"{message.topic} {env.id}: {problem}")
+        problem = BODY_CHECKS.get(kind, _no_check)(env.body)
+        if problem is not None:
+            return Rejection(f"invalid_{kind}", f"{message.topic} {env.id}: {problem}")
         return env
+
+
+def _no_check(body: dict[str, Any]) -> str | None:
+    return None
+
+
+def _check_health(body: dict[str, Any]) -> str | None:
+    if body.get("type") == "device_state":
+        return check_device_state(body)
+    return None
+
+
+# What a body must hold before a handler may touch it; failures are `invalid_{kind}`.
+BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "alert": check_alert_body,
+    "telemetry": check_telemetry_body,
+    "health": _check_health,
+}

@@ -14,6 +14,7 @@ from cloud.config import CloudConfig
 from cloud.hub import Hub
 from cloud.ingest import Ingest
 from cloud.store import Store
+from cloud.telemetry import TelemetryStore, open_telemetry
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import CLOUD_STREAMS
@@ -27,6 +28,7 @@ class CloudServer:
         self.config = config
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
+        self.telemetry: TelemetryStore | None = None
         self.hub = Hub(snapshot=self._snapshot)
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
@@ -39,6 +41,7 @@ class CloudServer:
 
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
+        self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
             app = build_app(
                 self.store,
@@ -71,6 +74,8 @@ class CloudServer:
                     self.metrics,
                     on_alert=lambda a: self.hub.broadcast({"type": "alert", "alert": a}),
                     max_payload_bytes=self.config.max_payload_bytes,
+                    telemetry=self.telemetry,
+                    require_registered_sites=self.config.require_registered_sites,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
 
@@ -91,6 +96,9 @@ class CloudServer:
         await self.hub.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.telemetry is not None:
+            await self.telemetry.close()
+            self.telemetry = None
         if self.store is not None:
             await self.store.close()
 

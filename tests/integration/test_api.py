@@ -25,9 +25,11 @@ def alert_env(n: int) -> object:
     )
 
 
-async def test_ack_lifecycle_and_errors(make_broker: Callable[[str], Mosquitto], tmp_path: Path) -> None:
+async def test_ack_lifecycle_and_errors(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str
+) -> None:
     async with (
-        running_cloud(cloud_config(make_broker("cloud"), tmp_path)) as cloud,
+        running_cloud(cloud_config(make_broker("cloud"), tmp_path, database_url=database_url)) as cloud,
         aiohttp.ClientSession() as http,
     ):
         assert cloud.store is not None
