@@ -52,6 +52,8 @@ class SqlTelemetryStore:
     ) -> list[Point]:
         check_field(field)
         first, last, step = steps(start_ms, end_ms, step_s)
+        if first > last:
+            return []  # no multiple of the step in range
         query = (
             select(readings.c.ts, readings.c.vals)
             .where(

@@ -63,10 +63,11 @@ class VictoriaMetricsStore:
 
     async def count(self, site: str | None = None) -> int:
         selector = f'{MARKER}_count{{site="{site}"}}' if site else f"{MARKER}_count"
-        # Up to a day ahead: envelope timestamps may run that far ahead of the cloud's clock.
+        # From a day ahead (envelopes may run that far ahead of the cloud's clock) back past
+        # 2020, the oldest timestamp the protocol accepts; VictoriaMetrics overflows at 100y.
         result = await self._get(
             "/api/v1/query",
-            {"query": f"sum(count_over_time({selector}[100y]))", "time": time.time() + 86400},
+            {"query": f"sum(count_over_time({selector}[20y]))", "time": time.time() + 86400},
         )
         return int(float(result[0]["value"][1])) if result else 0
 
@@ -75,6 +76,8 @@ class VictoriaMetricsStore:
     ) -> list[Point]:
         check_field(field)
         first, last, _ = steps(start_ms, end_ms, step_s)
+        if first > last:
+            return []  # no multiple of the step in range
         selector = f'{MEASUREMENT}_{field}{{site="{site}",device="{device}"}}'
         result = await self._get(
             "/api/v1/query_range",
