@@ -68,6 +68,12 @@ async def test_health_updates_devices_and_sites_in_order_and_events_are_stored_o
             report = {"type": "gateway", "devices": {"devices": 1}, "edge_broker": True}
             gateway = make_envelope(site=site, device="gateway", kind="health", body=report, ts=T0 + 50)
             await pub.publish(health, gateway.to_bytes())
+            readings = [
+                {"id": f"{site}-{k}", "device": "wear-1", "ts": T0 + k * 1000, "values": {"heart_rate": 70}}
+                for k in (3, 9, 1)
+            ]
+            tele = make_envelope(site=site, device="gateway", kind="telemetry", body={"readings": readings})
+            await pub.publish(site_up_topic(site, "telemetry"), tele.to_bytes())
             event = make_envelope(site=site, device="door-1", kind="event", body={"event": "opened"}, ts=T0)
             await pub.publish(site_up_topic(site, "event"), event.to_bytes())
             await pub.publish(site_up_topic(site, "event"), event.to_bytes())
@@ -80,6 +86,7 @@ async def test_health_updates_devices_and_sites_in_order_and_events_are_stored_o
         assert device is not None
         assert (device["transport"], device["transport_ms"]) == ("disconnected", T0 + 40)
         assert (device["data"], device["battery"], device["health"]) == ("fresh", "low", None)
+        assert device["last_seen_ms"] == T0 + 9000  # the newest reading, not the last listed
         registered = await fleet.site(site)
         assert registered is not None
         assert (registered["last_seen_ms"], registered["last_health"]) == (T0 + 50, report)
