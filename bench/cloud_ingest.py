@@ -2,7 +2,7 @@
 
 A publisher process sends what gateways send (telemetry messages of many readings, like
 `edge/daemon.py::_telemetry_row`) as fast as QoS 1 allows to a cloud broker, and meanwhile
-an SOS every 20 ms on a second connection; N `shouwang cloud run` workers share the
+a second publisher process sends an SOS every 20 ms; N `shouwang cloud run` workers share the
 subscription. Measured:
 readings stored per second (first publish → last reading countable in the store) and alert
 latency (envelope ts, stamped at publish → the alert row's `received_ms`, stamped in the
@@ -71,45 +71,47 @@ def alert_payload(site: str, n: int) -> bytes:
 
 
 def publish(port: int, site: str, messages: int, per_message: int) -> None:
-    """The publisher process: a telemetry flood on one connection and, like a second gateway,
-    an SOS every ALERT_GAP_S on another, until every telemetry message is acknowledged."""
-    import threading
-
+    """The telemetry publisher process: a flood on one connection until all is acknowledged."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
     payloads = telemetry_payloads(site, messages, per_message)
-    clients = []
-    for name in ("telemetry", "alerts"):
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-{name}")
-        client.max_inflight_messages_set(200)
-        client.max_queued_messages_set(0)
-        client.connect("127.0.0.1", port)
-        client.loop_start()
-        clients.append(client)
-    telemetry, sos = clients
-    done = threading.Event()
-    sent = [0]
-
-    def alerts() -> None:
-        while not done.wait(ALERT_GAP_S):
-            # Made at send time: the envelope's ts is the publish time.
-            sos.publish(site_up_topic(site, "alert"), alert_payload(site, sent[0]), qos=1)
-            sent[0] += 1
-
-    thread = threading.Thread(target=alerts)
-    started = time.time()
-    thread.start()
-    infos = [telemetry.publish(site_up_topic(site, "telemetry"), p, qos=1) for p in payloads]
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-telemetry")
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    print(json.dumps({"started": time.time()}), flush=True)  # the bench starts the alerts now
+    infos = [client.publish(site_up_topic(site, "telemetry"), p, qos=1) for p in payloads]
     for info in infos:
         info.wait_for_publish(120)
-    done.set()
-    thread.join()
-    time.sleep(0.5)  # the last alerts' PUBACKs
-    for client in clients:
-        client.loop_stop()
-        client.disconnect()
-    print(json.dumps({"started": started, "alerts": sent[0]}))
+    client.loop_stop()
+    client.disconnect()
+
+
+def publish_alerts(port: int, site: str) -> None:
+    """The alert publisher process, like a second gateway: from a "go" line on stdin, an SOS
+    every ALERT_GAP_S until the next line; prints how many it sent once all are acknowledged."""
+    import select as select_
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-alerts")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": the telemetry flood has started
+    infos = []
+    while not select_.select([sys.stdin], [], [], ALERT_GAP_S)[0]:
+        # Made at send time: the envelope's ts is the publish time.
+        payload = alert_payload(site, len(infos))
+        infos.append(client.publish(site_up_topic(site, "alert"), payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"alerts": len(infos)}))
 
 
 class Run:
@@ -172,10 +174,22 @@ async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[
     )
     telemetry = vm_store or SqlTelemetryStore(store)
     try:
+        sos = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--publish-alerts", str(run.broker.port), site,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )
+        assert sos.stdout is not None
+        assert sos.stdin is not None
+        await sos.stdout.readline()  # connected
         pub = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--publish", str(run.broker.port), site,
             str(messages), str(per_message), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
         )
+        assert pub.stdout is not None
+        started = json.loads(await pub.stdout.readline())["started"]
+        # Alerts only while the flood runs: their latency is the one under load.
+        sos.stdin.write(b"go\n")
+        await sos.stdin.drain()
         total = messages * per_message
         stored = 0
         deadline = time.monotonic() + 600
@@ -185,9 +199,9 @@ async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[
                 await vm_store.flush()
             stored = await telemetry.count(site)
         done = time.time()
-        out, _ = await pub.communicate()
-        published = json.loads(out)
-        started, expected_alerts = published["started"], published["alerts"]
+        await pub.wait()
+        alerts_out, _ = await sos.communicate(b"stop\n")
+        expected_alerts = json.loads(alerts_out)["alerts"]
         async with store.engine.connect() as conn:  # alerts come on their own stream
             for _ in range(100):
                 query = select(alerts.c.id).where(alerts.c.site == site)
@@ -296,6 +310,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--publish":
         port, site, messages, per_message = sys.argv[2:6]
         publish(int(port), site, int(messages), int(per_message))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--publish-alerts":
+        publish_alerts(int(sys.argv[2]), sys.argv[3])
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300, help="telemetry messages")
