@@ -105,6 +105,7 @@ def check_telemetry_body(body: dict[str, Any]) -> str | None:
 
 
 # Import the backends so they register (the registry lives above).
+from cloud.schema import readings  # noqa: E402  (where `readings` was imported from before)
 from cloud.telemetry import sql, victoria  # noqa: E402, F401
 from cloud.telemetry.sql import SqlTelemetryStore  # noqa: E402
 
@@ -116,4 +117,5 @@ __all__ = [
     "TelemetryStore",
     "check_telemetry_body",
     "open_telemetry",
+    "readings",
 ]
