@@ -23,6 +23,7 @@ from cloud.lifecycle import Lifecycle
 from cloud.notify import Dispatcher, build_notify
 from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
+from cloud.telemetry import TelemetryStore, open_telemetry
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
@@ -51,6 +52,7 @@ class CloudServer:
             snapshot=self._snapshot, recheck=self._session_valid,
             recheck_s=config.access.websocket_recheck_s,
         )
+        self.telemetry: TelemetryStore | None = None
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -92,6 +94,7 @@ class CloudServer:
             self._tasks.append(
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
             )
+        self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
             feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)
             await feed.start_position()
@@ -138,6 +141,9 @@ class CloudServer:
                     on_alert=self._on_alert,
                     max_payload_bytes=self.config.max_payload_bytes,
                     evidence=self.evidence,
+                    telemetry=self.telemetry,
+                    require_registered_sites=self.config.require_registered_sites,
+                    clock=self.clock,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
 
@@ -160,6 +166,9 @@ class CloudServer:
             await self._runner.cleanup()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.telemetry is not None:
+            await self.telemetry.close()
+            self.telemetry = None
         if self.store is not None:
             await self.store.close()
 
