@@ -24,6 +24,7 @@ from cloud.evidence import EvidenceStore, check_evidence_body
 from cloud.fleet import Fleet, check_device_state
 from cloud.store import Store
 from cloud.telemetry import SqlTelemetryStore, TelemetryStore, check_telemetry_body
+from cloud.updates import NotApplicable, escalate, escalation_of, resolution_of, resolve
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient, MqttError
@@ -48,6 +49,7 @@ class Ingest:
         require_registered_sites: bool = False,
         clock: Clock | None = None,
         evidence: EvidenceStore | None = None,
+        on_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -59,6 +61,7 @@ class Ingest:
         self.require_registered_sites = require_registered_sites
         self.clock = clock or SystemClock()
         self.evidence = evidence
+        self.on_update = on_update or _ignore
         self.handlers: dict[str, Handler] = {
             "alert": self._alert,
             "telemetry": self._telemetry,
@@ -149,6 +152,20 @@ class Ingest:
         return rejection
 
     async def _alert(self, env: Envelope) -> dict[str, Any] | None:
+        target = escalation_of(env)
+        if target is not None:
+            try:
+                updated = await escalate(self.store, env, target)
+            except NotApplicable as err:
+                # Its alert is closed or unknown here: the worse condition is an alert itself.
+                log.info("escalation stored as a new alert: %s", err, extra={"alert": env.id})
+            else:
+                if updated is None:
+                    self.metrics.reject("duplicate")
+                else:
+                    log.info("alert escalated", extra={"alert": target, "site": env.site})
+                    await self.on_update(updated)
+                return updated
         alert = await self.store.insert_alert(env)
         if alert is None:
             self.metrics.reject("duplicate")
@@ -166,6 +183,19 @@ class Ingest:
         await self.fleet.seen(env.site or "", batch)
 
     async def _event(self, env: Envelope) -> None:
+        target = resolution_of(env)
+        if target is not None:
+            try:
+                updated = await resolve(self.store, env, target)
+            except NotApplicable as err:
+                log.info("resolution kept as an event only: %s", err, extra={"site": env.site})
+            else:
+                if updated is None:
+                    self.metrics.reject("duplicate")
+                else:
+                    log.info("alert resolved at the gateway", extra={"alert": target})
+                    await self.on_update(updated)
+                return
         if not await self.store.insert_event(env):
             self.metrics.reject("duplicate")
 
@@ -224,6 +254,10 @@ BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "health": _check_health,
     "evidence": check_evidence_body,
 }
+
+
+async def _ignore(alert: dict[str, Any]) -> None:
+    return None
 
 
 def _envelope_id(payload: bytes) -> str | None:

@@ -71,6 +71,14 @@ class CloudServer:
         if self.scheduler is not None:
             self.scheduler.wake()
 
+    async def _on_update(self, alert: dict[str, Any]) -> None:
+        """A gateway escalated or resolved an alert: dashboards see it; a closed one stops
+        escalating."""
+        summary = {k: v for k, v in alert.items() if k != "timeline"}
+        self.hub.broadcast({"type": "alert_updated", "alert": summary})
+        if alert["state"] != "open":
+            await self._left_open(alert["id"])
+
     async def _left_open(self, alert_id: str) -> None:
         if self.scheduler is not None:
             await self.scheduler.timers.cancel(alert_id)
@@ -139,6 +147,7 @@ class CloudServer:
                     self.store,
                     self.metrics,
                     on_alert=self._on_alert,
+                    on_update=self._on_update,
                     max_payload_bytes=self.config.max_payload_bytes,
                     evidence=self.evidence,
                     telemetry=self.telemetry,
