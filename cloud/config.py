@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from cloud.access.config import AccessConfig
 from cloud.escalation.policy import EscalationConfig
 from cloud.evidence import EvidenceConfig
 from cloud.notify.config import NotifyConfig
+from cloud.telemetry.sql import SqlTelemetryConfig
+from cloud.telemetry.victoria import VictoriaMetricsConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
+
+TelemetryConfig = Annotated[
+    SqlTelemetryConfig | VictoriaMetricsConfig, Field(discriminator="backend")
+]
 
 
 class CloudConfig(Strict):
@@ -43,4 +51,14 @@ class CloudConfig(Strict):
     escalation: EscalationConfig = Field(
         default_factory=EscalationConfig,
         description="Escalation policies file and the timer loop every worker runs",
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=SqlTelemetryConfig,
+        description="Where readings go: `backend: sql` (default, the database above) or "
+        "`backend: victoriametrics` with `url`",
+    )
+    require_registered_sites: bool = Field(
+        False,
+        description="Reject envelopes from sites not in the sites table (`unknown_site`); "
+        "when false, a site is registered by its first gateway report",
     )

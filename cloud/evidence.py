@@ -24,7 +24,8 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy import BigInteger, Column, Integer, String, Table, select
 
-from cloud.store import Store, metadata
+from cloud.schema import metadata
+from cloud.store import Store
 from shouwang.config import ConfigError, Strict
 from shouwang.protocol import Envelope
 

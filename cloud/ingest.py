@@ -5,14 +5,15 @@ broker session is persistent, so a worker killed at any point gets the message a
 the commit the worker also confirms the envelope to its gateway on `site/{site}/down/ack`
 (stored, or refused for good with the reason): the gateway deletes its copy only then, so a
 message the broker acknowledged and then lost is sent again.
+Each kind (and each health type) has one handler in a registry; each handler writes in one
+transaction, so a message is stored whole or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,13 +21,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import check_alert_body
 from cloud.evidence import EvidenceStore, check_evidence_body
+from cloud.fleet import Fleet, check_device_state
 from cloud.store import Store
 from cloud.telemetry import SqlTelemetryStore, TelemetryStore, check_telemetry_body
+from cloud.updates import NotApplicable, escalate, escalation_of, resolution_of, resolve
+from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient, MqttError
 from shouwang.protocol import Envelope, Rejection, parse_envelope, parse_site_topic, site_down_topic
 
 log = logging.getLogger(__name__)
+Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
+# Refusals that say nothing about the message itself: the cloud may accept it later (a site
+# registered after its gateway connected), so the gateway keeps it and sends it again.
+NOT_FINAL = frozenset({"unknown_site"})
 
 
 class Ingest:
@@ -37,15 +45,35 @@ class Ingest:
         metrics: Metrics,
         on_alert: Callable[[dict[str, Any]], None],
         max_payload_bytes: int,
+        telemetry: TelemetryStore | None = None,
+        require_registered_sites: bool = False,
+        clock: Clock | None = None,
         evidence: EvidenceStore | None = None,
+        on_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.metrics = metrics
         self.on_alert = on_alert
         self.max_payload_bytes = max_payload_bytes
+        self.telemetry: TelemetryStore = telemetry or SqlTelemetryStore(store)
+        self.fleet = Fleet(store)
+        self.require_registered_sites = require_registered_sites
+        self.clock = clock or SystemClock()
         self.evidence = evidence
-        self.telemetry: TelemetryStore = SqlTelemetryStore(store)
+        self.on_update = on_update or _ignore
+        self.handlers: dict[str, Handler] = {
+            "alert": self._alert,
+            "telemetry": self._telemetry,
+            "health": self._health,
+            "event": self._event,
+            "evidence": self._evidence,
+        }
+        self.health_handlers: dict[str, Handler] = {
+            "outbox_drops": self._drops,
+            "device_state": self._device_state,
+            "gateway": self._gateway,
+        }
 
     async def run(self) -> None:
         while True:
@@ -66,26 +94,28 @@ class Ingest:
             self.client.ack(message)
 
     async def handle(self, message: Message) -> dict[str, Any] | Rejection | None:
+        """Store one message; returns after its transaction committed (or it was refused)."""
         result = self._validate(message)
+        if (
+            not isinstance(result, Rejection)
+            and self.require_registered_sites
+            and not await self.fleet.site_registered(result.site or "")
+        ):
+            result = Rejection("unknown_site", f"{message.topic}: site is not registered")
         if isinstance(result, Rejection):
-            self.metrics.reject(result.reason)
-            log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
-            self._confirm(message, rejected=result.reason)
-            return result
-        if result.kind == "evidence" and not self._evidence_present(result):
-            # The gateway uploads before it publishes; without the bytes this is not stored
-            # and not confirmed, so the gateway uploads and publishes it again.
-            self.metrics.reject("evidence_missing")
-            log.warning("evidence %s names bytes not uploaded", result.id)
-            return Rejection("evidence_missing", f"{message.topic} {result.id}")
-        outcome = await self._store(result)
-        self._confirm(message, stored=result.id)
+            if result.reason not in NOT_FINAL:
+                self._confirm(message, rejected=result.reason)
+            return self._reject(result)
+        env = result
+        if env.kind == "evidence" and not self._evidence_present(env):
+            # The gateway uploads before it publishes; without the bytes this is neither stored
+            # nor confirmed, so the gateway uploads and publishes it again.
+            return self._reject(Rejection("evidence_missing", f"{message.topic} {env.id}"))
+        self.metrics.received(env.kind)
+        handler = self.handlers.get(env.kind)
+        outcome = await handler(env) if handler is not None else None
+        self._confirm(message, stored=env.id)
         return outcome
-
-    def _evidence_present(self, env: Envelope) -> bool:
-        return self.evidence is not None and self.evidence.has(
-            env.body["sha256"], env.body["size"]
-        )
 
     def _confirm(
         self, message: Message, *, stored: str | None = None, rejected: str | None = None
@@ -106,25 +136,36 @@ class Ingest:
             # The gateway publishes it again after its timeout, and that copy is confirmed.
             log.warning("confirmation for %s not sent: %s", envelope_id, err)
 
-    async def _store(self, env: Envelope) -> dict[str, Any] | None:
-        self.metrics.received(env.kind)
-        if env.kind == "telemetry":
-            new = await self.telemetry.write(env.site or "", env.body["readings"])
-            self.metrics.readings_stored.inc(new)
-            return None
-        if env.kind == "health":
-            if env.body.get("type") == "outbox_drops" and await self.store.insert_drop_report(env):
-                log.warning(
-                    "site %s reports outbox drops: %s", env.site, env.body.get("drops"),
-                    extra={"site": env.site},
-                )
-            return None
-        if env.kind == "evidence":
-            assert self.evidence is not None
-            await self.evidence.insert(env, int(time.time() * 1000))
-            return None
-        if env.kind != "alert":
-            return None  # events: the cloud issue's work
+    def _evidence_present(self, env: Envelope) -> bool:
+        return self.evidence is not None and self.evidence.has(
+            env.body["sha256"], env.body["size"]
+        )
+
+    async def _evidence(self, env: Envelope) -> None:
+        assert self.evidence is not None  # _evidence_present checked it
+        if not await self.evidence.insert(env, self.clock.now_ms()):
+            self.metrics.reject("duplicate")
+
+    def _reject(self, rejection: Rejection) -> Rejection:
+        self.metrics.reject(rejection.reason)
+        log.warning("rejected message: %s", rejection.detail, extra={"reason": rejection.reason})
+        return rejection
+
+    async def _alert(self, env: Envelope) -> dict[str, Any] | None:
+        target = escalation_of(env)
+        if target is not None:
+            try:
+                updated = await escalate(self.store, env, target)
+            except NotApplicable as err:
+                # Its alert is closed or unknown here: the worse condition is an alert itself.
+                log.info("escalation stored as a new alert: %s", err, extra={"alert": env.id})
+            else:
+                if updated is None:
+                    self.metrics.reject("duplicate")
+                else:
+                    log.info("alert escalated", extra={"alert": target, "site": env.site})
+                    await self.on_update(updated)
+                return updated
         alert = await self.store.insert_alert(env)
         if alert is None:
             self.metrics.reject("duplicate")
@@ -134,7 +175,49 @@ class Ingest:
         self.on_alert(alert)
         return alert
 
-    def _validate(self, message: Message) -> Any:
+    async def _telemetry(self, env: Envelope) -> None:
+        batch = env.body["readings"]
+        new = await self.telemetry.write(env.site or "", batch)
+        self.metrics.readings_stored.inc(new)
+        # After the readings: a monotonic max, so a crash in between is mended by redelivery.
+        await self.fleet.seen(env.site or "", batch)
+
+    async def _event(self, env: Envelope) -> None:
+        target = resolution_of(env)
+        if target is not None:
+            try:
+                updated = await resolve(self.store, env, target)
+            except NotApplicable as err:
+                log.info("resolution kept as an event only: %s", err, extra={"site": env.site})
+            else:
+                if updated is None:
+                    self.metrics.reject("duplicate")
+                else:
+                    log.info("alert resolved at the gateway", extra={"alert": target})
+                    await self.on_update(updated)
+                return
+        if not await self.store.insert_event(env):
+            self.metrics.reject("duplicate")
+
+    async def _health(self, env: Envelope) -> None:
+        handler = self.health_handlers.get(str(env.body.get("type")))
+        if handler is not None:
+            await handler(env)
+
+    async def _drops(self, env: Envelope) -> None:
+        if await self.store.insert_drop_report(env):
+            log.warning(
+                "site %s reports outbox drops: %s", env.site, env.body.get("drops"),
+                extra={"site": env.site},
+            )
+
+    async def _device_state(self, env: Envelope) -> None:
+        await self.fleet.device_state(env)
+
+    async def _gateway(self, env: Envelope) -> None:
+        await self.fleet.gateway_report(env, self.clock.now_ms())
+
+    def _validate(self, message: Message) -> Envelope | Rejection:
         topic = parse_site_topic(message.topic)
         if isinstance(topic, Rejection):
             return topic
@@ -148,19 +231,33 @@ class Ingest:
             )
         if env.kind != kind:
             return Rejection("kind_mismatch", f"{message.topic}: envelope kind {env.kind!r}")
-        if kind == "alert":
-            problem = check_alert_body(env.body)
-            if problem is not None:
-                return Rejection("invalid_alert", f"{message.topic} {env.id}: {problem}")
-        if kind == "evidence":
-            problem = check_evidence_body(env.body)
-            if problem is not None:
-                return Rejection("invalid_evidence", f"{message.topic} {env.id}: {problem}")
-        if kind == "telemetry":
-            problem = check_telemetry_body(env.body)
-            if problem is not None:
-                return Rejection("invalid_telemetry", f"{message.topic} {env.id}: {problem}")
+        problem = BODY_CHECKS.get(kind, _no_check)(env.body)
+        if problem is not None:
+            return Rejection(f"invalid_{kind}", f"{message.topic} {env.id}: {problem}")
         return env
+
+
+def _no_check(body: dict[str, Any]) -> str | None:
+    return None
+
+
+def _check_health(body: dict[str, Any]) -> str | None:
+    if body.get("type") == "device_state":
+        return check_device_state(body)
+    return None
+
+
+# What a body must hold before a handler may touch it; failures are `invalid_{kind}`.
+BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "alert": check_alert_body,
+    "telemetry": check_telemetry_body,
+    "health": _check_health,
+    "evidence": check_evidence_body,
+}
+
+
+async def _ignore(alert: dict[str, Any]) -> None:
+    return None
 
 
 def _envelope_id(payload: bytes) -> str | None:

@@ -23,6 +23,7 @@ from cloud.lifecycle import Lifecycle
 from cloud.notify import Dispatcher, build_notify
 from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
+from cloud.telemetry import TelemetryStore, open_telemetry
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
@@ -51,6 +52,7 @@ class CloudServer:
             snapshot=self._snapshot, recheck=self._session_valid,
             recheck_s=config.access.websocket_recheck_s,
         )
+        self.telemetry: TelemetryStore | None = None
         self.streams: list[MqttClient] = []
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -68,6 +70,14 @@ class CloudServer:
         self.hub.broadcast({"type": "alert", "alert": alert})
         if self.scheduler is not None:
             self.scheduler.wake()
+
+    async def _on_update(self, alert: dict[str, Any]) -> None:
+        """A gateway escalated or resolved an alert: dashboards see it; a closed one stops
+        escalating."""
+        summary = {k: v for k, v in alert.items() if k != "timeline"}
+        self.hub.broadcast({"type": "alert_updated", "alert": summary})
+        if alert["state"] != "open":
+            await self._left_open(alert["id"])
 
     async def _left_open(self, alert_id: str) -> None:
         if self.scheduler is not None:
@@ -92,6 +102,7 @@ class CloudServer:
             self._tasks.append(
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
             )
+        self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
             feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)
             await feed.start_position()
@@ -136,8 +147,12 @@ class CloudServer:
                     self.store,
                     self.metrics,
                     on_alert=self._on_alert,
+                    on_update=self._on_update,
                     max_payload_bytes=self.config.max_payload_bytes,
                     evidence=self.evidence,
+                    telemetry=self.telemetry,
+                    require_registered_sites=self.config.require_registered_sites,
+                    clock=self.clock,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
 
@@ -160,6 +175,9 @@ class CloudServer:
             await self._runner.cleanup()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.telemetry is not None:
+            await self.telemetry.close()
+            self.telemetry = None
         if self.store is not None:
             await self.store.close()
 

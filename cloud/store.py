@@ -7,74 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Column,
-    ColumnElement,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    event,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, and_, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cloud import migrate
 from cloud.alerts import TRANSITIONS, AlertNotFound, IllegalTransition
+from cloud.schema import alert_transitions, alerts, drop_reports, events, metadata
 from shouwang.protocol import Envelope
 
-metadata = MetaData()
-
-alerts = Table(
-    "alerts",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("site", String(64), nullable=False),
-    Column("type", String(64), nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("device", String(64), nullable=False),
-    Column("subject", String(128), nullable=False),
-    Column("dedup_key", String(200), nullable=False),
-    Column("resident", String(64)),
-    Column("location", String(256)),
-    Column("life_safety", Boolean, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("state_changed_ms", BigInteger, nullable=False),
-    Column("body", JSON, nullable=False),
-    Index("alerts_state_ts", "state", "ts"),
-    Index("alerts_ts", "ts"),
-)
-
-alert_transitions = Table(
-    "alert_transitions",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("alert_id", String(64), nullable=False, index=True),
-    Column("from_state", String(16)),
-    Column("to_state", String(16), nullable=False),
-    Column("actor", String(128), nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("note", Text),
-)
-
-drop_reports = Table(
-    "drop_reports", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("site", String(64), nullable=False, index=True),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("body", JSON, nullable=False),
-)
+__all__ = ["Store", "metadata"]  # tables live in cloud.schema; metadata is re-exported here
 
 _ALERT_COLUMNS = [c for c in alerts.c if c.name != "body"]
 
@@ -93,13 +36,10 @@ class Store:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        await migrate.upgrade(url)
         engine = create_async_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        import cloud.access.tables  # noqa: F401 - its tables are on `metadata` too
-
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
         return cls(engine)
 
     async def close(self) -> None:
@@ -148,6 +88,25 @@ class Store:
         stmt = (
             self.insert(drop_reports)
             .values(id=env.id, site=env.site, received_ms=_now_ms(), body=env.body)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        async with self.engine.begin() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
+    async def insert_event(self, env: Envelope) -> bool:
+        """Store a site's event once, keyed by envelope id; False for a redelivery."""
+        name = env.body.get("event", env.body.get("type"))
+        stmt = (
+            self.insert(events)
+            .values(
+                id=env.id,
+                site=env.site,
+                device=env.device,
+                name=name if isinstance(name, str) else None,
+                ts=env.ts,
+                received_ms=_now_ms(),
+                body=env.body,
+            )
             .on_conflict_do_nothing(index_elements=["id"])
         )
         async with self.engine.begin() as conn:

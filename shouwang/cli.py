@@ -47,6 +47,12 @@ def cmd_cloud_run(args: argparse.Namespace) -> int:
     return _run("cloud", run(load_yaml(args.config, CloudConfig)))
 
 
+def cmd_cloud_import(args: argparse.Namespace) -> int:
+    from cloud.admin import import_cli
+
+    return import_cli(args.config, args.kind, args.file)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cloud.config import CloudConfig
     from edge.config import EdgeConfig
@@ -102,6 +108,12 @@ def parser() -> argparse.ArgumentParser:
     from cloud.access.cli import add_parsers as add_user_parsers
 
     add_user_parsers(cloud)
+    # Admin commands of the cloud (imports here; user commands beside them).
+    ci = cloud.add_parser("import", help="import rows from CSV or YAML: all or nothing")
+    ci.add_argument("kind", choices=["sites", "locations", "residents", "devices"])
+    ci.add_argument("file", type=Path, help="FILE.csv or FILE.yaml")
+    ci.add_argument("--config", type=Path, required=True, help="cloud YAML file")
+    ci.set_defaults(fn=cmd_cloud_import)
 
     sim = sub.add_parser("sim", help="device simulators").add_subparsers(dest="sub", required=True)
     sb = sim.add_parser("button", help="press a simulated emergency button")

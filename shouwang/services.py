@@ -1,11 +1,14 @@
-"""Start local servers (Mosquitto now; more later) on free loopback ports, for demo and tests."""
+"""Start private local servers (Mosquitto, PostgreSQL, VictoriaMetrics) on free loopback ports."""
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,3 +120,142 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class Postgres:
+    """A private PostgreSQL cluster from Debian's binaries, in its own temp dir and port.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` system
+    user (`runuser`); its directory is made under the system temp dir because pytest's and
+    most of ours are mode 700. Never the system server on 5432. Trust auth on 127.0.0.1 only.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.directory: Path | None = None
+        self._bin = _postgres_bin()
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="shouwang-pg-"))
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.directory, user.pw_uid, user.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--locale=C.UTF-8",
+        )
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"  # test data: speed over durability
+        )
+        log_file = self.directory / "postgres.log"
+        try:
+            self._run("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(log_file),
+                      "-w", "-t", str(int(timeout)), "start")
+            wait_port("127.0.0.1", self.port, timeout)
+        except (ServiceError, subprocess.CalledProcessError) as err:
+            log = log_file.read_text() if log_file.exists() else ""
+            self.stop()
+            raise ServiceError(f"postgres failed to start: {err}\n{log[-2000:]}") from err
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q",
+                  "-c", f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.directory is None:
+            return
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory = None
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self._bin / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def _postgres_bin() -> Path:
+    """Debian's newest installed PostgreSQL bin dir (/usr/lib/postgresql/<version>/bin)."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name),
+    )
+    if not found:
+        raise ServiceError(
+            "PostgreSQL is not installed; run `make deps` (apt-get install postgresql)"
+        )
+    return Path(found[-1]).parent
+
+
+class VictoriaMetrics:
+    """A private single-node VictoriaMetrics: own storage dir, own port, fresh reads.
+
+    `-search.latencyOffset=0` and `-search.disableCache` make a sample visible to queries as
+    soon as it is written (tests and benches read back at once); retention covers test data
+    dated years back or ahead.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+        if not Path(binary).exists():
+            raise ServiceError(
+                "victoria-metrics is not installed; run `make deps` "
+                "(apt-get install victoria-metrics)"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "victoria-metrics.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"-storageDataPath={self.directory / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-search.disableCache",
+                "-dedup.minScrapeInterval=1ms",
+                "-loggerLevel=WARN",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            wait_port("127.0.0.1", self.port, timeout, self.proc)
+        except ServiceError as err:
+            self.stop()
+            text = (self.directory / "victoria-metrics.log").read_text(errors="replace")
+            raise ServiceError(f"victoria-metrics failed: {err}\n{text[-2000:]}") from err
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

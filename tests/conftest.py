@@ -27,7 +27,7 @@ from edge.rules.config import RulesSettings
 from shouwang.clock import SystemClock
 from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.records import Reading
-from shouwang.services import Mosquitto
+from shouwang.services import Mosquitto, Postgres, VictoriaMetrics
 
 _counter = itertools.count(1)
 SLOW_CALLBACK_S = 0.5
@@ -156,6 +156,42 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[[str], Mosquitto]]:
         b.stop()
 
 
+# --- databases -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """A private PostgreSQL cluster for the session (Debian's binaries, a free port)."""
+    server = Postgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database for this test, once on SQLite and once on PostgreSQL.
+
+    Use it for every test of the SQL store: `async def test_x(database_url: str)` runs twice
+    (ids `[sqlite]` and `[postgresql]`). Pass it to `cloud_config(..., database_url=...)` or
+    `Store.connect(database_url)`. The PostgreSQL database is one of its own on the session's
+    private cluster (`postgres_server`), so tests never see each other's rows.
+    """
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"
+    server: Postgres = request.getfixturevalue("postgres_server")
+    return server.create_database(unique("test").replace("-", "_"))
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
+    """A private VictoriaMetrics for the session; tests keep apart by unique site ids."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics"))
+    server.start()
+    yield server
+    server.stop()
+
+
 def broker_config(b: Mosquitto) -> BrokerConfig:
     return BrokerConfig(host="127.0.0.1", port=b.port)
 
@@ -195,19 +231,22 @@ def every_press_alerts(config: EdgeConfig, directory: Path) -> EdgeConfig:
     return config.model_copy(update={"rules": RulesSettings(file=rules)})
 
 
-def cloud_config(cloud_broker: Mosquitto, data_dir: Path, worker: str | None = None) -> CloudConfig:
+def cloud_config(
+    cloud_broker: Mosquitto,
+    data_dir: Path,
+    worker: str | None = None,
+    *,
+    database_url: str | None = None,
+    **changes: Any,
+) -> CloudConfig:
+    """A cloud on `cloud_broker`; SQLite in `data_dir` unless `database_url` is given."""
     return CloudConfig(
+        **changes,
         broker=broker_config(cloud_broker),
-        database_url=f"sqlite+aiosqlite:///{data_dir}/cloud.sqlite",
+        database_url=database_url or f"sqlite+aiosqlite:///{data_dir}/cloud.sqlite",
         http=HttpConfig(port=0),
         worker_id=worker or unique("cloud"),
     )
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The cloud database for people-and-alerts tests (SQLite here; PostgreSQL where available)."""
-    return f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"
 
 
 def api_config(database_url: str, worker: str | None = None, **extra: Any) -> CloudConfig:

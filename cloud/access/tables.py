@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from cloud.store import alerts, metadata
+from cloud.schema import alerts, metadata
 
 # A family's scope is a few residents: without this, listing their alerts scans the table
 # (bench/api_scope.py over 100k alerts: p50 48 ms without it, 6 ms with it).

@@ -18,7 +18,6 @@ from cloud.notify.digest import digest_message
 from cloud.notify.message import AlertSummary, Message, Outcome, Target
 from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
-from cloud.notify.tables import create_tables
 from cloud.store import Store
 from shouwang.clock import Clock
 
@@ -66,8 +65,8 @@ class Dispatcher:
     # --- life cycle ----------------------------------------------------------------------
 
     async def start(self, *, run: bool = True) -> None:
-        """Create tables and notifiers; with `run`, look at digests and retries every tick."""
-        await create_tables(self.store)
+        """Create the notifiers (their tables come with the schema's migrations); with `run`,
+        look at digests and retries every tick."""
         self._http = aiohttp.ClientSession()
         if not self.config.enabled:
             log.warning("notifications are disabled in this process (notify.enabled: false)")

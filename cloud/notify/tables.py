@@ -17,7 +17,8 @@ from sqlalchemy import (
     select,
 )
 
-from cloud.store import Store, metadata
+from cloud.schema import metadata
+from cloud.store import Store
 
 RESULTS = ("delivered", "failed", "rate_limited", "digested")
 
@@ -84,12 +85,6 @@ notification_pending = Table(
 TABLES = [notification_attempts, push_subscriptions, vapid_keys, notification_pending]
 _PUBLIC = ("ts", "recipient", "stage", "channel", "target", "attempt", "result", "reason",
            "http_status")
-
-
-async def create_tables(store: Store) -> None:
-    """Create the notifier tables if missing (Store.connect may have run before this import)."""
-    async with store.engine.begin() as conn:
-        await conn.run_sync(lambda sync: metadata.create_all(sync, tables=TABLES))
 
 
 async def record_attempts(store: Store, rows: list[dict[str, Any]]) -> None:

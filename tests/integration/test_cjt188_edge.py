@@ -31,7 +31,9 @@ async def test_polled_meter_readings_reach_the_cloud_and_silence_is_reported_onc
         base = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
         link = Cjt188Link(
             host="127.0.0.1", port=server.port, address=ADDRESS, poll_interval_s=0.2,
-            timeout_s=0.2, retries=0, unavailable_after=2, unavailable_backoff_max_s=0.4,
+            # Long enough that a loaded machine's slow TCP connect is no failure of its own:
+            # silence must show as timeouts only.
+            timeout_s=1.0, retries=0, unavailable_after=2, unavailable_backoff_max_s=0.4,
         )  # fmt: skip
         meter = DeviceBinding(id=METER, profile="water_meter", resident="r-1", cjt188=link)
         config = base.model_copy(update={"devices": [*base.devices, meter]})

@@ -1,0 +1,325 @@
+"""Cloud ingest throughput and alert latency with 1, 2 and 4 ingest worker processes.
+
+A publisher process sends what gateways send (telemetry messages of many readings, like
+`edge/daemon.py::_telemetry_row`) as fast as QoS 1 allows to a cloud broker, and meanwhile
+a second publisher process sends an SOS every 20 ms; N `shouwang cloud run` workers share the
+subscription. Measured:
+readings stored per second (first publish → last reading countable in the store) and alert
+latency (envelope ts, stamped at publish → the alert row's `received_ms`, stamped in the
+inserting transaction just before it commits). Baseline in the same run: the same readings as
+raw line-protocol POSTs straight to VictoriaMetrics (4 concurrent, one POST per message).
+
+    .venv/bin/python bench/cloud_ingest.py --messages 300 --readings 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from harness import ROOT, pct  # type: ignore[import-not-found]
+from sqlalchemy import select
+
+from cloud.schema import alerts
+from cloud.store import Store
+from cloud.telemetry.sql import SqlTelemetryStore
+from cloud.telemetry.victoria import VictoriaMetricsConfig, VictoriaMetricsStore, _lines
+from shouwang.protocol import make_envelope, site_up_topic
+from shouwang.services import Mosquitto, Postgres, VictoriaMetrics, free_port, wait_port
+
+ALERT_GAP_S = 0.02  # between two SOS alerts while telemetry floods in
+DEVICES = 50
+T_BASE = 1_795_000_000_000
+
+
+def telemetry_payloads(site: str, messages: int, per_message: int) -> list[bytes]:
+    out = []
+    for m in range(messages):
+        readings = [
+            {
+                "id": f"{site}-{m}-{i}",
+                "device": f"wear-{i % DEVICES:04d}",
+                # Distinct (device, ts) per reading: VictoriaMetrics keys samples by them.
+                "ts": T_BASE + m * 1000 + i,
+                "values": {"heart_rate": 60 + i % 40, "spo2": 95 + i % 5, "battery": 80},
+            }
+            for i in range(per_message)
+        ]
+        env = make_envelope(
+            site=site, device="gateway", kind="telemetry", body={"readings": readings}
+        )
+        out.append(env.to_bytes())
+    return out
+
+
+def alert_payload(site: str, n: int) -> bytes:
+    body = {
+        "type": "sos", "severity": "critical", "subject": f"resident:r-{n}",
+        "dedup_key": f"resident:r-{n}|sos", "life_safety": True, "source_id": f"m-{n}",
+    }
+    return make_envelope(site=site, device=f"btn-{n}", kind="alert", body=body).to_bytes()
+
+
+def publish(port: int, site: str, messages: int, per_message: int) -> None:
+    """The telemetry publisher process: a flood on one connection until all is acknowledged."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    payloads = telemetry_payloads(site, messages, per_message)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-telemetry")
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    print(json.dumps({"started": time.time()}), flush=True)  # the bench starts the alerts now
+    infos = [client.publish(site_up_topic(site, "telemetry"), p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(120)
+    client.loop_stop()
+    client.disconnect()
+
+
+def publish_alerts(port: int, site: str) -> None:
+    """The alert publisher process, like a second gateway: from a "go" line on stdin, an SOS
+    every ALERT_GAP_S until the next line; prints how many it sent once all are acknowledged."""
+    import select as select_
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-alerts")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": the telemetry flood has started
+    infos = []
+    while not select_.select([sys.stdin], [], [], ALERT_GAP_S)[0]:
+        # Made at send time: the envelope's ts is the publish time.
+        payload = alert_payload(site, len(infos))
+        infos.append(client.publish(site_up_topic(site, "alert"), payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"alerts": len(infos)}))
+
+
+class Run:
+    """One broker, N workers on one database (and maybe VictoriaMetrics), one publisher."""
+
+    def __init__(self, work: Path, url: str, vm: VictoriaMetrics | None, workers: int) -> None:
+        self.work, self.url, self.vm, self.workers = work, url, vm, workers
+        self.broker = Mosquitto(work / "broker", name="bench cloud broker")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+
+    def start(self) -> None:
+        self.broker.start()
+        for n in range(self.workers):
+            port = free_port()
+            config: dict[str, Any] = {
+                "broker": {"port": self.broker.port},
+                "http": {"port": port},
+                "database_url": self.url,
+                "worker_id": f"bench-{n}",
+            }
+            if self.vm is not None:
+                config["telemetry"] = {"backend": "victoriametrics", "url": self.vm.url}
+            path = self.work / f"worker-{n}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            with open(self.work / f"worker-{n}.log", "ab") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "shouwang", "cloud", "run", "--config", str(path)],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                    env={**os.environ, "SHOUWANG_LOG_LEVEL": "WARNING"},
+                ))
+            self.ports.append(port)
+            # One at a time: the first migrates the database, the others find it at head.
+            wait_port("127.0.0.1", port, 60, self.procs[-1])
+
+    async def wait_subscribed(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            for port in self.ports:
+                for _ in range(300):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as res:
+                        if (await res.json())["broker_connected"]:
+                            break
+                    await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=20)
+        self.broker.stop()
+
+
+async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[str, float]:
+    await run.wait_subscribed()
+    store = await Store.connect(run.url)
+    vm_store = (
+        VictoriaMetricsStore(VictoriaMetricsConfig(backend="victoriametrics", url=run.vm.url))
+        if run.vm is not None
+        else None
+    )
+    telemetry = vm_store or SqlTelemetryStore(store)
+    try:
+        sos = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--publish-alerts", str(run.broker.port), site,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )
+        assert sos.stdout is not None
+        assert sos.stdin is not None
+        await sos.stdout.readline()  # connected
+        pub = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--publish", str(run.broker.port), site,
+            str(messages), str(per_message), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )
+        assert pub.stdout is not None
+        started = json.loads(await pub.stdout.readline())["started"]
+        # Alerts only while the flood runs: their latency is the one under load.
+        sos.stdin.write(b"go\n")
+        await sos.stdin.drain()
+        total = messages * per_message
+        stored = 0
+        deadline = time.monotonic() + 600
+        while stored < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if vm_store is not None:
+                await vm_store.flush()
+            stored = await telemetry.count(site)
+        done = time.time()
+        await pub.wait()
+        alerts_out, _ = await sos.communicate(b"stop\n")
+        expected_alerts = json.loads(alerts_out)["alerts"]
+        async with store.engine.connect() as conn:  # alerts come on their own stream
+            for _ in range(100):
+                query = select(alerts.c.id).where(alerts.c.site == site)
+                n = len((await conn.execute(query)).all())
+                if n >= expected_alerts:
+                    break
+                await asyncio.sleep(0.1)
+        async with store.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(alerts.c.ts, alerts.c.received_ms).where(alerts.c.site == site)
+                )
+            ).all()
+        latencies = [float(received - ts) for ts, received in rows]
+        return {
+            "points_s": stored / (done - started),
+            "stored": stored,
+            "total": total,
+            "alerts": len(rows),
+            "alerts_expected": expected_alerts,
+            "p50": pct(latencies, 50) if latencies else float("nan"),
+            "p99": pct(latencies, 99) if latencies else float("nan"),
+        }
+    finally:
+        if vm_store is not None:
+            await vm_store.close()
+        await store.close()
+
+
+async def raw_vm(vm: VictoriaMetrics, site: str, messages: int, per_message: int) -> float:
+    """Baseline: the same readings as line protocol, one POST per message, 4 at a time."""
+    bodies = []
+    for payload in telemetry_payloads(site, messages, per_message):
+        readings = json.loads(payload)["body"]["readings"]
+        bodies.append("\n".join(line for r in readings for line in _lines(site, r)).encode())
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+
+    async def poster(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            async with http.post(f"{vm.url}/api/v2/write?precision=ms", data=body) as res:
+                assert res.status == 204, await res.text()
+
+    started = time.time()
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(poster(http) for _ in range(4)))
+        async with http.get(f"{vm.url}/internal/force_flush") as res:
+            res.raise_for_status()
+    return messages * per_message / (time.time() - started)
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="shouwang-bench-ingest-"))
+    pg = Postgres() if "postgresql" in args.backends or "victoriametrics" in args.backends else None
+    vm = VictoriaMetrics(work / "vm") if "victoriametrics" in args.backends else None
+    if pg is not None:
+        pg.start()
+    if vm is not None:
+        vm.start()
+    results: list[tuple[str, int, dict[str, float]]] = []
+    baseline = None
+    try:
+        if vm is not None:
+            baseline = await raw_vm(vm, "raw", args.messages, args.readings)
+        for backend in args.backends:
+            for workers in args.workers:
+                name = f"{backend}-{workers}"
+                run_dir = work / name
+                run_dir.mkdir()
+                if backend == "sqlite":
+                    url = f"sqlite+aiosqlite:///{run_dir}/cloud.sqlite"
+                else:
+                    assert pg is not None
+                    url = pg.create_database(name.replace("-", "_"))
+                run = Run(run_dir, url, vm if backend == "victoriametrics" else None, workers)
+                run.start()
+                try:
+                    result = await measure(run, name, args.messages, args.readings)
+                finally:
+                    run.stop()
+                results.append((backend, workers, result))
+                print(f"  {name}: {result['points_s']:.0f} points/s", file=sys.stderr)
+    finally:
+        if vm is not None:
+            vm.stop()
+        if pg is not None:
+            pg.stop()
+    print(f"\n{args.messages} telemetry messages × {args.readings} readings, "
+          f"an SOS every {ALERT_GAP_S * 1000:.0f} ms meanwhile; {os.cpu_count()} CPUs\n")
+    print("| store | workers | readings/s | stored | alerts stored | alert p50 ms | alert p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    if baseline is not None:
+        print(f"| raw line protocol → VictoriaMetrics (baseline) | 4 POSTs | {baseline:,.0f} "
+              "| | | | |")
+    for backend, workers, r in results:
+        telemetry = {"victoriametrics": "PostgreSQL + VictoriaMetrics"}.get(backend, backend)
+        ratio = f" ({r['points_s'] / baseline:.2f}×)" if baseline else ""
+        print(f"| {telemetry} | {workers} | {r['points_s']:,.0f}{ratio} "
+              f"| {r['stored']:.0f}/{r['total']:.0f} | {r['alerts']:.0f}/{r['alerts_expected']:.0f}"
+              f" | {r['p50']:.0f} | {r['p99']:.0f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--publish":
+        port, site, messages, per_message = sys.argv[2:6]
+        publish(int(port), site, int(messages), int(per_message))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--publish-alerts":
+        publish_alerts(int(sys.argv[2]), sys.argv[3])
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=300, help="telemetry messages")
+    parser.add_argument("--readings", type=int, default=100, help="readings per message")
+    parser.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")],
+                        default=[1, 2, 4], help="worker counts, e.g. 1,2,4")
+    parser.add_argument("--backends", type=lambda s: s.split(","),
+                        default=["sqlite", "postgresql", "victoriametrics"],
+                        help="sqlite, postgresql, victoriametrics (PostgreSQL for alerts)")
+    asyncio.run(main(parser.parse_args()))

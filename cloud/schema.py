@@ -1,0 +1,191 @@
+"""Every cloud SQL table, on one shared `metadata`; migrations in `cloud/migrations/` build it.
+
+A table added here without a migration fails `tests/integration/test_migrations.py`.
+`from cloud.store import metadata` keeps working (re-exported).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# The eight levels of a location path, outermost first (区/街道/社区/网格/楼栋/单元/楼层/户).
+LOCATION_LEVELS = (
+    "district", "street", "community", "grid", "building", "unit", "floor", "household"
+)
+# Residents' tags: the vocabulary rules and dashboards rely on; anything else is a typo.
+RESIDENT_TAGS = ("living_alone", "elderly", "dementia", "disabled", "child")
+PATH_LEN = 512
+
+# --- revision 0001: what the cloud stored before migrations ------------------------------
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("dedup_key", String(200), nullable=False),
+    Column("resident", String(64)),
+    Column("location", String(256)),
+    Column("life_safety", Boolean, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_changed_ms", BigInteger, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("alerts_state_ts", "state", "ts"),
+    Index("alerts_ts", "ts"),
+)
+
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False, index=True),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("note", Text),
+)
+
+drop_reports = Table(
+    "drop_reports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("body", JSON, nullable=False),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("vals", JSON, nullable=False),
+    Index("readings_device_ts", "site", "device", "ts"),
+)
+
+# --- revision 0002: places, people, devices, events --------------------------------------
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128)),
+    Column("location", String(PATH_LEN)),  # path prefix the site serves, if known
+    Column("registered_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger),  # ts of the gateway's latest own report
+    Column("last_health", JSON),  # body of that report
+)
+
+locations = Table(
+    "locations",
+    metadata,
+    Column("path", String(PATH_LEN), primary_key=True),
+    Column("parent", String(PATH_LEN), ForeignKey("locations.path"), index=True),
+    Column("level", Integer, nullable=False),  # 1 = district … 8 = household
+    Column("name", String(128), nullable=False),  # the last path segment
+    Column("label", String(128)),  # display name, e.g. 3号楼
+)
+
+residents = Table(
+    "residents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),  # personal data: never logged
+    Column("location", String(PATH_LEN), ForeignKey("locations.path"), index=True),
+    Column("tags", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+resident_guardians = Table(
+    "resident_guardians",
+    metadata,
+    Column("resident_id", String(64), ForeignKey("residents.id"), nullable=False),
+    Column("contact_id", String(64), nullable=False),  # a user or contact id
+    Column("relation", String(32)),
+    Column("priority", Integer, nullable=False),  # 1 is told first
+    PrimaryKeyConstraint("resident_id", "contact_id"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("resident_id", String(64), ForeignKey("residents.id"), nullable=False, index=True),
+    Column("purpose", String(64), nullable=False),
+    Column("granted_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger),
+    Column("recorded_by", String(128), nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("site", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("profile", String(64)),  # None until imported: known from health reports only
+    Column("model", String(64)),
+    Column("firmware", String(64)),
+    Column("resident", String(64), ForeignKey("residents.id")),
+    Column("location", String(PATH_LEN), ForeignKey("locations.path")),
+    # Liveness per dimension (docs/liveness.md) and when the gateway saw it change.
+    Column("transport", String(16)),
+    Column("transport_ms", BigInteger),
+    Column("data", String(16)),
+    Column("data_ms", BigInteger),
+    Column("health", String(16)),
+    Column("health_ms", BigInteger),
+    Column("battery", String(16)),
+    Column("battery_ms", BigInteger),
+    Column("last_seen_ms", BigInteger),  # ts of the newest reading stored
+    PrimaryKeyConstraint("site", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("name", String(64)),
+    Column("ts", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("body", JSON, nullable=False),
+    Index("events_site_ts", "site", "ts"),
+)
+
+
+# Subsystems keep their tables beside their code, on this same metadata.
+TABLE_MODULES = ("cloud.access.tables", "cloud.notify.tables", "cloud.evidence")
+
+
+def complete_metadata() -> MetaData:
+    """`metadata` with every subsystem's tables loaded: what migrations must produce."""
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+    return metadata
