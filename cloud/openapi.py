@@ -175,6 +175,46 @@ DOCUMENT: dict[str, Any] = {
                           "401": UNAUTHORIZED,
                           "404": _error("No such alert, not in your scope, or this hash is "
                                         "not this alert's evidence")}}},
+        "/api/residents/{id}": {"get": {
+            "summary": "One resident: name, household, tags, bound devices with liveness "
+                       "(family of the resident, workers of the grid, admins; audited)",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "{id, name, location, tags, devices: [{site, "
+                                                 "id, profile, transport, data, health, "
+                                                 "battery, last_seen_ms}]}"},
+                          "401": UNAUTHORIZED, "403": _error("Police do not see residents"),
+                          "404": _error("No such resident, or not in your scope (identical)")}}},
+        "/api/residents/{id}/vitals": {"get": {
+            "summary": "A vital sign of a resident over time from the telemetry store, one "
+                       "series per bound device (same roles as the resident; audited)",
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "field", "in": "query", "required": True,
+                 "schema": {"type": "string", "example": "heart_rate"}},
+                {"name": "from", "in": "query", "schema": {"type": "integer"},
+                 "description": "epoch ms; default 24 h before `to`"},
+                {"name": "to", "in": "query", "schema": {"type": "integer"},
+                 "description": "epoch ms; default now"},
+                {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                 "description": "seconds per point (each the average of its step); default "
+                                "so that there are at most 2,000 points"},
+            ],
+            "responses": {"200": {"description": "{resident, field, from, to, step, series: "
+                                                 "[{site, device, points: [[t_ms, value]]}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Police do not see residents"),
+                          "404": _error("No such resident, or not in your scope (identical)"),
+                          "503": _error("This server has no telemetry store for the API")}}},
+        "/api/devices/health": {"get": {
+            "summary": "Device health by building within your scope: counts of offline, "
+                       "stale, faulty and low-battery devices, and those devices",
+            "parameters": [{"name": "location", "in": "query", "schema": {"type": "string"},
+                            "description": "Location path prefix (whole segments)"}],
+            "responses": {"200": {"description": "{buildings: [{building, devices, offline, "
+                                                 "stale, faulty, low_battery}], devices: [...], "
+                                                 "truncated}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
         "/api/locations": {"get": {
             "summary": "The next level of places below a location prefix, with alert counts, "
                        "within your scope",

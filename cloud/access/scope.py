@@ -73,17 +73,24 @@ class Principal:
             return alert.get("resident") in self.residents
         return any(prefix_matches(alert.get("location"), p) for p in self.locations)
 
-    def where(self) -> ColumnElement[bool]:
-        """`allows` as SQL on the alerts table (kept side by side so they cannot drift)."""
+    def where(
+        self,
+        location: ColumnElement[Any] | None = None,
+        resident: ColumnElement[Any] | None = None,
+    ) -> ColumnElement[bool]:
+        """`allows` as SQL (kept side by side so they cannot drift): on the alerts table, or
+        on the given location and resident columns (devices, residents)."""
+        location = alerts.c.location if location is None else location
+        resident = alerts.c.resident if resident is None else resident
         if self.role == "admin":
             return true()
         if self.role == "family":
-            return alerts.c.resident.in_(self.residents) if self.residents else false()
+            return resident.in_(self.residents) if self.residents else false()
         if not self.locations:
             return false()
         return or_(
             *(
-                or_(alerts.c.location == p, alerts.c.location.startswith(p + "/", autoescape=True))
+                or_(location == p, location.startswith(p + "/", autoescape=True))
                 for p in self.locations
             )
         )
