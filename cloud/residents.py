@@ -102,6 +102,9 @@ async def get_vitals(request: web.Request) -> web.Response:
         who, resident = await _resident(request, "vitals")
     except ResidentRefused as refused:
         return refused.response
+    # Points sit at multiples of the step, each the average of the step before it: end on
+    # the step after `to`, or the newest readings (those a carer looks for) would be left out.
+    end = -(-end // (step * 1000)) * step * 1000
     telemetry = request.app.get(TELEMETRY)
     if telemetry is None:
         return web.json_response(

@@ -4,7 +4,9 @@ import { api, whenLoggedOut } from "./js/api.js";
 import { Board } from "./js/board.js";
 import { Detail } from "./js/detail.js";
 import { currentLang, label, onLangChange, setLang, t, translate } from "./js/i18n.js";
+import { showDevices } from "./js/devices.js";
 import { Places } from "./js/places.js";
+import { ResidentView } from "./js/resident.js";
 import { beep, refreshSound, setupSound } from "./js/sound.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -47,7 +49,11 @@ function showBoard(me) {
   $("#who").hidden = false;
   $("#sound").hidden = false;
   boardEl.hidden = false;
-  detail = new Detail($("#detail"), { me, onChanged: (a) => board.apply(a, false) });
+  const residentView = new ResidentView($("#detail"), { onClose: () => detail.close() });
+  detail = new Detail($("#detail"), {
+    me, onChanged: (a) => board.apply(a, false),
+    onResident: (id) => { detail.id = null; residentView.open(id).catch(report); },
+  });
   board = new Board({
     table: $("#alerts"), empty: $("#empty"), pager: $("#pager"), notice: $("#newer"),
     onOpen: (id) => detail.open(id).catch(report),
@@ -70,7 +76,18 @@ function report(err) {
 
 async function choosePlace(path) {
   $("#f-location").value = [...$("#f-location").options].some((o) => o.value === path) ? path : "";
-  await Promise.all([places.show(path), board.setFilters({ location: path })]);
+  await Promise.all([places.show(path), board.setFilters({ location: path }),
+    $("#devices").hidden ? null : showDevices($("#devices"), path)]);
+}
+
+function showView(name) {
+  const devices = name === "devices";
+  $("#tab-alerts").setAttribute("aria-selected", String(!devices));
+  $("#tab-devices").setAttribute("aria-selected", String(devices));
+  $("#list").hidden = devices;
+  $("#filters").hidden = devices;
+  $("#devices").hidden = !devices;
+  if (devices) showDevices($("#devices"), board.filters.location).catch(report);
 }
 
 async function acknowledge(id, button) {
@@ -154,6 +171,8 @@ $("#pager .prev").addEventListener("click", () => board.goto(board.page - 1).cat
 $("#pager .next").addEventListener("click", () => board.goto(board.page + 1).catch(report));
 $("#newer").addEventListener("click", () => board.goto(0).catch(report));
 $("#critical").addEventListener("click", () => { $("#critical").hidden = true; });
+$("#tab-alerts").addEventListener("click", () => showView("alerts"));
+$("#tab-devices").addEventListener("click", () => showView("devices"));
 
 const langSelect = $("#lang");
 langSelect.value = currentLang();
@@ -163,6 +182,7 @@ onLangChange(() => {
   refreshSound();
   if (board) { board.relabel(); places.show(places.prefix).catch(report); }
   if (detail && detail.id) detail.render();
+  if (!$("#devices").hidden) showDevices($("#devices"), board.filters.location).catch(report);
 });
 translate(document);
 setupSound($("#sound"));

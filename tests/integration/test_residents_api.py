@@ -52,7 +52,8 @@ async def api_with_telemetry(database_url: str, tmp_path: Path) -> AsyncIterator
     store = await Store.connect(database_url)
     clock = ManualClock(T0 + 3_600_000)
     access = Access(store.engine, clock, AccessConfig())
-    app = build_app(store, Hub(), Metrics("cloud"), lambda: None, access,
+    hub = Hub(snapshot=lambda who: store.list_alerts(limit=200, where=[who.where()]))
+    app = build_app(store, hub, Metrics("cloud"), lambda: None, access,
                     Lifecycle(store, access, on_change=lambda a: None))
     app[residents.TELEMETRY] = SqlTelemetryStore(store)
     runner = web.AppRunner(app, access_log=None)
@@ -90,6 +91,7 @@ async def api_with_telemetry(database_url: str, tmp_path: Path) -> AsyncIterator
         await web.TCPSite(runner, "127.0.0.1", port).start()
         yield Cloud(port, store)
     finally:
+        await hub.close()
         await runner.cleanup()
         await store.close()
 

@@ -13,6 +13,8 @@ const NEXT = {
   false_alarm: [],
 };
 const ROLE_MAY = { family: ["ack", "resolve", "false_alarm"] }; // others: every action
+// Who may open a resident's record and vitals (docs/access.md): not police.
+const RESIDENT_ROLES = ["family", "worker", "admin"];
 
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -28,10 +30,11 @@ const pairs = (rows) => el("dl", {}, ...rows.filter(([, v]) => v !== null && v !
   .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]));
 
 export class Detail {
-  constructor(root, { me, onChanged }) {
+  constructor(root, { me, onChanged, onResident }) {
     this.root = root;
     this.me = me;
     this.onChanged = onChanged;
+    this.onResident = onResident;
     this.id = null;
   }
 
@@ -72,6 +75,11 @@ export class Detail {
       [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
       [t("detail.site"), a.site], [t("detail.dispatched_to"), a.dispatched_to],
     ]));
+    if (a.resident && RESIDENT_ROLES.includes(this.me.role)) {
+      const open = el("button", { type: "button", class: "resident" }, t("resident.open"));
+      open.addEventListener("click", () => this.onResident(a.resident));
+      who.append(open);
+    }
     const path = (a.location || "").split("/").filter(Boolean);
     const where = section("where", el("ol", { class: "path" },
       ...path.map((p, i) => el("li", {}, el("small", {}, label("level", LEVELS[i] || "")), " ", p))));
