@@ -222,7 +222,7 @@ DOCUMENT: dict[str, Any] = {
                             "description": "Location path prefix (whole segments); empty "
                                            "for the top level (districts)"}],
             "responses": {"200": {"description": "{prefix, level, children: [{path, name, "
-                                                 "alerts, active, critical_active}]}"},
+                                                 "label, alerts, active, critical_active}]}"},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
         **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
         "/api/ws": {"get": {

@@ -7,12 +7,22 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 from cloud.access import audit
+from cloud.admin import import_file
 from cloud.server import CloudServer
 from shouwang.protocol import make_envelope
 from tests.conftest import api_config, running_cloud
-from tests.integration.people import HOME_A, HOME_B, Client, add_alert, add_people
+from tests.integration.people import (
+    GRID_A,
+    GRID_B,
+    HOME_A,
+    HOME_B,
+    Client,
+    add_alert,
+    add_people,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +90,7 @@ async def test_evidence_is_served_only_through_an_alert_the_caller_may_read(
 
 
 async def test_places_are_the_next_level_down_with_counts_within_the_callers_scope(
-    database_url: str,
+    database_url: str, tmp_path: Path
 ) -> None:
     async with running_cloud(api_config(database_url)) as cloud, aiohttp.ClientSession() as http:
         await add_people(cloud)
@@ -91,9 +101,20 @@ async def test_places_are_the_next_level_down_with_counts_within_the_callers_sco
         admin = await Client.login(http, cloud, "admin")
         await admin.post(f"/api/alerts/{done['id']}/resolve")
 
+        # Imported places show without alerts, within scope (and the way down to it).
+        places = tmp_path / "locations.yaml"
+        places.write_text(yaml.safe_dump([{"path": f"{GRID_A}/b2", "label": "2号楼"},
+                                          {"path": f"{GRID_B}/b9"}, {"path": "d2"}]))
+        await import_file(cloud.store, "locations", places, 1)  # type: ignore[arg-type]
         top = await admin.get("/api/locations")
         assert top.body == {"prefix": "", "level": "district", "children": [
-            {"path": "d1", "name": "d1", "alerts": 4, "active": 3, "critical_active": 2}]}
+            {"path": "d1", "name": "d1", "label": None, "alerts": 4, "active": 3,
+             "critical_active": 2},
+            {"path": "d2", "name": "d2", "label": None, "alerts": 0, "active": 0,
+             "critical_active": 0}]}
+        grid = await admin.get(f"/api/locations?prefix={GRID_A}")
+        assert [(c["name"], c["label"], c["alerts"]) for c in grid.body["children"]] == [
+            ("b1", None, 3), ("b2", "2号楼", 0)]
         streets = await admin.get("/api/locations?prefix=d1")
         assert [(c["path"], c["alerts"]) for c in streets.body["children"]] == [
             ("d1/s1", 3), ("d1/s2", 1)]
@@ -103,6 +124,10 @@ async def test_places_are_the_next_level_down_with_counts_within_the_callers_sco
         assert [(c["name"], c["active"]) for c in homes.body["children"]] == [("101", 2), ("102", 0)]
 
         police_a = await Client.login(http, cloud, "police-a")
+        assert [c["path"] for c in (await police_a.get("/api/locations")).body["children"]] == [
+            "d1"]
+        assert [c["name"] for c in (await police_a.get(
+            f"/api/locations?prefix={GRID_A}")).body["children"]] == ["b1", "b2"]
         streets = await police_a.get("/api/locations?prefix=d1")
         assert [(c["path"], c["alerts"]) for c in streets.body["children"]] == [("d1/s1", 3)]
         assert (await police_a.get("/api/locations?prefix=d1/s2")).body["children"] == []

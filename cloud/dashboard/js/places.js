@@ -30,7 +30,7 @@ export class Places {
     children.className = "places";
     for (const child of data.children) {
       const li = document.createElement("li");
-      const a = this.link(child.path, child.name);
+      const a = this.link(child.path, child.label || child.name);
       a.dataset.path = child.path;
       const count = document.createElement("span");
       count.className = child.critical_active ? "count critical" : "count";
