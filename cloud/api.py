@@ -56,6 +56,11 @@ def build_app(
     for action in TARGET_STATE:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
+    from cloud import device_health, places, residents  # they build on this module's keys
+
+    places.add_routes(app)
+    residents.add_routes(app)
+    device_health.add_routes(app)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", health)
     return app

@@ -209,4 +209,7 @@ def _sync(f: Any) -> None:
 
 
 def add_routes(app: web.Application, evidence_store: EvidenceStore) -> None:
+    from cloud import evidence_read  # it builds on the API's routes and keys
+
     app.router.add_put("/ingest/evidence/{sha256}", evidence_store.handle_put)
+    evidence_read.add_routes(app, evidence_store)

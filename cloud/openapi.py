@@ -163,6 +163,67 @@ DOCUMENT: dict[str, Any] = {
                                                  "remote, detail}]}"},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
                           "403": _error("Not an admin")}}},
+        "/api/alerts/{id}/evidence/{sha256}": {"get": {
+            "summary": "One evidence blob of an alert you may read (audited: evidence_read)",
+            "parameters": [ALERT_ID, {"name": "sha256", "in": "path", "required": True,
+                                      "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+            "responses": {"200": {"description": "The bytes",
+                                  "content": {t: {"schema": {"type": "string",
+                                                             "format": "binary"}}
+                                              for t in ("image/jpeg", "image/png",
+                                                        "video/mp4")}},
+                          "401": UNAUTHORIZED,
+                          "404": _error("No such alert, not in your scope, or this hash is "
+                                        "not this alert's evidence")}}},
+        "/api/residents/{id}": {"get": {
+            "summary": "One resident: name, household, tags, bound devices with liveness "
+                       "(family of the resident, workers of the grid, admins; audited)",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "{id, name, location, tags, devices: [{site, "
+                                                 "id, profile, transport, data, health, "
+                                                 "battery, last_seen_ms}]}"},
+                          "401": UNAUTHORIZED, "403": _error("Police do not see residents"),
+                          "404": _error("No such resident, or not in your scope (identical)")}}},
+        "/api/residents/{id}/vitals": {"get": {
+            "summary": "A vital sign of a resident over time from the telemetry store, one "
+                       "series per bound device (same roles as the resident; audited)",
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "field", "in": "query", "required": True,
+                 "schema": {"type": "string", "example": "heart_rate"}},
+                {"name": "from", "in": "query", "schema": {"type": "integer"},
+                 "description": "epoch ms; default 24 h before `to`"},
+                {"name": "to", "in": "query", "schema": {"type": "integer"},
+                 "description": "epoch ms; default now"},
+                {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                 "description": "seconds per point (each the average of its step); default "
+                                "so that there are at most 2,000 points"},
+            ],
+            "responses": {"200": {"description": "{resident, field, from, to, step, series: "
+                                                 "[{site, device, points: [[t_ms, value]]}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Police do not see residents"),
+                          "404": _error("No such resident, or not in your scope (identical)"),
+                          "503": _error("This server has no telemetry store for the API")}}},
+        "/api/devices/health": {"get": {
+            "summary": "Device health by building within your scope: counts of offline, "
+                       "stale, faulty and low-battery devices, and those devices",
+            "parameters": [{"name": "location", "in": "query", "schema": {"type": "string"},
+                            "description": "Location path prefix (whole segments)"}],
+            "responses": {"200": {"description": "{buildings: [{building, devices, offline, "
+                                                 "stale, faulty, low_battery}], devices: [...], "
+                                                 "truncated}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
+        "/api/locations": {"get": {
+            "summary": "The next level of places below a location prefix, with alert counts, "
+                       "within your scope",
+            "parameters": [{"name": "prefix", "in": "query", "schema": {"type": "string"},
+                            "description": "Location path prefix (whole segments); empty "
+                                           "for the top level (districts)"}],
+            "responses": {"200": {"description": "{prefix, level, children: [{path, name, "
+                                                 "label, alerts, active, critical_active}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
         **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
         "/api/ws": {"get": {
             "summary": "WebSocket: a snapshot of your scope, then live alert and "

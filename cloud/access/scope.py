@@ -30,7 +30,12 @@ ACTIONS: dict[str, frozenset[str]] = {
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal
 # histories, new keys nobody has classified yet) only reaches the family and admins.
-SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary"})
+# The edge rules' keys: `who` (device, kind, resident id and tags, location), `what` (the
+# summary), `evidence` (references), and of `why` only SHARED_WHY: which rule fired and on
+# what event, not the readings it fired on (`why.data`, thresholds' values, vitals).
+SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary", "who", "what", "why",
+                           "evidence"})
+SHARED_WHY = frozenset({"rule", "type", "event"})
 FULL_DETAIL_ROLES = frozenset({"family", "admin"})
 
 
@@ -68,17 +73,24 @@ class Principal:
             return alert.get("resident") in self.residents
         return any(prefix_matches(alert.get("location"), p) for p in self.locations)
 
-    def where(self) -> ColumnElement[bool]:
-        """`allows` as SQL on the alerts table (kept side by side so they cannot drift)."""
+    def where(
+        self,
+        location: ColumnElement[Any] | None = None,
+        resident: ColumnElement[Any] | None = None,
+    ) -> ColumnElement[bool]:
+        """`allows` as SQL (kept side by side so they cannot drift): on the alerts table, or
+        on the given location and resident columns (devices, residents)."""
+        location = alerts.c.location if location is None else location
+        resident = alerts.c.resident if resident is None else resident
         if self.role == "admin":
             return true()
         if self.role == "family":
-            return alerts.c.resident.in_(self.residents) if self.residents else false()
+            return resident.in_(self.residents) if self.residents else false()
         if not self.locations:
             return false()
         return or_(
             *(
-                or_(alerts.c.location == p, alerts.c.location.startswith(p + "/", autoescape=True))
+                or_(location == p, location.startswith(p + "/", autoescape=True))
                 for p in self.locations
             )
         )
@@ -89,6 +101,12 @@ class Principal:
         if self.role not in FULL_DETAIL_ROLES:
             detail = alert.get("detail") or {}
             out["detail"] = {k: v for k, v in detail.items() if k in SHARED_DETAIL}
+            why = out["detail"].get("why")
+            if why is not None:
+                out["detail"]["why"] = (
+                    {k: v for k, v in why.items() if k in SHARED_WHY}
+                    if isinstance(why, dict) else {}
+                )
         return out
 
     def may(self, action: str) -> bool:

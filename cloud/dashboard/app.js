@@ -1,125 +1,140 @@
-// The live alert board: log in, then a snapshot of the alerts in your scope and live changes.
-const board = document.querySelector("#board");
-const loginForm = document.querySelector("#login");
-const loginError = document.querySelector("#login-error");
-const who = document.querySelector("#who");
-const tbody = document.querySelector("#alerts tbody");
-const empty = document.querySelector("#empty");
-const conn = document.querySelector("#conn");
-const rows = new Map(); // alert id -> <tr>
+// The dashboard: log in, then the live board (filters, places, pages), alert detail and
+// actions, in Chinese or English. Plain ES modules, no build step.
+import { api, whenLoggedOut } from "./js/api.js";
+import { Board } from "./js/board.js";
+import { Detail } from "./js/detail.js";
+import { currentLang, label, onLangChange, setLang, t, translate } from "./js/i18n.js";
+import { showDevices } from "./js/devices.js";
+import { Places } from "./js/places.js";
+import { ResidentView } from "./js/resident.js";
+import { beep, refreshSound, setupSound } from "./js/sound.js";
 
-const fmtTime = (ms) => new Date(ms).toLocaleString();
+const $ = (sel) => document.querySelector(sel);
+const loginForm = $("#login");
+const boardEl = $("#board");
+const conn = $("#conn");
+let socket = null;
+let board = null;
+let detail = null;
+let places = null;
+let connState = "conn.connecting";
 
-function render(alert, isNew = false) {
-  let tr = rows.get(alert.id);
-  if (!tr) {
-    tr = document.createElement("tr");
-    tr.dataset.id = alert.id;
-    rows.set(alert.id, tr);
-    // Newest first: rows are kept ordered by event time.
-    const after = [...tbody.children].find((r) => Number(r.dataset.ts) < alert.ts);
-    tbody.insertBefore(tr, after || null);
-  }
-  tr.dataset.ts = alert.ts;
-  tr.className = `sev-${alert.severity} state-${alert.state}` + (isNew ? " new" : "");
-  const cells = [fmtTime(alert.ts), alert.severity, alert.type, alert.subject,
-                 alert.location || "", alert.device, alert.state];
-  tr.replaceChildren(...cells.map((text) => {
-    const td = document.createElement("td");
-    td.textContent = text;
-    return td;
-  }));
-  const action = document.createElement("td");
-  if (alert.state === "open") {
-    const button = document.createElement("button");
-    button.textContent = "确认 Acknowledge";
-    button.className = "ack";
-    button.addEventListener("click", () => acknowledge(alert.id, button));
-    action.append(button);
-  }
-  tr.append(action);
-  empty.hidden = rows.size > 0;
+function setConn(key, up) {
+  connState = key;
+  conn.dataset.i18n = key;
+  conn.textContent = t(key);
+  conn.className = `conn ${up ? "up" : "down"}`;
+}
+
+function showLogin() {
+  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  boardEl.hidden = true;
+  $("#who").hidden = true;
+  $("#sound").hidden = true;
+  loginForm.hidden = false;
+  setConn("conn.out", false);
+}
+whenLoggedOut(showLogin);
+
+function jurisdictions(me) {
+  const select = $("#f-location");
+  const mine = me.role === "police" || me.role === "worker" ? me.locations : [];
+  select.replaceChildren(new Option(t("filter.mine"), ""), ...mine.map((p) => new Option(p, p)));
+  select.disabled = mine.length === 0;
+}
+
+function showBoard(me) {
+  $("#user").textContent = `${me.display_name} (${me.role})`;
+  loginForm.hidden = true;
+  $("#who").hidden = false;
+  $("#sound").hidden = false;
+  boardEl.hidden = false;
+  const residentView = new ResidentView($("#detail"), { onClose: () => detail.close() });
+  detail = new Detail($("#detail"), {
+    me, onChanged: (a) => board.apply(a, false),
+    onResident: (id) => { detail.id = null; residentView.open(id).catch(report); },
+  });
+  board = new Board({
+    table: $("#alerts"), empty: $("#empty"), pager: $("#pager"), notice: $("#newer"),
+    onOpen: (id) => detail.open(id).catch(report),
+    onAck: acknowledge,
+  });
+  window.shouwang = { board, detail }; // for the browser tests' measurements
+  places = new Places($("#places"), choosePlace);
+  jurisdictions(me);
+  for (const key of ["state", "type", "severity", "location"]) $(`#f-${key}`).value = board.filters[key];
+  if ($("#f-location").value !== board.filters.location) $("#f-location").value = "";
+  places.show(board.filters.location).catch(report);
+  connect();
+}
+
+function report(err) {
+  const banner = $("#critical");
+  banner.textContent = t("error.generic", { error: err.message });
+  banner.hidden = false;
+}
+
+async function choosePlace(path) {
+  $("#f-location").value = [...$("#f-location").options].some((o) => o.value === path) ? path : "";
+  await Promise.all([places.show(path), board.setFilters({ location: path }),
+    $("#devices").hidden ? null : showDevices($("#devices"), path)]);
+}
+
+function showView(name) {
+  const devices = name === "devices";
+  $("#tab-alerts").setAttribute("aria-selected", String(!devices));
+  $("#tab-devices").setAttribute("aria-selected", String(devices));
+  $("#list").hidden = devices;
+  $("#filters").hidden = devices;
+  $("#devices").hidden = !devices;
+  if (devices) showDevices($("#devices"), board.filters.location).catch(report);
 }
 
 async function acknowledge(id, button) {
   button.disabled = true;
-  const res = await fetch(`/api/alerts/${encodeURIComponent(id)}/ack`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({}),
-  });
-  if (res.ok) render(await res.json());
-  else if (res.status === 401) showLogin();
-  else { button.disabled = false; alert((await res.json()).error); }
+  try {
+    const alert = await api(`/api/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
+    board.apply(alert, false);
+    detail.changed(alert);
+  } catch (err) {
+    button.disabled = false;
+    report(err);
+  }
 }
 
-let socket = null;
-
-function showLogin() {
-  if (socket) { socket.onclose = null; socket.close(); socket = null; }
-  board.hidden = true;
-  who.hidden = true;
-  loginForm.hidden = false;
-  conn.textContent = "未登录 logged out";
-  conn.className = "conn down";
+function critical(alert) {
+  if (alert.severity !== "critical") return;
+  beep();
+  const banner = $("#critical");
+  banner.textContent = t("board.critical", { type: label("type", alert.type), where: alert.location || alert.device });
+  banner.hidden = false;
 }
 
-function showBoard(me) {
-  document.querySelector("#user").textContent = `${me.display_name} (${me.role})`;
-  loginForm.hidden = true;
-  who.hidden = false;
-  board.hidden = false;
-  tbody.replaceChildren();
-  rows.clear();
-  connect();
-}
-
-loginForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  loginError.textContent = "";
-  const res = await fetch("/api/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({
-      username: document.querySelector("#username").value,
-      password: document.querySelector("#password").value,
-    }),
-  });
-  const body = await res.json();
-  if (!res.ok) { loginError.textContent = body.error; return; }
-  document.querySelector("#password").value = "";
-  showBoard(body.user);
-});
-
-document.querySelector("#logout").addEventListener("click", async () => {
-  await fetch("/api/logout", { method: "POST" });
-  showLogin();
-});
-
-async function start() {
-  const res = await fetch("/api/me");
-  if (res.ok) showBoard(await res.json());
-  else showLogin();
+// Place counts follow live changes, at most one request a second however busy the stream.
+let placesTimer = null;
+function refreshPlaces() {
+  if (placesTimer) return;
+  placesTimer = setTimeout(() => { placesTimer = null; places.show(places.prefix).catch(report); }, 1000);
 }
 
 function connect(delay = 500) {
   const ws = socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
-  ws.onopen = () => {
-    conn.textContent = "实时 live";
-    conn.className = "conn up";
-    delay = 500;
-  };
+  ws.onopen = () => { setConn("conn.live", true); delay = 500; };
   ws.onmessage = (msg) => {
     const data = JSON.parse(msg.data);
-    // The server sends a snapshot first on every (re)connect: what happened while away.
-    if (data.type === "snapshot") { data.alerts.forEach((a) => render(a)); empty.hidden = rows.size > 0; }
-    if (data.type === "alert") render(data.alert, true);
-    if (data.type === "alert_updated") render(data.alert);
+    // A snapshot comes first on every (re)connect: reload the page on screen, so whatever
+    // happened while away shows, without a gap (live changes are registered before it).
+    if (data.type === "snapshot") board.load("initial").catch(report);
+    if (data.type === "alert") { board.apply(data.alert, true); critical(data.alert); refreshPlaces(); }
+    if (data.type === "alert_updated") {
+      board.apply(data.alert, false);
+      detail.changed(data.alert);
+      refreshPlaces();
+    }
   };
   ws.onclose = () => {
-    conn.textContent = "已断开 disconnected";
-    conn.className = "conn down";
-    // A session that expired or was ended elsewhere shows the login form, not endless retries.
+    setConn("conn.down", false);
+    // A session that expired or ended elsewhere shows the login form, not endless retries.
     setTimeout(async () => {
       if (socket !== ws) return;
       const me = await fetch("/api/me").catch(() => null);
@@ -129,4 +144,47 @@ function connect(delay = 500) {
   };
 }
 
-start();
+loginForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    const body = await api("/api/login", { method: "POST", body: {
+      username: $("#username").value, password: $("#password").value,
+    } });
+    $("#password").value = "";
+    showBoard(body.user);
+  } catch (err) {
+    $("#login-error").textContent = err.message;
+  }
+});
+
+$("#logout").addEventListener("click", async () => {
+  await api("/api/logout", { method: "POST" }).catch(() => {});
+  showLogin();
+});
+
+for (const [id, key] of [["#f-state", "state"], ["#f-type", "type"], ["#f-severity", "severity"]]) {
+  $(id).addEventListener("change", (e) => board.setFilters({ [key]: e.target.value }).catch(report));
+}
+$("#f-location").addEventListener("change", (e) => choosePlace(e.target.value).catch(report));
+$("#pager .prev").addEventListener("click", () => board.goto(board.page - 1).catch(report));
+$("#pager .next").addEventListener("click", () => board.goto(board.page + 1).catch(report));
+$("#newer").addEventListener("click", () => board.goto(0).catch(report));
+$("#critical").addEventListener("click", () => { $("#critical").hidden = true; });
+$("#tab-alerts").addEventListener("click", () => showView("alerts"));
+$("#tab-devices").addEventListener("click", () => showView("devices"));
+
+const langSelect = $("#lang");
+langSelect.value = currentLang();
+langSelect.addEventListener("change", () => setLang(langSelect.value));
+onLangChange(() => {
+  setConn(connState, conn.classList.contains("up"));
+  refreshSound();
+  if (board) { board.relabel(); places.show(places.prefix).catch(report); }
+  if (detail && detail.id) detail.render();
+  if (!$("#devices").hidden) showDevices($("#devices"), board.filters.location).catch(report);
+});
+translate(document);
+setupSound($("#sound"));
+
+api("/api/me").then(showBoard).catch(showLogin);

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, expect
 
+from cloud.api import DASHBOARD_DIR
 from cloud.notify import NotifyConfig, build_notify
 from cloud.notify.config import WebPushConfig
 from cloud.notify.message import AlertSummary, Message
@@ -18,7 +19,6 @@ from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from shouwang.clock import ManualClock
 from shouwang.services import free_port
-from tests.browser.test_dashboard import browser  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -36,6 +36,7 @@ async def family_site(tmp_path: Path) -> AsyncIterator[str]:
     app = web.Application()
     push_routes(app, _nobody, dispatcher)
     family_routes(app)
+    app.router.add_static("/static", DASHBOARD_DIR)  # the shared modules (i18n, api)
     runner = web.AppRunner(app, access_log=None)
     try:
         await dispatcher.start(run=False)
@@ -50,7 +51,7 @@ async def family_site(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def test_service_worker_registers_and_shows_a_push_as_a_notification(
-    browser: Browser, family_site: str  # noqa: F811
+    browser: Browser, family_site: str
 ) -> None:
     context = await browser.new_context(viewport={"width": 390, "height": 800})
     await context.grant_permissions(["notifications"], origin=family_site)
@@ -63,7 +64,7 @@ async def test_service_worker_registers_and_shows_a_push_as_a_notification(
 
     await page.goto(f"{family_site}/family/")
     await expect(page.locator("body")).to_have_attribute("data-sw", "active")
-    await expect(page.locator("#status")).to_have_text("Alerts are off for this device.")
+    await expect(page.locator("#status")).to_have_text("本机未开启提醒。")
     await expect(page.locator("#enable")).to_be_enabled()
     manifest = await page.evaluate(
         "fetch(document.querySelector('link[rel=manifest]').href).then(r => r.json())"

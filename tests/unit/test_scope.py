@@ -75,6 +75,21 @@ def test_views_withhold_unclassified_detail_from_police_and_workers() -> None:
     assert alert["detail"]["signals"] == [1]  # the view is a copy
 
 
+def test_views_share_the_rule_and_the_tags_but_not_the_readings_it_fired_on() -> None:
+    who = {"device": "wear-1", "kind": "wearable", "resident": "r-1", "tags": ["dementia"],
+           "location": "d1/s1/c-a/g1/b1"}
+    why = {"rule": "hr-high", "type": "threshold", "field": "heart_rate", "value": 151,
+           "max": 140, "data": {"heart_rate": 151}}
+    alert = {"id": "x", "detail": {"who": who, "what": "heart rate high", "why": why,
+                                   "evidence": ["m-1"], "signals": [151]}}
+    shared = {"who": who, "what": "heart rate high", "evidence": ["m-1"],
+              "why": {"rule": "hr-high", "type": "threshold"}}
+    assert PRINCIPALS[0].view(alert)["detail"] == shared
+    assert PRINCIPALS[2].view(alert)["detail"] == shared
+    assert PRINCIPALS[3].view(alert)["detail"] == alert["detail"]
+    assert PRINCIPALS[0].view({"id": "y", "detail": {"why": "text"}})["detail"] == {"why": {}}
+
+
 def test_password_hashes_verify_only_their_password() -> None:
     stored = hash_password("correct horse battery")
     assert stored.startswith("scrypt$16384$8$1$")

@@ -1,0 +1,196 @@
+// The alert board: one page of alerts from GET /api/alerts (server-side filters and cursor
+// paging, so 1,000 open alerts cost one page of DOM), kept live by WebSocket messages.
+import { api } from "./api.js";
+import { t, label, fmtTime } from "./i18n.js";
+
+export const PAGE_SIZE = 50;
+const ACTIVE = ["open", "acknowledged", "dispatched"];
+
+// Whole path segments, as the server's scope and filter do.
+const under = (location, prefix) => !prefix || location === prefix
+  || (location || "").startsWith(`${prefix}/`);
+
+// The end of a path says most on a board (building, unit, floor, household); the detail has it all.
+const shortPlace = (path) => (path || "").split("/").slice(-4).join("/");
+
+export class Board {
+  constructor({ table, empty, pager, notice, onOpen, onAck }) {
+    this.tbody = table.querySelector("tbody");
+    this.empty = empty;
+    this.pager = pager;
+    this.notice = notice;
+    this.onOpen = onOpen;
+    this.onAck = onAck;
+    // Filters live in the address (#state=…&type=…), so a reload or a shared link keeps them.
+    this.filters = { state: "active", type: "", severity: "", location: "" };
+    const saved = new URLSearchParams(location.hash.slice(1));
+    for (const key of Object.keys(this.filters)) {
+      if (saved.has(key)) this.filters[key] = saved.get(key);
+    }
+    this.cursors = [null]; // cursors[i] fetches page i
+    this.page = 0;
+    this.next = null;
+    this.rows = new Map(); // alert id -> <tr>
+    this.alerts = new Map(); // alert id -> alert
+    this.newer = 0;
+    this.timings = [];
+    this.seq = 0;
+  }
+
+  query() {
+    // One more than a page: whether a next page exists, without ever showing an empty one.
+    const q = new URLSearchParams({ limit: String(PAGE_SIZE + 1) });
+    const f = this.filters;
+    if (f.state) q.set("state", f.state === "active" ? ACTIVE.join(",") : f.state);
+    if (f.type) q.set("type", f.type);
+    if (f.severity) q.set("severity", f.severity);
+    if (f.location) q.set("location", f.location);
+    const cursor = this.cursors[this.page];
+    if (cursor) q.set("cursor", cursor);
+    return q.toString();
+  }
+
+  matches(alert) {
+    const f = this.filters;
+    const states = f.state === "active" ? ACTIVE : f.state ? [f.state] : null;
+    return (!states || states.includes(alert.state)) && (!f.type || alert.type === f.type)
+      && (!f.severity || alert.severity === f.severity) && under(alert.location, f.location);
+  }
+
+  setFilters(changes, reason = "filter") {
+    Object.assign(this.filters, changes);
+    history.replaceState(null, "", `#${new URLSearchParams(this.filters)}`);
+    this.cursors = [null];
+    this.page = 0;
+    return this.load(reason);
+  }
+
+  async goto(page, reason = "page") {
+    if (page < 0 || page >= this.cursors.length) return;
+    this.page = page;
+    await this.load(reason);
+  }
+
+  // Measured in the browser around the request and the render (shown in docs/dashboard.md).
+  async load(reason = "reload") {
+    const seq = ++this.seq;
+    const started = performance.now();
+    document.body.dataset.board = "loading";
+    const data = await api(`/api/alerts?${this.query()}`);
+    if (seq !== this.seq) return; // a newer load superseded this one
+    this.tbody.replaceChildren();
+    this.rows.clear();
+    this.alerts.clear();
+    const fragment = document.createDocumentFragment();
+    const shown = data.alerts.slice(0, PAGE_SIZE);
+    for (const alert of shown) fragment.append(this.row(alert));
+    this.tbody.append(fragment);
+    const last = shown.at(-1);
+    this.next = data.alerts.length > PAGE_SIZE ? `${last.ts}.${last.id}` : null;
+    this.cursors.length = this.page + 1;
+    if (this.next) this.cursors.push(this.next);
+    if (this.page === 0) this.newer = 0;
+    this.showPager();
+    const ms = performance.now() - started;
+    this.timings.push({ reason, ms, rows: shown.length, page: this.page });
+    document.body.dataset.board = "ready";
+    document.dispatchEvent(new CustomEvent("board:rendered", { detail: { reason, ms } }));
+  }
+
+  row(alert) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = alert.id;
+    this.rows.set(alert.id, tr);
+    this.fill(tr, alert);
+    return tr;
+  }
+
+  fill(tr, alert, isNew = false) {
+    this.alerts.set(alert.id, alert);
+    tr.dataset.ts = alert.ts;
+    tr.dataset.state = alert.state;
+    tr.className = `sev-${alert.severity} state-${alert.state}` + (isNew ? " new" : "");
+    const cells = [
+      fmtTime(alert.ts), label("severity", alert.severity), label("type", alert.type),
+      alert.resident || alert.subject, shortPlace(alert.location), alert.device,
+      label("state", alert.state),
+    ];
+    tr.replaceChildren(...cells.map((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i === 1) td.className = "sev";
+      if (i === 4) { td.className = "loc"; td.title = alert.location || ""; }
+      return td;
+    }));
+    const actions = document.createElement("td");
+    actions.className = "actions";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "detail";
+    open.textContent = t("action.detail");
+    open.addEventListener("click", (e) => { e.stopPropagation(); this.onOpen(alert.id); });
+    actions.append(open);
+    if (alert.state === "open") {
+      const ack = document.createElement("button");
+      ack.type = "button";
+      ack.className = "ack";
+      ack.textContent = t("action.ack");
+      ack.addEventListener("click", (e) => { e.stopPropagation(); this.onAck(alert.id, ack); });
+      actions.append(ack);
+    }
+    tr.append(actions);
+    tr.onclick = () => this.onOpen(alert.id);
+  }
+
+  // A live message: a new alert or a changed one, already limited to the user's scope.
+  apply(alert, isNew) {
+    const tr = this.rows.get(alert.id);
+    if (tr) {
+      if (this.matches(alert)) this.fill(tr, alert, false);
+      else { tr.remove(); this.rows.delete(alert.id); this.alerts.delete(alert.id); }
+    } else if (this.matches(alert)) {
+      if (this.page !== 0) {
+        this.newer += 1;
+      } else {
+        // Newest first; an alert older than the whole page belongs to a later page.
+        const after = [...this.tbody.children].find((r) => Number(r.dataset.ts) < alert.ts);
+        if (after || this.rows.size < PAGE_SIZE) {
+          const row = this.row(alert);
+          this.fill(row, alert, isNew);
+          this.tbody.insertBefore(row, after || null);
+          while (this.rows.size > PAGE_SIZE) this.dropLast();
+        }
+      }
+    }
+    this.showPager();
+  }
+
+  dropLast() {
+    const last = this.tbody.lastElementChild;
+    this.rows.delete(last.dataset.id);
+    this.alerts.delete(last.dataset.id);
+    last.remove();
+    // The page now ends earlier: the next page starts after its new last row.
+    const tail = this.alerts.get(this.tbody.lastElementChild.dataset.id);
+    this.next = `${tail.ts}.${tail.id}`;
+    this.cursors.length = this.page + 1;
+    this.cursors.push(this.next);
+  }
+
+  showPager() {
+    const n = this.rows.size;
+    this.empty.hidden = n > 0;
+    const from = n ? this.page * PAGE_SIZE + 1 : 0;
+    this.pager.querySelector(".where").textContent = t("board.page",
+      { page: this.page + 1, from, to: this.page * PAGE_SIZE + n });
+    this.pager.querySelector(".prev").disabled = this.page === 0;
+    this.pager.querySelector(".next").disabled = !this.next;
+    this.notice.hidden = this.newer === 0;
+    this.notice.textContent = t("board.newer", { n: this.newer });
+  }
+
+  relabel() {
+    for (const [id, tr] of this.rows) this.fill(tr, this.alerts.get(id));
+    this.showPager();
+  }
+}

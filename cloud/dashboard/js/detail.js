@@ -1,0 +1,175 @@
+// One alert in full: who and where, why, evidence, the timeline of transitions and
+// notifications, and the actions the user's role allows in the alert's state, with a note.
+import { api, enc } from "./api.js";
+import { t, label, fmtTime } from "./i18n.js";
+import { LEVELS } from "./places.js";
+
+// What each state allows (cloud/alerts.py TRANSITIONS), by action.
+const NEXT = {
+  open: ["ack", "resolve", "false_alarm"],
+  acknowledged: ["dispatch", "resolve", "false_alarm"],
+  dispatched: ["resolve", "false_alarm"],
+  resolved: [],
+  false_alarm: [],
+};
+const ROLE_MAY = { family: ["ack", "resolve", "false_alarm"] }; // others: every action
+// Who may open a resident's record and vitals (docs/access.md): not police.
+const RESIDENT_ROLES = ["family", "worker", "admin"];
+
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+};
+const section = (key, ...children) => el("section", { class: `part ${key}` },
+  el("h3", {}, t(`detail.${key}`)), ...children);
+const pairs = (rows) => el("dl", {}, ...rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
+  .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]));
+
+export class Detail {
+  constructor(root, { me, onChanged, onResident }) {
+    this.root = root;
+    this.me = me;
+    this.onChanged = onChanged;
+    this.onResident = onResident;
+    this.id = null;
+  }
+
+  async open(id) {
+    this.id = id;
+    const alert = await api(`/api/alerts/${enc(id)}`);
+    if (this.id !== id) return;
+    this.alert = alert;
+    this.render();
+    this.root.hidden = false;
+  }
+
+  close() {
+    this.id = null;
+    this.root.hidden = true;
+    this.root.replaceChildren();
+  }
+
+  // A live change to the alert on screen: read it again (the read is audited, as it is seen).
+  changed(alert) {
+    if (this.id === alert.id && alert.state !== this.alert.state) this.open(alert.id);
+  }
+
+  render() {
+    const a = this.alert;
+    const close = el("button", { type: "button", class: "close" }, t("detail.close"));
+    close.addEventListener("click", () => this.close());
+    const head = el("header", {},
+      el("h2", {}, el("span", { class: `badge sev-${a.severity}` }, label("severity", a.severity)),
+        " ", label("type", a.type), " ", el("span", { class: `state state-${a.state}` }, label("state", a.state))),
+      close);
+    const detail = a.detail || {};
+    const about = detail.who || {};
+    const tags = about.tags && about.tags.length ? about.tags : null;
+    const who = section("who", pairs([
+      [t("detail.subject"), a.subject], [t("detail.resident"), a.resident],
+      [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
+      [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
+      [t("detail.site"), a.site], [t("detail.dispatched_to"), a.dispatched_to],
+    ]));
+    if (a.resident && RESIDENT_ROLES.includes(this.me.role)) {
+      const open = el("button", { type: "button", class: "resident" }, t("resident.open"));
+      open.addEventListener("click", () => this.onResident(a.resident));
+      who.append(open);
+    }
+    const path = (a.location || "").split("/").filter(Boolean);
+    const where = section("where", el("ol", { class: "path" },
+      ...path.map((p, i) => el("li", {}, el("small", {}, label("level", LEVELS[i] || "")), " ", p))));
+    // The rules' detail: `what` (summary), `why` (the rule, its type, the signals it fired
+    // on, as far as this role may see them); other keys as they come.
+    const reasons = detail.why && typeof detail.why === "object" ? detail.why : {};
+    const why = section("why", pairs([
+      [t("col.time"), fmtTime(a.ts)], [t("detail.received"), fmtTime(a.received_ms)],
+      [label("field", "what"), detail.what],
+      ...Object.entries(reasons).map(([k, v]) => [label("field", k), v]),
+      ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence"].includes(k))
+        .map(([k, v]) => [label("field", k), v]),
+    ]));
+    const shots = (a.evidence || []).map((e) => {
+      const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
+      const media = e.content_type.startsWith("image/")
+        ? el("img", { src, alt: `${t("detail.evidence")} ${e.sha256.slice(0, 12)}`, loading: "lazy" })
+        : el("video", { src, controls: "" });
+      return el("figure", {}, media, el("figcaption", {}, `${fmtTime(e.captured_ts)} · ${e.device} · ${e.sha256.slice(0, 12)}…`));
+    });
+    const evidence = section("evidence", shots.length ? el("div", { class: "shots" }, ...shots)
+      : el("p", {}, t("detail.no_evidence")));
+    this.root.replaceChildren(head, el("div", { class: "cols" },
+      el("div", {}, who, where, why, evidence),
+      el("div", {}, this.actions(), section("timeline", this.timeline()))));
+  }
+
+  timeline() {
+    const a = this.alert;
+    const items = [];
+    for (const step of a.timeline || []) {
+      const text = step.from_state === null ? t("tl.opened")
+        : t("tl.transition", { from: label("state", step.from_state), to: label("state", step.to_state) });
+      items.push([step.ts, "transition", text, step.actor, step.note]);
+    }
+    for (const n of a.notifications || []) {
+      items.push([n.ts, "notified", t("tl.notified", { who: n.username, stage: n.stage, outcome: n.outcome }), null, null]);
+    }
+    for (const n of a.deliveries || []) {
+      items.push([n.ts, "attempt", t("tl.attempt", { channel: n.channel, recipient: n.recipient, result: n.result }),
+        n.target, n.reason]);
+    }
+    items.sort((x, y) => x[0] - y[0]);
+    return el("ol", { class: "timeline" }, ...items.map(([ts, kind, text, actor, note]) => el("li", { class: kind },
+      el("time", {}, fmtTime(ts)), " ", el("span", { class: "what" }, text),
+      actor ? el("span", { class: "actor" }, ` · ${t("tl.by")} ${actor}`) : null,
+      note ? el("blockquote", {}, note) : null)));
+  }
+
+  actions() {
+    const a = this.alert;
+    const allowed = (NEXT[a.state] || []).filter((x) => (ROLE_MAY[this.me.role] || [x]).includes(x));
+    const part = section("actions");
+    if (!allowed.length) return part;
+    const note = el("textarea", { id: "note", rows: "2", maxlength: "2000", placeholder: t("action.note") });
+    const error = el("p", { class: "error", role: "alert", id: "action-error" });
+    const buttons = el("div", { class: "buttons" });
+    let worker = null;
+    if (allowed.includes("dispatch")) {
+      worker = el("select", { id: "worker", "aria-label": t("action.worker") });
+      // Asked once per alert: a re-render (a live change, a language switch) keeps the list.
+      if (!this.workers || this.workers.id !== a.id) {
+        this.workers = { id: a.id, list: api(`/api/alerts/${enc(a.id)}/workers`) };
+      }
+      this.workers.list.then(({ workers }) => {
+        worker.append(...workers.map((w) => el("option", { value: w.username }, `${w.display_name} (${w.username})`)));
+        if (!workers.length) worker.append(el("option", { value: "" }, t("action.no_workers")));
+      }).catch(() => {});
+    }
+    for (const action of allowed) {
+      const b = el("button", { type: "button", class: `do-${action}` }, t(`action.${action}`));
+      b.addEventListener("click", async () => {
+        error.textContent = "";
+        buttons.querySelectorAll("button").forEach((x) => { x.disabled = true; });
+        const body = note.value.trim() ? { note: note.value.trim() } : {};
+        if (action === "dispatch") body.worker = worker.value;
+        try {
+          const updated = await api(`/api/alerts/${enc(a.id)}/${action}`, { method: "POST", body });
+          this.alert = updated;
+          this.render();
+          this.onChanged(updated);
+        } catch (err) {
+          error.textContent = err.message;
+          buttons.querySelectorAll("button").forEach((x) => { x.disabled = false; });
+        }
+      });
+      buttons.append(b);
+    }
+    if (worker) part.append(el("label", {}, t("action.worker"), " ", worker));
+    part.append(note, buttons, error);
+    return part;
+  }
+}

@@ -1,0 +1,47 @@
+// Translations: one dictionary per language (zh-CN default, en); the choice is kept in localStorage.
+import zh from "./i18n/zh-CN.js";
+import en from "./i18n/en.js";
+
+export const LANGUAGES = { "zh-CN": zh, en };
+const KEY = "shouwang.lang";
+let lang = LANGUAGES[localStorage.getItem(KEY)] ? localStorage.getItem(KEY) : "zh-CN";
+const listeners = [];
+
+export const currentLang = () => lang;
+
+// t("board.page", {page: 2}) → the phrase in the current language; an unknown key shows itself.
+export function t(key, vars = {}) {
+  const text = LANGUAGES[lang][key] ?? LANGUAGES.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+}
+
+// A label for a value that may have no translation (a new alert type): the raw value then.
+export function label(prefix, value) {
+  const key = `${prefix}.${value}`;
+  return key in LANGUAGES[lang] ? LANGUAGES[lang][key] : String(value);
+}
+
+export function setLang(next) {
+  if (!LANGUAGES[next]) return;
+  lang = next;
+  localStorage.setItem(KEY, next);
+  translate(document);
+  listeners.forEach((fn) => fn(next));
+}
+
+export const onLangChange = (fn) => listeners.push(fn);
+
+// Static text: elements carry data-i18n (text) or data-i18n-title / data-i18n-placeholder.
+export function translate(root) {
+  document.documentElement.lang = lang;
+  document.title = t(document.documentElement.dataset.title || "app.title");
+  root.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  root.querySelectorAll("[data-i18n-title]").forEach((el) => { el.title = t(el.dataset.i18nTitle); });
+}
+
+export function fmtTime(ms) {
+  return new Intl.DateTimeFormat(lang, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  }).format(new Date(ms));
+}
