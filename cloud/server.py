@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud import residents
 from cloud.access.scope import Principal
 from cloud.access.users import Access
 from cloud.api import build_app
@@ -121,6 +122,7 @@ class CloudServer:
                 lifecycle,
             )
             add_routes(app, self.evidence)
+            app[residents.TELEMETRY] = self.telemetry  # vitals charts read it
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)
             self._runner = web.AppRunner(app, access_log=None)

@@ -27,6 +27,7 @@ from cloud.telemetry import SqlTelemetryStore
 from shouwang.clock import ManualClock
 from shouwang.metrics import Metrics
 from shouwang.services import free_port
+from tests.conftest import api_config, running_cloud
 from tests.integration.people import GRID_A, GRID_B, HOME_A, HOME_B, PASSWORD, Client
 
 pytestmark = pytest.mark.integration
@@ -60,32 +61,7 @@ async def api_with_telemetry(database_url: str, tmp_path: Path) -> AsyncIterator
     try:
         for name, role, scope in PEOPLE:
             await access.add_user(name, PASSWORD, role, **scope)
-        files: dict[str, list[dict[str, Any]]] = {
-            "sites": [{"id": "s-1"}],
-            "locations": [{"path": HOME_A}, {"path": HOME_B}],
-            "residents": [
-                {"id": "r-a1", "name": "王大爷", "location": HOME_A,
-                 "tags": ["elderly", "living_alone"]},
-                {"id": "r-b1", "name": "李奶奶", "location": HOME_B, "tags": ["dementia"]}],
-            "devices": [
-                {"site": "s-1", "id": "wear-a", "profile": "wearable", "resident": "r-a1"},
-                {"site": "s-1", "id": "btn-a", "profile": "emergency_button",
-                 "resident": "r-a1"},
-                {"site": "s-1", "id": "gas-a", "profile": "gas_detector", "location": HOME_A},
-                {"site": "s-1", "id": "wear-b", "profile": "wearable", "resident": "r-b1"}],
-        }
-        for kind, rows in files.items():
-            (tmp_path / f"{kind}.yaml").write_text(yaml.safe_dump(rows, allow_unicode=True))
-            await import_file(store, kind, tmp_path / f"{kind}.yaml", T0)
-        async with store.engine.begin() as conn:
-            for device, values in (("wear-a", {"battery": "low", "data": "fresh"}),
-                                   ("btn-a", {"transport": "disconnected"}),
-                                   ("gas-a", {"data": "stale", "health": "faulty"}),
-                                   ("wear-b", {"transport": "disconnected"})):
-                await conn.execute(update(devices).where(devices.c.id == device).values(**values))
-        await SqlTelemetryStore(store).write("s-1", [
-            {"id": f"hr-{k}", "device": "wear-a", "ts": T0 + k * 30_000,
-             "values": {"heart_rate": 70 + k, "battery": 15}} for k in range(8)])
+        await seed(store, tmp_path)
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -94,6 +70,36 @@ async def api_with_telemetry(database_url: str, tmp_path: Path) -> AsyncIterator
         await hub.close()
         await runner.cleanup()
         await store.close()
+
+
+async def seed(store: Store, tmp_path: Path) -> None:
+    """The places, residents and devices of these tests, their states and some heart rates."""
+    files: dict[str, list[dict[str, Any]]] = {
+        "sites": [{"id": "s-1"}],
+        "locations": [{"path": HOME_A}, {"path": HOME_B}],
+        "residents": [
+            {"id": "r-a1", "name": "王大爷", "location": HOME_A,
+             "tags": ["elderly", "living_alone"]},
+            {"id": "r-b1", "name": "李奶奶", "location": HOME_B, "tags": ["dementia"]}],
+        "devices": [
+            {"site": "s-1", "id": "wear-a", "profile": "wearable", "resident": "r-a1"},
+            {"site": "s-1", "id": "btn-a", "profile": "emergency_button",
+             "resident": "r-a1"},
+            {"site": "s-1", "id": "gas-a", "profile": "gas_detector", "location": HOME_A},
+            {"site": "s-1", "id": "wear-b", "profile": "wearable", "resident": "r-b1"}],
+    }
+    for kind, rows in files.items():
+        (tmp_path / f"{kind}.yaml").write_text(yaml.safe_dump(rows, allow_unicode=True))
+        await import_file(store, kind, tmp_path / f"{kind}.yaml", T0)
+    async with store.engine.begin() as conn:
+        for device, values in (("wear-a", {"battery": "low", "data": "fresh"}),
+                               ("btn-a", {"transport": "disconnected"}),
+                               ("gas-a", {"data": "stale", "health": "faulty"}),
+                               ("wear-b", {"transport": "disconnected"})):
+            await conn.execute(update(devices).where(devices.c.id == device).values(**values))
+    await SqlTelemetryStore(store).write("s-1", [
+        {"id": f"hr-{k}", "device": "wear-a", "ts": T0 + k * 30_000,
+         "values": {"heart_rate": 70 + k, "battery": 15}} for k in range(8)])
 
 
 async def test_a_resident_and_their_vitals_for_family_and_grid_workers_never_police(
@@ -177,3 +183,21 @@ async def test_device_health_by_building_within_scope(database_url: str, tmp_pat
             reply = await admin.get(f"/api/devices/health?{query}")
             assert reply.status == 400
             assert reply.body["error"].startswith(f"{param}: ")
+
+
+async def test_the_cloud_serves_vitals_from_the_telemetry_store_it_opened(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The whole server, not an app built by the test: its own store reaches the charts."""
+    async with running_cloud(api_config(database_url)) as cloud, aiohttp.ClientSession() as http:
+        assert cloud.store is not None
+        assert cloud.access is not None
+        await cloud.access.add_user("family-a", PASSWORD, "family", residents=["r-a1"])
+        await seed(cloud.store, tmp_path)
+        family = await Client.login(http, cloud, "family-a")
+        vitals = await family.get(
+            f"/api/residents/r-a1/vitals?field=heart_rate&from={T0}&to={T0 + 240_000}&step=60")
+        assert vitals.status == 200, vitals.body
+        [series] = vitals.body["series"]
+        assert series["device"] == "wear-a"
+        assert len(series["points"]) > 0
