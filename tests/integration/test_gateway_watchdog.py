@@ -25,7 +25,14 @@ from shouwang.clock import ManualClock
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import make_envelope, site_up_topic
 from shouwang.services import Mosquitto, free_port
-from tests.conftest import broker_config, cloud_config, edge_config, eventually, unique
+from tests.conftest import (
+    broker_config,
+    cloud_config,
+    edge_config,
+    eventually,
+    running_edge,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,6 +282,40 @@ async def test_edge_killed_raises_the_alert_after_the_will_grace_not_the_silence
                 await asyncio.to_thread(edge.wait)
 
 
-async def _offline_noticed(fleet: Fleet, site: str) -> dict[str, Any] | None:
+async def _offline_noticed(
+    fleet: Fleet, site: str, after: int | None = None
+) -> dict[str, Any] | None:
     row = await fleet.site(site)
-    return row if row is not None and row["offline_ms"] is not None else None
+    if row is None or row["offline_ms"] is None:
+        return None
+    return row if after is None or row["offline_ms"] > after else None
+
+
+async def test_planned_stop_alerts_after_the_grace_unless_the_edge_is_back(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str
+) -> None:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    site = econf.site
+    clock = ManualClock()
+    async with workers(cloud_broker, tmp_path, database_url, clock) as (a, b):
+        assert a.store is not None
+        fleet = Fleet(a.store)
+        async with running_edge(econf):
+            await eventually(lambda: heard(a, site))
+        # A restart (an upgrade): the stop is announced, the new start reports within the grace.
+        notice = await eventually(lambda: _offline_noticed(fleet, site))
+        assert notice["offline_reason"] == "stopped"
+        clock.advance(1000)
+        async with running_edge(econf):
+            await eventually(lambda: heard(a, site, after=notice["offline_ms"]))
+            clock.advance((GRACE_S + 1) * 1000)
+            assert await rounds(a, b) == [(0, 0), (0, 0)]
+            clock.advance(1000)
+        # Stopped for good: the gateway does not watch the site, so the cloud says so.
+        await eventually(lambda: _offline_noticed(fleet, site, after=clock.now_ms() - 1))
+        clock.advance((GRACE_S + 1) * 1000)
+        await rounds(a, b)
+        found = await offline_alerts(a, site)
+        assert len(found) == 1
+        assert found[0]["detail"]["reason"] == "stopped"
