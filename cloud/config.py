@@ -12,6 +12,7 @@ from cloud.evidence import EvidenceConfig
 from cloud.notify.config import NotifyConfig
 from cloud.telemetry.sql import SqlTelemetryConfig
 from cloud.telemetry.victoria import VictoriaMetricsConfig
+from cloud.watchdog import WatchdogConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 TelemetryConfig = Annotated[
@@ -61,4 +62,9 @@ class CloudConfig(Strict):
         False,
         description="Reject envelopes from sites not in the sites table (`unknown_site`); "
         "when false, a site is registered by its first gateway report",
+    )
+    watchdog: WatchdogConfig = Field(
+        default_factory=WatchdogConfig,
+        description="The gateway watchdog: one gateway_offline alert for a silent site "
+        "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
     )

@@ -40,6 +40,14 @@ class Fleet:
         """The gateway's own report: the site's last-seen and health; registers a new site."""
         site = env.site or ""
         async with self.store.engine.begin() as conn:
+            # Heard now, whatever the report's own ts: a backlog flushed after an outage is
+            # still a gateway that is back (the watchdog resolves its alert on this).
+            await conn.execute(
+                update(sites)
+                .where(sites.c.id == site)
+                .where(or_(sites.c.heard_ms.is_(None), sites.c.heard_ms < now_ms))
+                .values(heard_ms=now_ms)
+            )
             result = await conn.execute(
                 update(sites)
                 .where(sites.c.id == site)
@@ -50,12 +58,43 @@ class Fleet:
                 inserted = await conn.execute(
                     self.store.insert(sites)
                     .values(
-                        id=site, registered_ms=now_ms, last_seen_ms=env.ts, last_health=env.body
+                        id=site, registered_ms=now_ms, last_seen_ms=env.ts, last_health=env.body,
+                        heard_ms=now_ms,
                     )
                     .on_conflict_do_nothing(index_elements=["id"])
                 )
                 if inserted.rowcount == 1:
                     log.info("site %s registered by its first gateway report", site)
+
+    async def gateway_offline(self, env: Envelope, now_ms: int) -> bool:
+        """A gateway's offline notice (its MQTT will, or a planned stop), timed by receipt.
+
+        A will is set once per process, so its id and ts are those of the first connect and
+        the broker may deliver the same one again (redelivery, a second worker): the same id
+        moves the time only when reports came after it (a later disconnect). Unknown sites
+        are not registered by a notice: a gateway that never reported is not watched."""
+        reason = env.body.get("reason")
+        async with self.store.engine.begin() as conn:
+            result = await conn.execute(
+                update(sites)
+                .where(sites.c.id == (env.site or ""))
+                .where(
+                    or_(
+                        sites.c.offline_id.is_(None),
+                        sites.c.offline_id != env.id,
+                        sites.c.heard_ms > sites.c.offline_ms,
+                    )
+                )
+                .values(
+                    offline_ms=now_ms,
+                    offline_id=env.id,
+                    offline_reason=reason[:32] if isinstance(reason, str) else None,
+                )
+            )
+        changed = bool(result.rowcount == 1)
+        if changed:
+            log.info("site %s: gateway offline notice (%s)", env.site, reason)
+        return changed
 
     async def device_state(self, env: Envelope) -> bool:
         """Apply one liveness transition; False when it is older than what is stored.

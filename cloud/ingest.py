@@ -73,6 +73,7 @@ class Ingest:
             "outbox_drops": self._drops,
             "device_state": self._device_state,
             "gateway": self._gateway,
+            "gateway_offline": self._gateway_offline,
         }
 
     async def run(self) -> None:
@@ -216,6 +217,9 @@ class Ingest:
 
     async def _gateway(self, env: Envelope) -> None:
         await self.fleet.gateway_report(env, self.clock.now_ms())
+
+    async def _gateway_offline(self, env: Envelope) -> None:
+        await self.fleet.gateway_offline(env, self.clock.now_ms())
 
     def _validate(self, message: Message) -> Envelope | Rejection:
         topic = parse_site_topic(message.topic)

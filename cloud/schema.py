@@ -100,6 +100,13 @@ sites = Table(
     Column("registered_ms", BigInteger, nullable=False),
     Column("last_seen_ms", BigInteger),  # ts of the gateway's latest own report
     Column("last_health", JSON),  # body of that report
+    # The cloud's own clock (edge clocks may be wrong): when it last heard a gateway report,
+    # and when a gateway_offline notice (MQTT will, planned stop) arrived, with its id so a
+    # redelivered will does not move the time (cloud/watchdog.py).
+    Column("heard_ms", BigInteger),
+    Column("offline_ms", BigInteger),
+    Column("offline_id", String(64)),
+    Column("offline_reason", String(32)),
 )
 
 locations = Table(

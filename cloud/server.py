@@ -25,6 +25,7 @@ from cloud.notify import Dispatcher, build_notify
 from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from cloud.telemetry import TelemetryStore, open_telemetry
+from cloud.watchdog import Watchdog
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
@@ -49,6 +50,7 @@ class CloudServer:
         self.evidence: EvidenceStore | None = None
         self.access: Access | None = None
         self.scheduler: Scheduler | None = None
+        self.watchdog: Watchdog | None = None
         self.hub = Hub(
             snapshot=self._snapshot, recheck=self._session_valid,
             recheck_s=config.access.websocket_recheck_s,
@@ -103,6 +105,14 @@ class CloudServer:
             self._tasks.append(
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
             )
+        # Every worker runs it too: the alert id and the database keep one alert per outage.
+        self.watchdog = Watchdog(
+            self.store, self.clock, self.config.watchdog, on_alert=self._on_alert,
+            on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
+            on_left_open=self._left_open,
+        )
+        if self.config.watchdog.enabled:
+            self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
         self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
             feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)

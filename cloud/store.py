@@ -45,8 +45,11 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    async def insert_alert(self, env: Envelope) -> dict[str, Any] | None:
-        """Store an alert once; None when this id is already stored (a redelivery)."""
+    async def insert_alert(
+        self, env: Envelope, *, actor: str | None = None
+    ) -> dict[str, Any] | None:
+        """Store an alert once; None when this id is already stored (a redelivery).
+        `actor` opens it in the timeline (default: the site that raised it)."""
         body = env.body
         now = _now_ms()
         row = {
@@ -76,7 +79,7 @@ class Store:
                     alert_id=env.id,
                     from_state=None,
                     to_state="open",
-                    actor=f"site:{env.site}",
+                    actor=actor or f"site:{env.site}",
                     ts=now,
                     note=None,
                 )

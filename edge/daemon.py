@@ -35,6 +35,7 @@ from shouwang.records import Reading
 log = logging.getLogger(__name__)
 SHED_ON_FULL_BYTES = 8 * 1024 * 1024
 GATEWAY_REPORT_S = 60.0
+STOP_NOTICE_TIMEOUT_S = 2.0  # a planned stop waits this long for the cloud broker's PUBACK
 POLLED_PROTOCOLS: dict[str, tuple[Any, Any]] = {
     "modbus": (ModbusMeterConfig, ModbusPoller),
     "cjt188": (Cjt188MeterConfig, Cjt188Poller),
@@ -131,6 +132,10 @@ class EdgeDaemon:
             config.cloud_broker,
             client_id=f"edge-{config.site}-uplink",
             persistent=True,
+            # The cloud's gateway watchdog hears at once of a connection that dies uncleanly.
+            # Not retained: a stale "offline" must not greet whoever subscribes later.
+            will=gateway_offline_notice(config.site, "connection_lost"),
+            will_retain=False,
             on_connection_change=self._cloud_connection_changed,
         )
         # Producers (camera workers, rules) hand evidence to the spool; the uplink uploads it.
@@ -143,6 +148,7 @@ class EdgeDaemon:
         )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
         self._critical_announced = False
+        self._report_now = False  # a gateway report goes out at the next watch round
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -159,6 +165,8 @@ class EdgeDaemon:
         log.info("uplink to cloud broker %s", "up" if up else "down")
         self.uplink.connection_changed(up)
         self.fallback.uplink_changed(up)
+        # Back after a blip: report at once, before the cloud's will grace runs out.
+        self._report_now = self._report_now or up
         self._wake_watch.set()
 
     async def start(self) -> None:
@@ -195,6 +203,7 @@ class EdgeDaemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._announce_stop()
         await self.edge_mqtt.close()
         await self.cloud_mqtt.close()
         if self.uploader is not None:
@@ -204,6 +213,18 @@ class EdgeDaemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _announce_stop(self) -> None:
+        """A planned stop still leaves the site unwatched: tell the cloud, which alerts after
+        its will grace unless the gateway is back by then (a restart, an upgrade). A clean
+        disconnect does not fire the will, so this says it instead; best effort, the cloud's
+        silence timeout covers a notice that does not get out."""
+        topic, payload = gateway_offline_notice(self.config.site, "stopped")
+        try:
+            async with asyncio.timeout(STOP_NOTICE_TIMEOUT_S):
+                await self.cloud_mqtt.publish(topic, payload, qos=1)
+        except (MqttError, TimeoutError) as err:
+            log.warning("planned stop not announced to the cloud: %s", err)
 
     async def _start_http(self) -> None:
         app = web.Application()
@@ -484,7 +505,8 @@ class EdgeDaemon:
             pending, self._rules_pending = self._rules_pending, RuleOutput()
             pending.add(self.rules.tick())
             rows += self._rule_rows(pending)
-            if now >= next_report:
+            if now >= next_report or self._report_now:
+                self._report_now = False
                 rows.append(self._health_row(await self._gateway_body(), now_ms()))
                 next_report = now + GATEWAY_REPORT_S
             if rows:
@@ -603,3 +625,15 @@ async def run(config: EdgeConfig) -> None:
         await daemon.wait_failed()
     finally:
         await daemon.stop()
+
+
+def gateway_offline_notice(site: str, reason: str) -> tuple[str, bytes]:
+    """A `gateway_offline` health envelope and its topic: the uplink's will, a planned stop.
+
+    A will is fixed at connect time, so its id and ts are those of the connect; the cloud
+    times it by its own receipt and ignores a second delivery of the same id."""
+    env = make_envelope(
+        site=site, device=GATEWAY_DEVICE, kind="health",
+        body={"type": "gateway_offline", "reason": reason},
+    )
+    return site_up_topic(site, "health"), env.to_bytes()

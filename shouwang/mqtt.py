@@ -77,6 +77,7 @@ class MqttClient:
         max_inflight: int = 1000,
         queue_size: int = 4096,
         will: tuple[str, bytes] | None = None,
+        will_retain: bool = True,
         on_connection_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
@@ -110,7 +111,7 @@ class MqttClient:
         if config.tls:
             self._client.tls_set_context(_tls_context(config))
         if will:
-            self._client.will_set(will[0], will[1], qos=1, retain=True)
+            self._client.will_set(will[0], will[1], qos=1, retain=will_retain)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

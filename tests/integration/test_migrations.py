@@ -16,7 +16,7 @@ from shouwang.protocol import make_envelope
 
 pytestmark = pytest.mark.integration
 metadata = complete_metadata()  # every subsystem's tables, as migrations must produce them
-HEAD = "0003"
+HEAD = "0004"
 
 ALERT = {
     "type": "sos", "severity": "critical", "subject": "resident:r-1",
