@@ -252,8 +252,7 @@ class EdgeDaemon:
             batch = [await self.edge_mqtt.messages()]
             batch += self.edge_mqtt.drain(limit - 1)
             await self._store_with_retry(batch)
-            for message in batch:
-                self.edge_mqtt.ack(message)
+            self.edge_mqtt.ack_many(batch)
             await self._note_ingest_drops()
 
     async def _store_with_retry(self, batch: list[Message]) -> None:
@@ -397,6 +396,8 @@ class EdgeDaemon:
             self.uplink.notify()
 
     def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
+        if not changes:  # the usual case, once per message: nothing changed, nothing to tell
+            return []
         rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
         return rows + self._rule_rows(self.rules.observe_transitions(changes))
 
