@@ -297,6 +297,7 @@ class EdgeDaemon:
         alerts = []
         readings = []
         pushes: list[PushStep] = []
+        kinds: dict[str, int] = {}  # counted once per batch, not per message
         for message in batch:
             try:
                 result = self.pipeline.process(message.topic, message.payload)
@@ -310,15 +311,19 @@ class EdgeDaemon:
                 self.metrics.reject(result.reason)
                 log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
                 continue
-            self.metrics.received(result.envelope.kind)
+            kind = result.envelope.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
             for bad in result.field_rejections:
                 self.metrics.reject(bad.reason)
                 log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
-            rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
-            alerts += result.alerts
+            if result.alerts or result.notices:
+                rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
+                alerts += result.alerts
             if result.reading is not None:
                 readings.append(result.reading)
             rows += self._observe(result, pushes)
+        for kind, n in kinds.items():
+            self.metrics.received(kind, n)
         if readings:
             rows.append(self._telemetry_row(readings))
         if not rows:
