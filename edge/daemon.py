@@ -273,8 +273,7 @@ class EdgeDaemon:
             batch = [await self.edge_mqtt.messages()]
             batch += self.edge_mqtt.drain(limit - 1)
             await self._store_with_retry(batch)
-            for message in batch:
-                self.edge_mqtt.ack(message)
+            self.edge_mqtt.ack_many(batch)
             await self._note_ingest_drops()
 
     async def _store_with_retry(self, batch: list[Message]) -> None:
@@ -319,6 +318,7 @@ class EdgeDaemon:
         alerts = []
         readings = []
         pushes: list[PushStep] = []
+        kinds: dict[str, int] = {}  # counted once per batch, not per message
         for message in batch:
             try:
                 result = self.pipeline.process(message.topic, message.payload)
@@ -332,15 +332,19 @@ class EdgeDaemon:
                 self.metrics.reject(result.reason)
                 log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
                 continue
-            self.metrics.received(result.envelope.kind)
+            kind = result.envelope.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
             for bad in result.field_rejections:
                 self.metrics.reject(bad.reason)
                 log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
-            rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
-            alerts += result.alerts
+            if result.alerts or result.notices:
+                rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
+                alerts += result.alerts
             if result.reading is not None:
                 readings.append(result.reading)
             rows += self._observe(result, pushes)
+        for kind, n in kinds.items():
+            self.metrics.received(kind, n)
         if readings:
             rows.append(self._telemetry_row(readings))
         if not rows:
@@ -418,6 +422,8 @@ class EdgeDaemon:
             self.uplink.notify()
 
     def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
+        if not changes:  # the usual case, once per message: nothing changed, nothing to tell
+            return []
         rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
         return rows + self._rule_rows(self.rules.observe_transitions(changes))
 

@@ -135,10 +135,11 @@ class Liveness:
         # depend on how often the caller ticks.
         self._check_stale(device, d, now, now_ms, out)
         was = d.state["data"]
-        reason = "first data" if was == "unknown" else "data again"
-        if was == "stale" and d.last_data_ms is not None:
-            reason = f"data again after {(now_ms - d.last_data_ms) // 1000} s"
-        self._add(out, self._set(device, d, "data", "fresh", now_ms, reason))
+        if was != "fresh":  # reasons are built for a change only: this runs per message
+            reason = "first data" if was == "unknown" else "data again"
+            if was == "stale" and d.last_data_ms is not None:
+                reason = f"data again after {(now_ms - d.last_data_ms) // 1000} s"
+            self._add(out, self._set(device, d, "data", "fresh", now_ms, reason))
         d.quiet_since, d.last_data_ms, d.last_device_ts = now, now_ms, ts
         self._health(device, d, fields or {}, event, now_ms, out)
         return out
@@ -225,10 +226,11 @@ class Liveness:
                     d.field_faults.add(name)
                 else:
                     d.field_faults.discard(name)
-        faults = sorted(d.event_faults | d.field_faults)
-        health = "faulty" if faults else "healthy"
-        reason = f"fault: {', '.join(faults)}" if faults else "no fault reported"
-        self._add(out, self._set(device, d, "health", health, now_ms, reason))
+        health = "faulty" if d.event_faults or d.field_faults else "healthy"
+        if health != d.state["health"]:
+            faults = sorted(d.event_faults | d.field_faults)
+            reason = f"fault: {', '.join(faults)}" if faults else "no fault reported"
+            self._add(out, self._set(device, d, "health", health, now_ms, reason))
 
         level = fields.get(rules.battery_field)
         if isinstance(level, int | float) and not isinstance(level, bool):
@@ -236,10 +238,12 @@ class Liveness:
                 low = level < rules.low_battery_pct + rules.battery_hysteresis_pct
             else:
                 low = level < rules.low_battery_pct
-            reason = f"battery {level:g}%"
-            if low:
-                reason += f", below {rules.low_battery_pct:g}%"
-            self._add(out, self._set(device, d, "battery", "low" if low else "ok", now_ms, reason))
+            battery = "low" if low else "ok"
+            if battery != d.state["battery"]:
+                reason = f"battery {level:g}%"
+                if low:
+                    reason += f", below {rules.low_battery_pct:g}%"
+                self._add(out, self._set(device, d, "battery", battery, now_ms, reason))
 
     def _set(
         self, device: str, d: _Device, dim: Dimension, new: str, at_ms: int, reason: str

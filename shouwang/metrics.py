@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +37,10 @@ class Metrics:
             registry=self.registry,
         )
         self.component = component
+        # Labelled children by label value: `labels()` validates and hashes its arguments on
+        # every call, which the ingest path did twice per message.
+        self._received: dict[str, Any] = {}
+        self._rejected: dict[str, Any] = {}
 
     def counter(self, name: str, doc: str, labels: list[str]) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)
@@ -45,11 +51,17 @@ class Metrics:
     def histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(name, doc, buckets=buckets, registry=self.registry)
 
-    def received(self, kind: str) -> None:
-        self.messages_in.labels(self.component, kind).inc()
+    def received(self, kind: str, n: int = 1) -> None:
+        child = self._received.get(kind)
+        if child is None:
+            child = self._received[kind] = self.messages_in.labels(self.component, kind)
+        child.inc(n)
 
     def reject(self, reason: str) -> None:
-        self.rejected.labels(self.component, reason).inc()
+        child = self._rejected.get(reason)
+        if child is None:
+            child = self._rejected[reason] = self.rejected.labels(self.component, reason)
+        child.inc()
 
     def rejected_count(self, reason: str) -> float:
         return self.rejected.labels(self.component, reason)._value.get()

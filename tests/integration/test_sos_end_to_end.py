@@ -181,7 +181,7 @@ async def cloud_process(
     try:
         yield proc, cloud_broker
     finally:
-        proc.stop()
+        await asyncio.to_thread(proc.stop)  # waits for the process: off the event loop
 
 
 async def _broker_connected(http: aiohttp.ClientSession, port: int) -> bool:
