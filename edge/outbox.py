@@ -333,15 +333,23 @@ class Outbox:
         *,
         unsent_only: bool = True,
         created_before: int | None = None,
+        claim_ms: int | None = None,
     ) -> list[Row]:
         """The oldest rows of the most urgent class first (optionally only some classes).
 
         Rows published and awaiting confirmation are left out unless `unsent_only` is False;
-        `created_before` (wall ms) keeps only rows stored before then.
+        `created_before` (wall ms) keeps only rows stored before then. With `claim_ms` the rows
+        are marked sent in the same step, before anything else touches the outbox: a row on
+        its way to the broker is never evicted (it would be delivered and reported lost).
         """
         return list(
             await self._run(
-                self._next_batch, limit, tuple(priorities or ()), unsent_only, created_before
+                self._next_batch,
+                limit,
+                tuple(priorities or ()),
+                unsent_only,
+                created_before,
+                claim_ms,
             )
         )
 
@@ -351,6 +359,7 @@ class Outbox:
         priorities: tuple[int, ...],
         unsent_only: bool,
         created_before: int | None,
+        claim_ms: int | None,
     ) -> list[Row]:
         conditions = ["sent_ms IS NULL"] if unsent_only else []
         params: list[int] = []
@@ -370,11 +379,9 @@ class Outbox:
             )
             .fetchall()
         )
+        if claim_ms is not None and rows:
+            self._set_sent([r[0] for r in rows], claim_ms)
         return [Row(r[0], r[1], r[2], bytes(r[3])) for r in rows]
-
-    async def mark_sent(self, ids: Iterable[str], now_ms: int) -> None:
-        """The broker has these rows; they wait for the cloud's confirmation."""
-        await self._run(self._set_sent, list(ids), now_ms)
 
     async def unsend(self, ids: Iterable[str]) -> None:
         """No confirmation came: these rows may be published again."""

@@ -221,7 +221,7 @@ class Uplink:
                 # Life-safety is never held back by the window: a backlog of unconfirmed
                 # telemetry must not keep an SOS from the broker.
                 urgent = await self.outbox.next_batch(
-                    self.config.batch, priorities=[Priority.LIFE_SAFETY]
+                    self.config.batch, priorities=[Priority.LIFE_SAFETY], claim_ms=now_ms()
                 )
                 if urgent:
                     await self._publish_groups(
@@ -239,14 +239,15 @@ class Uplink:
                             await self._wake.wait()
                     self._wake.clear()
                     continue
-                rows = await self.outbox.next_batch(room)
+                rows = await self.outbox.next_batch(room, claim_ms=now_ms())
                 if not rows:
                     self.bucket.tokens += 1  # unused: give it back
                     break
                 groups = self._group(rows)
                 # One token a message: a merged telemetry message is one however many rows.
-                groups = groups[: 1 + self.bucket.take(len(groups) - 1)]
-                groups = await self._upload_evidence(groups)
+                allowed = 1 + self.bucket.take(len(groups) - 1)
+                await self.outbox.unsend([i for g in groups[allowed:] for i in g.ids])
+                groups = await self._upload_evidence(groups[:allowed])
                 if not groups:
                     break  # only evidence, and it cannot go yet
                 await self._publish_groups(groups)
@@ -306,6 +307,7 @@ class Uplink:
                     self._evidence_warned = True
                     log.warning("uplink: evidence is waiting, but no evidence.url is configured")
                 self._evidence_waiting = True
+                await self.outbox.unsend(g.ids)
                 continue
             try:
                 await self.evidence.upload(g.payload)
@@ -313,6 +315,7 @@ class Uplink:
                 if not err.permanent:
                     log.warning("uplink: %s; will retry", err)
                     self._evidence_waiting = True
+                    await self.outbox.unsend(g.ids)
                     continue
                 self.refused["evidence_upload"] = self.refused.get("evidence_upload", 0) + 1
                 log.error("uplink: evidence %s given up: %s", g.envelope_id, err)
@@ -336,14 +339,18 @@ class Uplink:
             await self.outbox.delete([i for g in acked for i in g.ids])
             self.sent += sum(len(g.ids) for g in acked)
         elif acked:
-            at = time.monotonic()
-            await self.outbox.mark_sent([i for g in acked for i in g.ids], now_ms())
+            at = time.monotonic()  # the rows were marked sent when they were taken
             for g in acked:
                 digest = None
                 if g.topic.endswith("/up/evidence"):
                     digest = orjson.loads(g.payload)["body"]["sha256"]
                 self._awaiting[g.envelope_id] = _Sent(g.ids, at, evidence=digest)
         failures = [res for res in results if isinstance(res, BaseException)]
+        unacked = [
+            i for g, res in zip(groups, results, strict=True) if res is not None for i in g.ids
+        ]
+        if unacked:
+            await self.outbox.unsend(unacked)  # publishable again
         if failures:
             unexpected = [f for f in failures if not isinstance(f, MqttError)]
             if unexpected:
