@@ -65,7 +65,12 @@ class EdgeDaemon:
         check_bindings(config, self.profiles)
         self.clock: Clock = clock or SystemClock()
         self.rules = RuleEngine.for_site(config, self.profiles, self.clock)
-        self._rules_pending = RuleOutput()  # from callbacks, stored by the watch loop
+        self._broker_changes: list[bool] = []  # edge broker up/down, applied by the watch loop
+        # Rule state may be saved only when every row it implies is committed: whoever changes
+        # it (a batch, polled readings, a watch round) holds this from the change to the save.
+        # Saved ahead of its rows, a crash would leave an escalation or a broker-down alert
+        # "raised" that was never stored (a redelivered press gives its SOS again; those not).
+        self._rules_lock = asyncio.Lock()
         self.watch_rounds = 0  # completed watch-loop rounds (a scenario waits on it)
         self.metrics = Metrics("edge")
         self.outbox_depth = self.metrics.gauge(
@@ -154,7 +159,7 @@ class EdgeDaemon:
         self.http_port: int | None = None
 
     def _edge_connection_changed(self, up: bool) -> None:
-        self._rules_pending.add(self.rules.broker_changed(up))
+        self._broker_changes.append(up)  # applied under the rules lock, not in this callback
         self._wake_watch.set()
 
     def poke(self) -> None:
@@ -277,15 +282,29 @@ class EdgeDaemon:
             await self._note_ingest_drops()
 
     async def _store_with_retry(self, batch: list[Message]) -> None:
+        """Store a batch; what fails after its rows are committed is retried whole (the ids
+        make a second pass a no-op). The commit itself is retried inside, see `_put_rows`."""
         while True:
             try:
                 await self.handle_batch(batch)
                 return
+            except sqlite3.Error as err:
+                self.metrics.reject("outbox_error")
+                log.error("outbox write failed, retrying in 1 s: %s", err)
+                await asyncio.sleep(1.0)
+
+    async def _put_rows(self, rows: list[NewRow]) -> list[bool]:
+        """Commit a batch's rows, retrying until it works. Only the commit is retried: the
+        rules have already taken the batch in, and a second pass would feed them the same
+        readings twice (a threshold's duration, a day's routine). The device messages stay
+        unacknowledged until then, so nothing is lost meanwhile."""
+        while True:
+            try:
+                return await self.outbox.put_many(rows, now_ms())
             except sqlite3.OperationalError as err:
-                # A full disk: shed the lowest classes and try again; a life-safety message
-                # stays unacknowledged at the broker until it is stored.
                 self.metrics.reject("outbox_error")
                 if "full" in str(err):
+                    # A full disk: shed the lowest classes and try again.
                     freed = await self.outbox.shed(SHED_ON_FULL_BYTES)
                     log.error("outbox disk full; shed %d bytes of lower classes", freed)
                     if freed:
@@ -313,6 +332,10 @@ class EdgeDaemon:
 
     async def handle_batch(self, batch: list[Message]) -> list[Outcome | Rejection]:
         """Validate each message, then store its alerts and readings in one transaction."""
+        async with self._rules_lock:
+            return await self._handle_batch(batch)
+
+    async def _handle_batch(self, batch: list[Message]) -> list[Outcome | Rejection]:
         results: list[Outcome | Rejection] = []
         rows: list[NewRow] = []
         alerts = []
@@ -350,7 +373,7 @@ class EdgeDaemon:
         if not rows:
             await self.rules.save()
             return results
-        stored = await self.outbox.put_many(rows, now_ms())
+        stored = await self._put_rows(rows)
         # Rule state (open alerts, a fall's cancel window) after the rows, before the ack.
         await self.rules.save()
         alert_stored = [
@@ -487,38 +510,43 @@ class EdgeDaemon:
         while True:
             await self._polled_ready.wait()
             self._polled_ready.clear()
-            readings, self._polled = self._polled, []
-            changes, self._polled_changes = self._polled_changes, []
-            out = RuleOutput()
-            for r in readings:
-                changes += self.liveness.observe_data(r.device, r.ts, fields=r.values)
-                out.add(self.rules.observe_reading(r))
-            rows = self._transition_rows(changes) + self._rule_rows(out)
-            if readings:
-                rows.append(self._telemetry_row(readings))
-            if rows:
-                await self.outbox.put_many(rows, now_ms())
-                self.uplink.notify()
-            await self.rules.save()
+            async with self._rules_lock:
+                readings, self._polled = self._polled, []
+                changes, self._polled_changes = self._polled_changes, []
+                out = RuleOutput()
+                for r in readings:
+                    changes += self.liveness.observe_data(r.device, r.ts, fields=r.values)
+                    out.add(self.rules.observe_reading(r))
+                rows = self._transition_rows(changes) + self._rule_rows(out)
+                if readings:
+                    rows.append(self._telemetry_row(readings))
+                if rows:
+                    await self.outbox.put_many(rows, now_ms())
+                    self.uplink.notify()
+                await self.rules.save()
 
     async def _watch(self) -> None:
         """Sleep until a device may go stale, a config ack times out, or the gateway reports."""
         next_report = self.clock.monotonic()
         while True:
             now = self.clock.monotonic()
-            rows = self._transition_rows(self.liveness.tick())
-            rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
-            pending, self._rules_pending = self._rules_pending, RuleOutput()
-            pending.add(self.rules.tick())
-            rows += self._rule_rows(pending)
-            if now >= next_report or self._report_now:
-                self._report_now = False
-                rows.append(self._health_row(await self._gateway_body(), now_ms()))
-                next_report = now + GATEWAY_REPORT_S
-            if rows:
-                await self.outbox.put_many(rows, now_ms())
-                self.uplink.notify()
-            await self.rules.save()
+            async with self._rules_lock:
+                rows = self._transition_rows(self.liveness.tick())
+                rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
+                pending = RuleOutput()
+                changes, self._broker_changes = self._broker_changes, []
+                for up in changes:
+                    pending.add(self.rules.broker_changed(up))
+                pending.add(self.rules.tick())
+                rows += self._rule_rows(pending)
+                if now >= next_report or self._report_now:
+                    self._report_now = False
+                    rows.append(self._health_row(await self._gateway_body(), now_ms()))
+                    next_report = now + GATEWAY_REPORT_S
+                if rows:
+                    await self.outbox.put_many(rows, now_ms())
+                    self.uplink.notify()
+                await self.rules.save()
             self.watch_rounds += 1
             await self._check_critical()
             if self.fallback.active():
