@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+from aiohttp import web
 
 from cloud.access.config import AccessConfig
 from cloud.access.users import Access, UserError
@@ -27,7 +28,7 @@ from edge.rules.config import RulesSettings
 from shouwang.clock import SystemClock
 from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.records import Reading
-from shouwang.services import Mosquitto, Postgres, VictoriaMetrics
+from shouwang.services import Mosquitto, Postgres, VictoriaMetrics, free_port
 
 _counter = itertools.count(1)
 SLOW_CALLBACK_S = 0.5
@@ -390,3 +391,25 @@ async def life_safety_awaiting_confirmation(edge: Any, n: int) -> bool:
     held = (await edge.outbox.depth()).get(0, 0)
     unsent = await edge.outbox.next_batch(n + 1, priorities=[0])
     return held == n and not unsent
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    """A local endpoint speaking what Apprise's json:// sends (an SMS gateway stands in),
+    on POST /notify; yields its port and what it received."""
+    received: list[dict[str, Any]] = []
+
+    async def notify(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/notify", notify)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port, received
+    finally:
+        await runner.cleanup()

@@ -6,18 +6,17 @@ webhook (an SMS or bot gateway stands in), and the alert's detail shows who was 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 
 from cloud.escalation.policy import EscalationConfig
 from cloud.notify.config import AppriseConfig, NotifyConfig
-from shouwang.services import Mosquitto, free_port
+from shouwang.services import Mosquitto
 from simulators.button import Button
 from tests.conftest import (
     BUTTON,
@@ -37,26 +36,6 @@ POLICY = {"policies": {"sos": {"stages": [
 ]}}}
 
 
-@pytest.fixture
-async def webhook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/family-sms", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield port, received
-    finally:
-        await runner.cleanup()
-
-
 async def test_an_sos_is_delivered_to_the_family_and_the_detail_says_so(
     make_broker: Callable[[str], Mosquitto],
     tmp_path: Path,
@@ -66,7 +45,7 @@ async def test_an_sos_is_delivered_to_the_family_and_the_detail_says_so(
     policy = tmp_path / "escalation.yaml"
     policy.write_text(yaml.safe_dump(POLICY))
     urls = tmp_path / "apprise.yaml"
-    urls.write_text(yaml.safe_dump({"user:daughter": [f"json://127.0.0.1:{port}/family-sms"]}))
+    urls.write_text(yaml.safe_dump({"user:daughter": [f"json://127.0.0.1:{port}/notify"]}))
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
     config = cloud_config(cloud_broker, tmp_path).model_copy(update={
         "escalation": EscalationConfig(file=policy),

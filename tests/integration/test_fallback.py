@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
 from edge.config import OutboxConfig
 from edge.fallback import LOCAL_ALARM_TOPIC, FallbackConfig
 from shouwang.mqtt import MqttClient
-from shouwang.services import Mosquitto, free_port
+from shouwang.services import Mosquitto
 from simulators.button import Button
 from tests.conftest import (
     BUTTON,
@@ -29,27 +28,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
-    """A local endpoint speaking what Apprise's json:// sends (an SMS gateway stands in)."""
-    received: list[dict[str, Any]] = []
-
-    async def notify(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/notify", notify)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield port, received
-    finally:
-        await runner.cleanup()
 
 
 async def test_long_outage_announces_sos_locally_once_and_the_cloud_still_gets_it(
