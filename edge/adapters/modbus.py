@@ -72,6 +72,11 @@ class ModbusLink(PollLink):
     unit_id: int = Field(
         ge=0, le=255, description="Modbus unit id (slave address; pymodbus calls it device_id)"
     )
+    connect_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="Wait this long to open the TCP connection (apart from timeout_s per reply)",
+    )
 
 
 class ModbusMeterConfig(ModbusLink):
@@ -284,7 +289,7 @@ class _Bus:
             )
         ok = False
         try:
-            async with asyncio.timeout(meter.config.timeout_s):
+            async with asyncio.timeout(meter.config.connect_timeout_s):
                 ok = await self.client.connect()
         except TimeoutError:
             pass

@@ -41,7 +41,7 @@ def meter(
 ) -> ModbusMeterConfig:
     settings: dict[str, Any] = {
         "poll_interval_s": 0.1,
-        "timeout_s": 0.25,
+        "timeout_s": 1.0,
         "retries": 0,
         "retry_backoff_s": 0.01,
         "unavailable_after": 3,
