@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -29,10 +31,16 @@ from harness import System, auth_headers, metric, pct  # type: ignore[import-not
 
 from shouwang.config import BrokerConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
-from shouwang.protocol import device_topic, make_envelope  # noqa: E402
+from shouwang.protocol import device_topic, make_envelope, site_up_topic  # noqa: E402
 
-BUTTON = "btn-bench-0001"
 LOAD_DEVICES = 100
+WARM_UP = 10
+
+
+def button(i: int) -> str:
+    # One button per press: an elder's second press within the debounce window, or while her
+    # alert is open, is folded into that alert and would never reach the board as a new one.
+    return f"btn-bench-{i:04d}"
 
 
 class RawHop:
@@ -45,7 +53,7 @@ class RawHop:
             m.payload, time.perf_counter()
         )
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(device_topic(BUTTON, "event"), qos=1)
+        self.client.subscribe(device_topic("+", "event"), qos=1)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -53,14 +61,36 @@ class RawHop:
         self.client.loop_stop()
 
 
+class UplinkHop:
+    """Where the time goes: when each press's alert, sent on by the edge, reaches the cloud broker."""
+
+    def __init__(self, port: int) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-uplink-hop")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(site_up_topic("+", "alert"), qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, m: paho.MQTTMessage) -> None:
+        now = time.perf_counter()
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            self.arrivals[json.loads(m.payload)["body"]["source_id"]] = now
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 async def presses(
-    edge_port: int, http_port: int, n: int, gap_s: float, raw: RawHop
-) -> tuple[list[float], list[float]]:
+    edge_port: int, http_port: int, buttons: range, gap_s: float, raw: RawHop, up: UplinkHop
+) -> tuple[list[float], list[float], list[float]]:
     device = MqttClient(BrokerConfig(port=edge_port), client_id="bench-button")
     await device.start()
     await device.wait_connected(10)
     e2e: list[float] = []
     hop: list[float] = []
+    uplink: list[float] = []
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(
@@ -69,22 +99,27 @@ async def presses(
     ):
         first = await ws.receive_json(timeout=10)
         assert first["type"] == "snapshot"
-        for _ in range(n):
-            env = make_envelope(site=None, device=BUTTON, kind="event", body={"event": "press"})
+        for i in buttons:
+            env = make_envelope(site=None, device=button(i), kind="event", body={"event": "press"})
             payload = env.to_bytes()
             t0 = time.perf_counter()
-            await device.publish(device_topic(BUTTON, "event"), payload)
-            while True:
-                msg = await ws.receive_json(timeout=30)
-                if msg["type"] == "alert" and msg["alert"]["source_id"] == env.id:
-                    break
+            await device.publish(device_topic(button(i), "event"), payload)
+            try:
+                while True:
+                    msg = await ws.receive_json(timeout=30)
+                    if msg["type"] == "alert" and msg["alert"]["source_id"] == env.id:
+                        break
+            except TimeoutError:
+                raise SystemExit(f"press {env.id} of {button(i)}: no alert on the board in 30 s")
             e2e.append(time.perf_counter() - t0)
             await asyncio.sleep(0.05)
             if payload in raw.arrivals:
                 hop.append(raw.arrivals.pop(payload) - t0)
+            if env.id in up.arrivals:
+                uplink.append(up.arrivals.pop(env.id) - t0)
             await asyncio.sleep(gap_s)
     await device.close()
-    return e2e, hop
+    return e2e, hop, uplink
 
 
 def row(name: str, values: list[float]) -> str:
@@ -108,7 +143,12 @@ async def main() -> None:
     )
     args = ap.parse_args()
 
-    devices = [{"id": BUTTON, "profile": "emergency_button", "resident": "r-bench"}]
+    n = args.presses
+    total = WARM_UP + 2 * n
+    devices = [
+        {"id": button(i), "profile": "emergency_button", "resident": f"r-bench-{i:04d}"}
+        for i in range(total)
+    ]
     devices += [{"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)]
     system = System(devices)
     try:
@@ -116,9 +156,15 @@ async def main() -> None:
         await asyncio.sleep(1.0)  # let both MQTT sessions settle
         edge_port = system.edge_broker.port
         raw = RawHop(edge_port)
-        await presses(edge_port, system.http_port, 10, args.gap, raw)  # warm-up, not reported
+        up = UplinkHop(system.cloud_broker.port)
+        warm_up = range(WARM_UP)
+        await presses(edge_port, system.http_port, warm_up, args.gap, raw, up)  # not reported
         raw.arrivals.clear()
-        alone, hop_alone = await presses(edge_port, system.http_port, args.presses, args.gap, raw)
+        up.arrivals.clear()
+        idle = range(WARM_UP, WARM_UP + n)
+        alone, hop_alone, up_alone = await presses(
+            edge_port, system.http_port, idle, args.gap, raw, up
+        )
 
         seconds = args.presses * (args.gap + 0.06) + 30
         load = system.spawn(
@@ -137,8 +183,12 @@ async def main() -> None:
         )
         system.procs.append(load)
         await asyncio.sleep(2.0)
-        loaded, hop_loaded = await presses(edge_port, system.http_port, args.presses, args.gap, raw)
+        busy = range(WARM_UP + n, total)
+        loaded, hop_loaded, up_loaded = await presses(
+            edge_port, system.http_port, busy, args.gap, raw, up
+        )
         raw.stop()
+        up.stop()
         telemetry = await metric(system.edge_http, "shouwang_messages_in_total", kind="telemetry")
         load.terminate()
         load.wait()
@@ -148,8 +198,10 @@ async def main() -> None:
         print("| path | n | p50 | p95 | p99 | max |")
         print("|---|---|---|---|---|---|")
         print(row("baseline: raw broker hop (paho subscriber on edge broker), idle", hop_alone))
+        print(row("shouwang: press → edge → cloud broker (part of the next row), idle", up_alone))
         print(row("shouwang: press → edge → cloud → WebSocket, idle", alone))
         print(row(f"baseline: raw broker hop, {args.load_rate:.0f} telemetry msg/s", hop_loaded))
+        print(row(f"shouwang: press → cloud broker, {args.load_rate:.0f} telemetry msg/s", up_loaded))
         print(row(f"shouwang: press → WebSocket, {args.load_rate:.0f} telemetry msg/s", loaded))
         ratio = statistics.median(alone) / statistics.median(hop_alone)
         print(f"\nmedian e2e / raw hop (idle): {ratio:.1f}×")

@@ -374,6 +374,11 @@ class EdgeDaemon:
             await self.rules.save()
             return results
         stored = await self._put_rows(rows)
+        # The rows may leave now: an alert's id comes from its cause, so if the edge dies before
+        # the save below, the broker's redelivery raises it again under the same id, and the
+        # outbox and the cloud store it once. Waking the uplink after the save cost an SOS the
+        # state file's write and fsync (6-10 ms, measured with 40 open alerts).
+        self.uplink.notify()
         # Rule state (open alerts, a fall's cancel window) after the rows, before the ack.
         await self.rules.save()
         alert_stored = [
@@ -386,7 +391,6 @@ class EdgeDaemon:
                     "alert raised",
                     extra={"alert": alert.id, "type": alert.type, "device": alert.device},
                 )
-        self.uplink.notify()
         await self._check_critical()
         life_safety = [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
         if life_safety:

@@ -10,7 +10,7 @@ message or timer yields the same envelope and the outbox and the cloud store it 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.rules.base import SEVERITY_RANK, Note, Signal, Target
@@ -158,8 +158,10 @@ class AlertBook:
 
     # --- persistence -----------------------------------------------------------------------
 
-    def dump(self) -> list[dict[str, Any]]:
-        return [asdict(e) for e in self.open.values()]
+    def dump(self) -> list[Entry]:
+        # orjson writes dataclasses itself; `asdict` deep-copied every open alert on the event
+        # loop, 50 ms with 400 open alerts, ahead of the SOS that had just changed the book.
+        return list(self.open.values())
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.open = {}

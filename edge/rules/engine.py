@@ -279,6 +279,7 @@ class RuleEngine:
             self.book = AlertBook(self.site)
 
     def state(self) -> dict[str, Any]:
+        """What `save` writes, as live objects: serialise it at once (orjson), keep no copy."""
         rules = {rid: s for rid, r in self.rules.items() if (s := r.dump_state()) is not None}
         return {"version": STATE_VERSION, "book": self.book.dump(), "rules": rules}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
@@ -352,7 +352,7 @@ class Welfare(Rule):
     # --- persistence -----------------------------------------------------------------------
 
     def dump_state(self) -> Any:
-        return {rid: asdict(p) for rid, p in self.people.items()}
+        return dict(self.people)  # dataclasses: orjson writes them, see AlertBook.dump
 
     def load_state(self, data: Any) -> None:
         for rid, raw in dict(data or {}).items():
