@@ -394,7 +394,11 @@ class EdgeDaemon:
         await self._check_critical()
         life_safety = [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
         if life_safety:
-            self._wake_watch.set()  # its confirmation deadline
+            # The watch round that checks its confirmation is due only when it could be overdue;
+            # a round now would queue outbox reads ahead of the uplink sending this very alert.
+            asyncio.get_running_loop().call_later(
+                self.config.fallback.after_s + 0.05, self._wake_watch.set
+            )
         if self.fallback.active():
             await self.fallback.announce(life_safety)
         for step in pushes:
