@@ -21,6 +21,17 @@ DIMENSIONS = ("transport", "data", "health", "battery")
 # A device's last-seen is written again only once readings are this much newer (reading
 # time, not wall time): under load most batches then skip the update (bench/cloud_ingest.py).
 SEEN_RESOLUTION_MS = 10_000
+_SEEN = (
+    update(devices)
+    .where(
+        and_(
+            devices.c.site == bindparam("site_"),
+            devices.c.id == bindparam("device"),
+            or_(devices.c.last_seen_ms.is_(None), devices.c.last_seen_ms < bindparam("ts")),
+        )
+    )
+    .values(last_seen_ms=bindparam("ts"))
+)
 
 
 class Fleet:
@@ -138,19 +149,10 @@ class Fleet:
         }
         if not due:
             return
-        stmt = (
-            update(devices)
-            .where(
-                and_(
-                    devices.c.site == site,
-                    devices.c.id == bindparam("device"),
-                    or_(devices.c.last_seen_ms.is_(None), devices.c.last_seen_ms < bindparam("ts")),
-                )
-            )
-            .values(last_seen_ms=bindparam("ts"))
-        )
         async with self.store.engine.begin() as conn:
-            await conn.execute(stmt, [{"device": d, "ts": ts} for d, ts in due.items()])
+            await conn.execute(
+                _SEEN, [{"site_": site, "device": d, "ts": ts} for d, ts in due.items()]
+            )
         for d, ts in due.items():
             written[(site, d)] = ts
 

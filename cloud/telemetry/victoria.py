@@ -121,8 +121,13 @@ def _lines(site: str, reading: dict[str, Any]) -> list[str]:
     tags = f"site={site},device={reading['device']}"
     fields = []
     for name, value in reading["values"].items():
-        number = numeric(value)
-        if number is not None and math.isfinite(number):
+        kind = type(value)
+        if kind is int:
+            fields.append(f"{name}={value}")  # no `i` suffix: a float to the line protocol
+        elif kind is float:
+            if math.isfinite(value):
+                fields.append(f"{name}={value!r}")
+        elif (number := numeric(value)) is not None:
             fields.append(f"{name}={number!r}")
     ts = reading["ts"]
     out = [f"{MARKER},{tags} count=1 {ts}"]
