@@ -62,7 +62,7 @@ class RawHop:
 
 
 class UplinkHop:
-    """Where the time goes: when each press's alert, sent on by the edge, reaches the cloud broker."""
+    """Where the time goes: when each press's alert, sent on by the edge, reaches the cloud."""
 
     def __init__(self, port: int) -> None:
         self.arrivals: dict[str, float] = {}
@@ -110,7 +110,9 @@ async def presses(
                     if msg["type"] == "alert" and msg["alert"]["source_id"] == env.id:
                         break
             except TimeoutError:
-                raise SystemExit(f"press {env.id} of {button(i)}: no alert on the board in 30 s")
+                raise SystemExit(
+                    f"press {env.id} of {button(i)}: no alert on the board in 30 s"
+                ) from None
             e2e.append(time.perf_counter() - t0)
             await asyncio.sleep(0.05)
             if payload in raw.arrivals:
@@ -201,7 +203,8 @@ async def main() -> None:
         print(row("shouwang: press → edge → cloud broker (part of the next row), idle", up_alone))
         print(row("shouwang: press → edge → cloud → WebSocket, idle", alone))
         print(row(f"baseline: raw broker hop, {args.load_rate:.0f} telemetry msg/s", hop_loaded))
-        print(row(f"shouwang: press → cloud broker, {args.load_rate:.0f} telemetry msg/s", up_loaded))
+        rate = f"{args.load_rate:.0f} telemetry msg/s"
+        print(row(f"shouwang: press → cloud broker, {rate}", up_loaded))
         print(row(f"shouwang: press → WebSocket, {args.load_rate:.0f} telemetry msg/s", loaded))
         ratio = statistics.median(alone) / statistics.median(hop_alone)
         print(f"\nmedian e2e / raw hop (idle): {ratio:.1f}×")

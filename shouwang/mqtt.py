@@ -104,9 +104,10 @@ class MqttClient:
     acknowledge each received QoS 1 message with `ack()` once it has been stored.
 
     Incoming messages wait in a bounded queue. The broker never sends more than
-    `receive_maximum` unacknowledged QoS 1 messages, and the queue is larger than that, so
-    QoS 1 messages are never dropped here; QoS 0 messages beyond the bound are dropped and
-    counted in `dropped_incoming`.
+    `receive_maximum` unacknowledged QoS 1 messages, and the queue's bound is larger than that;
+    a QoS 1 message is never dropped here, even from a broker that breaks that promise (it
+    would stay unacknowledged, held by the broker until the next reconnect). QoS 0 messages
+    beyond the bound are dropped and counted in `dropped_incoming`.
     """
 
     def __init__(
@@ -133,9 +134,10 @@ class MqttClient:
         self._receive_maximum = receive_maximum
         self._subscriptions: dict[str, int] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(
-            maxsize=max(queue_size, receive_maximum + 64)
-        )
+        # Unbounded, so a QoS 1 message is never refused; QoS 0 is held to `_bound` (below).
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._bound = max(queue_size, receive_maximum + 64)
+        self._over_bound = False
         self._connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection_change = on_connection_change
@@ -387,17 +389,29 @@ class MqttClient:
             _set_result(future)
 
     def _enqueue(self, message: Message) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        depth = self._queue.qsize()
+        if depth < self._bound:
+            self._over_bound = False
+        elif message.qos == 0:
             self.dropped_incoming += 1
             if self.dropped_incoming == 1 or self.dropped_incoming % 1000 == 0:
                 log.warning(
-                    "incoming queue full: dropped %d QoS %d message(s) so far (latest on %s)",
+                    "incoming queue full: dropped %d QoS 0 message(s) so far (latest on %s)",
                     self.dropped_incoming,
-                    message.qos,
                     message.topic,
                 )
+            return
+        elif not self._over_bound:
+            # The broker sent more than our Receive Maximum allows (seen with Mosquitto 2.0.11
+            # resuming a session). A QoS 1 message dropped here would never be acknowledged:
+            # the broker would hold it, an SOS among them, in flight until the next reconnect.
+            self._over_bound = True
+            log.warning(
+                "broker exceeded receive maximum %d: %d messages waiting; keeping them all",
+                self._receive_maximum,
+                depth,
+            )
+        self._queue.put_nowait(message)
 
     def _fail_pending(self, err: Exception) -> None:
         for future in list(self._pending.values()):

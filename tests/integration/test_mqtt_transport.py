@@ -93,3 +93,27 @@ async def test_a_burst_arrives_in_order_and_only_unacknowledged_messages_come_ag
         await eventually(lambda: last.queue_depth() == 0)
     finally:
         await last.close()
+
+
+async def test_qos1_beyond_the_queue_bound_is_kept_and_qos0_is_dropped_and_counted(
+    broker: Mosquitto,
+) -> None:
+    # A broker that sends more than our Receive Maximum (Mosquitto 2.0.11 did, resuming a
+    # session with a backlog): a dropped QoS 1 message would never be acknowledged, and the
+    # broker would hold it, an SOS among them, until the next reconnect.
+    client = MqttClient(
+        broker_config(broker), client_id=unique("bound"), receive_maximum=10, queue_size=20
+    )
+    await client.start()
+    try:
+        await client.wait_connected(10)
+        for i in range(100):  # past the bound: max(queue_size, receive_maximum + 64)
+            client._enqueue(Message("dev/b/event", b"%d" % i, 1, False, i + 1))
+        for _ in range(5):
+            client._enqueue(Message("dev/b/telemetry", b"q0", 0, False, 0))
+        assert client.dropped_incoming == 5
+        got = [await client.messages() for _ in range(100)]
+        assert [m.payload for m in got] == [b"%d" % i for i in range(100)]
+        assert client.drain(10) == []
+    finally:
+        await client.close()
