@@ -80,6 +80,9 @@ class ChangeFeed:
             self.last = max(self.last, r.seq)
             alert = current.get(r.alert_id)
             if alert is not None:
-                kind = "alert" if r.from_state is None else "alert_updated"
+                # By what the alert is now, not by the row: an alert opened and acknowledged
+                # between two polls is an update (no new-alert sound for a handled alert).
+                new = r.from_state is None and alert["state"] == "open"
+                kind = "alert" if new else "alert_updated"
                 self.hub.broadcast({"type": kind, "alert": alert})
         return len(fresh)

@@ -103,7 +103,7 @@ async function acknowledge(id, button) {
 }
 
 function critical(alert) {
-  if (alert.severity !== "critical") return;
+  if (alert.severity !== "critical" || alert.state !== "open") return;
   beep();
   const banner = $("#critical");
   banner.textContent = t("board.critical", { type: label("type", alert.type), where: alert.location || alert.device });

@@ -47,3 +47,26 @@ async def test_a_change_on_one_worker_reaches_websockets_on_the_other_once(
                     "alert_updated", mine["id"], "acknowledged")
                 with pytest.raises(asyncio.TimeoutError):  # no copies, nothing out of scope
                     await ws.receive_json(timeout=0.3)
+
+
+async def test_an_alert_opened_and_acknowledged_between_two_polls_is_an_update(
+    database_url: str,
+) -> None:
+    """Else a board would sound the new-alert alarm for an alert somebody already handled."""
+    from typing import Any
+
+    from cloud.feed import ChangeFeed
+    from cloud.hub import Hub
+
+    async with running_cloud(api_config(database_url)) as cloud:
+        assert cloud.store is not None
+        sent: list[dict[str, Any]] = []
+        hub = Hub()
+        hub.broadcast = sent.append  # type: ignore[method-assign]
+        feed = ChangeFeed(cloud.store, hub, poll_s=60)
+        await feed.start_position()
+        alert = await add_alert(cloud)
+        await cloud.store.transition(alert["id"], "acknowledged", actor="user:police-a")
+        await feed.poll()
+        assert [(m["type"], m["alert"]["state"]) for m in sent] == [
+            ("alert_updated", "acknowledged"), ("alert_updated", "acknowledged")]
