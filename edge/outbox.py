@@ -4,9 +4,10 @@ A row leaves the outbox only after the cloud confirmed it stored it (or, with
 `uplink.confirm: broker`, after the cloud broker's PUBACK), or when its class is over its byte
 quota. A row that was published and awaits that confirmation is marked `sent_ms`; it is not
 published again until the uplink gives it back (no confirmation in time, a reconnect, a
-restart). Life-safety rows are never evicted: over their quota they take room from the lower
-classes (lowest first, oldest first) and the outbox reports itself critical. Every
-eviction is added to a persistent drop ledger that the uplink reports to the cloud.
+restart). A row once published (`published_ms`) is never evicted: the cloud may have it.
+Life-safety rows are never evicted: over their quota they take room from the lower classes
+(lowest first, oldest first) and the outbox reports itself critical. Every eviction is added
+to a persistent drop ledger that the uplink reports to the cloud.
 
 Ids are the envelope ids, so putting the same message twice (a device message redelivered
 after a crash) is a no-op. All SQLite work runs on one dedicated thread, never on the event
@@ -94,7 +95,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    sent_ms INTEGER
+    sent_ms INTEGER,
+    published_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, seq);
 CREATE TABLE IF NOT EXISTS drops (
@@ -171,6 +173,8 @@ class Outbox:
         columns = {c[1] for c in db.execute("PRAGMA table_info(outbox)")}
         if "sent_ms" not in columns:  # an outbox written before end-to-end confirmation
             db.execute("ALTER TABLE outbox ADD COLUMN sent_ms INTEGER")
+        if "published_ms" not in columns:
+            db.execute("ALTER TABLE outbox ADD COLUMN published_ms INTEGER")
         db.execute(_UNSENT_INDEX)
         # What waited for a confirmation when we stopped is sent again; the cloud dedups it.
         db.execute("UPDATE outbox SET sent_ms = NULL WHERE sent_ms IS NOT NULL")
@@ -265,11 +269,13 @@ class Outbox:
         freed = 0
         for priority in classes:
             while freed < need and usage[priority] > 0:
-                # Not a row the cloud may already hold: evicting it would count a delivered
-                # reading as lost. Such rows are bounded by the uplink's in-flight window.
+                # Never a row ever published: the broker may hold it and the cloud store it
+                # later (a publish without PUBACK, a confirmation that came too late), and
+                # evicting it would count a delivered reading as lost. Such rows are bounded
+                # by the uplink's in-flight window when the link went down.
                 candidates = db.execute(
-                    "SELECT seq, size, items, first_ts, last_ts FROM outbox"
-                    " WHERE priority = ? AND sent_ms IS NULL ORDER BY seq LIMIT 256",
+                    "SELECT seq, size, items, first_ts, last_ts FROM outbox WHERE priority = ?"
+                    " AND sent_ms IS NULL AND published_ms IS NULL ORDER BY seq LIMIT 256",
                     (priority,),
                 ).fetchall()
                 if not candidates:
@@ -388,9 +394,13 @@ class Outbox:
         await self._run(self._set_sent, list(ids), None)
 
     def _set_sent(self, ids: list[str], now_ms: int | None) -> None:
+        # `published_ms` stays once set: given back, a row is publishable again, not evictable.
         db = self._conn()
         db.execute("BEGIN")
-        db.executemany("UPDATE outbox SET sent_ms = ? WHERE id = ?", [(now_ms, i) for i in ids])
+        db.executemany(
+            "UPDATE outbox SET sent_ms = ?, published_ms = COALESCE(published_ms, ?) WHERE id = ?",
+            [(now_ms, now_ms, i) for i in ids],
+        )
         db.execute("COMMIT")
 
     async def oldest_created(self, priority: int, after: int | None = None) -> int | None:

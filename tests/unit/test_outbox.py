@@ -152,6 +152,29 @@ async def test_eviction_spares_rows_the_cloud_may_already_have(tmp_path: Path) -
     await box.close()
 
 
+async def test_a_row_given_back_after_a_publish_is_still_never_evicted(tmp_path: Path) -> None:
+    """Published, then given back (no PUBACK: the broker went down; no confirmation in time; a
+    restart): the broker may still hold it and the cloud store it later. Evicting it would
+    report as lost a reading the cloud has (the outage test caught it: stored + dropped =
+    accepted + 1). It is published again, and never counted as dropped."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, quotas={Priority.TELEMETRY: 1000})
+    await box.open()
+    await box.put_many([telemetry(i) for i in range(10)], now_ms=1)
+    assert [r.id for r in await box.next_batch(2, claim_ms=2)] == ["t0000", "t0001"]
+    await box.unsend(["t0000"])
+    await box.close()
+    box = Outbox(path, quotas={Priority.TELEMETRY: 1000})
+    await box.open()  # a restart gives t0001 back too
+    await box.put_many([telemetry(i) for i in range(10, 13)], now_ms=3)
+    kept = [r.id for r in await box.next_batch(100)]
+    assert kept[:2] == ["t0000", "t0001"]  # publishable again, first
+    assert not {"t0002", "t0003", "t0004"} & set(kept)
+    [drops] = await box.drops()
+    assert (drops.rows, drops.items) == (3, 30)
+    await box.close()
+
+
 async def test_an_outbox_from_before_confirmations_opens_and_keeps_its_rows(
     tmp_path: Path,
 ) -> None:
