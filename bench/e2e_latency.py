@@ -18,7 +18,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
@@ -43,47 +45,43 @@ def button(i: int) -> str:
     return f"btn-bench-{i:04d}"
 
 
-class RawHop:
-    """Baseline: a bare paho subscriber timing when each press crosses the edge broker."""
+class Hop:
+    """A bare paho subscriber timing when each press passes a broker, keyed by the press's
+    envelope id: on the edge broker the press itself (the baseline, one raw hop), on the cloud
+    broker the alert the edge sent on for it (where the time of the whole path goes)."""
 
-    def __init__(self, port: int) -> None:
-        self.arrivals: dict[bytes, float] = {}
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw")
-        self.client.on_message = lambda c, u, m: self.arrivals.__setitem__(
-            m.payload, time.perf_counter()
-        )
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(device_topic("+", "event"), qos=1)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class UplinkHop:
-    """Where the time goes: when each press's alert, sent on by the edge, reaches the cloud."""
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, client_id: str, topic: str, press_id: Callable[[Any], str]):
         self.arrivals: dict[str, float] = {}
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-uplink-hop")
+        self._press_id = press_id
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(site_up_topic("+", "alert"), qos=1)
+        self.client.subscribe(topic, qos=1)
         self.client.loop_start()
 
     def _on_message(self, client: paho.Client, userdata: object, m: paho.MQTTMessage) -> None:
         now = time.perf_counter()
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            self.arrivals[json.loads(m.payload)["body"]["source_id"]] = now
+            self.arrivals[self._press_id(json.loads(m.payload))] = now
 
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
 
 
+def raw_hop(edge_port: int) -> Hop:
+    return Hop(edge_port, "bench-raw", device_topic("+", "event"), lambda env: env["id"])
+
+
+def uplink_hop(cloud_port: int) -> Hop:
+    return Hop(
+        cloud_port, "bench-uplink-hop", site_up_topic("+", "alert"),
+        lambda env: env["body"]["source_id"],
+    )
+
+
 async def presses(
-    edge_port: int, http_port: int, buttons: range, gap_s: float, raw: RawHop, up: UplinkHop
+    edge_port: int, http_port: int, buttons: range, gap_s: float, raw: Hop, up: Hop
 ) -> tuple[list[float], list[float], list[float]]:
     device = MqttClient(BrokerConfig(port=edge_port), client_id="bench-button")
     await device.start()
@@ -115,8 +113,8 @@ async def presses(
                 ) from None
             e2e.append(time.perf_counter() - t0)
             await asyncio.sleep(0.05)
-            if payload in raw.arrivals:
-                hop.append(raw.arrivals.pop(payload) - t0)
+            if env.id in raw.arrivals:
+                hop.append(raw.arrivals.pop(env.id) - t0)
             if env.id in up.arrivals:
                 uplink.append(up.arrivals.pop(env.id) - t0)
             await asyncio.sleep(gap_s)
@@ -157,8 +155,8 @@ async def main() -> None:
         system.start()
         await asyncio.sleep(1.0)  # let both MQTT sessions settle
         edge_port = system.edge_broker.port
-        raw = RawHop(edge_port)
-        up = UplinkHop(system.cloud_broker.port)
+        raw = raw_hop(edge_port)
+        up = uplink_hop(system.cloud_broker.port)
         warm_up = range(WARM_UP)
         await presses(edge_port, system.http_port, warm_up, args.gap, raw, up)  # not reported
         raw.arrivals.clear()
