@@ -6,7 +6,9 @@ the commit the worker also confirms the envelope to its gateway on `site/{site}/
 (stored, or refused for good with the reason): the gateway deletes its copy only then, so a
 message the broker acknowledged and then lost is sent again.
 Each kind (and each health type) has one handler in a registry; each handler writes in one
-transaction, so a message is stored whole or not at all.
+transaction, so a message is stored whole or not at all. Messages are taken in rounds of what
+is queued and stored in their order; consecutive telemetry messages of one site within a round
+are one write (whole or not at all, every reading keyed by its id), then each is confirmed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +37,11 @@ Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
 # Refusals that say nothing about the message itself: the cloud may accept it later (a site
 # registered after its gateway connected), so the gateway keeps it and sends it again.
 NOT_FINAL = frozenset({"unknown_site"})
+# One round takes at most this many queued messages; telemetry of one site within it is
+# written at once, up to BATCH_READINGS readings a write (VictoriaMetrics takes them in one POST).
+BATCH_MESSAGES = 100
+BATCH_READINGS = 5000
+_T = TypeVar("_T")
 
 
 class Ingest:
@@ -77,25 +84,54 @@ class Ingest:
         }
 
     async def run(self) -> None:
+        """Take what is queued (up to BATCH_MESSAGES), store it in order, acknowledge each
+        message after its commit. Consecutive telemetry of one site is one telemetry write:
+        one worker spent as long waiting on the store per message as computing."""
         while True:
-            message = await self.client.messages()
-            while True:
-                try:
-                    await self.handle(message)
-                    break
-                except SQLAlchemyError as err:
-                    # The database is away: keep the message unacknowledged and retry.
-                    self.metrics.reject("store_error")
-                    log.error("store failed, retrying in 1 s: %s", err)
-                    await asyncio.sleep(1.0)
-                except Exception:
-                    self.metrics.reject("internal_error")
-                    log.exception("failed to ingest a message on %s", message.topic)
-                    break
-            self.client.ack(message)
+            batch = [await self.client.messages(), *self.client.drain(BATCH_MESSAGES - 1)]
+            await self.store_batch(batch)
 
-    async def handle(self, message: Message) -> dict[str, Any] | Rejection | None:
-        """Store one message; returns after its transaction committed (or it was refused)."""
+    async def store_batch(self, batch: list[Message]) -> None:
+        pending: list[tuple[Message, Envelope]] = []  # telemetry of one site, not yet written
+        size = 0
+        for message in batch:
+            env = await self._retrying(self._admit, message)
+            if env is None:
+                self.client.ack(message)
+                continue
+            if env.kind == "telemetry":
+                readings = len(env.body["readings"])
+                if pending and (pending[0][1].site != env.site or size + readings > BATCH_READINGS):
+                    await self._flush(pending)
+                    pending, size = [], 0
+                pending.append((message, env))
+                size += readings
+                continue
+            await self._flush(pending)
+            pending, size = [], 0
+            await self._retrying(self._store, message, env)
+            self.client.ack(message)
+        await self._flush(pending)
+
+    async def _retrying(self, step: Callable[..., Awaitable[_T]], *args: Any) -> _T | None:
+        """Run one step; while the database is away, keep the messages unacknowledged and
+        retry. A bug in a handler is counted and logged, and the step's messages let go
+        unconfirmed (their gateway sends them again after its confirmation timeout)."""
+        while True:
+            try:
+                return await step(*args)
+            except SQLAlchemyError as err:
+                self.metrics.reject("store_error")
+                log.error("store failed, retrying in 1 s: %s", err)
+                await asyncio.sleep(1.0)
+            except Exception:
+                self.metrics.reject("internal_error")
+                log.exception("failed to ingest a message (%s)", _what(args))
+                return None
+
+    async def _admit(self, message: Message) -> Envelope | None:
+        """The message's envelope if it may be stored; a refusal is counted (and confirmed
+        to its gateway when final) and gives None."""
         result = self._validate(message)
         if (
             not isinstance(result, Rejection)
@@ -106,17 +142,35 @@ class Ingest:
         if isinstance(result, Rejection):
             if result.reason not in NOT_FINAL:
                 self._confirm(message, rejected=result.reason)
-            return self._reject(result)
+            self._reject(result)
+            return None
         env = result
         if env.kind == "evidence" and not self._evidence_present(env):
             # The gateway uploads before it publishes; without the bytes this is neither stored
             # nor confirmed, so the gateway uploads and publishes it again.
-            return self._reject(Rejection("evidence_missing", f"{message.topic} {env.id}"))
+            self._reject(Rejection("evidence_missing", f"{message.topic} {env.id}"))
+            return None
         self.metrics.received(env.kind)
+        return env
+
+    async def _store(self, message: Message, env: Envelope) -> dict[str, Any] | None:
+        """Store one envelope; returns after its transaction committed, then confirms it."""
         handler = self.handlers.get(env.kind)
         outcome = await handler(env) if handler is not None else None
         self._confirm(message, stored=env.id)
         return outcome
+
+    async def _flush(self, pending: list[tuple[Message, Envelope]]) -> None:
+        """Write consecutive telemetry messages of one site at once, then confirm each."""
+        if not pending:
+            return
+        site = pending[0][1].site or ""
+        readings = [r for _, env in pending for r in env.body["readings"]]
+        if await self._retrying(self._write_telemetry, site, readings) is not None:
+            for message, env in pending:
+                self._confirm(message, stored=env.id)
+        for message, _ in pending:
+            self.client.ack(message)
 
     def _confirm(
         self, message: Message, *, stored: str | None = None, rejected: str | None = None
@@ -177,11 +231,14 @@ class Ingest:
         return alert
 
     async def _telemetry(self, env: Envelope) -> None:
-        batch = env.body["readings"]
-        new = await self.telemetry.write(env.site or "", batch)
+        await self._write_telemetry(env.site or "", env.body["readings"])
+
+    async def _write_telemetry(self, site: str, batch: list[dict[str, Any]]) -> bool:
+        new = await self.telemetry.write(site, batch)
         self.metrics.readings_stored.inc(new)
         # After the readings: a monotonic max, so a crash in between is mended by redelivery.
-        await self.fleet.seen(env.site or "", batch)
+        await self.fleet.seen(site, batch)
+        return True
 
     async def _event(self, env: Envelope) -> None:
         target = resolution_of(env)
@@ -262,6 +319,15 @@ BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
 
 async def _ignore(alert: dict[str, Any]) -> None:
     return None
+
+
+def _what(args: tuple[Any, ...]) -> str:
+    """For the log: the topics of the messages a failed step was about."""
+    topics = [a.topic for a in args if isinstance(a, Message)]
+    if topics:
+        return ", ".join(topics)
+    site, readings = args
+    return f"telemetry of site {site}, {len(readings)} readings"
 
 
 def _envelope_id(payload: bytes) -> str | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -127,3 +129,80 @@ async def test_registered_sites_only_when_configured(
         # Nothing of the stranger was written, not even a registration by its gateway report.
         assert await Fleet(cloud.store).site(stranger) is None
         assert await count(cloud, sites) == 1
+
+
+async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message_confirmed(
+    broker: Mosquitto, tmp_path: Path, database_url: str
+) -> None:
+    from cloud.ingest import Ingest
+    from cloud.schema import alerts
+    from cloud.store import Store
+    from cloud.telemetry.sql import SqlTelemetryStore
+    from shouwang.metrics import Metrics
+    from shouwang.mqtt import Message
+    from shouwang.protocol import site_down_topic
+
+    site, other = unique("s"), unique("s")
+    store = await Store.connect(database_url)
+    telemetry = SqlTelemetryStore(store)
+    writes: list[int] = []
+    write = telemetry.write
+
+    async def counted(site_id: str, batch: list[dict[str, Any]]) -> int:
+        writes.append(len(batch))
+        return await write(site_id, batch)
+
+    telemetry.write = counted  # type: ignore[method-assign]
+    client = await publisher(broker)
+    confirmed: list[str] = []
+    watcher = MqttClient(broker_config(broker), client_id=unique("gw"))
+    watcher.subscribe(site_down_topic("+", "ack"), 1)
+    await watcher.start()
+    stored_alerts: list[dict[str, Any]] = []
+    ingest = Ingest(client, store, Metrics(unique("cloud").replace("-", "_")),
+                    on_alert=stored_alerts.append, max_payload_bytes=1 << 20, telemetry=telemetry)
+    try:
+        await watcher.wait_connected(10)
+
+        def tele(s: str, k: int) -> Message:
+            readings = [{"id": f"{s}-{k}-{i}", "device": "wear-1", "ts": T0 + k * 10 + i,
+                         "values": {"heart_rate": 70 + i}} for i in range(3)]
+            env = make_envelope(site=s, device="gateway", kind="telemetry",
+                                body={"readings": readings})
+            return Message(site_up_topic(s, "telemetry"), env.to_bytes(), 0, False, 0)
+
+        sos = {"type": "sos", "severity": "critical", "subject": "resident:r-1",
+               "dedup_key": "resident:r-1|sos", "life_safety": True, "source_id": "m-1"}
+        alert = make_envelope(site=site, device="btn-1", kind="alert", body=sos)
+        batch = [tele(site, 1), tele(site, 2), tele(site, 3),
+                 Message(site_up_topic(site, "alert"), alert.to_bytes(), 0, False, 0),
+                 tele(site, 4), tele(other, 5), tele(other, 6), tele(site, 7)]
+
+        async def on_ack() -> None:
+            while True:
+                m = await watcher.messages()
+                confirmed.extend(orjson.loads(m.payload)["stored"])
+
+        reader = asyncio.create_task(on_ack())
+        try:
+            await ingest.store_batch(batch)
+            ids = [orjson.loads(m.payload)["id"] for m in batch]
+            await eventually(lambda: sorted(confirmed) == sorted(ids))
+        finally:
+            reader.cancel()
+        # In order, and telemetry between two other messages, or of another site, apart.
+        assert writes == [9, 3, 6, 3]
+        assert await telemetry.count(site) == 15
+        assert await telemetry.count(other) == 6
+        assert [a["id"] for a in stored_alerts] == [alert.id]
+        assert await count_rows(store, alerts, alerts.c.site == site) == 1
+    finally:
+        await watcher.close()
+        await client.close()
+        await store.close()
+
+
+async def count_rows(store: Any, table: Any, where: Any) -> int:
+    async with store.engine.connect() as conn:
+        query = select(func.count()).select_from(table).where(where)
+        return int((await conn.execute(query)).scalar_one())
