@@ -25,7 +25,12 @@ from cloud.alerts import check_alert_body
 from cloud.evidence import EvidenceStore, check_evidence_body
 from cloud.fleet import Fleet, check_device_state
 from cloud.store import Store
-from cloud.telemetry import SqlTelemetryStore, TelemetryStore, check_telemetry_body
+from cloud.telemetry import (
+    SqlTelemetryStore,
+    TelemetryBackendError,
+    TelemetryStore,
+    check_telemetry_body,
+)
 from cloud.updates import NotApplicable, escalate, escalation_of, resolution_of, resolve
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
@@ -120,7 +125,7 @@ class Ingest:
         while True:
             try:
                 return await step(*args)
-            except SQLAlchemyError as err:
+            except (SQLAlchemyError, TelemetryBackendError) as err:
                 self.metrics.reject("store_error")
                 log.error("store failed, retrying in 1 s: %s", err)
                 await asyncio.sleep(1.0)

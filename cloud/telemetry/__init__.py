@@ -21,6 +21,11 @@ _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Point = tuple[int, float]  # (t in epoch ms, average)
 
 
+class TelemetryBackendError(Exception):
+    """The telemetry backend is unreachable or refused a request: ingest keeps the messages
+    unacknowledged and retries, as for the database."""
+
+
 class BadQuery(ValueError):
     """A range query the store refuses: the message says which argument and why."""
 

@@ -18,20 +18,17 @@ from typing import Any, Literal, cast
 import aiohttp
 from influxdb_client import WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.rest import ApiException
 from pydantic import Field
 
 from cloud.store import Store
-from cloud.telemetry import Point, backend, check_field, numeric, steps
+from cloud.telemetry import Point, TelemetryBackendError, backend, check_field, numeric, steps
 from shouwang.config import Strict
 
 log = logging.getLogger(__name__)
 MEASUREMENT = "shouwang"
 MARKER = "shouwang_readings"  # field `count`: one per reading, for count()
 BUCKET = "shouwang"  # VictoriaMetrics ignores bucket and org; the client requires them
-
-
-class TelemetryBackendError(Exception):
-    """VictoriaMetrics refused or failed a request."""
 
 
 class VictoriaMetricsConfig(Strict):
@@ -56,9 +53,16 @@ class VictoriaMetricsStore:
         lines = [line for r in batch for line in _lines(site, r)]
         if lines:
             precision = cast(WritePrecision, WritePrecision.MS)
-            await self._writer.write(
-                bucket=BUCKET, record="\n".join(lines), write_precision=precision
-            )
+            try:
+                await self._writer.write(
+                    bucket=BUCKET, record="\n".join(lines), write_precision=precision
+                )
+            except ApiException as err:
+                if err.status is not None and err.status < 500:
+                    raise  # refused for what was sent: retrying would refuse it forever
+                raise TelemetryBackendError(f"write to {self.url}: {err}") from err
+            except (aiohttp.ClientError, OSError, TimeoutError) as err:
+                raise TelemetryBackendError(f"write to {self.url}: {err}") from err
         return len(batch)
 
     async def count(self, site: str | None = None) -> int:

@@ -101,3 +101,40 @@ async def test_bad_range_queries_say_which_argument(
             await SqlTelemetryStore(store).query_range("s", "d", *args)
     finally:
         await store.close()
+
+
+async def test_readings_wait_for_victoria_metrics_to_come_back(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str
+) -> None:
+    """A dead telemetry backend is a store error: the messages stay unacknowledged, the
+    worker retries, and every reading is there once the backend is back."""
+    vm = VictoriaMetrics(tmp_path / "vm")
+    vm.start()
+    cloud_broker = make_broker("cloud")
+    site = unique("tele")
+    telemetry = VictoriaMetricsConfig(backend="victoriametrics", url=vm.url, timeout_s=2)
+    config = cloud_config(cloud_broker, tmp_path, database_url=database_url, telemetry=telemetry)
+    try:
+        async with running_cloud(config) as cloud:
+            store = cloud.telemetry
+            assert isinstance(store, VictoriaMetricsStore)
+            vm.stop()
+            pub = MqttClient(broker_config(cloud_broker), client_id=unique("site-pub"))
+            await pub.start()
+            await pub.wait_connected(10)
+            try:
+                await pub.publish(site_up_topic(site, "telemetry"), batch(site, range(6)))
+                await pub.publish(site_up_topic(site, "telemetry"), batch(site, range(6, 12)))
+                await eventually(lambda: cloud.metrics.rejected_count("store_error") >= 2)
+                assert cloud.metrics.rejected_count("internal_error") == 0
+                vm.start()
+
+                async def all_there() -> bool:
+                    await store.flush()
+                    return await store.count(site) == 12
+
+                await eventually(all_there, timeout=20)
+            finally:
+                await pub.close()
+    finally:
+        vm.stop()
