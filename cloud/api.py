@@ -66,6 +66,18 @@ def build_app(
     return app
 
 
+def build_monitor_app(
+    hub: Hub, metrics: Metrics, mqtt_state: Callable[[], bool | None]
+) -> web.Application:
+    """For a worker without the API: only `/metrics` and `/healthz`, which hold no personal
+    data, so an ingest-only worker is watched like any other."""
+    app = web.Application(client_max_size=1024)
+    app[HUB], app[METRICS], app[MQTT_STATE] = hub, metrics, mqtt_state
+    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_get("/healthz", health)
+    return app
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 

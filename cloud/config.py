@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cloud.access.config import AccessConfig
 from cloud.escalation.policy import EscalationConfig
@@ -20,6 +20,10 @@ TelemetryConfig = Annotated[
 ]
 
 
+Stream = Literal["alerts", "data"]
+STREAMS: tuple[Stream, ...] = ("alerts", "data")  # the keys of shouwang.protocol.CLOUD_STREAMS
+
+
 class CloudConfig(Strict):
     broker: BrokerConfig = Field(description="The cloud broker that site gateways publish to")
     database_url: str = Field(
@@ -33,6 +37,14 @@ class CloudConfig(Strict):
     )
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Larger payloads are rejected")
     ingest: bool = Field(True, description="Run the MQTT ingest worker in this process")
+    streams: list[Stream] = Field(
+        default_factory=lambda: list(STREAMS),
+        min_length=1,
+        description="Which ingest streams this worker takes: `alerts` (every worker gets every "
+        "alert; stored once) and/or `data` (telemetry, events, health, evidence, shared among "
+        "workers). Run alerts in a process without `data` so an SOS never waits behind a "
+        "telemetry flood for CPU",
+    )
     api: bool = Field(True, description="Serve the HTTP API and dashboard in this process")
     evidence: EvidenceConfig = Field(
         default_factory=EvidenceConfig, description="Evidence uploads from gateways"
@@ -68,3 +80,10 @@ class CloudConfig(Strict):
         description="The gateway watchdog: one gateway_offline alert for a silent site "
         "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
     )
+
+    @field_validator("streams")
+    @classmethod
+    def _each_stream_once(cls, streams: list[str]) -> list[str]:
+        if len(set(streams)) != len(streams):
+            raise ValueError(f"a stream is named twice: {streams}")
+        return streams

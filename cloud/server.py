@@ -12,7 +12,7 @@ from aiohttp import web
 from cloud import residents
 from cloud.access.scope import Principal
 from cloud.access.users import Access
-from cloud.api import build_app
+from cloud.api import build_app, build_monitor_app
 from cloud.config import CloudConfig
 from cloud.escalation.scheduler import DispatchNotifier, Notifier, Scheduler
 from cloud.escalation.timers import Timers
@@ -95,23 +95,25 @@ class CloudServer:
         if self.notifier is None:
             self.notifier = DispatchNotifier(self.dispatcher)
         esc = self.config.escalation
-        # Every worker runs the loop: the database decides who fires which stage.
+        # Every worker runs the loop (the database decides who fires which stage), except one
+        # that ingests data and not alerts: busy with telemetry, it would fire stages late.
+        duties = not (self.config.ingest and "alerts" not in self.config.streams)
         self.scheduler = Scheduler(
             Timers(self.store, self.clock, self.policies, self.config.worker_id,
                    round(esc.lease_s * 1000)),
             self.store, self.access, self.notifier, esc.poll_s, esc.notify_timeout_s,
         )
-        if self.policies.policies:  # no policy file: nothing to plan, no loop
+        if duties and self.policies.policies:  # no policy file: nothing to plan, no loop
             self._tasks.append(
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
             )
-        # Every worker runs it too: the alert id and the database keep one alert per outage.
+        # Those workers run it too: the alert id and the database keep one alert per outage.
         self.watchdog = Watchdog(
             self.store, self.clock, self.config.watchdog, on_alert=self._on_alert,
             on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
             on_left_open=self._left_open,
         )
-        if self.config.watchdog.enabled:
+        if duties and self.config.watchdog.enabled:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
         self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
@@ -124,26 +126,26 @@ class CloudServer:
                 on_left_open=self._left_open,
             )
             app = build_app(
-                self.store,
-                self.hub,
-                self.metrics,
-                lambda: all(c.connected for c in self.streams) if self.streams else None,
-                self.access,
-                lifecycle,
+                self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle
             )
             add_routes(app, self.evidence)
             app[residents.TELEMETRY] = self.telemetry  # vitals charts read it
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)
+        else:
+            app = build_monitor_app(self.hub, self.metrics, self._broker_state)
+        if self.config.api or self.config.ingest:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
             await site.start()
             assert site._server is not None
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-            log.info("dashboard on http://%s:%s", self.config.http.host, self.http_port)
+            what = "dashboard" if self.config.api else "metrics and health"
+            log.info("%s on http://%s:%s", what, self.config.http.host, self.http_port)
         if self.config.ingest:
-            for stream, topics in CLOUD_STREAMS.items():
+            for stream in self.config.streams:
+                topics = CLOUD_STREAMS[stream]
                 client = MqttClient(
                     self.config.broker,
                     client_id=f"{self.config.worker_id}-{stream}",
@@ -167,6 +169,9 @@ class CloudServer:
                     clock=self.clock,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
+
+    def _broker_state(self) -> bool | None:
+        return all(c.connected for c in self.streams) if self.streams else None
 
     async def wait_connected(self, timeout: float) -> None:
         for client in self.streams:

@@ -63,6 +63,9 @@ class Metrics:
             child = self._rejected[reason] = self.rejected.labels(self.component, reason)
         child.inc()
 
+    def received_count(self, kind: str) -> float:
+        return self.messages_in.labels(self.component, kind)._value.get()
+
     def rejected_count(self, reason: str) -> float:
         return self.rejected.labels(self.component, reason)._value.get()
 

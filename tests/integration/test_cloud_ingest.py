@@ -206,3 +206,73 @@ async def count_rows(store: Any, table: Any, where: Any) -> int:
     async with store.engine.connect() as conn:
         query = select(func.count()).select_from(table).where(where)
         return int((await conn.execute(query)).scalar_one())
+
+
+async def test_an_alerts_worker_and_a_data_worker_split_the_streams(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str
+) -> None:
+    """The deployment that keeps an SOS from waiting behind telemetry: one process takes the
+    alerts (and serves the API), another only data, watched on its own /metrics and /healthz."""
+    import aiohttp
+
+    from cloud.schema import alerts
+
+    cloud_broker = make_broker("cloud")
+    site = unique("s")
+    alerts_only = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                               streams=["alerts"])
+    data_only = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                             streams=["data"], api=False)
+    async with running_cloud(alerts_only) as front, running_cloud(data_only) as data:
+        assert front.store is not None
+        assert data.scheduler is not None
+        pub = await publisher(cloud_broker)
+        try:
+            readings = [{"id": f"{site}-{k}", "device": "wear-1", "ts": T0 + k,
+                         "values": {"heart_rate": 70}} for k in range(5)]
+            tele = make_envelope(site=site, device="gateway", kind="telemetry",
+                                 body={"readings": readings})
+            await pub.publish(site_up_topic(site, "telemetry"), tele.to_bytes())
+            sos = {"type": "sos", "severity": "critical", "subject": "resident:r-1",
+                   "dedup_key": "resident:r-1|sos", "life_safety": True, "source_id": "m-1"}
+            alert = make_envelope(site=site, device="btn-1", kind="alert", body=sos)
+            await pub.publish(site_up_topic(site, "alert"), alert.to_bytes())
+            telemetry, store = front.telemetry, front.store
+            assert telemetry is not None
+
+            async def both_stored() -> bool:
+                return (await telemetry.count(site) == 5
+                        and await count_rows(store, alerts, alerts.c.site == site) == 1)
+
+            await eventually(both_stored)
+        finally:
+            await pub.close()
+        # Each took its own stream only.
+        assert front.metrics.received_count("alert") == 1
+        assert front.metrics.received_count("telemetry") == 0
+        assert data.metrics.received_count("telemetry") == 1
+        assert data.metrics.received_count("alert") == 0
+        # A data worker leaves escalation and the watchdog to the alerts worker.
+        assert not any(t.get_name() in ("cloud-escalation", "cloud-watchdog")
+                       for t in data._tasks)
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{data.http_port}"
+            async with http.get(f"{base}/healthz") as res:
+                assert (await res.json())["broker_connected"] is True
+            async with http.get(f"{base}/metrics") as res:
+                assert "shouwang_readings_stored_total 5.0" in await res.text()
+            async with http.get(f"{base}/api/alerts") as res:
+                assert res.status == 404  # no API, no personal data here
+
+
+def test_a_stream_named_twice_or_unknown_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from cloud.config import STREAMS, CloudConfig
+    from shouwang.protocol import CLOUD_STREAMS
+
+    assert set(STREAMS) == set(CLOUD_STREAMS)
+    with pytest.raises(ValidationError, match="named twice"):
+        CloudConfig.model_validate({"broker": {}, "streams": ["data", "data"]})
+    with pytest.raises(ValidationError, match="streams"):
+        CloudConfig.model_validate({"broker": {}, "streams": ["telemetry"]})
