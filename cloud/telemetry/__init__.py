@@ -12,6 +12,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shouwang.protocol import _ID_RE as ID_RE
+
 if TYPE_CHECKING:
     from cloud.store import Store
 
@@ -95,18 +97,44 @@ def numeric(value: Any) -> float | None:
 
 
 def check_telemetry_body(body: dict[str, Any]) -> str | None:
-    """None when a `telemetry` body is a well-formed batch of readings, else why not."""
+    """None when a `telemetry` body is a well-formed batch of readings, else why not.
+
+    Device ids and field names become series labels and metric names (unescaped in the line
+    protocol), so they must be ids and identifiers. Ones seen good are remembered: a fleet
+    has a few thousand, and each reading would otherwise pay a regular expression per name.
+    """
     batch = body.get("readings")
     if not isinstance(batch, list) or not batch:
         return "body.readings must be a non-empty list"
     for i, r in enumerate(batch):
         if not isinstance(r, dict):
             return f"body.readings[{i}] must be an object"
-        if not isinstance(r.get("id"), str) or not isinstance(r.get("device"), str):
+        device = r.get("device")
+        if not isinstance(r.get("id"), str) or type(device) is not str:
             return f"body.readings[{i}]: id and device must be strings"
-        if type(r.get("ts")) is not int or not isinstance(r.get("values"), dict):
+        if device not in _GOOD_DEVICES:
+            if not ID_RE.match(device):
+                return f"body.readings[{i}]: device must be 1-64 of [A-Za-z0-9_.:-]"
+            _remember(_GOOD_DEVICES, device)
+        values = r.get("values")
+        if type(r.get("ts")) is not int or not isinstance(values, dict):
             return f"body.readings[{i}]: ts must be an integer and values an object"
+        for name in values:
+            if name not in _GOOD_FIELDS:
+                if not _FIELD_RE.match(name):
+                    return f"body.readings[{i}]: field {name[:64]!r} is not an identifier"
+                _remember(_GOOD_FIELDS, name)
     return None
+
+
+_GOOD_DEVICES: set[str] = set()
+_GOOD_FIELDS: set[str] = set()
+_REMEMBERED = 100_000  # names per set; past it, a new name is checked every time
+
+
+def _remember(good: set[str], name: str) -> None:
+    if len(good) < _REMEMBERED:
+        good.add(name)
 
 
 # Import the backends so they register (the registry lives above).
