@@ -81,6 +81,25 @@ class CloudConfig(Strict):
         "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
     )
 
+    data_worker_nice: int = Field(
+        10, ge=0, le=19,
+        description="How much a worker that only ingests data (`streams: [data]`, `api: false`) "
+        "lowers its CPU priority (nice) at start, so that in a telemetry flood the alert "
+        "workers and the database run first; 0 keeps it",
+    )
+
+    @property
+    def alert_duties(self) -> bool:
+        """Escalation, the watchdog and notification retries run in every worker but one that
+        ingests data and not alerts: busy with telemetry, it would fire them late."""
+        return not (self.ingest and "alerts" not in self.streams)
+
+    @property
+    def nice(self) -> int:
+        """The CPU priority decrement `shouwang cloud run` applies at start."""
+        data_only = self.ingest and not self.api and "alerts" not in self.streams
+        return self.data_worker_nice if data_only else 0
+
     @field_validator("streams")
     @classmethod
     def _each_stream_once(cls, streams: list[str]) -> list[str]:

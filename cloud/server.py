@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any
 
 from aiohttp import web
@@ -90,14 +91,12 @@ class CloudServer:
         self.store = await Store.connect(self.config.database_url)
         self.evidence = EvidenceStore(self.config.evidence, self.store)
         self.access = Access(self.store.engine, self.clock, self.config.access)
+        duties = self.config.alert_duties  # the database decides who fires what
         self.dispatcher = build_notify(self.config.notify, self.store, self.clock)
-        await self.dispatcher.start()
+        await self.dispatcher.start(run=duties)
         if self.notifier is None:
             self.notifier = DispatchNotifier(self.dispatcher)
         esc = self.config.escalation
-        # Every worker runs the loop (the database decides who fires which stage), except one
-        # that ingests data and not alerts: busy with telemetry, it would fire stages late.
-        duties = not (self.config.ingest and "alerts" not in self.config.streams)
         self.scheduler = Scheduler(
             Timers(self.store, self.clock, self.policies, self.config.worker_id,
                    round(esc.lease_s * 1000)),
@@ -214,6 +213,9 @@ async def _current_user(request: web.Request) -> str | None:
 
 
 async def run(config: CloudConfig) -> None:
+    if config.nice:
+        os.nice(config.nice)
+        log.info("data-only worker: CPU priority lowered by %d (data_worker_nice)", config.nice)
     server = CloudServer(config)
     await server.start()
     try:

@@ -255,6 +255,10 @@ async def test_an_alerts_worker_and_a_data_worker_split_the_streams(
         # A data worker leaves escalation and the watchdog to the alerts worker.
         assert not any(t.get_name() in ("cloud-escalation", "cloud-watchdog")
                        for t in data._tasks)
+        assert data.dispatcher is not None
+        assert data.dispatcher._task is None
+        assert front.dispatcher is not None
+        assert front.dispatcher._task is not None
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{data.http_port}"
             async with http.get(f"{base}/healthz") as res:
@@ -276,3 +280,23 @@ def test_a_stream_named_twice_or_unknown_is_refused() -> None:
         CloudConfig.model_validate({"broker": {}, "streams": ["data", "data"]})
     with pytest.raises(ValidationError, match="streams"):
         CloudConfig.model_validate({"broker": {}, "streams": ["telemetry"]})
+
+
+@pytest.mark.parametrize(
+    ("settings", "duties", "nice"),
+    [
+        ({}, True, 0),
+        ({"streams": ["alerts"]}, True, 0),
+        ({"ingest": False}, True, 0),  # an API-only worker escalates too
+        ({"streams": ["data"]}, False, 0),  # it serves the API: not slowed
+        ({"streams": ["data"], "api": False}, False, 10),
+        ({"streams": ["data"], "api": False, "data_worker_nice": 0}, False, 0),
+    ],
+)
+def test_only_a_data_worker_leaves_alert_duties_and_yields_the_cpu(
+    settings: dict[str, Any], duties: bool, nice: int
+) -> None:
+    from cloud.config import CloudConfig
+
+    config = CloudConfig.model_validate({"broker": {}, **settings})
+    assert (config.alert_duties, config.nice) == (duties, nice)
