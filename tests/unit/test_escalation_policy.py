@@ -1,4 +1,4 @@
-"""The example escalation policy and cloud config in deploy/examples are valid as shipped."""
+"""The example escalation policy and cloud configs in deploy/examples are valid as shipped."""
 
 from __future__ import annotations
 
@@ -27,3 +27,9 @@ def test_the_example_cloud_config_validates() -> None:
     config = load_yaml(EXAMPLES / "cloud.yaml", CloudConfig)
     assert config.access.cookie_secure is True
     assert config.escalation.file == Path("/etc/shouwang/escalation.yaml")
+
+
+def test_the_example_data_worker_config_validates() -> None:
+    config = load_yaml(EXAMPLES / "cloud-data.yaml", CloudConfig)
+    assert config.streams == ["data"]
+    assert (config.alert_duties, config.nice) == (False, 10)
