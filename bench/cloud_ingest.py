@@ -88,7 +88,8 @@ def publish(port: int, site: str, messages: int, per_message: int) -> None:
     client.on_publish = lambda *_: window.release()
     client.connect("127.0.0.1", port)
     client.loop_start()
-    print(json.dumps({"started": time.time()}), flush=True)  # the bench starts the alerts now
+    # The bench starts the alerts now; the CPU so far made the payloads.
+    print(json.dumps({"started": time.time(), "cpu_s": time.process_time()}), flush=True)
     topic = site_up_topic(site, "telemetry")
     for p in payloads:
         window.acquire()
@@ -97,6 +98,7 @@ def publish(port: int, site: str, messages: int, per_message: int) -> None:
         window.acquire(timeout=120)
     client.loop_stop()
     client.disconnect()
+    print(json.dumps({"cpu_s": time.process_time()}), flush=True)
 
 
 def publish_alerts(port: int, site: str) -> None:
@@ -122,6 +124,12 @@ def publish_alerts(port: int, site: str) -> None:
     client.loop_stop()
     client.disconnect()
     print(json.dumps({"alerts": len(infos)}))
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Run:
@@ -172,6 +180,17 @@ class Run:
                             break
                     await asyncio.sleep(0.05)
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds each part used so far, from /proc (Linux)."""
+        data = sum(cpu_s(p.pid) for p in self.procs[1:])
+        assert self.broker.proc is not None
+        out = {"alerts worker": cpu_s(self.procs[0].pid), "data workers": data,
+               "broker": cpu_s(self.broker.proc.pid)}
+        if self.vm is not None:
+            assert self.vm.proc is not None
+            out["victoria-metrics"] = cpu_s(self.vm.proc.pid)
+        return out
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -180,8 +199,9 @@ class Run:
         self.broker.stop()
 
 
-async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[str, float]:
+async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[str, Any]:
     await run.wait_subscribed()
+    before = run.cpu()
     store = await Store.connect(run.url)
     vm_store = (
         VictoriaMetricsStore(VictoriaMetricsConfig(backend="victoriametrics", url=run.vm.url))
@@ -202,7 +222,8 @@ async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[
             str(messages), str(per_message), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
         )
         assert pub.stdout is not None
-        started = json.loads(await pub.stdout.readline())["started"]
+        first = json.loads(await pub.stdout.readline())
+        started = first["started"]
         # Alerts only while the flood runs: their latency is the one under load.
         sos.stdin.write(b"go\n")
         await sos.stdin.drain()
@@ -215,6 +236,8 @@ async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[
                 await vm_store.flush()
             stored = await telemetry.count(site)
         done = time.time()
+        cpu = {k: v - before[k] for k, v in run.cpu().items()}  # before anything stops
+        cpu["publisher"] = json.loads(await pub.stdout.readline())["cpu_s"] - first["cpu_s"]
         await pub.wait()
         alerts_out, _ = await sos.communicate(b"stop\n")
         expected_alerts = json.loads(alerts_out)["alerts"]
@@ -240,6 +263,7 @@ async def measure(run: Run, site: str, messages: int, per_message: int) -> dict[
             "alerts_expected": expected_alerts,
             "p50": pct(latencies, 50) if latencies else float("nan"),
             "p99": pct(latencies, 99) if latencies else float("nan"),
+            "cpu": cpu,
         }
     finally:
         if vm_store is not None:
@@ -279,7 +303,7 @@ async def main(args: argparse.Namespace) -> None:
         pg.start()
     if vm is not None:
         vm.start()
-    results: list[tuple[str, int, dict[str, float]]] = []
+    results: list[tuple[str, int, dict[str, Any]]] = []
     baseline = None
     try:
         if vm is not None:
@@ -325,6 +349,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"| {telemetry} | {workers} | {r['points_s']:,.0f}{ratio} "
               f"| {r['stored']:.0f}/{r['total']:.0f} | {r['alerts']:.0f}/{r['alerts_expected']:.0f}"
               f" | {r['p50']:.0f} | {r['p99']:.0f} |")
+    parts = list(results[0][2]["cpu"]) if results else []
+    print("\nCPU per reading stored, µs (each part's CPU seconds during the flood / readings):\n")
+    print("| store | data workers | " + " | ".join(parts) + " |")
+    print("|---|---|" + "---|" * len(parts))
+    for backend, workers, r in results:
+        cells = " | ".join(f"{r['cpu'].get(k, 0) / r['total'] * 1e6:.1f}" for k in parts)
+        print(f"| {backend} | {workers} | {cells} |")
 
 
 if __name__ == "__main__":
