@@ -43,9 +43,8 @@ Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
 # registered after its gateway connected), so the gateway keeps it and sends it again.
 NOT_FINAL = frozenset({"unknown_site"})
 # One round takes at most this many queued messages; telemetry of one site within it is
-# written at once, up to BATCH_READINGS readings a write (VictoriaMetrics takes them in one POST).
+# written at once, up to the telemetry store's `batch_readings` a write.
 BATCH_MESSAGES = 100
-BATCH_READINGS = 5000
 _T = TypeVar("_T")
 
 
@@ -98,7 +97,7 @@ class Ingest:
 
     async def store_batch(self, batch: list[Message]) -> None:
         pending: list[tuple[Message, Envelope]] = []  # telemetry of one site, not yet written
-        size = 0
+        size, most = 0, self.telemetry.batch_readings
         for message in batch:
             env = await self._retrying(self._admit, message)
             if env is None:
@@ -106,7 +105,7 @@ class Ingest:
                 continue
             if env.kind == "telemetry":
                 readings = len(env.body["readings"])
-                if pending and (pending[0][1].site != env.site or size + readings > BATCH_READINGS):
+                if pending and (pending[0][1].site != env.site or size + readings > most):
                     await self._flush(pending)
                     pending, size = [], 0
                 pending.append((message, env))

@@ -33,6 +33,10 @@ class BadQuery(ValueError):
 
 
 class TelemetryStore(Protocol):
+    # Most readings ingest merges into one write. On SQLite a write holds the database's only
+    # write lock, which an alert insert then waits for: there it is kept small.
+    batch_readings: int
+
     async def write(self, site: str, batch: list[dict[str, Any]]) -> int:
         """Store readings idempotently; returns how many it wrote (see each backend)."""
         ...

@@ -40,6 +40,7 @@ class VictoriaMetricsConfig(Strict):
 class VictoriaMetricsStore:
     def __init__(self, config: VictoriaMetricsConfig) -> None:
         self.url = config.url.rstrip("/")
+        self.batch_readings = 5000  # one POST
         self._client = InfluxDBClientAsync(
             url=self.url, token="unused", org="shouwang", timeout=int(config.timeout_s * 1000)
         )
