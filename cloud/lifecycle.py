@@ -90,16 +90,17 @@ class Lifecycle:
         if action == "dispatch":
             worker = await self._worker_for(alert, body.get("worker"))
         target = TARGET_STATE[action]
-        alert = await self.store.transition(alert_id, target, actor=principal.actor, note=note)
         detail: dict[str, Any] = {"to": target}
+        also = []
         if worker is not None:
             detail["worker"] = worker.username
-            async with self.store.engine.begin() as conn:
-                await conn.execute(
-                    assignments.insert().values(
-                        alert_id=alert_id, user_id=worker.user_id, ts=self.access.clock.now_ms()
-                    )
-                )
+            also.append(assignments.insert().values(
+                alert_id=alert_id, user_id=worker.user_id, ts=self.access.clock.now_ms()
+            ))
+        # The dispatch and its assignee in one transaction: never dispatched to nobody.
+        alert = await self.store.transition(
+            alert_id, target, actor=principal.actor, note=note, also=also
+        )
         await self.access.audit(principal.actor, "alert_" + action, alert_id, remote, detail)
         log.info("alert %s is %s (by %s)", alert_id, target, principal.username)
         if self.on_left_open is not None:

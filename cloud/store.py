@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, or_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -185,9 +185,11 @@ class Store:
         return alert
 
     async def transition(
-        self, alert_id: str, target: str, *, actor: str, note: str | None = None
+        self, alert_id: str, target: str, *, actor: str, note: str | None = None,
+        also: Sequence[Executable] = (),
     ) -> dict[str, Any]:
-        """Move an alert to `target` atomically; the database arbitrates concurrent workers."""
+        """Move an alert to `target` atomically; the database arbitrates concurrent workers.
+        `also` runs in the same transaction (a dispatch's assignee): all of it or none."""
         now = _now_ms()
         async with self.engine.begin() as conn:
             current = (
@@ -214,6 +216,8 @@ class Store:
                     note=note,
                 )
             )
+            for statement in also:
+                await conn.execute(statement)
         return await self.get_alert(alert_id)
 
 

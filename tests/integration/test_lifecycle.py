@@ -202,3 +202,25 @@ async def test_dispatch_candidates_and_the_audit_log_over_the_api(database_url: 
             reply = await admin.get(f"/api/audit?{query}")
             assert reply.status == 400
             assert reply.body["error"].startswith(f"{param}: ")
+
+
+async def test_a_dispatch_whose_assignee_cannot_be_written_leaves_the_alert_as_it_was(
+    database_url: str,
+) -> None:
+    """The state change and the assignee are one transaction: a failure writes neither."""
+    from sqlalchemy.exc import IntegrityError
+
+    from cloud.access.tables import assignments
+
+    async with running_cloud(api_config(database_url)) as cloud:
+        assert cloud.store is not None
+        alert = await add_alert(cloud)
+        await cloud.store.transition(alert["id"], "acknowledged", actor="user:x")
+        # The same row twice: the second insert breaks the primary key, after the transition.
+        row = {"seq": 10**9, "alert_id": alert["id"], "user_id": 1, "ts": 1}
+        twice = [assignments.insert().values(row), assignments.insert().values(row)]
+        with pytest.raises(IntegrityError):
+            await cloud.store.transition(alert["id"], "dispatched", actor="user:x", also=twice)
+        after = await cloud.store.get_alert(alert["id"])
+        assert after["state"] == "acknowledged"
+        assert [t["to_state"] for t in after["timeline"]] == ["open", "acknowledged"]
