@@ -171,8 +171,9 @@ class Ingest:
         site = pending[0][1].site or ""
         readings = [r for _, env in pending for r in env.body["readings"]]
         if await self._retrying(self._write_telemetry, site, readings) is not None:
-            for message, env in pending:
-                self._confirm(message, stored=env.id)
+            # One confirmation for the whole write: the gateway takes a list of ids.
+            self._send_confirmation(site, {"v": 1, "stored": [env.id for _, env in pending],
+                                           "rejected": []})
         for message, _ in pending:
             self.client.ack(message)
 
@@ -189,11 +190,15 @@ class Ingest:
             body["stored"].append(envelope_id)
         else:
             body["rejected"].append({"id": envelope_id, "reason": rejected})
+        self._send_confirmation(topic[0], body)
+
+    def _send_confirmation(self, site: str, body: dict[str, Any]) -> None:
         try:
-            self.client.publish_nowait(site_down_topic(topic[0], "ack"), orjson.dumps(body), qos=1)
+            self.client.publish_nowait(site_down_topic(site, "ack"), orjson.dumps(body), qos=1)
         except MqttError as err:
-            # The gateway publishes it again after its timeout, and that copy is confirmed.
-            log.warning("confirmation for %s not sent: %s", envelope_id, err)
+            # The gateway publishes them again after its timeout, and those copies are confirmed.
+            log.warning("confirmation of %d envelope(s) of site %s not sent: %s",
+                        len(body["stored"]) + len(body["rejected"]), site, err)
 
     def _evidence_present(self, env: Envelope) -> bool:
         return self.evidence is not None and self.evidence.has(

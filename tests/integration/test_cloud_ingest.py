@@ -155,6 +155,7 @@ async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message
     telemetry.write = counted  # type: ignore[method-assign]
     client = await publisher(broker)
     confirmed: list[str] = []
+    confirmations: list[Message] = []
     watcher = MqttClient(broker_config(broker), client_id=unique("gw"))
     watcher.subscribe(site_down_topic("+", "ack"), 1)
     await watcher.start()
@@ -182,6 +183,7 @@ async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message
             while True:
                 m = await watcher.messages()
                 confirmed.extend(orjson.loads(m.payload)["stored"])
+                confirmations.append(m)
 
         reader = asyncio.create_task(on_ack())
         try:
@@ -192,6 +194,7 @@ async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message
             reader.cancel()
         # In order, and telemetry between two other messages, or of another site, apart.
         assert writes == [9, 3, 6, 3]
+        assert len(confirmations) == 5  # one per write, one for the alert
         assert await telemetry.count(site) == 15
         assert await telemetry.count(other) == 6
         assert [a["id"] for a in stored_alerts] == [alert.id]
