@@ -27,6 +27,7 @@ from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from cloud.telemetry import TelemetryStore, open_telemetry
 from cloud.watchdog import Watchdog
+from shouwang import heap
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import MqttClient
@@ -218,6 +219,7 @@ async def run(config: CloudConfig) -> None:
         log.info("data-only worker: CPU priority lowered by %d (data_worker_nice)", config.nice)
     server = CloudServer(config)
     await server.start()
+    heap.settle()
     try:
         await server.wait_failed()
     finally:
