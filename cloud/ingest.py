@@ -96,25 +96,27 @@ class Ingest:
             await self.store_batch(batch)
 
     async def store_batch(self, batch: list[Message]) -> None:
-        pending: list[tuple[Message, Envelope]] = []  # telemetry of one site, not yet written
+        """Store a round in order. Runs of consecutive telemetry of one site, and of new
+        alerts, are one write each; any other message ends a run and is stored alone."""
+        pending: list[tuple[Message, Envelope]] = []  # one run, not yet written
+        run: tuple[str, str] | None = None  # ("telemetry", site) or ("alert", "")
         size, most = 0, self.telemetry.batch_readings
         for message in batch:
             env = await self._retrying(self._admit, message)
             if env is None:
                 self.client.ack(message)
                 continue
-            if env.kind == "telemetry":
-                readings = len(env.body["readings"])
-                if pending and (pending[0][1].site != env.site or size + readings > most):
-                    await self._flush(pending)
-                    pending, size = [], 0
-                pending.append((message, env))
-                size += readings
+            key = _run_of(env)
+            readings = len(env.body["readings"]) if env.kind == "telemetry" else 0
+            if pending and (key != run or size + readings > most):
+                await self._flush(pending)
+                pending, size = [], 0
+            if key is None:
+                await self._retrying(self._store, message, env)
+                self.client.ack(message)
                 continue
-            await self._flush(pending)
-            pending, size = [], 0
-            await self._retrying(self._store, message, env)
-            self.client.ack(message)
+            pending.append((message, env))
+            run, size = key, size + readings
         await self._flush(pending)
 
     async def _retrying(self, step: Callable[..., Awaitable[_T]], *args: Any) -> _T | None:
@@ -165,17 +167,36 @@ class Ingest:
         return outcome
 
     async def _flush(self, pending: list[tuple[Message, Envelope]]) -> None:
-        """Write consecutive telemetry messages of one site at once, then confirm each."""
+        """Write a run at once, then confirm it (one message per site) and acknowledge it."""
         if not pending:
             return
-        site = pending[0][1].site or ""
-        readings = [r for _, env in pending for r in env.body["readings"]]
-        if await self._retrying(self._write_telemetry, site, readings) is not None:
-            # One confirmation for the whole write: the gateway takes a list of ids.
-            self._send_confirmation(site, {"v": 1, "stored": [env.id for _, env in pending],
-                                           "rejected": []})
+        if pending[0][1].kind == "alert":
+            await self._retrying(self._new_alerts, pending)
+        else:
+            site = pending[0][1].site or ""
+            readings = [r for _, env in pending for r in env.body["readings"]]
+            if await self._retrying(self._write_telemetry, site, readings) is not None:
+                # One confirmation for the whole write: the gateway takes a list of ids.
+                self._confirm_stored(site, [env.id for _, env in pending])
         for message, _ in pending:
             self.client.ack(message)
+
+    async def _new_alerts(self, pending: list[tuple[Message, Envelope]]) -> None:
+        stored = await self.store.insert_alerts([env for _, env in pending])
+        by_site: dict[str, list[str]] = {}
+        for (_, env), alert in zip(pending, stored, strict=True):
+            by_site.setdefault(env.site or "", []).append(env.id)
+            if alert is None:
+                self.metrics.reject("duplicate")
+                continue
+            self.metrics.alerts.labels("cloud", alert["type"], alert["severity"]).inc()
+            log.info("alert stored", extra={"alert": alert["id"], "site": alert["site"]})
+            self.on_alert(alert)
+        for site, ids in by_site.items():
+            self._confirm_stored(site, ids)
+
+    def _confirm_stored(self, site: str, ids: list[str]) -> None:
+        self._send_confirmation(site, {"v": 1, "stored": ids, "rejected": []})
 
     def _confirm(
         self, message: Message, *, stored: str | None = None, rejected: str | None = None
@@ -330,9 +351,21 @@ async def _ignore(alert: dict[str, Any]) -> None:
     return None
 
 
+def _run_of(env: Envelope) -> tuple[str, str] | None:
+    """Which run a message may join: telemetry by site, and new alerts (an escalation of a
+    stored alert is stored alone, in order); None for every other message."""
+    if env.kind == "telemetry":
+        return ("telemetry", env.site or "")
+    if env.kind == "alert" and escalation_of(env) is None:
+        return ("alert", "")
+    return None
+
+
 def _what(args: tuple[Any, ...]) -> str:
     """For the log: the topics of the messages a failed step was about."""
     topics = [a.topic for a in args if isinstance(a, Message)]
+    if len(args) == 1 and isinstance(args[0], list):  # a run: (message, envelope) pairs
+        topics = [message.topic for message, _ in args[0]]
     if topics:
         return ", ".join(topics)
     site, readings = args

@@ -54,41 +54,53 @@ class Store:
     ) -> dict[str, Any] | None:
         """Store an alert once; None when this id is already stored (a redelivery).
         `actor` opens it in the timeline (default: the site that raised it)."""
-        body = env.body
+        [alert] = await self.insert_alerts([env], actor=actor)
+        return alert
+
+    async def insert_alerts(
+        self, envs: Sequence[Envelope], *, actor: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Store alerts in one transaction (one commit for a storm), each once; for each, the
+        stored alert or None for a redelivery."""
         now = _now_ms()
-        row = {
-            "id": env.id,
-            "site": env.site,
-            "type": body["type"],
-            "severity": body["severity"],
-            "device": env.device,
-            "subject": body["subject"],
-            "dedup_key": body["dedup_key"],
-            "resident": body.get("resident"),
-            "location": body.get("location"),
-            "life_safety": bool(body.get("life_safety", False)),
-            "ts": env.ts,
-            "received_ms": now,
-            "state": "open",
-            "state_changed_ms": now,
-            "body": body,
-        }
+        out: list[dict[str, Any] | None] = []
         async with self.engine.begin() as conn:
-            result = await conn.execute(self._new_alert, row)
-            if result.rowcount != 1:
-                return None
-            await conn.execute(
-                self._new_transition,
-                {
-                    "alert_id": env.id,
-                    "from_state": None,
-                    "to_state": "open",
-                    "actor": actor or f"site:{env.site}",
-                    "ts": now,
-                    "note": None,
-                },
-            )
-        return _public(row)
+            for env in envs:
+                body = env.body
+                row = {
+                    "id": env.id,
+                    "site": env.site,
+                    "type": body["type"],
+                    "severity": body["severity"],
+                    "device": env.device,
+                    "subject": body["subject"],
+                    "dedup_key": body["dedup_key"],
+                    "resident": body.get("resident"),
+                    "location": body.get("location"),
+                    "life_safety": bool(body.get("life_safety", False)),
+                    "ts": env.ts,
+                    "received_ms": now,
+                    "state": "open",
+                    "state_changed_ms": now,
+                    "body": body,
+                }
+                result = await conn.execute(self._new_alert, row)
+                if result.rowcount != 1:
+                    out.append(None)
+                    continue
+                await conn.execute(
+                    self._new_transition,
+                    {
+                        "alert_id": env.id,
+                        "from_state": None,
+                        "to_state": "open",
+                        "actor": actor or f"site:{env.site}",
+                        "ts": now,
+                        "note": None,
+                    },
+                )
+                out.append(_public(row))
+        return out
 
     async def insert_drop_report(self, env: Envelope) -> bool:
         """Store a gateway's report of what its outbox had to drop; False for a resend."""

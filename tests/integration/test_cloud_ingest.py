@@ -131,7 +131,7 @@ async def test_registered_sites_only_when_configured(
         assert await count(cloud, sites) == 1
 
 
-async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message_confirmed(
+async def test_queued_telemetry_of_a_site_and_queued_alerts_are_one_write_each_in_order(
     broker: Mosquitto, tmp_path: Path, database_url: str
 ) -> None:
     from cloud.ingest import Ingest
@@ -175,9 +175,22 @@ async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message
         sos = {"type": "sos", "severity": "critical", "subject": "resident:r-1",
                "dedup_key": "resident:r-1|sos", "life_safety": True, "source_id": "m-1"}
         alert = make_envelope(site=site, device="btn-1", kind="alert", body=sos)
-        batch = [tele(site, 1), tele(site, 2), tele(site, 3),
-                 Message(site_up_topic(site, "alert"), alert.to_bytes(), 0, False, 0),
+        second = make_envelope(site=other, device="btn-2", kind="alert",
+                               body={**sos, "subject": "resident:r-2"})
+
+        def up(env: Any) -> Message:
+            return Message(site_up_topic(env.site, "alert"), env.to_bytes(), 0, False, 0)
+
+        batch = [tele(site, 1), tele(site, 2), tele(site, 3), up(alert), up(second), up(alert),
                  tele(site, 4), tele(other, 5), tele(other, 6), tele(site, 7)]
+        inserts: list[int] = []
+        insert_alerts = store.insert_alerts
+
+        async def counted_alerts(envs: list[Any], **kw: Any) -> list[Any]:
+            inserts.append(len(envs))
+            return await insert_alerts(envs, **kw)
+
+        store.insert_alerts = counted_alerts  # type: ignore[method-assign]
 
         async def on_ack() -> None:
             while True:
@@ -194,11 +207,14 @@ async def test_queued_telemetry_of_a_site_is_one_write_in_order_and_each_message
             reader.cancel()
         # In order, and telemetry between two other messages, or of another site, apart.
         assert writes == [9, 3, 6, 3]
-        assert len(confirmations) == 5  # one per write, one for the alert
+        # The three alerts (one a redelivery) are one transaction, confirmed once per site.
+        assert inserts == [3]
+        assert len(confirmations) == 6
         assert await telemetry.count(site) == 15
         assert await telemetry.count(other) == 6
-        assert [a["id"] for a in stored_alerts] == [alert.id]
+        assert [a["id"] for a in stored_alerts] == [alert.id, second.id]
         assert await count_rows(store, alerts, alerts.c.site == site) == 1
+        assert await count_rows(store, alerts, alerts.c.site == other) == 1
     finally:
         await watcher.close()
         await client.close()
