@@ -277,9 +277,13 @@ async def main() -> None:
     ap.add_argument("--readings", type=int, default=200_000, help="readings for the engine")
     ap.add_argument("--messages", type=int, default=20_000, help="backlog for the pipeline")
     ap.add_argument("--rounds", type=int, default=3, help="drains of each kind, in rotation")
+    ap.add_argument("--only", choices=["raw", "edge", "bare"], action="append",
+                    help="run only these drains (repeatable), e.g. to profile the edge's")
     args = ap.parse_args()
-    print(table(bench_engine(args.readings),
-                ["engine alone", "readings", "seconds", "readings/s", "time vs baseline"]))
+    only = set(args.only or ["raw", "edge", "bare"])
+    if args.only is None:
+        print(table(bench_engine(args.readings),
+                    ["engine alone", "readings", "seconds", "readings/s", "time vs baseline"]))
     work = Path(tempfile.mkdtemp(prefix="shouwang-bench-rules-"))
     edge, cloud = Mosquitto(work / "edge-broker"), Mosquitto(work / "cloud-broker")
     edge.start()
@@ -290,24 +294,31 @@ async def main() -> None:
     try:
         devices = [f"w-{i:04d}" for i in range(HOUSEHOLDS)]
         for _ in range(args.rounds):
-            raws.append(await asyncio.to_thread(raw_receive, edge.port, args.messages, devices))
-            rates.append(await edge_receive(edge, cloud, work, args.messages))
-            bares.append(await edge_receive(edge, cloud, work, args.messages, rules_on=False))
+            if "raw" in only:
+                raws.append(
+                    await asyncio.to_thread(raw_receive, edge.port, args.messages, devices)
+                )
+            if "edge" in only:
+                rates.append(await edge_receive(edge, cloud, work, args.messages))
+            if "bare" in only:
+                bares.append(await edge_receive(edge, cloud, work, args.messages, rules_on=False))
     finally:
         edge.stop()
         cloud.stop()
-    raw = statistics.median(raws)
+    raw = statistics.median(raws) if raws else None
 
     def row(name: str, rates: list[float]) -> list[str]:
         median = statistics.median(rates)
         spread = f"{min(rates):,.0f}–{max(rates):,.0f}"
-        return [name, f"{args.messages}", f"{median:,.0f}", spread, f"{median / raw:.2f}×"]
+        ratio = f"{median / raw:.2f}×" if raw else "–"
+        return [name, f"{args.messages}", f"{median:,.0f}", spread, ratio]
 
+    rows = [("raw paho subscriber (baseline)", raws),
+            ("edge daemon, every rule disabled", bares),
+            ("edge daemon: parse, validate, liveness, rules, outbox, ack", rates)]
     print()
     print(table(
-        [row("raw paho subscriber (baseline)", raws),
-         row("edge daemon, every rule disabled", bares),
-         row("edge daemon: parse, validate, liveness, rules, outbox, ack", rates)],
+        [row(name, r) for name, r in rows if r],
         ["backlog drain, same broker", "messages", f"msgs/s (median of {args.rounds})",
          "range", "vs raw"],
     ))
