@@ -15,7 +15,11 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import Message, MqttClient
@@ -176,3 +180,39 @@ async def test_a_tls_handshake_nobody_answers_does_not_hold_the_event_loop() -> 
     finally:
         await client.close()
         server.close()
+
+
+async def test_messages_with_and_without_properties_arrive_whole(broker: Mosquitto) -> None:
+    # A PUBLISH without properties takes the client's short road, one with properties (or
+    # QoS 2) paho's own: each must arrive with its topic, payload and QoS as sent.
+    topic = f"props/{unique('p')}"
+    receiver = MqttClient(broker_config(broker), client_id=unique("props"))
+    receiver.subscribe(f"{topic}/#", 2)
+    await receiver.start()
+    await receiver.wait_connected(10)
+    sender = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("raw"),
+                         protocol=paho.MQTTv5)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        expiry = Properties(PacketTypes.PUBLISH)
+        expiry.MessageExpiryInterval = 3600
+        expiry.UserProperty = ("k", "v")
+        sent = [
+            (f"{topic}/plain0", b"a", 0, None),
+            (f"{topic}/plain1", b"\x00\xff" * 300, 1, None),
+            (f"{topic}/props1", b"c", 1, expiry),
+            (f"{topic}/qos2", b"d", 2, None),
+            (f"{topic}/\u5b88\u671b", b"", 1, None),
+        ]
+        for t, payload, qos, props in sent:
+            sender.publish(t, payload, qos=qos, properties=props).wait_for_publish(10)
+        got = [await asyncio.wait_for(receiver.messages(), 10) for _ in sent]
+        # Sorted: paho hands a QoS 2 message over at its PUBREL, after those sent behind it.
+        assert sorted((m.topic, m.payload, m.qos) for m in got) == sorted(
+            (t, p, q) for t, p, q, _ in sent
+        )
+    finally:
+        sender.disconnect()
+        await asyncio.to_thread(sender.loop_stop)
+        await receiver.close()
