@@ -243,6 +243,10 @@ class MqttClient:
                 log.warning(
                     "mqtt connect to %s:%s failed: %s", self.config.host, self.config.port, err
                 )
+            except Exception:
+                # Not a network failure but a bug: it must not end reconnecting for good.
+                log.exception("mqtt connect to %s:%s failed", self.config.host, self.config.port)
+                self._client._sock_close()
             else:
                 while not self._closed and not self._socket_closed.is_set():
                     with contextlib.suppress(TimeoutError):
