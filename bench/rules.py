@@ -8,7 +8,11 @@
    outbox transaction, ack, uplink). Baseline in the same run, same broker, same backlog: a
    bare paho client with its own persistent session receiving it. Target ≥ 0.7× raw.
 
-   The three drains run in rotation `--rounds` times (raw, edge, edge without rules, raw, ...)
+   A second reference, not the target's: the edge's own MQTT client (`shouwang.mqtt`) alone,
+   receiving the same backlog with no pipeline; the gap between it and the edge is what the
+   pipeline costs, whatever the transport.
+
+   The drains run in rotation `--rounds` times (raw, client, edge, edge without rules, ...)
    and the table shows each one's median with its range, so a neighbour's load on this shared
    machine moves every column alike instead of whichever ran in the noisy second.
 
@@ -50,6 +54,7 @@ from edge.rules.residents import Resident  # noqa: E402
 from edge.rules.suppression import BROKER  # noqa: E402
 from shouwang.clock import SystemClock  # noqa: E402
 from shouwang.config import BrokerConfig, HttpConfig  # noqa: E402
+from shouwang.mqtt import MqttClient  # noqa: E402
 from shouwang.profiles import load_profiles  # noqa: E402
 from shouwang.protocol import device_topic, make_envelope  # noqa: E402
 from shouwang.records import Reading  # noqa: E402
@@ -222,6 +227,36 @@ def raw_receive(port: int, n: int, devices: list[str]) -> float:
     return n / elapsed
 
 
+async def client_receive(port: int, n: int, devices: list[str]) -> float:
+    """The edge's own MQTT receive path alone (`MqttClient`, auto-acked QoS 1, no pipeline):
+    what the edge's drain would be if its pipeline cost nothing."""
+
+    def client() -> MqttClient:
+        c = MqttClient(BrokerConfig(port=port), client_id="bench-client", persistent=True,
+                       session_expiry_s=3600)
+        c.subscribe("dev/+/telemetry", 1)
+        return c
+
+    c = client()
+    await c.start()
+    await c.wait_connected(10)
+    await asyncio.sleep(0.5)
+    await c.close()
+    await asyncio.to_thread(backlog, port, n, devices)
+    c = client()
+    start = time.perf_counter()
+    await c.start()
+    try:
+        got = 0
+        while got < n:
+            await c.messages()
+            got += 1 + len(c.drain(n))
+        return n / (time.perf_counter() - start)
+    finally:
+        await c.close()
+        await asyncio.to_thread(forget_session, port, "bench-client")
+
+
 async def edge_receive(
     edge: Mosquitto, cloud: Mosquitto, work: Path, n: int, *, rules_on: bool = True
 ) -> float:
@@ -277,9 +312,13 @@ async def main() -> None:
     ap.add_argument("--readings", type=int, default=200_000, help="readings for the engine")
     ap.add_argument("--messages", type=int, default=20_000, help="backlog for the pipeline")
     ap.add_argument("--rounds", type=int, default=3, help="drains of each kind, in rotation")
+    ap.add_argument("--only", choices=["raw", "client", "edge", "bare"], action="append",
+                    help="run only these drains (repeatable), e.g. to profile the edge's")
     args = ap.parse_args()
-    print(table(bench_engine(args.readings),
-                ["engine alone", "readings", "seconds", "readings/s", "time vs baseline"]))
+    only = set(args.only or ["raw", "client", "edge", "bare"])
+    if args.only is None:
+        print(table(bench_engine(args.readings),
+                    ["engine alone", "readings", "seconds", "readings/s", "time vs baseline"]))
     work = Path(tempfile.mkdtemp(prefix="shouwang-bench-rules-"))
     edge, cloud = Mosquitto(work / "edge-broker"), Mosquitto(work / "cloud-broker")
     edge.start()
@@ -287,29 +326,41 @@ async def main() -> None:
     raws: list[float] = []
     rates: list[float] = []
     bares: list[float] = []
+    clients: list[float] = []
     try:
         devices = [f"w-{i:04d}" for i in range(HOUSEHOLDS)]
         for _ in range(args.rounds):
-            raws.append(await asyncio.to_thread(raw_receive, edge.port, args.messages, devices))
-            rates.append(await edge_receive(edge, cloud, work, args.messages))
-            bares.append(await edge_receive(edge, cloud, work, args.messages, rules_on=False))
+            if "raw" in only:
+                raws.append(
+                    await asyncio.to_thread(raw_receive, edge.port, args.messages, devices)
+                )
+            if "client" in only:
+                clients.append(await client_receive(edge.port, args.messages, devices))
+            if "edge" in only:
+                rates.append(await edge_receive(edge, cloud, work, args.messages))
+            if "bare" in only:
+                bares.append(await edge_receive(edge, cloud, work, args.messages, rules_on=False))
     finally:
         edge.stop()
         cloud.stop()
-    raw = statistics.median(raws)
+    raw = statistics.median(raws) if raws else None
+    own = statistics.median(clients) if clients else None
 
     def row(name: str, rates: list[float]) -> list[str]:
         median = statistics.median(rates)
         spread = f"{min(rates):,.0f}–{max(rates):,.0f}"
-        return [name, f"{args.messages}", f"{median:,.0f}", spread, f"{median / raw:.2f}×"]
+        ratios = [f"{median / base:.2f}×" if base else "–" for base in (raw, own)]
+        return [name, f"{args.messages}", f"{median:,.0f}", spread, *ratios]
 
+    rows = [("raw paho subscriber (baseline)", raws),
+            ("MqttClient subscriber: the edge's receive path, no pipeline", clients),
+            ("edge daemon, every rule disabled", bares),
+            ("edge daemon: parse, validate, liveness, rules, outbox, ack", rates)]
     print()
     print(table(
-        [row("raw paho subscriber (baseline)", raws),
-         row("edge daemon, every rule disabled", bares),
-         row("edge daemon: parse, validate, liveness, rules, outbox, ack", rates)],
+        [row(name, r) for name, r in rows if r],
         ["backlog drain, same broker", "messages", f"msgs/s (median of {args.rounds})",
-         "range", "vs raw"],
+         "range", "vs raw", "vs MqttClient"],
     ))
 
 

@@ -4,22 +4,26 @@ Why not aiomqtt: a message must be acknowledged to the broker only after it is s
 (outbox on the edge, database in the cloud), so a crash between receipt and storage makes the
 broker deliver it again. paho supports that (`manual_ack=True`); aiomqtt does not expose it.
 
-paho runs its network loop in its own thread (`loop_start`), which also reconnects with
-backoff. Everything it reports (messages, PUBACKs, connection changes) goes, in order, into one
-hand-off deque; the first item of a burst schedules one `call_soon_threadsafe` that runs all
-waiting items on the event loop. One wake-up per burst instead of one per message: under a
-backlog that was a self-pipe write, a loop iteration and a GIL hand-over per message.
+paho's socket runs on the event loop (paho's external-loop API: the loop calls `loop_read`
+when the socket is readable, `loop_write` when paho has bytes to send, `loop_misc` every
+second), not in paho's own network thread. With a thread, every message crossed threads
+twice, and under a backlog the two threads fought over the GIL: paho's thread gave it up at
+each of its several socket reads per message and waited for the event loop's busy thread to
+hand it back, so receiving stalled whenever the loop was processing. Only the TCP connect and
+TLS handshake, which block, run in an executor thread. Reconnecting with backoff, which paho's
+thread did, is `_run`'s job here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
-import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -56,44 +60,81 @@ class Message:
     mid: int
 
 
-class _Client(paho.Client):
-    """paho's client, able to queue a run of PUBACKs with one wake-up of its thread.
+READ_BURST = 256  # packets read per turn of the loop, so one busy socket cannot starve it
+CLOSE_TIMEOUT_S = 2.0  # close() waits this long for its DISCONNECT to be written
 
-    paho's `ack()` queues the packet and writes a byte to wake its network thread, once per
-    call: acknowledging a stored batch of 500 was 500 syscalls and 500 wake-ups fighting the
-    event loop for the GIL. `ack_many` queues them all and wakes the thread once, with the last.
-    The packets are the ones `ack()` makes; only the wake-up is shared.
+
+class _Client(paho.Client):
+    """paho's client with its socket opened ahead (off the loop), reads in bursts, and a short
+    road for the usual incoming PUBLISH.
+
+    paho builds, for every PUBLISH, a `Properties` object (two dicts of every MQTT v5
+    property, then a pass deleting each name), an `MQTTMessage` with an `MQTTMessageInfo` and
+    its `threading.Condition`, and looks the topic up in a trie of per-filter callbacks. For a
+    QoS 0 or 1 MQTT v5 PUBLISH without properties, to a client without per-filter callbacks,
+    `received` is handed the decoded fields instead: in a backlog drain those objects were a
+    fifth of the event loop's time. Anything else takes paho's own road.
     """
 
-    _quiet_thread: int | None = None  # the thread queuing quietly, during ack_many only
+    _opened: socket.socket | ssl.SSLSocket | None = None
+    # (topic, payload, qos, retain, mid) of a PUBLISH on the short road; set by MqttClient.
+    received: Callable[[str, bytes, int, bool, int], None] | None = None
 
-    def _packet_queue(
-        self,
-        command: int,
-        packet: bytes | bytearray,
-        mid: int,
-        qos: int,
-        info: paho.MQTTMessageInfo | None = None,
-    ) -> MQTTErrorCode:
-        if self._quiet_thread is None or self._quiet_thread != threading.get_ident():
-            return super()._packet_queue(command, packet, mid, qos, info)
-        self._out_packet.append(
-            {"command": command, "mid": mid, "qos": qos, "pos": 0,
-             "to_process": len(packet), "packet": packet, "info": info}
-        )
+    def open_socket(self) -> Any:
+        """TCP connect and TLS handshake: blocking, so callers run it in an executor."""
+        return super()._create_socket()
+
+    def _create_socket(self) -> Any:
+        # `reconnect()` runs on the event loop and takes the socket `open_socket` made.
+        sock, self._opened = self._opened, None
+        if sock is None:
+            raise OSError("no socket opened for this connect")
+        return sock
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        received = self.received
+        if (
+            received is None
+            or qos == 2
+            or self._protocol != paho.MQTTv5
+            or self._on_message_filtered._root._children
+        ):
+            return super()._handle_publish()
+        # Topic length, topic, packet id (QoS 1), properties length, properties, payload.
+        end = 2 + ((packet[0] << 8) | packet[1]) if len(packet) >= 2 else len(packet) + 1
+        at = end + 2 if qos else end
+        if at >= len(packet) or packet[at] != 0:
+            return super()._handle_publish()  # properties to decode, or malformed: paho says
+        try:
+            topic = packet[2:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        mid = (packet[end] << 8) | packet[end + 1] if qos else 0
+        with self._in_callback_mutex:
+            received(topic, bytes(packet[at + 1 :]), qos, bool(header & 0x01), mid)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def ack_many(self, mids: list[int]) -> None:
-        """QoS 1 PUBACKs for `mids`, in order; paho's thread is woken once, by the last."""
-        if not mids:
-            return
-        self._quiet_thread = threading.get_ident()
-        try:
-            for mid in mids[:-1]:
-                self.ack(mid, 1)
-        finally:
-            self._quiet_thread = None
-        self.ack(mids[-1], 1)
+    def read_burst(self, limit: int) -> bool:
+        """Read and handle up to `limit` packets; True when more may be waiting.
+
+        paho's `loop_read` reads one packet per call when nothing of ours is in flight: a
+        turn of the event loop per message. (A TLS socket may hold decrypted bytes that the
+        selector cannot see, so a full burst must be followed by another read, not a select.)
+        """
+        for _ in range(limit):
+            if self._sock is None:
+                return False
+            rc = self._packet_read()
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return False
+            if rc > 0:
+                self._loop_rc_handle(rc)
+                return False
+        return True
 
 
 class MqttClient:
@@ -142,11 +183,12 @@ class MqttClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection_change = on_connection_change
         self._closed = False
-        # paho's thread appends; the event loop drains. `_handoff_scheduled` is set by paho's
-        # thread before it schedules a drain and cleared by the loop before it drains, so an
-        # item is never left behind (at worst a drain finds the deque empty).
-        self._handoff: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
-        self._handoff_scheduled = False
+        self._runner: asyncio.Task[None] | None = None
+        self._socket_closed = asyncio.Event()  # set while paho has no socket
+        self._socket_closed.set()
+        self._reconnect_min_s = 1.0
+        self._reconnect_max_s = float(config.reconnect_max_s)
+        self._reconnect_delay_s = self._reconnect_min_s
 
         self._client = _Client(
             CallbackAPIVersion.VERSION2,
@@ -156,7 +198,6 @@ class MqttClient:
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=config.reconnect_max_s)
         if config.username:
             self._client.username_pw_set(config.username, config.password())
         if config.tls:
@@ -166,8 +207,13 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.received = self._received
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = self._on_socket_open
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_socket_register_write
+        self._client.on_socket_unregister_write = self._on_socket_unregister_write
         self._subscribe_mid: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -186,7 +232,46 @@ class MqttClient:
             clean_start=not self._persistent,
             properties=props,
         )
-        self._client.loop_start()
+        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.client_id}")
+
+    async def _run(self) -> None:
+        """Connect, keep the connection alive, and reconnect with backoff until closed."""
+        while not self._closed:
+            try:
+                await self._connect()
+            except (OSError, ssl.SSLError, ssl.CertificateError) as err:
+                log.warning(
+                    "mqtt connect to %s:%s failed: %s", self.config.host, self.config.port, err
+                )
+            except Exception:
+                # Not a network failure but a bug: it must not end reconnecting for good.
+                log.exception("mqtt connect to %s:%s failed", self.config.host, self.config.port)
+                self._client._sock_close()
+            else:
+                while not self._closed and not self._socket_closed.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._socket_closed.wait()
+                    self._client.loop_misc()  # keepalive: PINGREQ, or give up on a dead link
+            if self._closed:
+                return
+            # As paho's own loop did: wait, doubling up to the maximum; reset by a CONNACK.
+            await asyncio.sleep(self._reconnect_delay_s)
+            self._reconnect_delay_s = min(self._reconnect_delay_s * 2, self._reconnect_max_s)
+
+    async def _connect(self) -> None:
+        assert self._loop is not None
+        opening = self._loop.run_in_executor(None, self._client.open_socket)
+        try:
+            sock = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # closed while connecting
+            raise
+        if self._closed:
+            sock.close()
+            return
+        self._client._opened = sock
+        self._client.reconnect()  # on the loop: registers the socket, queues CONNECT
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
@@ -197,10 +282,20 @@ class MqttClient:
         return self._connected.is_set()
 
     async def close(self) -> None:
-        """Disconnect cleanly and stop paho's thread (joined off the event loop)."""
+        """Disconnect cleanly (the DISCONNECT goes after what is queued, acks included)."""
         self._closed = True
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        sock = self._client.socket()
+        if sock is not None and sock.fileno() >= 0:
+            self._client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._socket_closed.wait()
+        self._client._sock_close()  # a no-op once paho closed it after the DISCONNECT
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
         self._fail_pending(MqttNotConnected("client closed"))
         self._connected.clear()
 
@@ -234,14 +329,12 @@ class MqttClient:
             self._client.ack(message.mid, message.qos)
 
     def ack_many(self, messages: list[Message]) -> None:
-        """`ack()` for each message, in order, waking paho's network thread once."""
+        """`ack()` for each message, in order; they go out together on the next write."""
         if not self.manual_ack:
             return
-        if any(m.qos == 2 for m in messages):
-            for message in messages:  # QoS 2 in the run: paho's own path, one by one
-                self.ack(message)
-            return
-        self._client.ack_many([m.mid for m in messages if m.qos == 1])  # QoS 0: nothing
+        for message in messages:
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
 
     # --- publish -------------------------------------------------------------------------
 
@@ -275,9 +368,7 @@ class MqttClient:
             raise MqttPublishFailed(f"publish to {topic} refused: {paho.error_string(info.rc)}")
         if qos == 0:
             return
-        # No lock: paho's thread reports the PUBACK through call_soon_threadsafe, so it is
-        # handled on this thread, after this synchronous registration. (Taking a lock here
-        # and in paho's callback deadlocks: paho calls back while holding its own mutex.)
+        # paho reads the PUBACK on this thread, so not before this synchronous registration.
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = future
         try:
@@ -291,20 +382,49 @@ class MqttClient:
             if self._pending.get(info.mid) is future:
                 del self._pending[info.mid]
 
-    # --- paho callbacks (paho's thread) --------------------------------------------------
+    # --- the socket on the event loop ---------------------------------------------------
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._socket_closed.clear()
+        self._loop.add_reader(sock, self._readable)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(sock)
+        self._socket_closed.set()
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        if sock.fileno() < 0:  # closed under paho (a test's unclean drop): the link is lost
+            self._loop.call_soon(self._client._loop_rc_handle, MQTTErrorCode.MQTT_ERR_CONN_LOST)
+            return
+        self._loop.add_writer(sock, self._writable)
+
+    def _on_socket_unregister_write(
+        self, client: paho.Client, userdata: Any, sock: Any
+    ) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        if self._client.read_burst(READ_BURST):
+            assert self._loop is not None
+            self._loop.call_soon(self._readable)  # more waiting: after the others' turn
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    # --- paho callbacks (on the event loop, from inside loop_read/loop_write) -------------
 
     def _call(self, fn: Callable[..., object], *args: object) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        self._handoff.append((fn, args))
-        if self._handoff_scheduled:
-            return  # a drain is scheduled and has not started: it will run this too
-        self._handoff_scheduled = True
+        # An exception raised into paho would leave it halfway through a packet.
         try:
-            loop.call_soon_threadsafe(self._run_handoff)
-        except RuntimeError:  # loop closing while paho's thread winds down
-            pass
+            fn(*args)
+        except Exception:
+            log.exception("mqtt callback %s failed", getattr(fn, "__name__", fn))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -322,6 +442,7 @@ class MqttClient:
             self.client_id,
             flags.session_present,
         )
+        self._reconnect_delay_s = self._reconnect_min_s
         if not self._subscriptions:
             self._call(self._set_connected, True)
             return
@@ -352,22 +473,14 @@ class MqttClient:
         message = Message(msg.topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid)
         self._call(self._enqueue, message)
 
+    def _received(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
+        self._call(self._enqueue, Message(topic, payload, qos, retain, mid))
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         failure = str(reason_code) if reason_code.is_failure else None
         self._call(self._published, mid, failure)
 
     # --- event-loop side -----------------------------------------------------------------
-
-    def _run_handoff(self) -> None:
-        """Run what paho's thread reported, in order (at most a window's worth per call)."""
-        self._handoff_scheduled = False
-        handoff = self._handoff
-        for _ in range(len(handoff)):  # what arrives meanwhile has scheduled its own drain
-            fn, args = handoff.popleft()
-            try:
-                fn(*args)
-            except Exception:  # as the loop would for its own callbacks; the rest still run
-                log.exception("mqtt callback %s failed", getattr(fn, "__name__", fn))
 
     def _set_connected(self, up: bool) -> None:
         was = self._connected.is_set()
@@ -427,6 +540,11 @@ def _tls_context(config: BrokerConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(f"tls: cannot load certificates for {config.host}: {err}") from err
     return context
+
+
+def _close_opened(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _set_result(future: asyncio.Future[None]) -> None:

@@ -17,6 +17,8 @@ DEVICE_KINDS = ("telemetry", "event", "status", "config", "cmd")
 SITE_KINDS = ("alert", "event", "telemetry", "health", "evidence")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_REQUIRED = ("v", "id", "device", "kind", "ts", "body")
+_ALLOWED = frozenset({*_REQUIRED, "site"})
 # Timestamps before 2020 or more than a day ahead are a device clock fault, not data.
 _TS_MIN = 1_577_836_800_000
 _TS_FUTURE_SLACK_MS = 86_400_000
@@ -91,12 +93,14 @@ def parse_envelope(
         return Rejection("not_json", f"payload is not JSON: {err}")
     if not isinstance(data, dict):
         return Rejection("invalid_envelope", f"envelope must be an object, got {_type(data)}")
-    missing = [k for k in ("v", "id", "device", "kind", "ts", "body") if k not in data]
-    if missing:
-        return Rejection("invalid_envelope", f"missing field(s): {', '.join(missing)}")
-    extra = sorted(set(data) - {"v", "id", "site", "device", "kind", "ts", "body"})
-    if extra:
-        return Rejection("invalid_envelope", f"unknown field(s): {', '.join(extra)}")
+    # Per message: a valid envelope's keys are within the allowed ones and hold all required.
+    if not (data.keys() <= _ALLOWED and len(data) - ("site" in data) == len(_REQUIRED)):
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            return Rejection("invalid_envelope", f"missing field(s): {', '.join(missing)}")
+        extra = sorted(set(data) - _ALLOWED)
+        if extra:
+            return Rejection("invalid_envelope", f"unknown field(s): {', '.join(extra)}")
     v, id_, site, device = data["v"], data["id"], data.get("site"), data["device"]
     kind, ts, body = data["kind"], data["ts"], data["body"]
     if type(v) is not int:

@@ -97,11 +97,25 @@ class Welfare(Rule):
                 self.by_resident.setdefault(t.resident.id, []).append(t)
         self.people: dict[str, _Person] = {}
         self._now = 0  # the engine's time at the last tick: next_deadline() takes no argument
+        # The local day last asked for, as [from, to) wall ms and its ISO date: every sign of
+        # life asks for its date, and a time-zone conversion per reading was a tenth of the rule.
+        self._day: tuple[int, int, str] = (0, 0, "")
 
     # --- time helpers ----------------------------------------------------------------------
 
     def _local(self, ms: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ms / 1000, self.tz)
+
+    def _local_date(self, ms: int) -> str:
+        lo, hi, date = self._day
+        if lo <= ms < hi:
+            return date
+        day = self._local(ms).date()
+        lo = int(dt.datetime.combine(day, dt.time(), self.tz).timestamp() * 1000)
+        nxt = day + dt.timedelta(days=1)
+        hi = int(dt.datetime.combine(nxt, dt.time(), self.tz).timestamp() * 1000)
+        self._day = (lo, hi, day.isoformat())
+        return self._day[2] if lo <= ms < hi else day.isoformat()
 
     def _quiet(self, resident: Resident) -> QuietHours:
         return resident.quiet_hours or self.params.default_quiet_hours
@@ -200,7 +214,9 @@ class Welfare(Rule):
         self._now = max(self._now, now)
         self._roll(resident, person, now)
         gap = now - person.last_ms
-        if gap > person.today.max_gap_min * 60000:
+        # The daytime within a gap is at most the gap: only a gap of a whole minute more than
+        # the longest so far can make a longer one (the daytime count walks the calendar).
+        if gap >= (person.today.max_gap_min + 1) * 60000:
             daytime = self._daytime_ms(resident, person.last_ms, now) // 60000
             person.today.max_gap_min = max(person.today.max_gap_min, daytime)
         if person.today.first_min is None:
@@ -216,7 +232,7 @@ class Welfare(Rule):
 
     def _roll(self, resident: Resident, person: _Person, now: int) -> None:
         """Close the days that ended before `now` into the history."""
-        date = self._local(now).date().isoformat()
+        date = self._local_date(now)
         while person.today.date < date:
             day = person.today
             d = dt.date.fromisoformat(day.date)
