@@ -52,6 +52,7 @@ from edge.rules.config import (  # noqa: E402
 from edge.rules.engine import RuleEngine  # noqa: E402
 from edge.rules.residents import Resident  # noqa: E402
 from edge.rules.suppression import BROKER  # noqa: E402
+from shouwang import heap  # noqa: E402
 from shouwang.clock import SystemClock  # noqa: E402
 from shouwang.config import BrokerConfig, HttpConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
@@ -291,6 +292,7 @@ async def edge_receive(
     daemon = EdgeDaemon(config)
     start = time.perf_counter()
     await daemon.start()
+    heap.settle()  # as `shouwang edge run` does after start-up
     try:
         while daemon.rules.counts["readings"] < n:
             await asyncio.sleep(0.01)

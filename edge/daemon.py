@@ -23,6 +23,7 @@ from edge.outbox import MiB, NewRow, Outbox, Priority
 from edge.pipeline import Outcome, Pipeline
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
+from shouwang import heap
 from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
 from shouwang.ids import derived_id
@@ -663,6 +664,7 @@ async def run(config: EdgeConfig) -> None:
     """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
     daemon = EdgeDaemon(config)
     await daemon.start()
+    heap.settle()
     try:
         await daemon.wait_failed()
     finally:
