@@ -398,7 +398,8 @@ async def main(args: argparse.Namespace) -> None:
     print("| store | n | " + " | ".join(parts) + " |")
     print("|---|---|" + "---|" * len(parts))
     for backend, workers, r in results:
-        cells = " | ".join(f"{r['cpu'].get(k, 0) / r['total'] * 1e6:.1f}" for k in parts)
+        cells = " | ".join(f"{r['cpu'][k] / r['total'] * 1e6:.1f}" if k in r["cpu"] else ""
+                           for k in parts)
         print(f"| {backend} | {workers} | {cells} |")
 
 
