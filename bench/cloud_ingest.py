@@ -76,13 +76,13 @@ def alert_payload(site: str, n: int) -> bytes:
     return make_envelope(site=site, device=f"btn-{n}", kind="alert", body=body).to_bytes()
 
 
-def publish(port: int, site: str, messages: int, per_message: int) -> None:
-    """The telemetry publisher process: a flood on one connection until all is acknowledged."""
+def flood(port: int, client_id: str, topic: str, payloads: list[bytes]) -> None:
+    """Publish `payloads` as fast as QoS 1 allows, WINDOW in flight; prints the start time
+    and the CPU used so far (making the payloads), then, once all are acknowledged, the CPU."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    payloads = telemetry_payloads(site, messages, per_message)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-telemetry")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(WINDOW)
     # Never more than the window queued in paho: it walks its whole queue on every PUBACK, so
     # publishing thousands at once made this load generator the busiest process of the bench.
@@ -90,9 +90,7 @@ def publish(port: int, site: str, messages: int, per_message: int) -> None:
     client.on_publish = lambda *_: window.release()
     client.connect("127.0.0.1", port)
     client.loop_start()
-    # The bench starts the alerts now; the CPU so far made the payloads.
     print(json.dumps({"started": time.time(), "cpu_s": time.process_time()}), flush=True)
-    topic = site_up_topic(site, "telemetry")
     for p in payloads:
         window.acquire()
         client.publish(topic, p, qos=1)
@@ -101,6 +99,13 @@ def publish(port: int, site: str, messages: int, per_message: int) -> None:
     client.loop_stop()
     client.disconnect()
     print(json.dumps({"cpu_s": time.process_time()}), flush=True)
+
+
+def publish(port: int, site: str, messages: int, per_message: int) -> None:
+    """The telemetry publisher process: a flood on one connection until all is acknowledged;
+    the bench starts the alerts when it prints its start."""
+    payloads = telemetry_payloads(site, messages, per_message)
+    flood(port, f"pub-{site}-telemetry", site_up_topic(site, "telemetry"), payloads)
 
 
 def publish_alerts(port: int, site: str) -> None:
@@ -135,25 +140,9 @@ def cpu_s(pid: int) -> float:
 
 
 def publish_alert_burst(port: int, site: str, n: int) -> None:
-    """Alerts as fast as QoS 1 allows (a storm from many gateways): prints the start time."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    """Alerts as fast as QoS 1 allows (a storm from many gateways)."""
     payloads = [alert_payload(site, k) for k in range(n)]
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-burst")
-    client.max_inflight_messages_set(WINDOW)
-    window = threading.Semaphore(WINDOW)
-    client.on_publish = lambda *_: window.release()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    print(json.dumps({"started": time.time()}), flush=True)
-    for p in payloads:
-        window.acquire()
-        client.publish(site_up_topic(site, "alert"), p, qos=1)
-    for _ in range(WINDOW):
-        window.acquire(timeout=120)
-    client.loop_stop()
-    client.disconnect()
+    flood(port, f"pub-{site}-burst", site_up_topic(site, "alert"), payloads)
 
 
 async def alert_rate(run: Run, store: Store, site: str, n: int) -> float:
