@@ -82,7 +82,10 @@ class _Client(paho.Client):
 
     def open_socket(self) -> Any:
         """TCP connect and TLS handshake: blocking, so callers run it in an executor."""
-        return super()._create_socket()
+        sock: Any = super()._create_socket()  # a socket, or an SSL socket over one
+        # An SOS is one small packet: never hold it back for the ACK of an earlier one (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def _create_socket(self) -> Any:
         # `reconnect()` runs on the event loop and takes the socket `open_socket` made.

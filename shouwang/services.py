@@ -68,6 +68,8 @@ class Mosquitto:
                     "max_queued_messages 100000",
                     "max_inflight_messages 1000",
                     "message_size_limit 1048576",
+                    # No Nagle on the broker's side either: an alert is one small packet.
+                    "set_tcp_nodelay true",
                     f"log_dest file {self.log_path}",
                     "log_type error",
                     "log_type warning",
