@@ -183,6 +183,7 @@ class MqttClient:
         self._bound = max(queue_size, receive_maximum + 64)
         self._over_bound = False
         self._connected = asyncio.Event()
+        self._connack = False  # a CONNACK came on the current socket
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection_change = on_connection_change
         self._closed = False
@@ -274,6 +275,7 @@ class MqttClient:
             sock.close()
             return
         self._client._opened = sock
+        self._connack = False
         self._client.reconnect()  # on the loop: registers the socket, queues CONNECT
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -438,6 +440,7 @@ class MqttClient:
                 reason_code,
             )
             return
+        self._connack = True
         log.info(
             "mqtt connected to %s:%s as %s (session present: %s)",
             self.config.host,
@@ -466,7 +469,14 @@ class MqttClient:
         self._call(self._set_connected, True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self._closed:
+        if not self._closed and not self._connack:
+            # Closed before any CONNACK: the broker turned this client away unanswered.
+            log.warning(
+                "mqtt broker %s:%s closed the connection before accepting it (%s): check the "
+                "credentials%s", self.config.host, self.config.port, reason_code,
+                " and the client certificate (tls.cert_file)" if self.config.tls else "",
+            )
+        elif not self._closed:
             log.warning(
                 "mqtt disconnected from %s:%s: %s", self.config.host, self.config.port, reason_code
             )

@@ -41,10 +41,15 @@ def wait_port(
 class Mosquitto:
     """A private Mosquitto broker: own config, own persistence directory, own port."""
 
-    def __init__(self, directory: Path, port: int | None = None, name: str = "broker") -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, name: str = "broker",
+        listener: list[str] | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.name = name
+        # Further settings of the one listener (TLS: cafile, certfile, keyfile, ...).
+        self.listener = listener or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +64,7 @@ class Mosquitto:
                 [
                     *self._run_as(),
                     f"listener {self.port} 127.0.0.1",
+                    *self.listener,
                     "allow_anonymous true",
                     "persistence true",
                     f"persistence_location {self.directory}/",
