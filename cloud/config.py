@@ -97,7 +97,7 @@ class CloudConfig(Strict):
     @property
     def nice(self) -> int:
         """The CPU priority decrement `shouwang cloud run` applies at start."""
-        data_only = self.ingest and not self.api and "alerts" not in self.streams
+        data_only = not self.alert_duties and not self.api
         return self.data_worker_nice if data_only else 0
 
     @field_validator("streams")

@@ -7,8 +7,9 @@ the commit the worker also confirms the envelope to its gateway on `site/{site}/
 message the broker acknowledged and then lost is sent again.
 Each kind (and each health type) has one handler in a registry; each handler writes in one
 transaction, so a message is stored whole or not at all. Messages are taken in rounds of what
-is queued and stored in their order; consecutive telemetry messages of one site within a round
-are one write (whole or not at all, every reading keyed by its id), then each is confirmed.
+is queued and stored in their order; within a round, consecutive telemetry messages of one site
+are one write (whole or not at all, every reading keyed by its id) and consecutive new alerts
+one transaction, each run confirmed with one message per site listing its envelope ids.
 """
 
 from __future__ import annotations
@@ -363,9 +364,10 @@ def _run_of(env: Envelope) -> tuple[str, str] | None:
 
 def _what(args: tuple[Any, ...]) -> str:
     """For the log: the topics of the messages a failed step was about."""
-    topics = [a.topic for a in args if isinstance(a, Message)]
     if len(args) == 1 and isinstance(args[0], list):  # a run: (message, envelope) pairs
         topics = [message.topic for message, _ in args[0]]
+    else:
+        topics = [a.topic for a in args if isinstance(a, Message)]
     if topics:
         return ", ".join(topics)
     site, readings = args

@@ -115,7 +115,7 @@ class Welfare(Rule):
         nxt = day + dt.timedelta(days=1)
         hi = int(dt.datetime.combine(nxt, dt.time(), self.tz).timestamp() * 1000)
         self._day = (lo, hi, day.isoformat())
-        return self._day[2] if lo <= ms < hi else day.isoformat()
+        return self._day[2]
 
     def _quiet(self, resident: Resident) -> QuietHours:
         return resident.quiet_hours or self.params.default_quiet_hours
