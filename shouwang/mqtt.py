@@ -432,6 +432,7 @@ class MqttClient:
             log.exception("mqtt callback %s failed", getattr(fn, "__name__", fn))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack = True  # a refusal too: it is logged with its reason just below
         if reason_code.is_failure:
             log.warning(
                 "mqtt connect to %s:%s refused: %s",
@@ -440,7 +441,6 @@ class MqttClient:
                 reason_code,
             )
             return
-        self._connack = True
         log.info(
             "mqtt connected to %s:%s as %s (session present: %s)",
             self.config.host,
