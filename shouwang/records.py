@@ -29,7 +29,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """Something a person must act on. `id` is derived from its cause, so it is idempotent."""
+    """Something a person must act on. `id` is derived from its cause, so it is idempotent.
+
+    `ts` is when it happened (the causing message's time, or when a timed condition began);
+    `raised_ms` when the rules raised it (a fall after its cancel window, a threshold after its
+    minimum duration). An update of an alert already raised (escalated, repeated) names it in
+    `detail.supersedes`.
+    """
 
     id: str
     site: str
@@ -44,6 +50,7 @@ class Alert:
     resident: str | None = None
     location: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    raised_ms: int | None = None
 
     def body(self) -> dict[str, Any]:
         return {
@@ -56,4 +63,5 @@ class Alert:
             "resident": self.resident,
             "location": self.location,
             "detail": self.detail,
+            "raised_ms": self.raised_ms,
         }

@@ -89,10 +89,18 @@ class Signal:
     why: dict[str, Any] = field(default_factory=dict)
     evidence: list[str] = field(default_factory=list)
     subject: str | None = None  # defaults to the target's subject
+    # When it happened: the causing message's own `ts`, or when a timed condition began. With
+    # `cause` it makes the alert id, so the same message gives the same id whenever it is
+    # processed (a redelivery after a crash). None: the engine fills it in from the message.
+    at: int | None = None
 
     @property
     def key(self) -> str:
         return f"{self.subject or self.target.subject}|{self.alert}"
+
+    @property
+    def happened(self) -> int:
+        return self.ts if self.at is None else self.at
 
 
 @dataclass(slots=True)
@@ -104,6 +112,11 @@ class Note:
     ts: int
     cause: str
     detail: dict[str, Any] = field(default_factory=dict)
+    at: int | None = None  # as Signal.at: with `cause`, what the note's id derives from
+
+    @property
+    def happened(self) -> int:
+        return self.ts if self.at is None else self.at
 
 
 Output = list[Signal | Note]
@@ -168,6 +181,7 @@ class Rule:
         why: dict[str, Any] | None = None,
         evidence: Iterable[str] = (),
         subject: str | None = None,
+        at: int | None = None,
     ) -> Signal:
         return Signal(
             action=action,
@@ -182,6 +196,7 @@ class Rule:
             why={"rule": self.id, "type": self.type_key, **(why or {})},
             evidence=list(evidence),
             subject=subject,
+            at=at,
         )
 
     # --- state that survives a restart (rules with none need not override) -----------------

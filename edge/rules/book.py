@@ -1,24 +1,39 @@
-"""The open-alert book: one alert per (subject, type), escalated or resolved by later envelopes.
+"""The open-alert book: one alert per (subject, type), kept in step with the cloud's word on it.
 
 A rule says "raise" or "resolve" as often as it likes; the book turns that into the envelopes a
-person sees: the first raise is an alert, a raise at a higher severity is an escalation (a new
-`alert` envelope with `detail.update = "escalated"` and `detail.supersedes`), a resolve is an
-`event` envelope (`alert_resolved`). Ids are derived from the cause, so re-processing the same
-message or timer yields the same envelope and the outbox and the cloud store it once.
+person sees: the first raise is an alert; a raise at a higher severity is an escalation (an
+`alert` envelope with `detail.update = "escalated"` and `detail.supersedes`); any other raise of
+an open alert that does not resolve itself is a repeat (`detail.update = "repeated"`: the
+button pressed again, a second fall; counted and shown on the alert), while a condition rule
+re-asserting its condition is not news; a resolve is an `event` envelope (`alert_resolved`).
+
+The cloud owns an alert's life once it is raised and tells the gateway of every change on
+`site/{site}/down/alert` (`follow`): an alert a person resolved or marked false is gone from the
+book, so the next press, fall or leak is a new alert. While the cloud has said nothing (it has
+not stored the alert yet, or runs without telling), a raise more than the rule's
+`repeat_after_s` after the last one is a new alert, as before.
+
+Ids are a pure function of the causing message (or timer): the same message processed again,
+after a crash or by a broker's redelivery, yields the same envelope id, and the outbox and the
+cloud store it once. A repeat has the id the same message would have as a new alert, so a
+message that is a repeat on one pass and a new alert on another is still one alert.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edge.rules.base import SEVERITY_RANK, Note, Signal, Target
-from shouwang.ids import derived_id
+from shouwang.ids import derived_id, id_time_ms
 from shouwang.profiles import LIFE_SAFETY_TYPES
 from shouwang.records import Alert
 
 log = logging.getLogger(__name__)
+CLOSED = frozenset({"resolved", "false_alarm"})
+ACTIVE = frozenset({"open", "acknowledged", "dispatched"})
+RECENT_CAUSES = 16  # causes remembered per alert, so a redelivered repeat is not counted twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +53,36 @@ class Entry:
     subject: str
     severity: str
     source_id: str
-    opened_ms: int
-    last_ms: int
+    opened_ms: int  # when it happened
+    last_ms: int  # when the latest raise (first, repeat, escalation) happened
     auto_resolve: bool
     repeat_after_ms: int
     repeats: int = 0
     device: str = ""
     # The alert as first sent, so a re-processed cause re-sends exactly the same envelope.
     first: dict[str, Any] = field(default_factory=dict)
+    cloud_state: str | None = None  # the cloud's word: open, acknowledged, dispatched
+    cloud_version: int = 0
+    recent: list[str] = field(default_factory=list)  # causes already folded in
+
+
+@dataclass(frozen=True, slots=True)
+class CloudWord:
+    """One change the cloud made to an alert of this site (`site/{site}/down/alert`)."""
+
+    id: str
+    dedup_key: str
+    state: str
+    version: int
+    type: str = ""
+    subject: str = ""
+    severity: str = ""
+    device: str = ""
+    ts: int = 0
+    by: str | None = None  # the role that made the change, for the log
+
+
+_ENTRY_FIELDS = frozenset(f.name for f in fields(Entry))
 
 
 class AlertBook:
@@ -53,19 +90,23 @@ class AlertBook:
         self.site = site
         self.open: dict[str, Entry] = {}
         self.dirty = False
-        self.suppressed = 0  # raises folded into an open alert
+        self.suppressed = 0  # raises folded into an open alert (repeats)
+        self.closed_by_cloud = 0  # alerts a person closed, so the next occurrence is new
 
     def apply(
         self, signal: Signal, *, auto_resolve: bool, repeat_after_s: float
     ) -> list[Alert | Notice]:
         key = signal.key
         entry = self.open.get(key)
-        if entry is not None and not entry.auto_resolve and signal.cause != entry.source_id:
-            window = entry.repeat_after_ms
-            if window == 0 or signal.ts - entry.last_ms > window:
-                # A new occurrence long after the last (an SOS next week), or no debounce.
-                del self.open[key]
-                entry = None
+        window = int(repeat_after_s * 1000)
+        if (
+            entry is not None
+            and not auto_resolve
+            and signal.cause != entry.source_id
+            and self._new_occurrence(entry, signal, window)
+        ):
+            del self.open[key]
+            entry = None
         if signal.action == "resolve":
             if entry is None:
                 return []
@@ -81,10 +122,10 @@ class AlertBook:
                 subject=alert.subject,
                 severity=alert.severity,
                 source_id=signal.cause,
-                opened_ms=signal.ts,
-                last_ms=signal.ts,
+                opened_ms=signal.happened,
+                last_ms=signal.happened,
                 auto_resolve=auto_resolve,
-                repeat_after_ms=int(repeat_after_s * 1000),
+                repeat_after_ms=window,
                 device=alert.device,
                 first=_alert_dict(alert),
             )
@@ -92,7 +133,10 @@ class AlertBook:
             return [alert]
         if signal.cause == entry.source_id:
             return [Alert(**entry.first)]  # the same cause again: the same envelope
-        entry.last_ms = max(entry.last_ms, signal.ts)
+        if signal.cause in entry.recent:
+            return []  # a repeat already folded in (a redelivery): counted once
+        entry.recent = [*entry.recent[-(RECENT_CAUSES - 1):], signal.cause]
+        entry.last_ms = max(entry.last_ms, signal.happened)
         self.dirty = True
         if SEVERITY_RANK[signal.severity] > SEVERITY_RANK[entry.severity]:
             alert = self._alert(signal, update="escalated", first=entry)
@@ -101,11 +145,71 @@ class AlertBook:
             return [alert]
         entry.repeats += 1
         self.suppressed += 1
-        return []
+        if auto_resolve:
+            return []  # a condition still holding (a rule re-asserting it), not a new occurrence
+        log.info("alert %s repeated (%d)", entry.alert_id, entry.repeats)
+        return [self._alert(signal, update="repeated", first=entry)]
+
+    def _new_occurrence(self, entry: Entry, signal: Signal, window: int) -> bool:
+        """Whether a raise of a non-self-resolving alert starts a new one."""
+        if window == 0:
+            return True  # every occurrence is its own alert
+        if entry.cloud_state in ACTIVE:
+            # A person has this case, or escalation is still calling for one: a new press
+            # goes to them as a repeat, however long after the last.
+            return False
+        # Without the cloud's word: a new occurrence long after the last (an SOS next week).
+        return signal.happened - entry.last_ms > window
+
+    def follow(self, word: CloudWord, *, adopt: bool) -> str | None:
+        """Take the cloud's word on an alert; what changed (for the log), or None.
+
+        A closed alert leaves the book. An active alert the book does not hold (the cloud made
+        a repeat of a closed alert into a new one, or this gateway lost its state) is taken in
+        when `adopt`, so the next press folds into the case people are working on.
+        """
+        entry = self.open.get(word.dedup_key)
+        if entry is None or entry.alert_id != word.id:
+            if word.state in CLOSED or not adopt:
+                return None
+            if entry is not None and _time_of(entry.alert_id) > _time_of(word.id):
+                return None  # the book holds a newer alert for this key: keep it
+            self.open[word.dedup_key] = Entry(
+                alert_id=word.id, type=word.type, subject=word.subject, severity=word.severity,
+                source_id="", opened_ms=word.ts, last_ms=word.ts, auto_resolve=False,
+                repeat_after_ms=0, device=word.device, cloud_state=word.state,
+                cloud_version=word.version,
+            )
+            self.dirty = True
+            return "adopted"
+        if word.version <= entry.cloud_version:
+            return None  # old news (a replay)
+        self.dirty = True
+        if word.state in CLOSED:
+            del self.open[word.dedup_key]
+            self.closed_by_cloud += 1
+            return word.state
+        entry.cloud_state, entry.cloud_version = word.state, word.version
+        if SEVERITY_RANK.get(word.severity, -1) > SEVERITY_RANK[entry.severity]:
+            entry.severity = word.severity
+        return word.state
+
+    def forget(self, alert_id: str) -> bool:
+        """The cloud refused this alert for good: nothing there to fold repeats into."""
+        for key, entry in list(self.open.items()):
+            if entry.alert_id == alert_id:
+                del self.open[key]
+                self.dirty = True
+                return True
+        return False
+
+    def versions(self) -> list[list[Any]]:
+        """[alert id, version known] per alert held: what the gateway asks the cloud about."""
+        return [[e.alert_id, e.cloud_version] for e in self.open.values()]
 
     def note(self, note: Note) -> Notice:
         body = {"type": note.type, **_who(note.target), **note.detail}
-        nid = derived_id(note.ts, self.site, note.target.device, note.cause, note.type)
+        nid = derived_id(note.happened, self.site, note.target.device, note.cause, note.type)
         return Notice(nid, note.target.device, note.ts, body)
 
     def _alert(self, s: Signal, *, update: str | None, first: Entry | None) -> Alert:
@@ -124,21 +228,23 @@ class AlertBook:
                 alert_id=first.alert_id,
                 previous_severity=first.severity,
                 repeats=first.repeats,
+                last_ms=first.last_ms,
             )
         return Alert(
-            id=derived_id(s.ts, *cause_parts),
+            id=derived_id(s.happened, *cause_parts),
             site=self.site,
             type=s.alert,
             severity=s.severity,
             device=s.target.device,
             subject=subject,
             dedup_key=s.key,
-            ts=s.ts,
+            ts=s.happened,
             source_id=s.cause,
             life_safety=s.alert in LIFE_SAFETY_TYPES,
             resident=s.target.resident.id if s.target.resident else None,
             location=s.target.location,
             detail=detail,
+            raised_ms=s.ts,
         )
 
     def _resolved(self, entry: Entry, s: Signal) -> Notice:
@@ -153,7 +259,8 @@ class AlertBook:
             "why": s.why,
             "who": _who(s.target),
         }
-        nid = derived_id(s.ts, self.site, entry.alert_id, "resolved")
+        # An alert resolves once: its resolution's id comes from the alert's own.
+        nid = derived_id(_time_of(entry.alert_id), self.site, entry.alert_id, "resolved")
         return Notice(nid, entry.device or s.target.device, s.ts, body)
 
     # --- persistence -----------------------------------------------------------------------
@@ -166,7 +273,7 @@ class AlertBook:
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.open = {}
         for row in rows:
-            entry = Entry(**row)
+            entry = Entry(**{k: v for k, v in row.items() if k in _ENTRY_FIELDS})
             self.open[f"{entry.subject}|{entry.type}"] = entry
 
 
@@ -178,6 +285,14 @@ def _who(t: Target) -> dict[str, Any]:
         "tags": list(t.resident.tags) if t.resident else [],
         "location": t.location,
     }
+
+
+def _time_of(alert_id: str) -> int:
+    """The time inside a ULID-layout id; 0 for an id of another form (any sender's id)."""
+    try:
+        return id_time_ms(alert_id)
+    except KeyError:
+        return 0
 
 
 def _alert_dict(a: Alert) -> dict[str, Any]:
@@ -195,4 +310,5 @@ def _alert_dict(a: Alert) -> dict[str, Any]:
         "resident": a.resident,
         "location": a.location,
         "detail": a.detail,
+        "raised_ms": a.raised_ms,
     }

@@ -168,7 +168,7 @@ class RuleEngine:
             if wants is None or not wants.isdisjoint(values):
                 out += rule.on_reading(target, reading, now)
         self._lazy = True
-        return self._apply(out) if out else NOTHING
+        return self._apply(out, reading.id, reading.ts) if out else NOTHING
 
     def observe_event(self, event: Event) -> RuleOutput:
         st = self.states.get(event.device)
@@ -186,7 +186,7 @@ class RuleEngine:
         for rule, target in self._listeners.get(event.device, {}).get(event.name, []):
             out += rule.on_event(target, event, now)
             self._urgent = True  # a pending cancel window must survive a restart
-        return self._apply(out)
+        return self._apply(out, event.id, event.ts)
 
     def observe_transitions(self, changes: Iterable[Transition]) -> RuleOutput:
         """Liveness transitions: transport disconnected or data stale make a device offline."""
@@ -235,9 +235,15 @@ class RuleEngine:
 
     # --- outputs -----------------------------------------------------------------------------
 
-    def _apply(self, out: Output) -> RuleOutput:
+    def _apply(
+        self, out: Output, message_id: str | None = None, message_ts: int = 0
+    ) -> RuleOutput:
+        """Signals to the book, notes to notices. What a message caused happened at the
+        message's own time: with its id, that makes the alert's id (see AlertBook)."""
         result = RuleOutput()
         for item in out:
+            if item.at is None and item.cause == message_id:
+                item.at = message_ts
             if isinstance(item, Signal):
                 self.counts["signals"] += 1
                 rule = self.rules[item.rule]

@@ -54,8 +54,9 @@ class EventAlertParams(RuleParams):
 class _Pending:
     deadline: int
     event_id: str
-    ts: int
+    ts: int  # when the gateway saw it (the cancel window counts from here)
     data: dict[str, Any]
+    event_ts: int = 0  # the event's own time: when it happened, part of the alert's id
 
 
 @register
@@ -85,9 +86,11 @@ class EventAlert(Rule):
             if p.cancel_window_s > 0:
                 if target.device not in self.pending:
                     deadline = now + int(p.cancel_window_s * 1000)
-                    self.pending[target.device] = _Pending(deadline, event.id, now, event.data)
+                    self.pending[target.device] = _Pending(
+                        deadline, event.id, now, event.data, event.ts
+                    )
                 return []
-            return [self._raise(target, event.id, now, event.data)]
+            return [self._raise(target, event.id, now, event.data, event.ts)]
         if event.name == p.cancel_event:
             pending = self.pending.pop(target.device, None)
             if pending is None:
@@ -113,11 +116,16 @@ class EventAlert(Rule):
         for device, pending in list(self.pending.items()):
             if now >= pending.deadline:
                 del self.pending[device]
-                out.append(self._raise(self.targets[device], pending.event_id, now, pending.data))
+                out.append(
+                    self._raise(
+                        self.targets[device], pending.event_id, now, pending.data,
+                        pending.event_ts or pending.ts,
+                    )
+                )
         for device, since in list(self.clearing.items()):
             if now - since >= self.params.min_clear_s * 1000:
                 del self.clearing[device]
-                out.append(self._resolve(self.targets[device], f"timer:{since}", now))
+                out.append(self._resolve(self.targets[device], f"timer:{since}", now, since))
         return out
 
     def next_deadline(self) -> int | None:
@@ -125,7 +133,9 @@ class EventAlert(Rule):
         due += [s + int(self.params.min_clear_s * 1000) for s in self.clearing.values()]
         return min(due, default=None)
 
-    def _raise(self, target: Target, cause: str, now: int, data: Mapping[str, Any]) -> Any:
+    def _raise(
+        self, target: Target, cause: str, now: int, data: Mapping[str, Any], at: int
+    ) -> Any:
         p = self.params
         severity = p.severity
         if p.severity_field is not None:
@@ -142,16 +152,21 @@ class EventAlert(Rule):
             summary=f"{target.kind} reported {p.event}",
             why=why,
             evidence=[cause],
+            at=at,
         )
 
-    def _resolve(self, target: Target, cause: str, now: int) -> Any:
-        return self.signal("resolve", target, now, cause, why={"event": self.params.clear_event})
+    def _resolve(self, target: Target, cause: str, now: int, at: int | None = None) -> Any:
+        return self.signal(
+            "resolve", target, now, cause, why={"event": self.params.clear_event}, at=at
+        )
 
     def dump_state(self) -> Any:
         # A fall waiting out its window must survive a restart, or it would never alert.
-        return {d: [p.deadline, p.event_id, p.ts, p.data] for d, p in self.pending.items()}
+        return {
+            d: [p.deadline, p.event_id, p.ts, p.data, p.event_ts] for d, p in self.pending.items()
+        }
 
     def load_state(self, data: Any) -> None:
-        for device, (deadline, event_id, ts, payload) in dict(data or {}).items():
+        for device, saved in dict(data or {}).items():
             if device in self.targets:
-                self.pending[device] = _Pending(deadline, event_id, ts, payload)
+                self.pending[device] = _Pending(*saved)

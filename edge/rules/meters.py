@@ -68,7 +68,7 @@ class ContinuousFlow(Rule):
         w = self.params.window
         return [
             self.signal(
-                "raise", self.targets[device], now, f"{cause}:flow",
+                "raise", self.targets[device], now, f"{cause}:flow", at=since,
                 summary=f"water flowing without a break for {(now - since) // 60000} min at night",
                 why={"field": self.params.field, "flow": flow, "min_flow": self.params.min_flow,
                      "since_ms": since, "after_s": self.params.after_s,

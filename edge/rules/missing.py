@@ -71,7 +71,7 @@ class MissingData(Rule):
             self.raised.add(device)
             out.append(
                 self.signal(
-                    "raise", self.targets[device], now, f"timer:{last}",
+                    "raise", self.targets[device], now, f"timer:{last}", at=last,
                     summary=f"no {self.params.field or 'data'} for {(now - last) // 1000} s",
                     why={"field": self.params.field, "last_ms": last,
                          "after_s": self.params.after_s},

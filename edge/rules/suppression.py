@@ -99,7 +99,7 @@ class DeviceOffline(Rule):
             self.raised.add(device)
             out.append(
                 self.signal(
-                    "raise", target, now, f"offline:{since}",
+                    "raise", target, now, f"offline:{since}", at=since,
                     summary=f"{target.kind} {device} offline for {(now - since) // 1000} s",
                     why={"offline_since_ms": since, "grace_s": self.params.grace_s,
                          "parent": target.parent},
@@ -130,7 +130,7 @@ class DeviceOffline(Rule):
             f"every meter on {parent} stopped answering"
         )
         sig = self.signal(
-            "raise", self._parent_target(parent), now, f"{parent}:down:{since}",
+            "raise", self._parent_target(parent), now, f"{parent}:down:{since}", at=since,
             severity=self.params.parent_severity,
             summary=what,
             why={"parent": parent, "down_since_ms": since, "grace_s": self.params.grace_s,

@@ -164,9 +164,9 @@ class BoundRule(Rule):
         for device, h in self.holds.items():
             target = self.targets[device]
             if h.phase == "pending" and now - h.since >= self.params.min_duration_s * 1000:
-                out += self._raise(target, h, now, f"timer:{h.since}")
+                out += self._raise(target, h, now, f"timer:{h.since}", at=h.since)
             elif h.phase == "clearing" and now - h.since >= self.params.min_clear_s * 1000:
-                out += self._resolve(target, h, now, f"timer:{h.since}")
+                out += self._resolve(target, h, now, f"timer:{h.since}", at=h.since)
         return out
 
     def next_deadline(self) -> int | None:
@@ -206,7 +206,9 @@ class BoundRule(Rule):
             why["bounds_from"] = f"care plan of {target.resident.id}"
         return why
 
-    def _raise(self, target: Target, h: Hold, now: int, cause: str) -> Output:
+    def _raise(
+        self, target: Target, h: Hold, now: int, cause: str, at: int | None = None
+    ) -> Output:
         h.phase = "active"
         h.severity = self._severity(h.side, h.value)
         bound = self._bounds[target.device][1 if h.side == "high" else 0]
@@ -222,14 +224,17 @@ class BoundRule(Rule):
                 summary=summary,
                 why=self._why(target, h),
                 evidence=h.evidence,
+                at=at,
             )
         ]
 
-    def _resolve(self, target: Target, h: Hold, now: int, cause: str) -> Output:
+    def _resolve(
+        self, target: Target, h: Hold, now: int, cause: str, at: int | None = None
+    ) -> Output:
         why = self._why(target, h)
         h.phase, h.severity = "normal", ""
         h.evidence.clear()
-        return [self.signal("resolve", target, now, cause, why=why)]
+        return [self.signal("resolve", target, now, cause, why=why, at=at)]
 
 
 class ThresholdParams(BoundParams):

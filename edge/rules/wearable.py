@@ -72,6 +72,7 @@ class NotWorn(Rule):
                     self.targets[device],
                     now,
                     f"{cause}:not_worn",
+                    at=since,
                     summary=f"wearable not worn for {minutes} min"
                     + (" (on the charger)" if charging else ""),
                     why={"off_since_ms": since, "charging": charging,
@@ -213,7 +214,7 @@ class GeofenceExit(Rule):
         self.raised.add(device)
         return [
             self.signal(
-                "raise", self.targets[device], now, cause,
+                "raise", self.targets[device], now, cause, at=since,
                 summary="resident left the safe area",
                 why={**where, "outside_since_ms": since,
                      "min_outside_s": self.params.min_outside_s},

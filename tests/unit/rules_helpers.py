@@ -95,7 +95,16 @@ class Bench:
         return self._take(out)
 
     def of(self, type_: str) -> list[Alert]:
-        return [a for a in self.alerts if a.type == type_]
+        """New alerts and escalations of `type_` (not repeats)."""
+        return [
+            a for a in self.alerts if a.type == type_ and a.detail.get("update") != "repeated"
+        ]
+
+    def repeats(self, type_: str) -> list[Alert]:
+        """Repeats of an open alert: the same occurrence again, folded into it."""
+        return [
+            a for a in self.alerts if a.type == type_ and a.detail.get("update") == "repeated"
+        ]
 
     def resolved(self, type_: str) -> list[Notice]:
         return [
