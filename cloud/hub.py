@@ -9,7 +9,9 @@ snapshot is read with the user's SQL filter and every live message is checked pe
 
 Changes made by other cloud workers arrive through `ChangeFeed` (cloud/feed.py), which reads
 the database. Every change goes through `broadcast` once per process whichever way it came:
-`broadcast` remembers the last versions (id, state) it sent and drops a repeat.
+`broadcast` remembers the last versions (id, version) it sent and drops a second copy. The
+version counts every change of an alert, not only its state: an escalation from high to
+critical, a repeated press or a family member's "seen" reaches every open board.
 
 Each client has a bounded queue; a client too slow to keep up is disconnected (close code
 1013, "try again later") so it reconnects and reloads the list, instead of slowing everyone.
@@ -35,7 +37,8 @@ REMEMBERED = 10_000  # versions kept to drop the second copy (local and from the
 
 
 Snapshot = Callable[[Principal], Awaitable[list[dict[str, Any]]]]
-Queue = asyncio.Queue[tuple[tuple[str, str], str]]
+Version = tuple[str, int]  # (alert id, version): one change of one alert
+Queue = asyncio.Queue[tuple[Version, str]]
 Recheck = Callable[[str], Awaitable[bool]]
 # Request keys the access middleware sets (cloud/access/http.py).
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
@@ -52,7 +55,7 @@ class Hub:
         self._snapshot = snapshot
         self._recheck = recheck
         self._recheck_s = recheck_s
-        self._sent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._sent: OrderedDict[Version, None] = OrderedDict()
 
     @property
     def clients(self) -> int:
@@ -62,7 +65,7 @@ class Hub:
         """`message` is {"type": "alert" | "alert_updated", "alert": {...}}."""
         alert = message["alert"]
         # Tagged with its version so a client can skip what its snapshot already holds.
-        key = (alert["id"], alert["state"])
+        key = _version(alert)
         if key in self._sent:
             return
         self._sent[key] = None
@@ -109,10 +112,10 @@ class Hub:
 
     async def _send(self, ws: web.WebSocketResponse, principal: Principal, queue: Queue) -> None:
         with contextlib.suppress(ConnectionError):
-            seen: set[tuple[str, str]] = set()
+            seen: set[Version] = set()
             if self._snapshot is not None:
                 alerts = [principal.view(a) for a in await self._snapshot(principal)]
-                seen = {(a["id"], a["state"]) for a in alerts}
+                seen = {_version(a) for a in alerts}
                 await ws.send_str(orjson.dumps({"type": "snapshot", "alerts": alerts}).decode())
             while True:
                 key, data = await queue.get()
@@ -141,3 +144,7 @@ class Hub:
         for ws in list(self._clients):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         self._clients.clear()
+
+
+def _version(alert: dict[str, Any]) -> Version:
+    return (alert["id"], int(alert.get("version") or 0))

@@ -23,6 +23,8 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import check_alert_body
+from cloud.downlink import message as downlink_message
+from cloud.downlink import news_for
 from cloud.evidence import EvidenceStore, check_evidence_body
 from cloud.fleet import Fleet, check_device_state
 from cloud.store import Store
@@ -32,7 +34,15 @@ from cloud.telemetry import (
     TelemetryStore,
     check_telemetry_body,
 )
-from cloud.updates import NotApplicable, escalate, escalation_of, resolution_of, resolve
+from cloud.updates import (
+    NotApplicable,
+    as_new_alert,
+    escalate,
+    repeat,
+    resolution_of,
+    resolve,
+    update_of,
+)
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient, MqttError
@@ -61,7 +71,7 @@ class Ingest:
         require_registered_sites: bool = False,
         clock: Clock | None = None,
         evidence: EvidenceStore | None = None,
-        on_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_update: Callable[[dict[str, Any], str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -238,19 +248,23 @@ class Ingest:
         return rejection
 
     async def _alert(self, env: Envelope) -> dict[str, Any] | None:
-        target = escalation_of(env)
-        if target is not None:
+        found = update_of(env)
+        if found is not None:
+            kind, target = found
+            apply = escalate if kind == "escalated" else repeat
             try:
-                updated = await escalate(self.store, env, target)
+                updated = await apply(self.store, env, target)
             except NotApplicable as err:
-                # Its alert is closed or unknown here: the worse condition is an alert itself.
-                log.info("escalation stored as a new alert: %s", err, extra={"alert": env.id})
+                # Its alert is closed or unknown here: a worse condition, or the same thing
+                # happening again after the case was closed, is a new alert of its own.
+                log.info("%s stored as a new alert: %s", kind, err, extra={"alert": env.id})
+                env = as_new_alert(env)
             else:
                 if updated is None:
                     self.metrics.reject("duplicate")
                 else:
-                    log.info("alert escalated", extra={"alert": target, "site": env.site})
-                    await self.on_update(updated)
+                    log.info("alert %s", kind, extra={"alert": target, "site": env.site})
+                    await self.on_update(updated, kind)
                 return updated
         alert = await self.store.insert_alert(env)
         if alert is None:
@@ -283,7 +297,7 @@ class Ingest:
                     self.metrics.reject("duplicate")
                 else:
                     log.info("alert resolved at the gateway", extra={"alert": target})
-                    await self.on_update(updated)
+                    await self.on_update(updated, "resolved")
                 return
         if not await self.store.insert_event(env):
             self.metrics.reject("duplicate")
@@ -305,6 +319,17 @@ class Ingest:
 
     async def _gateway(self, env: Envelope) -> None:
         await self.fleet.gateway_report(env, self.clock.now_ms())
+        # The report lists the alerts the gateway holds and the version it knows of each:
+        # answer with what it missed (a change made while it was away, or lost in transit).
+        news = await news_for(self.store, env.site or "", env.body.get("alerts") or [])
+        if news:
+            try:
+                self.client.publish_nowait(
+                    site_down_topic(env.site or "", "alert"), downlink_message(news), qos=1
+                )
+            except MqttError as err:
+                log.warning("news of %d alert(s) for site %s not sent: %s", len(news),
+                            env.site, err)
 
     async def _gateway_offline(self, env: Envelope) -> None:
         await self.fleet.gateway_offline(env, self.clock.now_ms())
@@ -348,16 +373,17 @@ BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
 }
 
 
-async def _ignore(alert: dict[str, Any]) -> None:
+async def _ignore(alert: dict[str, Any], why: str) -> None:
     return None
 
 
 def _run_of(env: Envelope) -> tuple[str, str] | None:
-    """Which run a message may join: telemetry by site, and new alerts (an escalation of a
-    stored alert is stored alone, in order); None for every other message."""
+    """Which run a message may join: telemetry by site, and new alerts (an update of a
+    stored alert, escalation or repeat, is stored alone, in order); None for every other
+    message."""
     if env.kind == "telemetry":
         return ("telemetry", env.site or "")
-    if env.kind == "alert" and escalation_of(env) is None:
+    if env.kind == "alert" and update_of(env) is None:
         return ("alert", "")
     return None
 

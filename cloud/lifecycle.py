@@ -4,6 +4,11 @@ Every call goes through the caller's `Principal`: an alert outside their scope i
 exactly like a missing one (`AlertNotFound`), so the answer says nothing about other
 jurisdictions. Reads and transitions are audited; the state change itself is arbitrated by the
 database (`Store.transition` compares and sets).
+
+Acknowledging means a responder has the case: the roles the escalation policy names
+(`responders`, by default worker, police and admin). Anyone else's acknowledgement (a daughter
+far away pressing "我知道了") is recorded as "seen" (who and when, on the alert and in its
+timeline) and changes no state, so the escalation goes on to the people who can come.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from cloud.access.scope import Principal
 from cloud.access.tables import assignments, notifications, users
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound
+from cloud.escalation.policy import DEFAULT_RESPONDERS
 from cloud.evidence import evidence_for_alert
 from cloud.notify.tables import alert_attempts
 from cloud.store import Store
@@ -32,6 +38,7 @@ TARGET_STATE = {
     "false_alarm": "false_alarm",
 }
 MAX_NOTE = 2000
+ACTIVE = ("open", "acknowledged", "dispatched")
 
 
 class Forbidden(Exception):
@@ -51,11 +58,13 @@ class Lifecycle:
         access: Access,
         on_change: Callable[[dict[str, Any]], None],
         on_left_open: Callable[[str], Awaitable[None]] | None = None,
+        responders: Callable[[str], frozenset[str]] | None = None,
     ) -> None:
         self.store = store
         self.access = access
         self.on_change = on_change
         self.on_left_open = on_left_open
+        self.responders = responders or _default_responders
 
     async def _visible(
         self, principal: Principal, alert_id: str, remote: str | None, action: str
@@ -86,6 +95,8 @@ class Lifecycle:
         alert = await self._visible(principal, alert_id, remote, action)
         if not principal.may(action):
             raise Forbidden(f"a {principal.role} user may not {action.replace('_', ' ')} alerts")
+        if action == "ack" and principal.role not in self.responders(alert["type"]):
+            return await self._seen(principal, alert, remote)
         worker: Principal | None = None
         if action == "dispatch":
             worker = await self._worker_for(alert, body.get("worker"))
@@ -97,9 +108,12 @@ class Lifecycle:
             also.append(assignments.insert().values(
                 alert_id=alert_id, user_id=worker.user_id, ts=self.access.clock.now_ms()
             ))
+        values = {"ack_by": principal.username, "ack_role": principal.role} if (
+            action == "ack"
+        ) else None
         # The dispatch and its assignee in one transaction: never dispatched to nobody.
         alert = await self.store.transition(
-            alert_id, target, actor=principal.actor, note=note, also=also
+            alert_id, target, actor=principal.actor, note=note, also=also, values=values
         )
         await self.access.audit(principal.actor, "alert_" + action, alert_id, remote, detail)
         log.info("alert %s is %s (by %s)", alert_id, target, principal.username)
@@ -107,6 +121,22 @@ class Lifecycle:
             await self.on_left_open(alert_id)
         full = await self._with_people(alert)
         self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
+        return principal.view(full)
+
+    async def _seen(
+        self, principal: Principal, alert: dict[str, Any], remote: str | None
+    ) -> dict[str, Any]:
+        """Someone who is not a responder has seen it: recorded, shown, nothing stops."""
+        now = self.access.clock.now_ms()
+        changed = await self.store.note(
+            alert["id"], actor=principal.actor, note="seen", states=ACTIVE,
+            values={"seen_by": principal.username, "seen_ms": now},
+        )
+        await self.access.audit(principal.actor, "alert_seen", alert["id"], remote)
+        log.info("alert %s seen (by %s)", alert["id"], principal.username)
+        full = await self._with_people(changed or await self.store.get_alert(alert["id"]))
+        if changed is not None:
+            self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
     async def workers(
@@ -155,3 +185,7 @@ class Lifecycle:
             "deliveries": await alert_attempts(self.store, alert["id"]),
             "evidence": await evidence_for_alert(self.store, alert["id"]),
         }
+
+
+def _default_responders(alert_type: str) -> frozenset[str]:
+    return frozenset(DEFAULT_RESPONDERS)

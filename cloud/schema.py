@@ -53,6 +53,16 @@ alerts = Table(
     Column("state", String(16), nullable=False),
     Column("state_changed_ms", BigInteger, nullable=False),
     Column("body", JSON, nullable=False),
+    # Revision 0005: one life per alert, shared with the gateway and every dashboard.
+    # `version` counts every change (a state, an escalation, a repeat, a family member's
+    # "seen"): dashboards and gateways key their copies by it.
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("repeats", Integer, nullable=False, server_default="0"),  # folded repeats
+    Column("last_ms", BigInteger),  # when the latest repeat happened
+    Column("ack_by", String(128)),  # the responder who acknowledged (user name), and role
+    Column("ack_role", String(16)),
+    Column("seen_by", String(128)),  # the latest family member who said "seen", and when
+    Column("seen_ms", BigInteger),
     Index("alerts_state_ts", "state", "ts"),
     Index("alerts_ts", "ts"),
 )
@@ -184,6 +194,21 @@ events = Table(
     Column("received_ms", BigInteger, nullable=False),
     Column("body", JSON, nullable=False),
     Index("events_site_ts", "site", "ts"),
+)
+
+
+# --- revision 0005: messages a bug kept the cloud from handling ---------------------------
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the envelope id, or a hash of the payload
+    Column("site", String(64)),
+    Column("topic", String(256), nullable=False),
+    Column("payload", Text, nullable=False),  # as received (undecodable bytes replaced)
+    Column("error", Text, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("alert_id", String(64)),  # the `processing_failed` alert that tells a person
 )
 
 

@@ -15,6 +15,8 @@ from cloud.access.scope import Principal
 from cloud.access.users import Access
 from cloud.api import build_app, build_monitor_app
 from cloud.config import CloudConfig
+from cloud.downlink import Downlink
+from cloud.escalation.repeats import RepeatNotifier
 from cloud.escalation.scheduler import DispatchNotifier, Notifier, Scheduler
 from cloud.escalation.timers import Timers
 from cloud.evidence import EvidenceStore, add_routes
@@ -52,6 +54,8 @@ class CloudServer:
         self.evidence: EvidenceStore | None = None
         self.access: Access | None = None
         self.scheduler: Scheduler | None = None
+        self.repeats: RepeatNotifier | None = None
+        self.downlink: Downlink | None = None
         self.watchdog: Watchdog | None = None
         self.hub = Hub(
             snapshot=self._snapshot, recheck=self._session_valid,
@@ -75,14 +79,27 @@ class CloudServer:
         self.hub.broadcast({"type": "alert", "alert": alert})
         if self.scheduler is not None:
             self.scheduler.wake()
+        self._tell_gateways()
 
-    async def _on_update(self, alert: dict[str, Any]) -> None:
-        """A gateway escalated or resolved an alert: dashboards see it; a closed one stops
-        escalating."""
+    def _on_change(self, alert: dict[str, Any]) -> None:
+        """A person changed an alert (acknowledged, dispatched, resolved, saw it)."""
+        self.hub.broadcast({"type": "alert_updated", "alert": alert})
+        self._tell_gateways()
+
+    def _tell_gateways(self) -> None:
+        if self.downlink is not None:
+            self.downlink.wake()
+
+    async def _on_update(self, alert: dict[str, Any], why: str) -> None:
+        """A gateway escalated, repeated or resolved an alert: dashboards see it; a closed
+        one stops escalating; a repeat of a case someone has goes to them."""
         summary = {k: v for k, v in alert.items() if k != "timeline"}
         self.hub.broadcast({"type": "alert_updated", "alert": summary})
+        self._tell_gateways()
         if alert["state"] != "open":
             await self._left_open(alert["id"])
+        if why == "repeated" and self.repeats is not None and self.config.alert_duties:
+            await self.repeats.repeated(alert)
 
     async def _left_open(self, alert_id: str) -> None:
         if self.scheduler is not None:
@@ -103,6 +120,10 @@ class CloudServer:
                    round(esc.lease_s * 1000)),
             self.store, self.access, self.notifier, esc.poll_s, esc.notify_timeout_s,
         )
+        self.repeats = RepeatNotifier(
+            self.scheduler.timers, self.access, self.notifier, esc.repeat_notify_s,
+            esc.notify_timeout_s,
+        )
         if duties and self.policies.policies:  # no policy file: nothing to plan, no loop
             self._tasks.append(
                 asyncio.create_task(self.scheduler.run(), name="cloud-escalation")
@@ -110,8 +131,7 @@ class CloudServer:
         # Those workers run it too: the alert id and the database keep one alert per outage.
         self.watchdog = Watchdog(
             self.store, self.clock, self.config.watchdog, on_alert=self._on_alert,
-            on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
-            on_left_open=self._left_open,
+            on_change=self._on_change, on_left_open=self._left_open,
         )
         if duties and self.config.watchdog.enabled:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
@@ -122,8 +142,9 @@ class CloudServer:
             self._tasks.append(asyncio.create_task(feed.run(), name="cloud-feed"))
             lifecycle = Lifecycle(
                 self.store, self.access,
-                on_change=lambda a: self.hub.broadcast({"type": "alert_updated", "alert": a}),
+                on_change=self._on_change,
                 on_left_open=self._left_open,
+                responders=self.policies.responders_for,
             )
             app = build_app(
                 self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle
@@ -156,6 +177,13 @@ class CloudServer:
                     client.subscribe(topic, 1)
                 await client.start()
                 self.streams.append(client)
+                if stream == "alerts":
+                    # Gateways hear of every change to their alerts from the alerts workers.
+                    self.downlink = Downlink(self.store, client, self.config.feed_poll_s)
+                    await self.downlink.start_position()
+                    self._tasks.append(
+                        asyncio.create_task(self.downlink.run(), name="cloud-downlink")
+                    )
                 ingest = Ingest(
                     client,
                     self.store,

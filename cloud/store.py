@@ -65,6 +65,19 @@ class Store:
         now = _now_ms()
         out: list[dict[str, Any] | None] = []
         async with self.engine.begin() as conn:
+            # A message that was a repeat on one pass and a new alert on the next (the gateway
+            # crashed between the two and the alert was closed meanwhile) is one alert: both
+            # envelopes carry the same id, so one folded in stands for it.
+            folded = set(
+                (
+                    await conn.execute(
+                        select(events.c.id).where(
+                            events.c.id.in_([e.id for e in envs]),
+                            events.c.name == "alert_repeated",
+                        )
+                    )
+                ).scalars()
+            )
             for env in envs:
                 body = env.body
                 row = {
@@ -84,6 +97,9 @@ class Store:
                     "state_changed_ms": now,
                     "body": body,
                 }
+                if env.id in folded:
+                    out.append(None)  # folded into an open alert as a repeat already
+                    continue
                 result = await conn.execute(self._new_alert, row)
                 if result.rowcount != 1:
                     out.append(None)
@@ -99,7 +115,7 @@ class Store:
                         "note": None,
                     },
                 )
-                out.append(_public(row))
+                out.append(_public({**row, "version": 1, "repeats": 0}))
         return out
 
     async def insert_drop_report(self, env: Envelope) -> bool:
@@ -196,12 +212,44 @@ class Store:
         ]
         return alert
 
+    async def note(
+        self, alert_id: str, *, actor: str, note: str, states: Sequence[str],
+        values: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """A change that is not a state change (a family member's "seen"): `values` set on
+        the alert and a line in its timeline, while it is in one of `states`; None when it
+        is not (any more)."""
+        now = _now_ms()
+        async with self.engine.begin() as conn:
+            current = (
+                await conn.execute(select(alerts.c.state).where(alerts.c.id == alert_id))
+            ).scalar_one_or_none()
+            if current is None:
+                raise AlertNotFound(alert_id)
+            if current not in states:
+                return None
+            result = await conn.execute(
+                update(alerts)
+                .where(alerts.c.id == alert_id, alerts.c.state == current)
+                .values(version=alerts.c.version + 1, **(values or {}))
+            )
+            if result.rowcount != 1:
+                return None
+            await conn.execute(
+                alert_transitions.insert().values(
+                    alert_id=alert_id, from_state=current, to_state=current, actor=actor,
+                    ts=now, note=note,
+                )
+            )
+        return await self.get_alert(alert_id)
+
     async def transition(
         self, alert_id: str, target: str, *, actor: str, note: str | None = None,
-        also: Sequence[Executable] = (),
+        also: Sequence[Executable] = (), values: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move an alert to `target` atomically; the database arbitrates concurrent workers.
-        `also` runs in the same transaction (a dispatch's assignee): all of it or none."""
+        `also` runs in the same transaction (a dispatch's assignee): all of it or none;
+        `values` are set on the alert with the state (who acknowledged)."""
         now = _now_ms()
         async with self.engine.begin() as conn:
             current = (
@@ -214,7 +262,10 @@ class Store:
             result = await conn.execute(
                 update(alerts)
                 .where(alerts.c.id == alert_id, alerts.c.state == current)
-                .values(state=target, state_changed_ms=now)
+                .values(
+                    state=target, state_changed_ms=now, version=alerts.c.version + 1,
+                    **(values or {}),
+                )
             )
             if result.rowcount != 1:  # another worker moved it first
                 raise IllegalTransition(alert_id, "changed concurrently", target)
@@ -234,9 +285,10 @@ class Store:
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    out = {str(c.name): row[c.name] for c in _ALERT_COLUMNS}
+    out = {str(c.name): row.get(c.name) for c in _ALERT_COLUMNS}
     body = row.get("body") or {}
     out["source_id"] = body.get("source_id")
+    out["raised_ms"] = body.get("raised_ms")
     out["detail"] = body.get("detail", {})
     return out
 

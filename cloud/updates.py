@@ -1,25 +1,30 @@
-"""What a gateway's rules say about an alert it raised before: worse, or over.
+"""What a gateway's rules say about an alert it raised before: worse, again, or over.
 
 The edge keeps one alert per (subject, type). When the condition worsens it sends another
 `alert` envelope for the same dedup key with `detail.update = "escalated"` and
-`detail.supersedes` naming the first; when the condition clears (for types that allow it) it
-sends an `event` with `body.type = "alert_resolved"` and the alert's id. Here an escalation is
-folded into the alert people are already working on (new severity, the latest why, a line in
-its timeline), and a resolution closes an alert nobody has been sent to yet; a dispatched alert
-only gets the news in its timeline, since the worker on the way closes the case.
+`detail.supersedes` naming the first; when the same thing happens again (the button pressed
+again, a second fall) it sends one with `detail.update = "repeated"`; when the condition clears
+(for types that allow it) it sends an `event` with `body.type = "alert_resolved"` and the
+alert's id. Here an escalation is folded into the alert people are already working on (new
+severity, the latest why, a line in its timeline), a repeat is counted on it (`repeats`,
+`last_ms`, a line in its timeline), and a resolution closes an alert nobody has been sent to
+yet; a dispatched alert only gets the news in its timeline, since the worker on the way closes
+the case. Every change counts up the alert's `version`.
 
 Each update is applied once, in one transaction with the record of its envelope (the `events`
 table), so a redelivery, or several workers receiving the same alert stream, change nothing
 twice. An update that cannot apply (its alert is unknown, already closed, or another site's) is
-not lost: an escalation is then stored as an alert of its own, a resolution as a plain event.
+not lost: an escalation or a repeat is then a new alert of its own (`as_new_alert`: a press
+after the case was closed is a new case), a resolution a plain event.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.schema import alert_transitions, alerts, events
@@ -34,13 +39,34 @@ class NotApplicable(Exception):
     """The update names no open alert of this site; the caller stores it another way."""
 
 
-def escalation_of(env: Envelope) -> str | None:
-    """The id of the alert an `alert` envelope escalates, or None for a new alert."""
+UPDATES = ("escalated", "repeated")
+
+
+def update_of(env: Envelope) -> tuple[str, str] | None:
+    """(kind, alert id) of the update an `alert` envelope carries, or None for a new alert."""
     detail = env.body.get("detail")
-    if not isinstance(detail, dict) or detail.get("update") != "escalated":
+    if not isinstance(detail, dict) or detail.get("update") not in UPDATES:
         return None
     target = detail.get("supersedes")
-    return target if isinstance(target, str) and target else None
+    return (detail["update"], target) if isinstance(target, str) and target else None
+
+
+def escalation_of(env: Envelope) -> str | None:
+    """The id of the alert an `alert` envelope escalates, or None."""
+    found = update_of(env)
+    return found[1] if found is not None and found[0] == "escalated" else None
+
+
+def as_new_alert(env: Envelope) -> Envelope:
+    """An update whose alert is closed (or unknown) as the new alert it then is: the
+    detail says which alert it followed instead of which it updates."""
+    detail = dict(env.body.get("detail") or {})
+    follows = detail.get("supersedes")
+    for key in ("update", "supersedes", "alert_id", "previous_severity", "repeats", "last_ms"):
+        detail.pop(key, None)
+    if isinstance(follows, str):
+        detail["follows"] = follows
+    return replace(env, body={**env.body, "detail": detail})
 
 
 def resolution_of(env: Envelope) -> str | None:
@@ -71,7 +97,10 @@ async def escalate(store: Store, env: Envelope, target: str) -> dict[str, Any] |
         await conn.execute(
             update(alerts)
             .where(alerts.c.id == target)
-            .values(severity=env.body["severity"], life_safety=body["life_safety"], body=body)
+            .values(
+                severity=env.body["severity"], life_safety=body["life_safety"], body=body,
+                version=alerts.c.version + 1,
+            )
         )
         await _timeline(
             conn, target, row["state"], row["state"], f"site:{env.site}", now,
@@ -95,13 +124,44 @@ async def resolve(store: Store, env: Envelope, target: str) -> dict[str, Any] | 
             result = await conn.execute(
                 update(alerts)
                 .where(alerts.c.id == target, alerts.c.state == state)
-                .values(state="resolved", state_changed_ms=now)
+                .values(state="resolved", state_changed_ms=now, version=alerts.c.version + 1)
             )
             if result.rowcount != 1:
                 raise NotApplicable(f"alert {target} changed concurrently")
             await _timeline(conn, target, state, "resolved", f"site:{env.site}", now, note)
         else:  # dispatched: the worker on the way closes it; the timeline gets the news
+            await conn.execute(
+                update(alerts).where(alerts.c.id == target).values(version=alerts.c.version + 1)
+            )
             await _timeline(conn, target, state, state, f"site:{env.site}", now, note)
+    return await store.get_alert(target)
+
+
+async def repeat(store: Store, env: Envelope, target: str) -> dict[str, Any] | None:
+    """Count the repeat `env` on alert `target`; the updated alert, or None when this repeat
+    was counted before. Raises NotApplicable when `target` is not open here (closed: the
+    repeat is a new alert)."""
+    now = _now_ms()
+    async with store.engine.begin() as conn:
+        if not await _record(store, conn, env, "alert_repeated", now):
+            return None
+        row = await _open_alert(conn, target, env.site)
+        await conn.execute(
+            update(alerts)
+            .where(alerts.c.id == target)
+            .values(
+                repeats=alerts.c.repeats + 1,
+                last_ms=func.max(func.coalesce(alerts.c.last_ms, 0), env.ts)
+                if store.engine.dialect.name == "sqlite"
+                else func.greatest(func.coalesce(alerts.c.last_ms, 0), env.ts),
+                version=alerts.c.version + 1,
+            )
+        )
+        what = (env.body.get("detail") or {}).get("what") or env.body.get("type")
+        await _timeline(
+            conn, target, row["state"], row["state"], f"site:{env.site}", now,
+            f"repeated: {what}",
+        )
     return await store.get_alert(target)
 
 

@@ -15,12 +15,14 @@ from edge.adapters.cjt188_client import Cjt188MeterConfig, Cjt188Poller
 from edge.adapters.modbus import ModbusMeterConfig, ModbusPoller
 from edge.adapters.polling import Poller
 from edge.config import EdgeConfig
+from edge.deadletter import dead_letter
 from edge.evidence import EvidenceSpool, EvidenceUploader
 from edge.fallback import LOCAL_ALARM_TOPIC, LocalFallback
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
 from edge.outbox import MiB, NewRow, Outbox, Priority
 from edge.pipeline import Outcome, Pipeline
+from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
 from shouwang import heap
@@ -31,7 +33,7 @@ from shouwang.metrics import Metrics
 from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient, MqttError
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
-from shouwang.records import Reading
+from shouwang.records import Alert, Reading
 
 log = logging.getLogger(__name__)
 SHED_ON_FULL_BYTES = 8 * 1024 * 1024
@@ -67,6 +69,12 @@ class EdgeDaemon:
         self.clock: Clock = clock or SystemClock()
         self.rules = RuleEngine.for_site(config, self.profiles, self.clock)
         self._broker_changes: list[bool] = []  # edge broker up/down, applied by the watch loop
+        # Rule deadlines (a fall's cancel window, a threshold's duration) are timers of their
+        # own: `_rule_timers` sleeps until the earliest, and is woken when a batch, a poll or
+        # a watch round brings an earlier one (`_rearm`), or when an injected clock moves.
+        self._timers_changed = asyncio.Event()
+        self._armed_due: int | None = None
+        self.rule_rounds = 0  # completed rule-timer rounds (a scenario waits on it)
         # Rule state may be saved only when every row it implies is committed: whoever changes
         # it (a batch, polled readings, a watch round) holds this from the change to the save.
         # Saved ahead of its rows, a crash would leave an escalation or a broker-down alert
@@ -150,7 +158,13 @@ class EdgeDaemon:
             EvidenceUploader(config.evidence, self.evidence) if config.evidence else None
         )
         self.uplink = Uplink(
-            self.outbox, self.cloud_mqtt, config.uplink, config.site, self.uploader
+            self.outbox, self.cloud_mqtt, config.uplink, config.site, self.uploader,
+            on_news=self._follow_cloud, on_refused=self._refused,
+        )
+        self.news = self.metrics.counter(
+            "shouwang_alert_news_total",
+            "The cloud's word on this site's alerts, by what it changed in the rules' book",
+            ["change"],
         )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
         self._critical_announced = False
@@ -158,6 +172,10 @@ class EdgeDaemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        wake_on_change = getattr(self.clock, "wake_on_change", None)
+        if wake_on_change is not None:  # a test's clock: moving it is time passing
+            wake_on_change(self._timers_changed)
+            wake_on_change(self._wake_watch)
 
     def _edge_connection_changed(self, up: bool) -> None:
         self._broker_changes.append(up)  # applied under the rules lock, not in this callback
@@ -166,6 +184,7 @@ class EdgeDaemon:
     def poke(self) -> None:
         """Re-check every deadline now (the clock was moved: a scenario, an NTP step)."""
         self._wake_watch.set()
+        self._timers_changed.set()
 
     def _cloud_connection_changed(self, up: bool) -> None:
         log.info("uplink to cloud broker %s", "up" if up else "down")
@@ -193,6 +212,7 @@ class EdgeDaemon:
             asyncio.create_task(self.uplink.run(), name="edge-uplink"),
             asyncio.create_task(self.uplink.receive_confirmations(), name="edge-confirmations"),
             asyncio.create_task(self._watch(), name="edge-watch"),
+            asyncio.create_task(self._rule_timers(), name="edge-rule-timers"),
             asyncio.create_task(self._store_polled(), name="edge-polled"),
         ]
         for poller in self.pollers.values():
@@ -339,17 +359,18 @@ class EdgeDaemon:
     async def _handle_batch(self, batch: list[Message]) -> list[Outcome | Rejection]:
         results: list[Outcome | Rejection] = []
         rows: list[NewRow] = []
-        alerts = []
+        alerts: list[Alert] = []
+        notices: list[Notice] = []
         readings = []
         pushes: list[PushStep] = []
         kinds: dict[str, int] = {}  # counted once per batch, not per message
         for message in batch:
             try:
                 result = self.pipeline.process(message.topic, message.payload)
-            except Exception:
-                # A bug must not stop ingest for every other device.
-                self.metrics.reject("internal_error")
-                log.exception("failed to process a message on %s", message.topic)
+            except Exception as err:
+                # A bug must not stop ingest for every other device, nor lose this message:
+                # it goes on as an alert that carries it (edge/deadletter.py).
+                alerts.append(self._dead_letter(message, err))
                 continue
             results.append(result)
             if isinstance(result, Rejection):
@@ -361,12 +382,18 @@ class EdgeDaemon:
             for bad in result.field_rejections:
                 self.metrics.reject(bad.reason)
                 log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
-            if result.alerts or result.notices:
-                rows += self._rule_rows(RuleOutput(result.alerts, result.notices), count=False)
-                alerts += result.alerts
+            alerts += result.alerts
+            notices += result.notices
+            for failure in result.failures:  # a rule failed; the others ran
+                alerts.append(self._dead_letter(message, failure.error, rule=failure.rule))
             if result.reading is not None:
                 readings.append(result.reading)
-            rows += self._observe(result, pushes)
+            try:
+                rows += self._observe(result, pushes)
+            except Exception as err:
+                alerts.append(self._dead_letter(message, err))
+        if alerts or notices:
+            rows = self._rule_rows(RuleOutput(alerts, notices), count=False) + rows
         for kind, n in kinds.items():
             self.metrics.received(kind, n)
         if readings:
@@ -387,11 +414,8 @@ class EdgeDaemon:
         ]
         for alert, is_new in zip(alerts, alert_stored, strict=False):
             if is_new:
-                self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
-                log.info(
-                    "alert raised",
-                    extra={"alert": alert.id, "type": alert.type, "device": alert.device},
-                )
+                self._count_alert(alert)
+        self._rearm()
         await self._check_critical()
         life_safety = [r.payload for r in rows if r.priority == Priority.LIFE_SAFETY]
         if life_safety:
@@ -456,6 +480,7 @@ class EdgeDaemon:
     def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
         if not changes:  # the usual case, once per message: nothing changed, nothing to tell
             return []
+        self._timers_changed.set()  # a device back from stale has a deadline again
         rows = [self._health_row(_transition_body(t), t.at_ms) for t in changes]
         return rows + self._rule_rows(self.rules.observe_transitions(changes))
 
@@ -473,8 +498,7 @@ class EdgeDaemon:
                        alert.ts)
             )
             if count:
-                self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
-                log.info("alert raised", extra={"alert": alert.id, "type": alert.type})
+                self._count_alert(alert)
         for n in out.notices:
             envelope = make_envelope(
                 site=self.config.site, device=n.device, kind="event", body=n.body, ts=n.ts, id=n.id
@@ -484,6 +508,28 @@ class EdgeDaemon:
                        n.ts)
             )
         return rows
+
+    def _dead_letter(
+        self, message: Message, err: Exception | str, rule: str | None = None
+    ) -> Alert:
+        """A message we failed on (a bug), as the alert that carries it to a person."""
+        error = err if isinstance(err, str) else f"{type(err).__name__}: {err}"[:500]
+        self.metrics.reject("internal_error")
+        if isinstance(err, Exception):
+            log.error("failed to process a message on %s; sent on as an alert", message.topic,
+                      exc_info=err)
+        parts = message.topic.split("/")
+        binding = self.pipeline.devices.get(parts[1]) if len(parts) == 3 else None
+        profile = self.profiles.get(binding.profile) if binding is not None else None
+        return dead_letter(self.config.site, message.topic, message.payload, error, now_ms(),
+                           binding, profile, rule)
+
+    def _count_alert(self, alert: Alert) -> None:
+        update = alert.detail.get("update")
+        if update is None:
+            self.metrics.alerts.labels("edge", alert.type, alert.severity).inc()
+        what = "alert raised" if update is None else f"alert {update}"
+        log.info(what, extra={"alert": alert.id, "type": alert.type, "device": alert.device})
 
     def _health_row(self, body: dict[str, Any], ts: int) -> NewRow:
         if body.get("type") == "device_state":
@@ -533,20 +579,110 @@ class EdgeDaemon:
                     await self.outbox.put_many(rows, now_ms())
                     self.uplink.notify()
                 await self.rules.save()
+                self._rearm()
+
+    # --- rule timers ----------------------------------------------------------------------
+
+    def _rearm(self) -> None:
+        """Wake the rule timers if the rules now have a deadline earlier than the armed one
+        (a fall just started its cancel window)."""
+        due = self.rules.next_deadline()
+        if due is not None and (self._armed_due is None or due < self._armed_due):
+            self._timers_changed.set()
+
+    def _timers_due(self) -> tuple[float | None, bool]:
+        """Seconds until the next rule or liveness deadline (None: none), and whether one
+        is due now."""
+        waits = []
+        due_now = False
+        rule_due = self.rules.next_deadline()
+        if rule_due is not None:
+            waits.append((rule_due - self.clock.now_ms()) / 1000)
+            due_now = rule_due <= self.clock.now_ms()
+        stale_at = self.liveness.next_deadline()
+        if stale_at is not None:
+            # A device is stale once its window has run out, not at its last instant.
+            waits.append(stale_at - self.clock.monotonic() + 0.001)
+            due_now = due_now or stale_at < self.clock.monotonic()
+        self._armed_due = rule_due
+        return min(waits, default=None), due_now
+
+    def timers_idle(self) -> bool:
+        """No rule or liveness deadline is due and none is being handled (for scenarios)."""
+        return not self._timers_due()[1] and not self._rules_lock.locked()
+
+    async def _rule_timers(self) -> None:
+        """Fire each deadline when it is due on the injected clock: a fall not cancelled is
+        raised at the end of its window, a silent device goes stale at the end of its window,
+        not at the next round of anything. Liveness goes first: a rule due at the same moment
+        (missing data) must know the device is offline."""
+        spun = False
+        while True:
+            wait, due_now = self._timers_due()
+            if not due_now or spun:
+                # `spun`: a round left something due (a deadline its tick did not clear);
+                # wait a little rather than spin on it.
+                timeout = None if wait is None else max(0.05, wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._timers_changed.wait()
+                self._timers_changed.clear()
+                spun = False
+                continue
+            async with self._rules_lock:
+                rows = self._transition_rows(self.liveness.tick())
+                rows += self._rule_rows(self.rules.tick())
+                if rows:
+                    await self._put_rows(rows)
+                    self.uplink.notify()
+                await self.rules.save()
+            spun = self._timers_due()[1]
+            self.rule_rounds += 1
+
+    # --- the cloud's word on our alerts ---------------------------------------------------
+
+    async def _follow_cloud(self, payload: bytes) -> None:
+        """`site/{site}/down/alert`: the book follows the cloud's life of each alert."""
+        words = parse_news(payload)
+        if words is None:
+            self.metrics.reject("bad_alert_news")
+            log.warning("ignored malformed alert news from the cloud (%d bytes)", len(payload))
+            return
+        async with self._rules_lock:
+            for word in words:
+                change = self.rules.follow(word, adopt=word.device in self.pipeline.devices)
+                if change is None:
+                    continue
+                self.news.labels(change).inc()
+                if change in ("resolved", "false_alarm"):
+                    log.info("alert %s is %s in the cloud (by %s): the next occurrence is a "
+                             "new alert", word.id, change, word.by)
+                else:
+                    log.info("alert %s is %s in the cloud (version %d)", word.id, change,
+                             word.version)
+            await self.rules.save()
+
+    async def _refused(self, ids: list[str]) -> None:
+        """The cloud refused these for good: an alert among them has nothing to fold into."""
+        async with self._rules_lock:
+            for envelope_id in ids:
+                if self.rules.book.forget(envelope_id):
+                    log.warning("alert %s refused by the cloud; dropped from the book",
+                                envelope_id)
+            await self.rules.save()
 
     async def _watch(self) -> None:
-        """Sleep until a device may go stale, a config ack times out, or the gateway reports."""
+        """Sleep until a config ack times out, a life-safety alert may be overdue, or the
+        gateway reports. (Rule and liveness deadlines are `_rule_timers`'.)"""
         next_report = self.clock.monotonic()
         while True:
             now = self.clock.monotonic()
             async with self._rules_lock:
-                rows = self._transition_rows(self.liveness.tick())
-                rows += [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
+                rows = [self._health_row(_issue_body(i), i.at_ms) for i in self.firmware.tick()]
                 pending = RuleOutput()
                 changes, self._broker_changes = self._broker_changes, []
                 for up in changes:
                     pending.add(self.rules.broker_changed(up))
-                pending.add(self.rules.tick())
                 rows += self._rule_rows(pending)
                 if now >= next_report or self._report_now:
                     self._report_now = False
@@ -556,6 +692,7 @@ class EdgeDaemon:
                     await self.outbox.put_many(rows, now_ms())
                     self.uplink.notify()
                 await self.rules.save()
+                self._rearm()
             self.watch_rounds += 1
             await self._check_critical()
             if self.fallback.active():
@@ -568,11 +705,9 @@ class EdgeDaemon:
             deadlines = [
                 d
                 for d in (
-                    self.liveness.next_deadline(),
                     self.firmware.next_deadline(),
                     self.fallback.deadline(),
                     overdue_at,
-                    self._rules_deadline(now),
                 )
                 if d
             ]
@@ -601,11 +736,6 @@ class EdgeDaemon:
             return None
         return self.clock.monotonic() + (upcoming + after_ms - wall) / 1000
 
-    def _rules_deadline(self, now: float) -> float | None:
-        """The rules' next deadline (wall ms) on the monotonic scale the watch loop sleeps by."""
-        due = self.rules.next_deadline()
-        return None if due is None else now + (due - self.clock.now_ms()) / 1000
-
     async def _gateway_body(self) -> dict[str, Any]:
         return {
             "type": "gateway",
@@ -615,6 +745,9 @@ class EdgeDaemon:
             },
             "outbox_critical": self.outbox.critical,
             "edge_broker": self.edge_mqtt.connected,
+            # The alerts this gateway holds open and the version of each it has heard of: the
+            # cloud answers with what it missed (cloud/downlink.py).
+            "alerts": self.rules.book.versions(),
         }
 
     def _telemetry_row(self, readings: list[Reading]) -> NewRow:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from edge.config import DeviceBinding
 from edge.rules.book import Notice
 from edge.rules.config import Binding
-from edge.rules.engine import RuleEngine, RuleOutput
+from edge.rules.engine import RuleEngine, RuleFailure, RuleOutput
 from edge.rules.suppression import BROKER
 from shouwang.clock import SystemClock
 from shouwang.profiles import DeviceProfile
@@ -32,10 +32,12 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     field_rejections: list[Rejection] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)  # alert resolved, fall cancelled, ...
+    failures: list[RuleFailure] = field(default_factory=list)  # rules that raised (bugs)
 
     def add(self, out: RuleOutput) -> Outcome:
         self.alerts += out.alerts
         self.notices += out.notices
+        self.failures += out.failures
         return self
 
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,8 @@ class Uplink:
         config: UplinkConfig,
         site: str,
         evidence: EvidenceUploader | None = None,
+        on_news: Callable[[bytes], Awaitable[None]] | None = None,
+        on_refused: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -119,6 +122,10 @@ class Uplink:
         self.refused: dict[str, int] = {}  # envelopes the cloud refused for good, by reason
         self.resent = 0  # envelopes published again for want of a confirmation
         self.ack_topic = site_down_topic(site, "ack")
+        # The cloud's word on this site's alerts (cloud/downlink.py), for the rules' book.
+        self.news_topic = site_down_topic(site, "alert")
+        self.on_news = on_news
+        self.on_refused = on_refused
         self._awaiting: dict[str, _Sent] = {}
         self._report: _Report | None = None
         self._reconnected = False
@@ -127,6 +134,8 @@ class Uplink:
         self._wake = asyncio.Event()
         if config.confirm == "cloud" and client is not None:
             client.subscribe(self.ack_topic, 1)
+        if on_news is not None and client is not None:
+            client.subscribe(self.news_topic, 1)
 
     @property
     def awaiting(self) -> int:
@@ -143,10 +152,14 @@ class Uplink:
             self._wake.set()
 
     async def receive_confirmations(self) -> None:
-        """Delete what the cloud confirmed (stored, or refused for good) from the outbox."""
+        """Delete what the cloud confirmed (stored, or refused for good) from the outbox;
+        hand the cloud's word on alerts to `on_news`."""
         while True:
             message = await self.client.messages()
-            await self.handle_confirmation(message)
+            if message.topic == self.news_topic and self.on_news is not None:
+                await self.on_news(message.payload)
+            else:
+                await self.handle_confirmation(message)
 
     async def handle_confirmation(self, message: Message) -> None:
         parsed = parse_confirmation(message.payload) if message.topic == self.ack_topic else None
@@ -172,6 +185,8 @@ class Uplink:
             if sent.evidence is not None and self.evidence is not None:
                 forget.append(sent.evidence)
         self.confirmed += len(stored) + len(rejected)
+        if rejected and self.on_refused is not None:
+            await self.on_refused([i for i, _ in rejected])
         await self.outbox.delete(rows)
         self.sent += len(rows)
         if forget and self.evidence is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -37,6 +38,15 @@ class ManualClock:
         # Integer milliseconds inside, so a day of steps adds up exactly.
         self._wall_ms = now_ms
         self._mono_ms = monotonic_ms
+        self._watchers: list[asyncio.Event] = []
+
+    def wake_on_change(self, event: asyncio.Event) -> None:
+        """Set `event` whenever this clock moves: timers due on it fire without a poke."""
+        self._watchers.append(event)
+
+    def _moved(self) -> None:
+        for event in self._watchers:
+            event.set()
 
     def now_ms(self) -> int:
         return self._wall_ms
@@ -49,6 +59,8 @@ class ManualClock:
             raise ValueError(f"cannot advance by {ms} ms: time does not go backwards")
         self._wall_ms += ms
         self._mono_ms += ms
+        self._moved()
 
     def set(self, ms: int) -> None:
         self._wall_ms = ms
+        self._moved()

@@ -149,10 +149,11 @@ class ScenarioRunner:
             return
 
     async def settle(self) -> None:
-        """Let the daemon's watch loop tick at the current time and store what it raised."""
+        """Let the daemon's watch loop and rule timers run at the current time and store what
+        they raised."""
         ticks = self.daemon.watch_rounds
         self.daemon.poke()
-        await _until(lambda: self.daemon.watch_rounds > ticks)
+        await _until(lambda: self.daemon.watch_rounds > ticks and self.daemon.timers_idle())
 
 
 async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -102,11 +102,35 @@ async function acknowledge(id, button) {
   }
 }
 
-function critical(alert) {
-  if (alert.severity !== "critical" || alert.state !== "open") return;
+// What this page last knew of each alert, so a change that needs a person's attention is
+// cued once: a new critical alert, one that became critical (a gas leak from high to
+// critical), the button pressed again on a life-safety case, or any of these that happened
+// while the board was reconnecting (they arrive in the snapshot, not as messages).
+const known = new Map(); // id -> {severity, repeats}
+const ACTIVE_STATES = ["open", "acknowledged", "dispatched"];
+
+function needsCue(alert) {
+  const before = known.get(alert.id);
+  known.set(alert.id, { severity: alert.severity, repeats: alert.repeats || 0 });
+  if (!ACTIVE_STATES.includes(alert.state)) return null;
+  const critical = alert.severity === "critical";
+  if (!before) return critical && alert.state === "open" ? "board.critical" : null;
+  if (critical && before.severity !== "critical") return "board.now_critical";
+  if ((alert.repeats || 0) > before.repeats && (critical || alert.life_safety)) return "board.repeated";
+  return null;
+}
+
+function cue(alert) {
+  const key = needsCue(alert);
+  if (!key) return;
   beep();
+  document.body.dataset.cues = String(Number(document.body.dataset.cues || 0) + 1);
   const banner = $("#critical");
-  banner.textContent = t("board.critical", { type: label("type", alert.type), where: alert.location || alert.device });
+  banner.textContent = t(key, {
+    type: label("type", alert.type), where: alert.location || alert.device,
+    n: (alert.repeats || 0) + 1,
+  });
+  banner.dataset.alert = alert.id;
   banner.hidden = false;
 }
 
@@ -124,10 +148,14 @@ function connect(delay = 500) {
     const data = JSON.parse(msg.data);
     // A snapshot comes first on every (re)connect: reload the page on screen, so whatever
     // happened while away shows, without a gap (live changes are registered before it).
-    if (data.type === "snapshot") board.load("initial").catch(report);
-    if (data.type === "alert") { board.apply(data.alert, true); critical(data.alert); refreshPlaces(); }
+    if (data.type === "snapshot") {
+      board.load("initial").catch(report);
+      data.alerts.forEach(cue); // what happened while this board was away is cued too
+    }
+    if (data.type === "alert") { board.apply(data.alert, true); cue(data.alert); refreshPlaces(); }
     if (data.type === "alert_updated") {
       board.apply(data.alert, false);
+      cue(data.alert);
       detail.changed(data.alert);
       refreshPlaces();
     }

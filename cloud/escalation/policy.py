@@ -9,9 +9,14 @@ policies:
       - {name: police, after_s: 300, notify: [police]}
   "*":            # any other alert type
     stages: [{name: grid-worker, after_s: 0, notify: [worker]}]
+responders: [worker, police, admin]   # who ends an escalation by acknowledging (the default)
 ```
 `after_s` counts from when the cloud stored the alert; every stage whose time has come fires
 unless the alert has left `open` (acknowledged, dispatched, resolved, false alarm) before.
+
+Acknowledging means a responder has the case. Only the roles in `responders` (per policy, else
+the file's) acknowledge; anyone else who may see the alert and says "seen" (a daughter far
+away) is recorded and shown, and the escalation goes on to the next stage.
 """
 
 from __future__ import annotations
@@ -39,8 +44,16 @@ class Stage(Strict):
     )
 
 
+DEFAULT_RESPONDERS: list[Role] = ["worker", "police", "admin"]
+
+
 class Policy(Strict):
     stages: list[Stage] = Field(min_length=1, description="In order of after_s")
+    responders: list[Role] | None = Field(
+        None,
+        description="Roles whose acknowledgement stops this policy's escalation (someone on "
+        "the way); others' is recorded as 'seen'. Default: the file's `responders`",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Policy:
@@ -58,9 +71,22 @@ class Policies(Strict):
         default_factory=dict,
         description=f"Alert type → policy; {ANY_TYPE!r} applies to every type not listed",
     )
+    responders: list[Role] = Field(
+        default_factory=lambda: list(DEFAULT_RESPONDERS),
+        min_length=1,
+        description="Roles whose acknowledgement means someone has the case and stops the "
+        "escalation; a family member's acknowledgement is 'seen' unless listed here",
+    )
 
     def for_type(self, alert_type: str) -> Policy | None:
         return self.policies.get(alert_type) or self.policies.get(ANY_TYPE)
+
+    def responders_for(self, alert_type: str) -> frozenset[str]:
+        """The roles that acknowledge alerts of `alert_type` (others only mark them seen)."""
+        policy = self.for_type(alert_type)
+        if policy is not None and policy.responders is not None:
+            return frozenset(policy.responders)
+        return frozenset(self.responders)
 
 
 class EscalationConfig(Strict):
@@ -77,6 +103,12 @@ class EscalationConfig(Strict):
     )
     notify_timeout_s: float = Field(
         10, gt=0, le=300, description="Longest wait for one notifier call"
+    )
+    repeat_notify_s: float = Field(
+        30, ge=0, le=3600,
+        description="A repeat of an acknowledged or dispatched alert (the button pressed "
+        "again) is sent to the responders on the case, at most once in this many seconds "
+        "per alert; every repeat shows on the board",
     )
 
     def load(self) -> Policies:

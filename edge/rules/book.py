@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import orjson
+
 from edge.rules.base import SEVERITY_RANK, Note, Signal, Target
 from shouwang.ids import derived_id, id_time_ms
 from shouwang.profiles import LIFE_SAFETY_TYPES
@@ -83,6 +85,36 @@ class CloudWord:
 
 
 _ENTRY_FIELDS = frozenset(f.name for f in fields(Entry))
+_WORD_FIELDS = {f.name: f.type for f in fields(CloudWord)}
+
+
+def parse_news(payload: bytes) -> list[CloudWord] | None:
+    """`{"v": 1, "alerts": [{"id", "dedup_key", "state", "version", ...}]}` → words; None
+    when the message is not of that form (an item of the wrong form is skipped)."""
+    try:
+        data = orjson.loads(payload)
+        items = data["alerts"] if isinstance(data, dict) and data.get("v") == 1 else None
+    except (orjson.JSONDecodeError, KeyError):
+        return None
+    if not isinstance(items, list):
+        return None
+    words = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        known = {k: v for k, v in item.items() if k in _WORD_FIELDS}
+        if not (
+            isinstance(known.get("id"), str) and isinstance(known.get("dedup_key"), str)
+            and isinstance(known.get("state"), str) and type(known.get("version")) is int
+        ):
+            continue
+        for name in ("type", "subject", "severity", "device", "by"):
+            if not isinstance(known.get(name, ""), str | None):
+                known.pop(name)
+        if type(known.get("ts", 0)) is not int:
+            known.pop("ts")
+        words.append(CloudWord(**known))
+    return words
 
 
 class AlertBook:
@@ -175,7 +207,8 @@ class AlertBook:
             if entry is not None and _time_of(entry.alert_id) > _time_of(word.id):
                 return None  # the book holds a newer alert for this key: keep it
             self.open[word.dedup_key] = Entry(
-                alert_id=word.id, type=word.type, subject=word.subject, severity=word.severity,
+                alert_id=word.id, type=word.type, subject=word.subject,
+                severity=word.severity if word.severity in SEVERITY_RANK else "info",
                 source_id="", opened_ms=word.ts, last_ms=word.ts, auto_resolve=False,
                 repeat_after_ms=0, device=word.device, cloud_state=word.state,
                 cloud_version=word.version,

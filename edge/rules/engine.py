@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from edge.rules.base import RULE_TYPES, DeviceState, Note, Output, Rule, Signal, Target
-from edge.rules.book import AlertBook, Notice
+from edge.rules.book import AlertBook, CloudWord, Notice
 from edge.rules.config import Binding, Configured, RulesSettings, load_rules
 from edge.rules.residents import Resident
 from edge.rules.suppression import BROKER, DeviceOffline
@@ -36,19 +36,30 @@ STATE_VERSION = 1
 LAZY_SAVE_MS = 60_000  # learned routines are saved at most once a minute; alert state at once
 
 
+@dataclass(frozen=True, slots=True)
+class RuleFailure:
+    """A rule raised (a bug): the other rules still ran; the message must reach a person."""
+
+    rule: str
+    error: str
+
+
 @dataclass(slots=True)
 class RuleOutput:
-    """What the rules decided: alerts (new, escalated) and notices (resolved, cancelled)."""
+    """What the rules decided: alerts (new, escalated, repeated) and notices (resolved,
+    cancelled), and any rule that failed on the way."""
 
     alerts: list[Alert] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
+    failures: list[RuleFailure] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.notices)
+        return bool(self.alerts or self.notices or self.failures)
 
     def add(self, other: RuleOutput) -> None:
         self.alerts += other.alerts
         self.notices += other.notices
+        self.failures += other.failures
 
 
 NOTHING = RuleOutput()  # returned when nothing happened (most readings); never mutate it
@@ -99,6 +110,14 @@ class RuleEngine:
             self._targets[b.id] = Target(b.id, b.profile, resident, b.location, b.parent)
         for c in configured:
             self._add_rule(c)
+        # Each rule's next deadline, recomputed only for rules something happened to since
+        # (`_stale`): the daemon asks after every batch whether a timer must be re-armed.
+        self._due: dict[str, int | None] = {}
+        self._stale: set[str] = set(self.rules)
+        self._rules_of: dict[str, list[str]] = {b.id: [] for b in bindings}
+        for rid, rule in self.rules.items():
+            for device in rule.targets:
+                self._rules_of[device].append(rid)
         self.state_path = state_path
         self._urgent = self._lazy = False
         self._last_save = clock.now_ms()
@@ -155,6 +174,7 @@ class RuleEngine:
         self.counts["readings"] += 1
         values = reading.values
         if "worn" in values or "charging" in values:
+            self._stale.update(self._rules_of[reading.device])  # rules that read the state
             st = self.states[reading.device]
             worn = values.get("worn")
             if worn is not None:
@@ -164,34 +184,47 @@ class RuleEngine:
                 st.charging = bool(charging)
         now = self.clock.now_ms()
         out: Output = []
+        stale = self._stale
+        failed: list[RuleFailure] = []
         for rule, target, wants in readers:
             if wants is None or not wants.isdisjoint(values):
-                out += rule.on_reading(target, reading, now)
+                try:
+                    out += rule.on_reading(target, reading, now)
+                except Exception as err:
+                    failed.append(_failure(rule, err))
+                stale.add(rule.params.id)
         self._lazy = True
-        return self._apply(out, reading.id, reading.ts) if out else NOTHING
+        if not (out or failed):
+            return NOTHING
+        return self._apply(out, reading.id, reading.ts, failed)
 
     def observe_event(self, event: Event) -> RuleOutput:
         st = self.states.get(event.device)
         if st is None:
             return NOTHING
         self.counts["events"] += 1
-        if event.name == "removed":
-            st.worn = False
-        elif event.name == "stream_lost":
-            st.stream_lost = True
-        elif event.name == "stream_restored":
-            st.stream_lost = False
+        if event.name in ("removed", "stream_lost", "stream_restored"):
+            st.worn = False if event.name == "removed" else st.worn
+            if event.name != "removed":
+                st.stream_lost = event.name == "stream_lost"
+            self._stale.update(self._rules_of[event.device])
         now = self.clock.now_ms()
         out: Output = []
+        failed: list[RuleFailure] = []
         for rule, target in self._listeners.get(event.device, {}).get(event.name, []):
-            out += rule.on_event(target, event, now)
+            try:
+                out += rule.on_event(target, event, now)
+            except Exception as err:
+                failed.append(_failure(rule, err))
+            self._stale.add(rule.params.id)
             self._urgent = True  # a pending cancel window must survive a restart
-        return self._apply(out, event.id, event.ts)
+        return self._apply(out, event.id, event.ts, failed)
 
     def observe_transitions(self, changes: Iterable[Transition]) -> RuleOutput:
         """Liveness transitions: transport disconnected or data stale make a device offline."""
         now = self.clock.now_ms()
         out: Output = []
+        failed: list[RuleFailure] = []
         for t in changes:
             target = self._targets.get(t.device)
             if target is None or t.dimension not in ("transport", "data"):
@@ -206,41 +239,63 @@ class RuleEngine:
             if offline == was:
                 continue
             self.states[t.device].offline = offline
+            self._stale.update(self._rules_of[t.device])
             for rule in self._offline_rules:
                 if t.device in rule.targets:
-                    out += rule.on_offline(target, offline, now)
-        return self._apply(out)
+                    try:
+                        out += rule.on_offline(target, offline, now)
+                    except Exception as err:
+                        failed.append(_failure(rule, err))
+        return self._apply(out, failed=failed)
 
     def broker_changed(self, up: bool) -> RuleOutput:
         """The gateway's own broker connection: while it is down no device can reach us."""
         now = self.clock.now_ms()
         out: Output = []
+        failed: list[RuleFailure] = []
         for rule in self._offline_rules:
-            out += rule.broker_changed(up, now)
-        return self._apply(out)
+            try:
+                out += rule.broker_changed(up, now)
+            except Exception as err:
+                failed.append(_failure(rule, err))
+            self._stale.add(rule.params.id)
+        return self._apply(out, failed=failed)
 
     def tick(self) -> RuleOutput:
+        """Every rule whose deadline has come: a fall's cancel window ended, a threshold's
+        minimum duration, a silence, a clear time."""
+        self._refresh()
         now = self.clock.now_ms()
         out: Output = []
-        for rule in self.rules.values():
-            due = rule.next_deadline()
+        failed: list[RuleFailure] = []
+        for rid, due in self._due.items():
             if due is not None and due <= now:
-                out += rule.tick(now)
-        return self._apply(out)
+                try:
+                    out += self.rules[rid].tick(now)
+                except Exception as err:
+                    failed.append(_failure(self.rules[rid], err))
+                self._stale.add(rid)
+        return self._apply(out, failed=failed)
 
     def next_deadline(self) -> int | None:
         """Wall-clock millisecond at which some rule wants a tick."""
-        due = [d for r in self.rules.values() if (d := r.next_deadline()) is not None]
-        return min(due, default=None)
+        self._refresh()
+        return min((d for d in self._due.values() if d is not None), default=None)
+
+    def _refresh(self) -> None:
+        for rid in self._stale:
+            self._due[rid] = self.rules[rid].next_deadline()
+        self._stale.clear()
 
     # --- outputs -----------------------------------------------------------------------------
 
     def _apply(
-        self, out: Output, message_id: str | None = None, message_ts: int = 0
+        self, out: Output, message_id: str | None = None, message_ts: int = 0,
+        failed: list[RuleFailure] | None = None,
     ) -> RuleOutput:
         """Signals to the book, notes to notices. What a message caused happened at the
         message's own time: with its id, that makes the alert's id (see AlertBook)."""
-        result = RuleOutput()
+        result = RuleOutput(failures=failed or [])
         for item in out:
             if item.at is None and item.cause == message_id:
                 item.at = message_ts
@@ -260,11 +315,19 @@ class RuleEngine:
             self._urgent = True
         return result
 
+    def follow(self, word: CloudWord, *, adopt: bool) -> str | None:
+        """The cloud's word on an alert (see AlertBook.follow); saved at the next save."""
+        change = self.book.follow(word, adopt=adopt)
+        if change is not None:
+            self._urgent = True
+        return change
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "rules": len(self.rules),
             "open_alerts": {k: e.severity for k, e in self.book.open.items()},
             "suppressed": self.book.suppressed,
+            "closed_by_cloud": self.book.closed_by_cloud,
             **self.counts,
         }
 
@@ -279,6 +342,7 @@ class RuleEngine:
             for rid, state in data.get("rules", {}).items():
                 if rid in self.rules:
                     self.rules[rid].load_state(state)
+                    self._stale.add(rid)
         except (OSError, ValueError, TypeError, KeyError) as err:
             # A corrupt state file costs re-learning and maybe one repeated alert, not start-up.
             log.error("rules state %s unreadable, starting fresh: %s", path, err)
@@ -303,6 +367,11 @@ class RuleEngine:
             self.book.dirty = False
             self._last_save = now
             await asyncio.to_thread(_write_atomic, self.state_path, data)
+
+
+def _failure(rule: Rule, err: Exception) -> RuleFailure:
+    log.exception("rule %s (%s) failed", rule.params.id, rule.type_key)
+    return RuleFailure(rule.params.id, f"{type(err).__name__}: {err}"[:500])
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

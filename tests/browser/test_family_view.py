@@ -50,14 +50,18 @@ async def test_the_family_page_shows_only_its_elder_live(
         await expect(other.locator("#alerts li").first).to_have_attribute("data-id", neighbour["id"])
         await page.screenshot(path=str(screenshots(tmp_path) / "family.png"))
 
+        # "我知道了" from far away is recorded as seen; the case stays open for responders.
         await page.click(f"#alerts li[data-id='{sos['id']}'] button.ack")
-        await expect(page.locator(f"#alerts li[data-id='{sos['id']}']")).to_have_attribute(
-            "data-state", "acknowledged")
+        item = page.locator(f"#alerts li[data-id='{sos['id']}']")
+        await expect(item).to_have_attribute("data-seen", "family-a")
+        await expect(item).to_have_attribute("data-state", "open")
+        await expect(item.locator(".seen")).to_contain_text("网格员和民警仍会")
+        await expect(item.locator("button.ack")).to_have_count(0)
         await expect(page.locator("#alerts li")).to_have_count(2)
         assert await page.locator(f"#alerts li[data-id='{neighbour['id']}']").count() == 0
         timeline = (await cloud.store.get_alert(sos["id"]))["timeline"]
-        assert [(t["to_state"], t["actor"]) for t in timeline][-1] == (
-            "acknowledged", "user:family-a")
+        assert [(t["to_state"], t["actor"], t["note"]) for t in timeline][-1] == (
+            "open", "user:family-a", "seen")
 
         await page.select_option("#lang", "en")
         await expect(elder.locator(".status")).to_have_text("Needs attention")

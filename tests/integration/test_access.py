@@ -115,8 +115,8 @@ async def test_each_role_gets_the_least_data_it_needs(database_url: str) -> None
             async with http.ws_connect(f"{client.base}/api/ws", headers=client.headers) as ws:
                 snapshot = (await ws.receive_json(timeout=5))["alerts"]
                 assert [a["detail"] for a in snapshot if a["id"] == welfare] == [detail], user
-                cloud.hub.broadcast({"type": "alert_updated",
-                                     "alert": {**world["a"], "state": f"x-{user}"}})
+                world["a"]["version"] += 1  # a change, so the hub sends it
+                cloud.hub.broadcast({"type": "alert_updated", "alert": world["a"]})
                 assert (await ws.receive_json(timeout=5))["alert"]["detail"] == detail, user
 
 

@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from cloud import migrate
 from cloud.schema import complete_metadata
 from cloud.store import Store
-from shouwang.protocol import make_envelope
 
 pytestmark = pytest.mark.integration
 metadata = complete_metadata()  # every subsystem's tables, as migrations must produce them
-HEAD = "0004"
+HEAD = "0005"
 
 ALERT = {
     "type": "sos", "severity": "critical", "subject": "resident:r-1",
@@ -46,14 +45,23 @@ async def test_data_at_a_previous_revision_survives_the_upgrade(
 ) -> None:
     await migrate.upgrade(database_url, previous)
     assert await migrate.current(database_url) == previous
-    # Rows written the way the cloud wrote them at that revision.
+    # Rows written the way the cloud wrote them at that revision (its columns, not today's).
     engine = create_async_engine(database_url)
-    old = Store(engine)
-    alert = await old.insert_alert(
-        make_envelope(site="s-1", device="btn-1", kind="alert", body=ALERT, id="a-1")
-    )
-    assert alert is not None
     async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO alerts (id, site, type, severity, device, subject, dedup_key,"
+                " life_safety, ts, received_ms, state, state_changed_ms, body) VALUES"
+                " ('a-1', 's-1', 'sos', 'critical', 'btn-1', 'resident:r-1',"
+                " 'resident:r-1|sos', :yes, 1795000000000, 1795000000001, 'open',"
+                " 1795000000001, :body)"
+            ),
+            {"yes": True, "body": json.dumps(ALERT)},
+        )
+        await conn.execute(text(
+            "INSERT INTO alert_transitions (alert_id, from_state, to_state, actor, ts)"
+            " VALUES ('a-1', NULL, 'open', 'site:s-1', 1795000000001)"
+        ))
         await conn.execute(text(
             "INSERT INTO readings (id, site, device, ts, vals) "
             "VALUES ('r-1', 's-1', 'wear-1', 1795000000000, '{\"heart_rate\": 71}')"
@@ -65,6 +73,7 @@ async def test_data_at_a_previous_revision_survives_the_upgrade(
         assert await migrate.current(database_url) == HEAD
         got = await store.get_alert("a-1")
         assert (got["type"], got["state"], got["source_id"]) == ("sos", "open", "m-1")
+        assert (got["version"], got["repeats"]) == (1, 0)  # new columns take their defaults
         assert [t["to_state"] for t in got["timeline"]] == ["open"]
         async with store.engine.connect() as conn:
             rows = (await conn.execute(text("SELECT id, vals FROM readings"))).all()

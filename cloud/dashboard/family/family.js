@@ -40,13 +40,20 @@ function render() {
     const li = document.createElement("li");
     li.dataset.id = a.id;
     li.dataset.state = a.state;
+    if (a.seen_by) li.dataset.seen = a.seen_by;
     li.className = ACTIVE.includes(a.state) ? "active" : "";
     const what = document.createElement("strong");
     what.textContent = `${label("type", a.type)} · ${label("severity", a.severity)}`;
     const when = document.createElement("time");
     when.textContent = `${fmtTime(a.ts)} · ${label("state", a.state)}`;
     li.append(what, when);
-    if (a.state === "open") {
+    if (a.state === "open" && a.seen_by === me.username) {
+      // Seen is not handled: say so, so nobody thinks help is on the way because of it.
+      const seen = document.createElement("p");
+      seen.className = "seen";
+      seen.textContent = t("family.seen");
+      li.append(seen);
+    } else if (a.state === "open") {
       const ack = document.createElement("button");
       ack.type = "button";
       ack.className = "ack";

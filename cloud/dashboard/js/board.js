@@ -4,6 +4,18 @@ import { api } from "./api.js";
 import { t, label, fmtTime } from "./i18n.js";
 
 export const PAGE_SIZE = 50;
+
+// "一键求助 ×3": the case and how many times it happened (the first and each repeat).
+export const typeText = (a) => label("type", a.type)
+  + (a.repeats ? ` ${t("board.times", { n: a.repeats + 1 })}` : "");
+
+// Who has it: "已确认 · worker-li"; still open but seen by family: "待处理 · 家属已查看".
+export function stateText(a) {
+  const state = label("state", a.state);
+  if (a.ack_by && a.state !== "open") return `${state} · ${a.ack_by}`;
+  if (a.seen_by && a.state === "open") return `${state} · ${t("board.seen", { who: a.seen_by })}`;
+  return state;
+}
 const ACTIVE = ["open", "acknowledged", "dispatched"];
 
 // Whole path segments, as the server's scope and filter do.
@@ -109,11 +121,13 @@ export class Board {
     this.alerts.set(alert.id, alert);
     tr.dataset.ts = alert.ts;
     tr.dataset.state = alert.state;
+    tr.dataset.version = alert.version || 0;
+    tr.dataset.repeats = alert.repeats || 0;
     tr.className = `sev-${alert.severity} state-${alert.state}` + (isNew ? " new" : "");
     const cells = [
-      fmtTime(alert.ts), label("severity", alert.severity), label("type", alert.type),
+      fmtTime(alert.ts), label("severity", alert.severity), typeText(alert),
       alert.resident || alert.subject, shortPlace(alert.location), alert.device,
-      label("state", alert.state),
+      stateText(alert),
     ];
     tr.replaceChildren(...cells.map((text, i) => {
       const td = document.createElement("td");

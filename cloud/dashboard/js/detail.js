@@ -2,6 +2,7 @@
 // notifications, and the actions the user's role allows in the alert's state, with a note.
 import { api, enc } from "./api.js";
 import { t, label, fmtTime } from "./i18n.js";
+import { stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
 
 // What each state allows (cloud/alerts.py TRANSITIONS), by action.
@@ -55,7 +56,7 @@ export class Detail {
 
   // A live change to the alert on screen: read it again (the read is audited, as it is seen).
   changed(alert) {
-    if (this.id === alert.id && alert.state !== this.alert.state) this.open(alert.id);
+    if (this.id === alert.id && alert.version !== this.alert.version) this.open(alert.id);
   }
 
   render() {
@@ -64,7 +65,7 @@ export class Detail {
     close.addEventListener("click", () => this.close());
     const head = el("header", {},
       el("h2", {}, el("span", { class: `badge sev-${a.severity}` }, label("severity", a.severity)),
-        " ", label("type", a.type), " ", el("span", { class: `state state-${a.state}` }, label("state", a.state))),
+        " ", typeText(a), " ", el("span", { class: `state state-${a.state}` }, stateText(a))),
       close);
     const detail = a.detail || {};
     const about = detail.who || {};
@@ -73,7 +74,11 @@ export class Detail {
       [t("detail.subject"), a.subject], [t("detail.resident"), a.resident],
       [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
       [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
-      [t("detail.site"), a.site], [t("detail.dispatched_to"), a.dispatched_to],
+      [t("detail.site"), a.site],
+      [t("detail.ack_by"), a.ack_by && `${a.ack_by} (${label("role", a.ack_role)})`],
+      [t("detail.seen_by"), a.seen_by && `${a.seen_by} · ${fmtTime(a.seen_ms)}`],
+      [t("detail.dispatched_to"), a.dispatched_to],
+      [t("detail.repeats"), a.repeats ? t("detail.repeats_text", { n: a.repeats, last: fmtTime(a.last_ms) }) : null],
     ]));
     if (a.resident && RESIDENT_ROLES.includes(this.me.role)) {
       const open = el("button", { type: "button", class: "resident" }, t("resident.open"));
@@ -87,10 +92,13 @@ export class Detail {
     // on, as far as this role may see them); other keys as they come.
     const reasons = detail.why && typeof detail.why === "object" ? detail.why : {};
     const why = section("why", pairs([
-      [t("col.time"), fmtTime(a.ts)], [t("detail.received"), fmtTime(a.received_ms)],
+      [t("col.time"), fmtTime(a.ts)],
+      // Raised later than it happened: a fall after its cancel window, a threshold after its duration.
+      [t("detail.raised"), a.raised_ms && a.raised_ms - a.ts >= 1000 ? fmtTime(a.raised_ms) : null],
+      [t("detail.received"), fmtTime(a.received_ms)],
       [label("field", "what"), detail.what],
       ...Object.entries(reasons).map(([k, v]) => [label("field", k), v]),
-      ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence"].includes(k))
+      ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence", "update", "supersedes", "alert_id", "previous_severity", "repeats", "last_ms"].includes(k))
         .map(([k, v]) => [label("field", k), v]),
     ]));
     const shots = (a.evidence || []).map((e) => {
@@ -111,9 +119,14 @@ export class Detail {
     const a = this.alert;
     const items = [];
     for (const step of a.timeline || []) {
-      const text = step.from_state === null ? t("tl.opened")
+      let text = step.from_state === null ? t("tl.opened")
         : t("tl.transition", { from: label("state", step.from_state), to: label("state", step.to_state) });
-      items.push([step.ts, "transition", text, step.actor, step.note]);
+      let note = step.note;
+      if (step.from_state === step.to_state && step.note === "seen") { text = t("tl.seen"); note = null; }
+      else if (step.from_state === step.to_state && (step.note || "").startsWith("repeated")) {
+        text = t("tl.repeated"); note = null;
+      }
+      items.push([step.ts, "transition", text, step.actor, note]);
     }
     for (const n of a.notifications || []) {
       items.push([n.ts, "notified", t("tl.notified", { who: n.username, stage: n.stage, outcome: n.outcome }), null, null]);

@@ -1,0 +1,120 @@
+"""A whole community on real parts for the scenarios: two brokers, an edge, a cloud, people.
+
+Devices publish to the gateway's Mosquitto; the edge daemon and the cloud run in this process
+on their own clocks; people act through the HTTP API as themselves. Each scenario plays a
+person's day through it and waits on conditions, never on the wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cloud.config import CloudConfig
+from cloud.server import CloudServer
+from edge.config import EdgeConfig
+from edge.daemon import EdgeDaemon
+from shouwang.clock import Clock
+from shouwang.mqtt import MqttClient
+from shouwang.protocol import device_topic, make_envelope
+from shouwang.services import Mosquitto
+from tests.conftest import (
+    LOCATION,
+    api_alerts,
+    broker_config,
+    cloud_config,
+    edge_config,
+    ensure_test_admin,
+    unique,
+)
+from tests.integration.people import PASSWORD, Client
+
+GRID = "/".join(LOCATION.split("/")[:4])
+STATION = "/".join(LOCATION.split("/")[:2])
+# Who lives it: the grid's worker, the station's duty officer, the elder's daughter.
+PEOPLE = (
+    ("worker-li", "worker", {"locations": [GRID]}),
+    ("police-wang", "police", {"locations": [STATION]}),
+    ("daughter-r1", "family", {"residents": ["r-1"]}),
+)
+
+
+@dataclass
+class Site:
+    edge: EdgeDaemon
+    cloud: CloudServer
+    http: aiohttp.ClientSession
+    edge_broker: Mosquitto
+    cloud_broker: Mosquitto
+    device: MqttClient
+    clients: dict[str, Client] = field(default_factory=dict)
+
+    async def send(
+        self, device: str, body: dict[str, Any], *, kind: str = "event", ts: int | None = None
+    ) -> str:
+        """A device message, published once the gateway's broker took it; its id."""
+        env = make_envelope(site=None, device=device, kind=kind, body=body, ts=ts)
+        await self.device.publish(device_topic(device, kind), env.to_bytes(), qos=1)
+        return env.id
+
+    async def press(self, device: str = "btn-0001", ts: int | None = None) -> str:
+        return await self.send(device, {"event": "press"}, ts=ts)
+
+    async def alerts(self, type_: str | None = None) -> list[dict[str, Any]]:
+        found = await api_alerts(self.http, self.cloud.http_port)
+        return [a for a in found if type_ is None or a["type"] == type_]
+
+    async def as_(self, username: str) -> Client:
+        if username not in self.clients:
+            self.clients[username] = await Client.login(self.http, self.cloud, username)
+        return self.clients[username]
+
+    async def act(self, username: str, alert_id: str, action: str, **body: Any) -> Any:
+        reply = await (await self.as_(username)).post(f"/api/alerts/{alert_id}/{action}", body)
+        assert reply.status == 200, (action, reply.body)
+        return reply.body
+
+    async def edge_holds(self, alert_id: str) -> bool:
+        return any(e.alert_id == alert_id for e in self.edge.rules.book.open.values())
+
+
+@contextlib.asynccontextmanager
+async def community(
+    make_broker: Callable[[str], Mosquitto],
+    tmp_path: Path,
+    *,
+    edge_clock: Clock | None = None,
+    cloud_clock: Clock | None = None,
+    change_edge: Callable[[EdgeConfig], EdgeConfig] = lambda c: c,
+    change_cloud: Callable[[CloudConfig], CloudConfig] = lambda c: c,
+    **cloud_kwargs: Any,
+) -> AsyncIterator[Site]:
+    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    econf = change_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge"))
+    cconf = change_cloud(cloud_config(cloud_broker, tmp_path))
+    cloud = CloudServer(cconf, clock=cloud_clock, **cloud_kwargs)
+    await cloud.start()
+    edge = EdgeDaemon(econf, clock=edge_clock)
+    device = MqttClient(broker_config(edge_broker), client_id=unique("device"))
+    try:
+        assert cloud.access is not None
+        await ensure_test_admin(cloud.access)
+        for name, role, scope in PEOPLE:
+            await cloud.access.add_user(name, PASSWORD, role, **scope)
+        await cloud.wait_connected(10)
+        await edge.start()
+        await edge.edge_mqtt.wait_connected(10)
+        await edge.cloud_mqtt.wait_connected(10)
+        await device.start()
+        await device.wait_connected(10)
+        async with aiohttp.ClientSession() as http:
+            yield Site(edge, cloud, http, edge_broker, cloud_broker, device)
+    finally:
+        await device.close()
+        await edge.stop()
+        await cloud.stop()
