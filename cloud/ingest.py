@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import check_alert_body
+from cloud.deadletter import DeadLetters
 from cloud.downlink import message as downlink_message
 from cloud.downlink import news_for
 from cloud.evidence import EvidenceStore, check_evidence_body
@@ -84,6 +85,7 @@ class Ingest:
         self.clock = clock or SystemClock()
         self.evidence = evidence
         self.on_update = on_update or _ignore
+        self.dead_letters = DeadLetters(store)
         self.handlers: dict[str, Handler] = {
             "alert": self._alert,
             "telemetry": self._telemetry,
@@ -113,7 +115,7 @@ class Ingest:
         run: tuple[str, str] | None = None  # ("telemetry", site) or ("alert", "")
         size, most = 0, self.telemetry.batch_readings
         for message in batch:
-            env = await self._retrying(self._admit, message)
+            env = await self._retrying(self._admit, message, messages=[message])
             if env is None:
                 self.client.ack(message)
                 continue
@@ -123,17 +125,20 @@ class Ingest:
                 await self._flush(pending)
                 pending, size = [], 0
             if key is None:
-                await self._retrying(self._store, message, env)
+                await self._retrying(self._store, message, env, messages=[message])
                 self.client.ack(message)
                 continue
             pending.append((message, env))
             run, size = key, size + readings
         await self._flush(pending)
 
-    async def _retrying(self, step: Callable[..., Awaitable[_T]], *args: Any) -> _T | None:
+    async def _retrying(
+        self, step: Callable[..., Awaitable[_T]], *args: Any, messages: list[Message]
+    ) -> _T | None:
         """Run one step; while the database is away, keep the messages unacknowledged and
-        retry. A bug in a handler is counted and logged, and the step's messages let go
-        unconfirmed (their gateway sends them again after its confirmation timeout)."""
+        retry. A bug in a handler is counted and logged, and the step's messages are kept as
+        dead letters with an alert that carries them, and confirmed: never looped, never
+        acknowledged away unseen (cloud/deadletter.py)."""
         while True:
             try:
                 return await step(*args)
@@ -141,10 +146,32 @@ class Ingest:
                 self.metrics.reject("store_error")
                 log.error("store failed, retrying in 1 s: %s", err)
                 await asyncio.sleep(1.0)
-            except Exception:
+            except Exception as err:
                 self.metrics.reject("internal_error")
                 log.exception("failed to ingest a message (%s)", _what(args))
+                await self._dead_letter(messages, err)
                 return None
+
+    async def _dead_letter(self, messages: list[Message], err: Exception) -> None:
+        """Keep what a bug kept us from handling, tell a person, confirm it to its gateway."""
+        error = f"{type(err).__name__}: {err}"[:500]
+        while True:
+            try:
+                alert = await self.dead_letters.keep(messages, error, self.clock.now_ms())
+                break
+            except SQLAlchemyError as store_err:
+                self.metrics.reject("store_error")
+                log.error("dead letter not stored, retrying in 1 s: %s", store_err)
+                await asyncio.sleep(1.0)
+            except Exception:
+                # Nothing more to do here: left unconfirmed, the gateway sends it again later.
+                log.exception("dead letter failed too; %d message(s) left unconfirmed",
+                              len(messages))
+                return
+        if alert is not None:
+            self.on_alert(alert)
+        for message in messages:
+            self._confirm(message, stored=_envelope_id(message.payload))
 
     async def _admit(self, message: Message) -> Envelope | None:
         """The message's envelope if it may be stored; a refusal is counted (and confirmed
@@ -182,11 +209,14 @@ class Ingest:
         if not pending:
             return
         if pending[0][1].kind == "alert":
-            await self._retrying(self._new_alerts, pending)
+            await self._retrying(self._new_alerts, pending, messages=[m for m, _ in pending])
         else:
             site = pending[0][1].site or ""
             readings = [r for _, env in pending for r in env.body["readings"]]
-            if await self._retrying(self._write_telemetry, site, readings) is not None:
+            written = await self._retrying(
+                self._write_telemetry, site, readings, messages=[m for m, _ in pending]
+            )
+            if written is True:
                 # One confirmation for the whole write: the gateway takes a list of ids.
                 self._confirm_stored(site, [env.id for _, env in pending])
         for message, _ in pending:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 from cloud.config import CloudConfig
 from edge.config import EdgeConfig
@@ -244,3 +245,34 @@ class _Raises(Rule):
 
     def on_event(self, target: Any, event: Event, now: int) -> list[Any]:
         raise ZeroDivisionError("a bug in a rule")
+
+
+async def test_a_bug_in_the_cloud_keeps_the_message_tells_a_person_and_stops_the_resends(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Any, env: Any) -> bool:
+        raise KeyError("a bug in the event handler")
+
+    monkeypatch.setattr("cloud.store.Store.insert_event", broken)
+    shorter = {"uplink": {"ack_timeout_s": 1}}
+
+    def quick_resend(config: EdgeConfig) -> EdgeConfig:
+        return EdgeConfig.model_validate({**config.model_dump(mode="json"), **shorter})
+
+    async with community(make_broker, tmp_path, change_edge=quick_resend) as site:
+        await site.send(WEARABLE, {"event": "fall"})
+        await site.send(WEARABLE, {"event": "fall_cancelled"})  # an event envelope to the cloud
+        failed = await eventually(lambda: _one(site, "processing_failed"), timeout=30)
+        assert "fall_cancelled" in failed["detail"]["raw"]["payload"]
+        assert failed["detail"]["error"].startswith("KeyError")
+        # Confirmed: the gateway let it go instead of sending it again every second.
+        await eventually(lambda: _no_events_waiting(site), timeout=30)
+        assert len(await site.alerts("processing_failed")) == 1
+        assert site.cloud.store is not None
+        async with site.cloud.store.engine.connect() as conn:
+            kept = (await conn.execute(text("SELECT topic, payload FROM dead_letters"))).all()
+        assert len(kept) == 1 and kept[0][0].endswith("/up/event")
+
+
+async def _no_events_waiting(site: Site) -> bool:
+    return (await site.edge.outbox.depth()).get(1, 0) == 0
