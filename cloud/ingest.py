@@ -45,6 +45,7 @@ from cloud.updates import (
     update_of,
 )
 from shouwang.clock import Clock, SystemClock
+from shouwang.logs import Throttled
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient, MqttError
 from shouwang.protocol import Envelope, Rejection, parse_envelope, parse_site_topic, site_down_topic
@@ -86,6 +87,7 @@ class Ingest:
         self.evidence = evidence
         self.on_update = on_update or _ignore
         self.dead_letters = DeadLetters(store)
+        self._complaints = Throttled(log)  # a rejection reason once per site a minute
         self.handlers: dict[str, Handler] = {
             "alert": self._alert,
             "telemetry": self._telemetry,
@@ -186,7 +188,7 @@ class Ingest:
         if isinstance(result, Rejection):
             if result.reason not in NOT_FINAL:
                 self._confirm(message, rejected=result.reason)
-            self._reject(result)
+            self._reject(result, message.topic.split("/", 2)[1] if "/" in message.topic else "")
             return None
         env = result
         if env.kind == "evidence" and not self._evidence_present(env):
@@ -272,9 +274,12 @@ class Ingest:
         if not await self.evidence.insert(env, self.clock.now_ms()):
             self.metrics.reject("duplicate")
 
-    def _reject(self, rejection: Rejection) -> Rejection:
+    def _reject(self, rejection: Rejection, source: str = "") -> Rejection:
         self.metrics.reject(rejection.reason)
-        log.warning("rejected message: %s", rejection.detail, extra={"reason": rejection.reason})
+        self._complaints.warning(
+            (source, rejection.reason), "rejected message: %s", rejection.detail,
+            extra={"reason": rejection.reason},
+        )
         return rejection
 
     async def _alert(self, env: Envelope) -> dict[str, Any] | None:

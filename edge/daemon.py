@@ -25,7 +25,7 @@ from edge.pipeline import Outcome, Pipeline
 from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
-from shouwang import heap
+from shouwang import heap, logs
 from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
 from shouwang.ids import derived_id
@@ -81,6 +81,7 @@ class EdgeDaemon:
         # "raised" that was never stored (a redelivered press gives its SOS again; those not).
         self._rules_lock = asyncio.Lock()
         self.watch_rounds = 0  # completed watch-loop rounds (a scenario waits on it)
+        self._complaints = logs.Throttled(log)  # a rejection reason once per device a minute
         self.metrics = Metrics("edge")
         self.outbox_depth = self.metrics.gauge(
             "shouwang_outbox_depth", "Messages waiting in the outbox, by priority class", ["klass"]
@@ -375,13 +376,19 @@ class EdgeDaemon:
             results.append(result)
             if isinstance(result, Rejection):
                 self.metrics.reject(result.reason)
-                log.warning("rejected message: %s", result.detail, extra={"reason": result.reason})
+                self._complaints.warning(
+                    (_source(message.topic), result.reason), "rejected message: %s",
+                    result.detail, extra={"reason": result.reason},
+                )
                 continue
             kind = result.envelope.kind
             kinds[kind] = kinds.get(kind, 0) + 1
             for bad in result.field_rejections:
                 self.metrics.reject(bad.reason)
-                log.warning("dropped field: %s", bad.detail, extra={"reason": bad.reason})
+                self._complaints.warning(
+                    (_source(message.topic), bad.reason), "dropped field: %s", bad.detail,
+                    extra={"reason": bad.reason},
+                )
             alerts += result.alerts
             notices += result.notices
             for failure in result.failures:  # a rule failed; the others ran
@@ -775,6 +782,12 @@ class EdgeDaemon:
             first,
             last,
         )
+
+
+def _source(topic: str) -> str:
+    """The device a topic names, for throttling complaints per device (else the topic)."""
+    parts = topic.split("/", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == "dev" else topic[:64]
 
 
 def _transition_body(t: Transition) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from shouwang import logs
 from shouwang.config import BrokerConfig, ConfigError, load_yaml
 
 
-def _run(component: str, coro: Coroutine[Any, Any, None]) -> int:
+def _run(component: str, coro: Coroutine[Any, Any, None], log_file: Path | None = None) -> int:
     """Run a daemon until SIGINT/SIGTERM, then shut it down cleanly."""
-    logs.setup(component, os.environ.get("SHOUWANG_LOG_LEVEL", "INFO"))
+    logs.setup(component, os.environ.get("SHOUWANG_LOG_LEVEL", "INFO"), log_file)
 
     async def main() -> None:
         task = asyncio.ensure_future(coro)
@@ -37,14 +37,14 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
     from edge.config import EdgeConfig
     from edge.daemon import run
 
-    return _run("edge", run(load_yaml(args.config, EdgeConfig)))
+    return _run("edge", run(load_yaml(args.config, EdgeConfig)), args.log_file)
 
 
 def cmd_cloud_run(args: argparse.Namespace) -> int:
     from cloud.config import CloudConfig
     from cloud.server import run
 
-    return _run("cloud", run(load_yaml(args.config, CloudConfig)))
+    return _run("cloud", run(load_yaml(args.config, CloudConfig)), args.log_file)
 
 
 def cmd_cloud_import(args: argparse.Namespace) -> int:
@@ -90,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     )
     er = edge.add_parser("run", help="run the edge daemon")
     er.add_argument("--config", type=Path, required=True, help="site YAML file")
+    er.add_argument("--log-file", type=Path, default=None,
+                    help="write JSON log lines here, rotated at 10 MiB, 5 kept (default: stderr)")
     er.set_defaults(fn=cmd_edge_run)
     ec = edge.add_parser("check", help="validate a site YAML file and exit")
     ec.add_argument("--config", type=Path, required=True)
@@ -100,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
     )
     cr = cloud.add_parser("run", help="run the cloud aggregator")
     cr.add_argument("--config", type=Path, required=True, help="cloud YAML file")
+    cr.add_argument("--log-file", type=Path, default=None,
+                    help="write JSON log lines here, rotated at 10 MiB, 5 kept (default: stderr)")
     cr.set_defaults(fn=cmd_cloud_run)
     cc = cloud.add_parser("check", help="validate a cloud YAML file and exit")
     cc.add_argument("--config", type=Path, required=True)

@@ -210,7 +210,12 @@ class Demo:
             raise ServiceError(f"{name}: {err}; see {self.dir}/{name}.log") from err
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        logfile = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the child
+        if args[1] == "run":  # a daemon: its JSON log rotates; raw output (a crash) aside
+            args = [*args, "--log-file", str(self.dir / f"{name}.log")]
+            out = self.dir / f"{name}.out"
+        else:
+            out = self.dir / f"{name}.log"
+        logfile = open(out, "ab")  # noqa: SIM115 - closed with the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "shouwang", *args],
             stdout=logfile,
