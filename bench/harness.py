@@ -43,7 +43,8 @@ class System:
         self.edge_extra = edge_extra or {}
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> None:
+    def start(self, edge: bool = True) -> None:
+        """Brokers, cloud and (unless `edge` is False: the caller runs it) the edge."""
         os.environ["SHOUWANG_LOG_LEVEL"] = "WARNING"
         self.edge_broker.start()
         self.cloud_broker.start()
@@ -82,6 +83,8 @@ class System:
             self.spawn("cloud", ["cloud", "run", "--config", str(self.work / "cloud.yaml")])
         )
         wait_port("127.0.0.1", self.http_port, 30, self.procs[-1])
+        if not edge:
+            return
         self.procs.append(
             self.spawn("edge", ["edge", "run", "--config", str(self.work / "edge.yaml")])
         )
