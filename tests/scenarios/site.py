@@ -20,9 +20,10 @@ from cloud.server import CloudServer
 from edge.config import EdgeConfig
 from edge.daemon import EdgeDaemon
 from shouwang.clock import Clock
+from shouwang.config import HttpConfig
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import device_topic, make_envelope
-from shouwang.services import Mosquitto
+from shouwang.services import Mosquitto, free_port
 from tests.conftest import (
     LOCATION,
     api_alerts,
@@ -52,7 +53,26 @@ class Site:
     edge_broker: Mosquitto
     cloud_broker: Mosquitto
     device: MqttClient
+    cloud_config: CloudConfig
+    cloud_kwargs: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Client] = field(default_factory=dict)
+    cloud_running: bool = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cloud.http_port}/"
+
+    async def stop_cloud(self) -> None:
+        """The cloud goes down (a crash, a deploy); brokers, edge and devices carry on."""
+        self.cloud_running = False
+        await self.cloud.stop()
+
+    async def start_cloud(self) -> None:
+        """The cloud comes back on the same database, address and broker."""
+        self.cloud = CloudServer(self.cloud_config, **self.cloud_kwargs)
+        await self.cloud.start()
+        self.cloud_running = True
+        await self.cloud.wait_connected(10)
 
     async def send(
         self, device: str, body: dict[str, Any], *, kind: str = "event", ts: int | None = None
@@ -96,11 +116,16 @@ async def community(
 ) -> AsyncIterator[Site]:
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
     econf = change_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge"))
-    cconf = change_cloud(cloud_config(cloud_broker, tmp_path))
-    cloud = CloudServer(cconf, clock=cloud_clock, **cloud_kwargs)
+    # A port of its own (not 0), so a restarted cloud is where the open boards left it.
+    cconf = change_cloud(
+        cloud_config(cloud_broker, tmp_path).model_copy(update={"http": HttpConfig(port=free_port())})
+    )
+    kwargs = {"clock": cloud_clock, **cloud_kwargs}
+    cloud = CloudServer(cconf, **kwargs)
     await cloud.start()
     edge = EdgeDaemon(econf, clock=edge_clock)
     device = MqttClient(broker_config(edge_broker), client_id=unique("device"))
+    site: Site | None = None
     try:
         assert cloud.access is not None
         await ensure_test_admin(cloud.access)
@@ -113,8 +138,12 @@ async def community(
         await device.start()
         await device.wait_connected(10)
         async with aiohttp.ClientSession() as http:
-            yield Site(edge, cloud, http, edge_broker, cloud_broker, device)
+            site = Site(edge, cloud, http, edge_broker, cloud_broker, device, cconf, kwargs)
+            yield site
     finally:
         await device.close()
         await edge.stop()
-        await cloud.stop()
+        if site is None:
+            await cloud.stop()
+        elif site.cloud_running:
+            await site.cloud.stop()
