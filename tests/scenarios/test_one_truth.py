@@ -96,23 +96,28 @@ async def test_a_second_fall_after_one_was_handled_alerts_again_at_its_cancel_wi
     async with community(make_broker, tmp_path, edge_clock=clock) as site:
         fell = clock.now_ms()
         await site.send(WEARABLE, {"event": "fall"}, ts=fell)
-        first = await fall_alert_when_the_window_ends(site, clock, fell)
+        first = await fall_alert_when_the_window_ends(site, clock, fell, events=1)
         await site.act("worker-li", first["id"], "ack")
         await site.act("worker-li", first["id"], "resolve", note="helped up")
         await eventually(lambda: not _holds(site, first["id"]), timeout=30)
         clock.advance(8_000)  # she falls again eight seconds later
         again = clock.now_ms()
         await site.send(WEARABLE, {"event": "fall"}, ts=again)
-        second = await fall_alert_when_the_window_ends(site, clock, again, not_id=first["id"])
+        second = await fall_alert_when_the_window_ends(
+            site, clock, again, events=2, not_id=first["id"]
+        )
         assert second["id"] != first["id"]
 
 
 async def fall_alert_when_the_window_ends(
-    site: Site, clock: ManualClock, fell: int, not_id: str | None = None
+    site: Site, clock: ManualClock, fell: int, *, events: int, not_id: str | None = None
 ) -> dict[str, Any]:
-    """Step the edge's clock a second at a time (no poke: the daemon's own timer must fire)
-    and return the fall alert; it must be raised at the end of the 30 s cancel window."""
-    await eventually(lambda: site.edge.rules.counts["events"] > 0 and site.edge.timers_idle())
+    """Once the edge has taken the fall (its `events`-th event), step the edge's clock a
+    second at a time (no poke: the daemon's own timer must fire) and return the fall alert;
+    it must be raised at the end of the 30 s cancel window."""
+    await eventually(
+        lambda: site.edge.rules.counts["events"] >= events and site.edge.timers_idle()
+    )
     raised_at = None
     for _ in range(45):
         clock.advance(1_000)
