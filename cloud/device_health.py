@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from cloud import api
 from cloud.access import http as access_http
-from cloud.access.scope import check_location_prefix
+from cloud.access.scope import check_location_prefix, under
 from cloud.schema import devices, residents
 
 BUILDING_DEPTH = 5  # district/street/community/grid/building
@@ -47,7 +47,7 @@ async def device_health(request: web.Request) -> web.Response:
         problem = check_location_prefix(prefix, "police")
         if problem:
             return api._bad(request, "location", f"location: {problem}")
-        query = query.where(or_(place == prefix, place.startswith(prefix + "/", autoescape=True)))
+        query = query.where(under(place, prefix))
     async with request.app[api.STORE].engine.connect() as conn:
         rows = [dict(r) for r in (await conn.execute(query)).mappings().all()]
     truncated = len(rows) > MAX_DEVICES

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multidict import MultiMapping
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement
 
-from cloud.access.scope import check_location_prefix
+from cloud.access.scope import check_location_prefix, under
 from cloud.alerts import STATES
 from cloud.store import alerts
 from shouwang.profiles import SEVERITIES
@@ -55,10 +55,7 @@ def parse(query: MultiMapping[str]) -> AlertQuery:
         problem = check_location_prefix(prefix, "police")
         if problem:
             raise BadQuery("location", problem)
-        q.where.append(
-            or_(alerts.c.location == prefix,
-                alerts.c.location.startswith(prefix + "/", autoescape=True))
-        )
+        q.where.append(under(alerts.c.location, prefix))
     start = _int(query, "from")
     end = _int(query, "to")
     if start is not None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, literal, or_, select
 
 from cloud import api
 from cloud.access import http as access_http
-from cloud.access.scope import check_location_prefix
+from cloud.access.scope import check_location_prefix, under
 from cloud.schema import locations as places
 from cloud.store import alerts
 
@@ -40,7 +40,7 @@ async def locations(request: web.Request) -> web.Response:
         problem = check_location_prefix(prefix, "police")
         if problem:
             return api._bad(request, "prefix", f"prefix: {problem}")
-        query = query.where(alerts.c.location.startswith(prefix + "/", autoescape=True))
+        query = query.where(under(alerts.c.location, prefix, strictly=True))
     async with request.app[api.STORE].engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     depth = len(prefix.split("/")) if prefix else 0

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, true
+from sqlalchemy import ColumnElement, and_, false, func, or_, true
 
 from cloud.store import alerts
 
@@ -37,6 +37,20 @@ SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary", "who", "what
                            "evidence"})
 SHARED_WHY = frozenset({"rule", "type", "event"})
 FULL_DETAIL_ROLES = frozenset({"family", "admin"})
+
+
+def under(
+    column: ColumnElement[Any], prefix: str, *, strictly: bool = False
+) -> ColumnElement[bool]:
+    """`prefix_matches` in SQL: `column` is `prefix` (unless `strictly`) or below it, by whole
+    segments, exactly, on both databases. SQLite's LIKE ignores ASCII case, so a police user
+    scoped to `Demo/StreetX` once saw `demo/streetx/...` alerts in lists; the LIKE stays (an
+    index may serve it) and an exact comparison of the leading characters decides."""
+    below = and_(
+        column.startswith(prefix + "/", autoescape=True),
+        func.substr(column, 1, len(prefix) + 1) == prefix + "/",
+    )
+    return below if strictly else or_(column == prefix, below)
 
 
 def prefix_matches(location: str | None, prefix: str) -> bool:
@@ -88,12 +102,7 @@ class Principal:
             return resident.in_(self.residents) if self.residents else false()
         if not self.locations:
             return false()
-        return or_(
-            *(
-                or_(location == p, location.startswith(p + "/", autoescape=True))
-                for p in self.locations
-            )
-        )
+        return or_(*(under(location, p) for p in self.locations))
 
     def view(self, alert: Mapping[str, Any]) -> dict[str, Any]:
         """The alert as this role may see it."""
