@@ -186,6 +186,8 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
         return {}
     try:
         body = await request.json()
+    except UnicodeDecodeError:  # not UTF-8: a 400 that says so, not a 500
+        return _bad(request, "body", "request body is not UTF-8 text (JSON must be)")
     except json.JSONDecodeError:
         return _bad(request, "body", "request body is not JSON")
     if not isinstance(body, dict):
