@@ -134,6 +134,7 @@ _PENDING_INDEX = (
 # checkpoint can ask of a full disk: 1 MiB, well inside the reserve.
 WAL_AUTOCHECKPOINT_PAGES = 256
 VACUUM_STEP_PAGES = 256  # pages given back to the filesystem per transaction
+VACUUM_STEPS_PER_CHECK = 64  # at most 64 MiB of 4 KiB pages per disk check (edge/disk.py)
 # Rows claimed, given back or deleted per transaction. Each changes a page or two per row
 # whatever its payload, so a transaction's log stays near 1 MiB; the log is copied back and
 # started over between transactions. One transaction for a whole confirmation wrote 5 MB of
@@ -457,31 +458,31 @@ class Outbox:
     async def check_disk(self) -> bool:
         """Look at the disk (edge/disk.py); while it is full, first give the filesystem back
         the pages delivered and shed rows left. Returns whether the disk state changed."""
-        return bool(await self._run(self._check_disk))
-
-    def _check_disk(self) -> bool:
         if self.disk.full and self._db is not None:
-            self._reclaim()
-        return self.disk.check()
+            # A step per job on the outbox's thread: an SOS's commit waits for one step at
+            # most, not for the whole reclaim.
+            for _ in range(VACUUM_STEPS_PER_CHECK):
+                if not await self._run(self._reclaim_step):
+                    break
+            await self._run(self._truncate_log)
+        return bool(await self._run(self.disk.check))
 
-    def _reclaim(self) -> int:
-        """Return free pages to the filesystem, a step per transaction (each step's log stays
-        small on a full disk); then empty the write-ahead log. Returns the pages returned."""
+    def _reclaim_step(self) -> int:
+        """Give up to `VACUUM_STEP_PAGES` free pages back to the filesystem (incremental
+        vacuum, one transaction, so its log stays small on a full disk); returns how many."""
         db = self._conn()
         (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
-        returned = 0
-        while mode == 2:
-            (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
-            if not free_pages:
-                break
-            step = min(free_pages, VACUUM_STEP_PAGES)
+        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+        step = min(free_pages, VACUUM_STEP_PAGES) if mode == 2 else 0
+        if step:
             with self._transaction(db):
                 # One page per step of the statement: fetch them all.
                 db.execute(f"PRAGMA incremental_vacuum({step})").fetchall()
-            returned += step
+        return int(step)
+
+    def _truncate_log(self) -> None:
         # The file shrinks at the checkpoint; TRUNCATE also hands the log's own blocks back.
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        return returned
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # --- reading and acknowledging ---------------------------------------------------------
 
