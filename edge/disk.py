@@ -85,9 +85,12 @@ class Reserve:
             # Half a reserve would be counted as held; what it took goes back.
             with contextlib.suppress(OSError):
                 os.truncate(self.path, 0)
-            if err.errno not in _FULL_ERRNOS:
-                log.error("disk reserve %s cannot be made: %s", self.path, err)
-            return False
+            if err.errno in _FULL_ERRNOS:
+                return False
+            # Not for want of room (a filesystem that cannot allocate, permissions): run
+            # without a reserve rather than call the disk full for ever.
+            log.error("disk reserve %s cannot be made (%s): running without one", self.path, err)
+            self.size = 0
         return True
 
     def release(self) -> int:

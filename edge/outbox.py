@@ -476,8 +476,10 @@ class Outbox:
         step = min(free_pages, VACUUM_STEP_PAGES) if mode == 2 else 0
         if step:
             with self._transaction(db):
-                # One page per step of the statement: fetch them all.
-                db.execute(f"PRAGMA incremental_vacuum({step})").fetchall()
+                # The pragma frees a page per step of its statement, and Python's sqlite3 steps
+                # a statement that returns no columns only once: a page per execute.
+                for _ in range(step):
+                    db.execute("PRAGMA incremental_vacuum(1)")
         return int(step)
 
     def _truncate_log(self) -> None:

@@ -168,3 +168,40 @@ async def test_a_claim_overwrites_the_row_in_place(tmp_path: Path) -> None:
     assert wal < 20 * 2 * 2 * 4096 + 64 * 1024, wal
     assert len(await box.next_batch(20)) == 20  # given back: publishable again
     await box.close()
+
+
+async def test_an_older_outbox_is_converted_and_gives_delivered_rows_room_back(
+    tmp_path: Path,
+) -> None:
+    """Made before incremental vacuum and NOT_SENT: its NULL claims become NOT_SENT, and
+    once converted the pages of delivered rows go back to the filesystem while it is full."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " priority INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+        " size INTEGER NOT NULL, items INTEGER NOT NULL, first_ts INTEGER NOT NULL,"
+        " last_ts INTEGER NOT NULL, created_ms INTEGER NOT NULL, sent_ms INTEGER,"
+        " published_ms INTEGER);"
+        "CREATE INDEX outbox_unsent ON outbox (priority, seq) WHERE sent_ms IS NULL;"
+    )
+    db.executemany(
+        "INSERT INTO outbox (id, priority, topic, payload, size, items, first_ts, last_ts,"
+        " created_ms) VALUES (?, 3, 'x/t', ?, 50000, 1, 1, 1, 1)",
+        [(f"t{i}", b"t" * 50_000) for i in range(40)],
+    )
+    db.commit()
+    db.close()
+    box = Outbox(path, reserve_bytes=0)
+    await box.open()
+    try:
+        assert box._conn().execute("PRAGMA auto_vacuum").fetchone() == (2,)
+        assert len(await box.next_batch(100)) == 40  # all pending, through the new index
+        await box.delete([f"t{i}" for i in range(40)])
+        before = (await asyncio.to_thread(os.stat, path)).st_size
+        box.disk.enter("a test")
+        await box.check_disk()
+        after = (await asyncio.to_thread(os.stat, path)).st_size
+        assert after < before - 1_500_000, (before, after)
+    finally:
+        await box.close()
