@@ -344,10 +344,12 @@ class EdgeDaemon:
                     log.error("storing device messages failed (%s); retrying with back-off", err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PUT_RETRY_MAX_S)
+        loop = asyncio.get_running_loop()
         delay = PUT_RETRY_FIRST_S
+        retry_at = loop.time() + delay
         while self._parked or self._parked_drops:
             try:
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(max(0.0, retry_at - loop.time())):
                     first: Message | None = await self.edge_mqtt.messages()
             except TimeoutError:
                 first = None
@@ -355,9 +357,12 @@ class EdgeDaemon:
                 more = [first, *self.edge_mqtt.drain(self.config.outbox.consume_batch - 1)]
                 batch += [m for m in more if m.qos > 0]  # acknowledged with the batch
                 await self._take_in_while_waiting(more)
+            if loop.time() < retry_at:
+                continue  # a flood of messages does not hammer a failing disk
             if await self._commit_parked():
                 return
             delay = min(delay * 2, PUT_RETRY_MAX_S)
+            retry_at = loop.time() + delay
 
     async def _take_in_while_waiting(self, messages: list[Message]) -> None:
         """Messages that arrived while rows wait for the outbox: their rows wait too."""
