@@ -82,6 +82,13 @@ class OutboxConfig(Strict):
     consume_batch: int = Field(
         500, ge=1, le=5000, description="Device messages stored per transaction at most"
     )
+    reserve_mib: float = Field(
+        4,
+        ge=0,
+        description="Disk space held back in `data_dir/outbox.reserve` for the day the disk "
+        "is full: released then, so life-safety rows and the rule state can still be written, "
+        "and made again when there is room (docs/disk.md). 0 holds nothing back",
+    )
 
 
 class EdgeConfig(Strict):

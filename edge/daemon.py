@@ -20,7 +20,7 @@ from edge.evidence import EvidenceSpool, EvidenceUploader
 from edge.fallback import LOCAL_ALARM_TOPIC, LocalFallback
 from edge.firmware import ConfigIssue, ConfigPusher, FirmwareConfigs, PushStep
 from edge.liveness import Liveness, Transition
-from edge.outbox import MiB, NewRow, Outbox, Priority
+from edge.outbox import Drops, MiB, NewRow, Outbox, Priority, tally
 from edge.pipeline import Outcome, Pipeline
 from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
@@ -36,7 +36,14 @@ from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
 from shouwang.records import Alert, Reading
 
 log = logging.getLogger(__name__)
-SHED_ON_FULL_BYTES = 8 * 1024 * 1024
+# A full disk: telemetry and bulk rows are shed at the door (counted in the drop ledger); if
+# the rest still does not fit in the room the reserve gave, the lowest classes give up this
+# much, oldest first, and the commit is tried again (docs/disk.md).
+SHED_AT_DOOR = (Priority.TELEMETRY, Priority.BULK)
+SHED_STEP_BYTES = 1024 * 1024
+PUT_RETRY_FIRST_S = 0.25  # rows that could not be stored are tried again after this, doubling
+PUT_RETRY_MAX_S = 5.0  # ... up to this
+OPEN_RETRY_MAX_S = 30.0  # an outbox that cannot open (a full disk) is tried at most this far apart
 GATEWAY_REPORT_S = 60.0
 STOP_NOTICE_TIMEOUT_S = 2.0  # a planned stop waits this long for the cloud broker's PUBACK
 POLLED_PROTOCOLS: dict[str, tuple[Any, Any]] = {
@@ -103,6 +110,7 @@ class EdgeDaemon:
                 Priority.TELEMETRY: int(q.telemetry_mib * MiB),
                 Priority.BULK: int(q.bulk_mib * MiB),
             },
+            reserve_bytes=int(q.reserve_mib * MiB),
         )
         self.liveness = Liveness(
             self.profiles, {d.id: d.profile for d in config.devices}, self.clock
@@ -169,6 +177,10 @@ class EdgeDaemon:
         )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
         self._critical_announced = False
+        # Rows that could not be written (a full disk), waiting in memory; see `_put_rows`.
+        self._parked: list[NewRow] = []
+        self._parked_drops: dict[int, Drops] = {}
+        self._sent_around: set[str] = set()  # life-safety rows the cloud broker has from us
         self._report_now = False  # a gateway report goes out at the next watch round
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -196,11 +208,36 @@ class EdgeDaemon:
         self._wake_watch.set()
 
     async def start(self) -> None:
-        await self.outbox.open()
+        delay = PUT_RETRY_FIRST_S
+        while True:
+            try:
+                await self.outbox.open()
+                break
+            except sqlite3.OperationalError as err:
+                # A full disk with nothing left to release: wait for room, do not crash-loop.
+                if not self.outbox.disk.full:
+                    raise
+                log.error("outbox cannot open on a full disk (%s); retrying in %g s", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OPEN_RETRY_MAX_S)
+        self.rules.on_save_failed = self.outbox.disk.write_failed
+        disk = self.outbox.disk
+        self.metrics.gauge(
+            "shouwang_disk_full", "1 while the data directory's disk is full (reserve released)"
+        ).set_function(lambda: float(disk.full))
+        self.metrics.gauge(
+            "shouwang_disk_free_bytes", "Free bytes on the data directory's filesystem"
+        ).set_function(lambda: float(disk.free()))
+        self.metrics.gauge(
+            "shouwang_disk_reserve_bytes", "Bytes the disk reserve holds for life-safety now"
+        ).set_function(lambda: float(disk.reserve.held()))
         await self.evidence.sweep()
         if self.outbox.damaged is not None:
             body = {"type": "outbox_damaged", "kept_as": self.outbox.damaged.name}
-            await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
+            try:
+                await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
+            except sqlite3.Error as err:
+                log.error("outbox_damaged health message not stored: %s", err)
         await self._refresh_depth()
         await self._start_http()
         self.edge_mqtt.subscribe("dev/+/telemetry", 1)
@@ -215,6 +252,9 @@ class EdgeDaemon:
             asyncio.create_task(self._watch(), name="edge-watch"),
             asyncio.create_task(self._rule_timers(), name="edge-rule-timers"),
             asyncio.create_task(self._store_polled(), name="edge-polled"),
+            asyncio.create_task(
+                disk.run(self.outbox.check_disk, self._disk_round), name="edge-disk"
+            ),
         ]
         for poller in self.pollers.values():
             await poller.start()
@@ -305,45 +345,181 @@ class EdgeDaemon:
 
     async def _store_with_retry(self, batch: list[Message]) -> None:
         """Store a batch; what fails after its rows are committed is retried whole (the ids
-        make a second pass a no-op). The commit itself is retried inside, see `_put_rows`."""
+        make a second pass a no-op). The commit itself is `_put_rows`'s.
+
+        When nothing can be written, the batch's rows wait in memory (`_put_rows`) and the
+        batch stays unacknowledged, so the broker keeps its messages; meanwhile what else
+        arrives is taken in too (each press still announced on site and sent straight to the
+        cloud broker as it comes) and joins the batch, until the commit goes through. The
+        broker's receive maximum bounds how many unacknowledged messages that can be."""
+        delay = PUT_RETRY_FIRST_S
         while True:
             try:
                 await self.handle_batch(batch)
-                return
-            except sqlite3.Error as err:
+                if delay > PUT_RETRY_FIRST_S:
+                    log.warning("storing device messages works again")
+                break
+            except (sqlite3.Error, OSError) as err:
                 self.metrics.reject("outbox_error")
-                log.error("outbox write failed, retrying in 1 s: %s", err)
-                await asyncio.sleep(1.0)
+                if delay == PUT_RETRY_FIRST_S:  # once a streak, not once a retry
+                    log.error("storing device messages failed (%s); retrying with back-off", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PUT_RETRY_MAX_S)
+        loop = asyncio.get_running_loop()
+        delay = PUT_RETRY_FIRST_S
+        retry_at = loop.time() + delay
+        while self._parked or self._parked_drops:
+            try:
+                async with asyncio.timeout(max(0.0, retry_at - loop.time())):
+                    first: Message | None = await self.edge_mqtt.messages()
+            except TimeoutError:
+                first = None
+            if first is not None:
+                more = [first, *self.edge_mqtt.drain(self.config.outbox.consume_batch - 1)]
+                batch += [m for m in more if m.qos > 0]  # acknowledged with the batch
+                await self._take_in_while_waiting(more)
+            if loop.time() < retry_at:
+                continue  # a flood of messages does not hammer a failing disk
+            if await self._commit_parked():
+                return
+            delay = min(delay * 2, PUT_RETRY_MAX_S)
+            retry_at = loop.time() + delay
+
+    async def _take_in_while_waiting(self, messages: list[Message]) -> None:
+        """Messages that arrived while rows wait for the outbox: their rows wait too."""
+        try:
+            await self.handle_batch(messages)
+        except (sqlite3.Error, OSError) as err:
+            # Not from the outbox (its rows only join the waiting ones); unacknowledged,
+            # they come again after a restart.
+            log.error("taking in device messages while rows wait failed: %s", err)
 
     async def _put_rows(self, rows: list[NewRow]) -> list[bool]:
-        """Commit a batch's rows, retrying until it works. Only the commit is retried: the
-        rules have already taken the batch in, and a second pass would feed them the same
-        readings twice (a threshold's duration, a day's routine). The device messages stay
-        unacknowledged until then, so nothing is lost meanwhile."""
+        """Commit rows; per row, whether it was new. Never raises a write error.
+
+        Only the commit is retried: the rules have already taken the rows' messages in, and
+        a second pass would feed them the same readings twice (a threshold's duration, a
+        day's routine). On a full disk (edge/disk.py) telemetry and bulk rows are shed at the
+        door into the drop ledger, then the lowest classes in the outbox give up room. When
+        even so nothing can be written, the rows wait in memory (`_parked`, their rule state
+        not saved meanwhile): life-safety ones are announced on site and published straight
+        to the cloud broker (the cloud stores an alert id once), and the commit is retried
+        with a back-off (`_store_with_retry`, and the disk watch when no device is talking).
+        Rows that wait are reported new."""
+        if self._parked or self._parked_drops:
+            self._park(rows)  # behind what already waits, in order
+            await self._send_around(rows)
+            return [True] * len(rows)
+        disk = self.outbox.disk
+        shed_tried = False
         while True:
+            shedding = disk.full
+            keep = [r for r in rows if not (shedding and r.priority in SHED_AT_DOOR)]
+            dropped = tally(r for r in rows if shedding and r.priority in SHED_AT_DOOR)
             try:
-                return await self.outbox.put_many(rows, now_ms())
-            except sqlite3.OperationalError as err:
-                self.metrics.reject("outbox_error")
-                if "full" in str(err):
-                    # A full disk: shed the lowest classes and try again.
-                    freed = await self.outbox.shed(SHED_ON_FULL_BYTES)
-                    log.error("outbox disk full; shed %d bytes of lower classes", freed)
-                    if freed:
-                        continue
-                else:
-                    log.error("outbox write failed, retrying in 1 s: %s", err)
-                await asyncio.sleep(1.0)
+                stored = iter(await self.outbox.put_many(keep, now_ms(), list(dropped.values())))
             except sqlite3.Error as err:
                 self.metrics.reject("outbox_error")
-                log.error("outbox write failed, retrying in 1 s: %s", err)
-                await asyncio.sleep(1.0)
+                disk.write_failed(err)  # the outbox told it already; this covers any writer
+                if disk.full and not shedding:
+                    continue  # this write found the disk full: shed at the door, try again
+                if disk.full and not shed_tried and await self._shed():
+                    shed_tried = True
+                    continue
+                log.error(
+                    "outbox write failed (%s): rows wait in memory, retried with back-off;"
+                    " life-safety alerts are announced on site and sent straight to the cloud",
+                    err,
+                )
+                self._park(rows)
+                await self._send_around(rows)
+                return [True] * len(rows)
+            return [False if shedding and r.priority in SHED_AT_DOOR else next(stored)
+                    for r in rows]
+
+    async def _shed(self) -> int:
+        """A full disk: the lowest classes give up a step of room, oldest first."""
+        try:
+            freed = await self.outbox.shed(SHED_STEP_BYTES)
+        except sqlite3.Error:
+            return 0
+        if freed:
+            log.error("disk full: shed %d bytes of the lowest classes", freed)
+        return freed
+
+    def _park(self, rows: list[NewRow]) -> None:
+        # Nothing can be written: shed at the door whatever the disk says, or a telemetry flood
+        # would grow in memory; what waits is counted in the ledger when it is written.
+        self._parked += [r for r in rows if r.priority not in SHED_AT_DOOR]
+        tally((r for r in rows if r.priority in SHED_AT_DOOR), self._parked_drops)
+        # The rule state must not run ahead of rows that are not stored: after a crash the
+        # broker's redelivery would be folded into alerts the outbox never had.
+        self.rules.save_held = True
+
+    async def _commit_parked(self) -> bool:
+        """Try once to store the rows that wait in memory; True when none wait any more."""
+        async with self._rules_lock:
+            if not (self._parked or self._parked_drops):
+                return True
+            rows = list(self._parked)
+            try:
+                await self.outbox.put_many(rows, now_ms(), list(self._parked_drops.values()))
+            except sqlite3.Error as err:
+                self.metrics.reject("outbox_error")
+                if self.outbox.disk.write_failed(err):
+                    await self._shed()
+                await self._send_around(rows)  # straight publishes that failed, again
+                return False
+            self._parked = []
+            self._parked_drops = {}
+            self._sent_around = set()
+            self.rules.save_held = False
+            await self.rules.save()
+        log.warning("outbox writes work again: %d waiting rows stored", len(rows))
+        self.uplink.notify()
+        return True
+
+    async def _send_around(self, rows: list[NewRow]) -> None:
+        """Life-safety rows the outbox cannot take: announced on site (the local fallback, each
+        once) and published straight to the cloud broker, best effort. The outbox still stores
+        and sends them when it can; the cloud stores an alert id once."""
+        urgent = [r for r in rows if r.priority == Priority.LIFE_SAFETY]
+        if not urgent:
+            return
+        await self.fallback.announce(
+            [r.payload for r in urgent], reason="not stored: the gateway cannot write to its disk"
+        )
+        urgent = [r for r in urgent if r.id not in self._sent_around]
+        if not urgent or not self.cloud_mqtt.connected:
+            return
+        timeout = self.config.uplink.publish_timeout_s
+        results = await asyncio.gather(
+            *(self.cloud_mqtt.publish(r.topic, r.payload, qos=1, timeout=timeout) for r in urgent),
+            return_exceptions=True,
+        )
+        for row, result in zip(urgent, results, strict=True):
+            if result is None:
+                self._sent_around.add(row.id)
+                log.warning("life-safety alert sent straight to the cloud broker",
+                            extra={"alert": row.id})
+            elif not isinstance(result, MqttError):
+                log.error("life-safety alert %s not sent straight: %r", row.id, result)
+
+    async def _disk_round(self) -> None:
+        """The disk watch's round: rows that wait get another try, then what changed is said."""
+        if self._parked or self._parked_drops:
+            await self._commit_parked()
+        await self._check_critical()
 
     async def _note_ingest_drops(self) -> None:
         dropped = self.edge_mqtt.dropped_incoming - self._ingest_drops_noted
         if dropped > 0:
+            try:
+                await self.outbox.note_drops(Priority.TELEMETRY, dropped, now_ms())
+            except sqlite3.Error as err:
+                log.warning("ingest drops not recorded yet (%s); counted again next time", err)
+                return
             self._ingest_drops_noted += dropped
-            await self.outbox.note_drops(Priority.TELEMETRY, dropped, now_ms())
 
     async def wait_failed(self) -> None:
         """Return (raising) when a background task dies; the process should then exit."""
@@ -457,19 +633,50 @@ class EdgeDaemon:
         return self._transition_rows(changes)
 
     async def _check_critical(self) -> None:
-        """Life-safety over its quota is an on-site alarm (once each way), not only a log line."""
+        """Life-safety over its quota, and a full disk, are on-site alarms and health messages
+        to the cloud (once each way), not only log lines. Never raises a write error: a health
+        message that cannot be stored now is stored at a later call."""
         critical = self.outbox.critical
-        if critical == self._critical_announced:
+        if critical != self._critical_announced:
+            self._critical_announced = critical
+            usage = {Priority(p).name.lower(): n for p, n in self.outbox.usage().items()}
+            body = {"type": "buffer_critical", "critical": critical, "usage_bytes": usage}
+            await self._local_alarm(body)
+            try:
+                await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
+            except sqlite3.Error as err:
+                log.error("buffer_critical health message not stored: %s", err)
+        disk = self.outbox.disk
+        full = disk.full
+        if full == disk.told_site and full == disk.told_cloud:
             return
-        self._critical_announced = critical
-        usage = {Priority(p).name.lower(): n for p, n in self.outbox.usage().items()}
-        body = {"type": "buffer_critical", "critical": critical, "usage_bytes": usage}
+        body = {
+            "type": "disk_full",
+            "full": full,
+            "free_bytes": disk.free(),
+            "reserve_bytes": disk.reserve.size,
+            "reason": disk.reason if full else "",
+        }
+        if full != disk.told_site:
+            disk.told_site = full  # claimed before the await: callers run side by side
+            await self._local_alarm(body)
+        if full != disk.told_cloud:
+            disk.told_cloud = full
+            try:
+                await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
+            except sqlite3.Error as err:
+                disk.told_cloud = not full  # told at a later call, when a write goes through
+                log.warning("disk_full health message not stored yet: %s", err)
+                return
+            self.uplink.notify()
+
+    async def _local_alarm(self, body: dict[str, Any]) -> None:
+        """A gateway condition on the site's own broker (`local/alarm`): a siren, a duty room."""
         message = {"site": self.config.site, "device": GATEWAY_DEVICE, "body": body}
         try:
             await self.edge_mqtt.publish(LOCAL_ALARM_TOPIC, orjson.dumps(message), qos=1)
         except MqttError as err:
-            log.error("buffer-critical alarm not published locally: %s", err)
-        await self.outbox.put_many([self._health_row(body, now_ms())], now_ms())
+            log.error("%s alarm not published locally: %s", body["type"], err)
 
     async def _apply_push(self, step: PushStep) -> None:
         if step.publish is not None or step.clear:
@@ -479,9 +686,7 @@ class EdgeDaemon:
             except MqttError as err:
                 log.warning("could not publish config on %s: %s", step.topic, err)
         if step.issues:
-            await self.outbox.put_many(
-                [self._health_row(_issue_body(i), i.at_ms) for i in step.issues], now_ms()
-            )
+            await self._put_rows([self._health_row(_issue_body(i), i.at_ms) for i in step.issues])
             self.uplink.notify()
 
     def _transition_rows(self, changes: list[Transition]) -> list[NewRow]:
@@ -583,7 +788,7 @@ class EdgeDaemon:
                 if readings:
                     rows.append(self._telemetry_row(readings))
                 if rows:
-                    await self.outbox.put_many(rows, now_ms())
+                    await self._put_rows(rows)
                     self.uplink.notify()
                 await self.rules.save()
                 self._rearm()
@@ -696,7 +901,7 @@ class EdgeDaemon:
                     rows.append(self._health_row(await self._gateway_body(), now_ms()))
                     next_report = now + GATEWAY_REPORT_S
                 if rows:
-                    await self.outbox.put_many(rows, now_ms())
+                    await self._put_rows(rows)
                     self.uplink.notify()
                 await self.rules.save()
                 self._rearm()

@@ -13,9 +13,11 @@ be tried again after a back-off; nothing is deleted on the edge before the cloud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ class EvidenceSpool:
         self.directory = directory
         self.outbox = outbox
         self.topic = site_up_topic(site, "evidence")
+        self.refused = 0  # evidence not kept: a full disk, a failed write
 
     def path(self, sha256: str) -> Path:
         return self.directory / sha256
@@ -81,14 +84,27 @@ class EvidenceSpool:
         ts: int,
         alert: str | None = None,
         now_ms: int,
-    ) -> str:
-        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex)."""
+    ) -> str | None:
+        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex).
+
+        None when it could not be kept: the disk is full (evidence is bulk, the first class
+        a full disk sheds, and a clip must not take the room held for life-safety) or a write
+        failed. That is logged and counted in `refused`, never raised: a camera worker
+        goes on."""
         if content_type not in CONTENT_TYPES:
             raise ValueError(f"content_type {content_type!r} is not one of {CONTENT_TYPES}")
         if not 0 < len(data) <= MAX_EVIDENCE_BYTES:
             raise ValueError(f"evidence of {len(data)} bytes is empty or over the limit")
         digest = hashlib.sha256(data).hexdigest()
-        await asyncio.to_thread(self._write, digest, data)
+        if self.outbox.disk.full:
+            self._refuse(digest, device, "the disk is full")
+            return None
+        try:
+            await asyncio.to_thread(self._write, digest, data)
+        except OSError as err:
+            self.outbox.disk.write_failed(err)
+            self._refuse(digest, device, f"not written: {err}")
+            return None
         body = {
             "sha256": digest,
             "size": len(data),
@@ -97,11 +113,23 @@ class EvidenceSpool:
             "captured_ts": ts,
         }
         envelope = make_envelope(site=self.site, device=device, kind="evidence", body=body, ts=ts)
-        await self.outbox.put_many(
-            [NewRow(envelope.id, Priority.BULK, self.topic, envelope.to_bytes(), 1, ts, ts)],
-            now_ms,
-        )
+        try:
+            await self.outbox.put_many(
+                [NewRow(envelope.id, Priority.BULK, self.topic, envelope.to_bytes(), 1, ts, ts)],
+                now_ms,
+            )
+        except sqlite3.Error as err:
+            # No row names the file now: it goes (unless an earlier row still needs it; and if
+            # even that cannot be read, the sweep at the next start takes it).
+            with contextlib.suppress(sqlite3.Error):
+                await self.forget([digest])
+            self._refuse(digest, device, f"not queued: {err}")
+            return None
         return digest
+
+    def _refuse(self, digest: str, device: str, why: str) -> None:
+        self.refused += 1
+        log.error("evidence %s from %s not kept: %s", digest, device, why)
 
     def _write(self, digest: str, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -109,10 +137,14 @@ class EvidenceSpool:
         if final.exists():
             return  # content-addressed: the same bytes are already kept
         partial = final.with_suffix(".partial")
-        with partial.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with partial.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            partial.unlink(missing_ok=True)  # what it took goes back to the disk
+            raise
         partial.rename(final)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:

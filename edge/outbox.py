@@ -11,21 +11,27 @@ to a persistent drop ledger that the uplink reports to the cloud.
 
 Ids are the envelope ids, so putting the same message twice (a device message redelivered
 after a crash) is a no-op. All SQLite work runs on one dedicated thread, never on the event
-loop.
+loop. Every write is one transaction through `_transaction`, which leaves none open behind a
+failed statement or COMMIT. A full disk is the `DiskGuard`'s (edge/disk.py): the outbox tells
+it of every write that failed for want of room and gives back the pages delivered rows left
+(docs/disk.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from edge.disk import DiskGuard, free_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +46,7 @@ class Priority(enum.IntEnum):
 
 
 MiB = 1024 * 1024
+DEFAULT_RESERVE_BYTES = 4 * MiB
 DEFAULT_QUOTAS = {
     Priority.LIFE_SAFETY: 64 * MiB,
     Priority.SECURITY: 32 * MiB,
@@ -109,10 +116,34 @@ CREATE TABLE IF NOT EXISTS drops (
 );
 """
 
+# "Not sent" and "never published" are this number, not NULL: a claim then overwrites six bytes
+# of the row in place instead of rewriting the whole row with its payload (a NULL takes no
+# bytes, so setting it changes the row's size). Measured on 100 rows of 90 KB: 412 KB of
+# write-ahead log for the claim instead of 9.1 MB; on a full disk the difference is whether
+# the backlog can drain at all. Any integer from 2**31 to 2**47 takes six bytes, as do the
+# wall-clock milliseconds stored in its place. Written as a literal in SQL, so that the
+# partial index below is usable.
+NOT_SENT = -(1 << 40)
+_PENDING = f"sent_ms = {NOT_SENT}"
 # The rows the uplink may publish: a partial index keeps a long in-flight window off its path.
-_UNSENT_INDEX = (
-    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (priority, seq) WHERE sent_ms IS NULL"
+_PENDING_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (priority, seq) WHERE {_PENDING}"
 )
+# Write-ahead log pages before a checkpoint (SQLite's default is 1000). Each page not yet
+# copied back may need a new page in the database file when it is, so this bounds what a
+# checkpoint can ask of a full disk: 1 MiB, well inside the reserve.
+WAL_AUTOCHECKPOINT_PAGES = 256
+VACUUM_STEP_PAGES = 256  # pages given back to the filesystem per transaction
+VACUUM_STEPS_PER_CHECK = 64  # at most 64 MiB of 4 KiB pages per disk check (edge/disk.py)
+# Rows claimed, given back or deleted per transaction. Each changes a page or two per row
+# whatever its payload, so a transaction's log stays near 1 MiB; the log is copied back and
+# started over between transactions. One transaction for a whole confirmation wrote 5 MB of
+# log on a full disk (the cloud confirms dozens of merged messages, thousands of rows, at once)
+# and failed, again and again.
+ROWS_PER_TRANSACTION = 256
+# An outbox made before incremental vacuum is converted (VACUUM) only when it is this small,
+# and there is room for two copies of it besides the reserve.
+CONVERT_MAX_BYTES = 64 * MiB
 
 
 class Outbox:
@@ -121,10 +152,12 @@ class Outbox:
         path: Path,
         quotas: dict[Priority, int] | None = None,
         max_page_count: int | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> None:
         self.path = path
         self.quotas = {**DEFAULT_QUOTAS, **(quotas or {})}
         self.critical = False  # life-safety is over its quota
+        self.disk = DiskGuard(path.parent, reserve_bytes)
         self._max_page_count = max_page_count  # tests simulate a full disk with it
         self._usage: dict[int, int] = {int(p): 0 for p in Priority}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -135,11 +168,17 @@ class Outbox:
         await self._run(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.disk.prepare()
         try:
             self._connect()
         except sqlite3.DatabaseError as err:
             if isinstance(err, sqlite3.OperationalError):
+                if self.disk.write_failed(err):
+                    # No room to open (the log, its index, the start-up update): the reserve
+                    # is released now, so one more try may do; if not, the caller retries.
+                    self._connect()
+                    self.disk.settle()
+                    return
                 raise  # locked, unreadable, I/O: not damage, and not ours to move aside
             # A damaged file (a disk fault, not a torn write: the WAL recovers those). Starting
             # without an outbox would stop every alert, so the damaged file is kept aside for
@@ -153,6 +192,7 @@ class Outbox:
                       self.path, err, aside)
             self.damaged = aside
             self._connect()
+        self.disk.settle()
 
     def _connect(self) -> None:
         if self._db is not None:
@@ -160,10 +200,28 @@ class Outbox:
             self._db = None
         self._usage = {int(p): 0 for p in Priority}
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._setup(db)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if not tables:
+            # Set before the first table, or it takes a VACUUM: freed pages can then go back
+            # to the filesystem (`reclaim`), which a full disk needs to recover by itself.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed row survives power loss, not only a process crash.
         db.execute("PRAGMA synchronous=FULL")
+        # Debian builds SQLite with secure_delete on: every deleted page is overwritten, so a
+        # delete writes as much log as the rows it frees, and on a full disk shedding or a
+        # confirmation could not be committed (measured: docs/decisions.md). FAST zeroes what
+        # it can without writing more.
+        db.execute("PRAGMA secure_delete=FAST")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         if self._max_page_count:
             db.execute(f"PRAGMA max_page_count={int(self._max_page_count)}")
         (verdict,) = db.execute("PRAGMA quick_check").fetchone()
@@ -175,12 +233,46 @@ class Outbox:
             db.execute("ALTER TABLE outbox ADD COLUMN sent_ms INTEGER")
         if "published_ms" not in columns:
             db.execute("ALTER TABLE outbox ADD COLUMN published_ms INTEGER")
-        db.execute(_UNSENT_INDEX)
+        db.execute("DROP INDEX IF EXISTS outbox_unsent")  # on NULL, before NOT_SENT
+        db.execute(_PENDING_INDEX)
         # What waited for a confirmation when we stopped is sent again; the cloud dedups it.
-        db.execute("UPDATE outbox SET sent_ms = NULL WHERE sent_ms IS NOT NULL")
+        # (Rows from before NOT_SENT hold NULLs: they become NOT_SENT here, once.)
+        for column in ("sent_ms", "published_ms"):
+            keep = "" if column == "sent_ms" else " AND published_ms IS NULL"
+            while True:
+                with self._transaction(db):
+                    changed = db.execute(
+                        f"UPDATE outbox SET {column} = {NOT_SENT} WHERE seq IN (SELECT seq FROM"
+                        f" outbox WHERE {column} IS NOT {NOT_SENT}{keep}"
+                        f" LIMIT {ROWS_PER_TRANSACTION})"
+                    ).rowcount
+                if changed < ROWS_PER_TRANSACTION:
+                    break
         for priority, size in db.execute("SELECT priority, SUM(size) FROM outbox GROUP BY 1"):
             self._usage[priority] = size
         self.critical = self._usage[Priority.LIFE_SAFETY] > self.quotas[Priority.LIFE_SAFETY]
+        self._convert_to_incremental_vacuum(db)
+
+    def _convert_to_incremental_vacuum(self, db: sqlite3.Connection) -> None:
+        """An outbox made before incremental vacuum gets it, when it is small and there is
+        room; otherwise the pages of delivered rows stay in the file (reused, not returned)."""
+        (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+        if mode == 2:
+            return
+        size = self.path.stat().st_size
+        reserve = self.disk.reserve
+        room = free_bytes(self.path.parent) - (reserve.size - reserve.held())
+        if size > CONVERT_MAX_BYTES or room < 2 * size + self.disk.headroom:
+            log.warning(
+                "outbox %s (%d bytes) cannot get incremental vacuum now (%d bytes free):"
+                " delivered rows will not give their disk space back",
+                self.path, size, room,
+            )
+            return
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("outbox %s converted to incremental vacuum", self.path)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -196,6 +288,33 @@ class Outbox:
             raise RuntimeError("outbox is not open")
         return self._db
 
+    @contextlib.contextmanager
+    def _transaction(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole, or rolled back whole and the error raised.
+
+        SQLite ends a transaction by itself on some errors (SQLITE_FULL, SQLITE_IOERR) and not
+        on others (a busy or constrained COMMIT): ROLLBACK only what is still open, or the
+        rollback's own error ("no transaction is active") hides the real one. A write that
+        failed for want of room is reported to the disk guard, which releases the reserve.
+        """
+        db = db or self._conn()
+        if db.in_transaction:  # never expected: a transaction left open is a bug
+            log.error("outbox: a transaction was left open; rolling it back")
+            db.execute("ROLLBACK")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as err:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error as rollback_err:
+                    log.error("outbox: rollback after %r failed: %s", err, rollback_err)
+            if isinstance(err, sqlite3.Error):
+                self.disk.write_failed(err)
+            raise
+
     # --- writing ---------------------------------------------------------------------------
 
     async def put(
@@ -205,23 +324,27 @@ class Outbox:
         [stored] = await self.put_many([NewRow(id, priority, topic, payload)], now_ms)
         return stored
 
-    async def put_many(self, rows: Sequence[NewRow], now_ms: int) -> list[bool]:
-        """Store rows in one transaction (one fsync); per row, whether it was new."""
-        if not rows:
-            return []
-        return list(await self._run(self._put_many, list(rows), now_ms))
+    async def put_many(
+        self, rows: Sequence[NewRow], now_ms: int, dropped: Sequence[Drops] = ()
+    ) -> list[bool]:
+        """Store rows in one transaction (one fsync); per row, whether it was new.
 
-    def _put_many(self, rows: list[NewRow], now_ms: int) -> list[bool]:
-        db = self._conn()
+        `dropped` is what was not kept (a full disk sheds telemetry at the door): it goes into
+        the drop ledger in the same transaction, so a loss is never silent."""
+        if not rows and not dropped:
+            return []
+        return list(await self._run(self._put_many, list(rows), now_ms, list(dropped)))
+
+    def _put_many(self, rows: list[NewRow], now_ms: int, dropped: list[Drops]) -> list[bool]:
         usage = dict(self._usage)
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             stored = []
             for r in rows:
                 size = len(r.payload)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO outbox (id, priority, topic, payload, size, items,"
-                    " first_ts, last_ts, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " first_ts, last_ts, created_ms, sent_ms, published_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.id,
                         int(r.priority),
@@ -232,17 +355,16 @@ class Outbox:
                         r.first_ts,
                         r.last_ts,
                         now_ms,
+                        NOT_SENT,
+                        NOT_SENT,
                     ),
                 )
                 stored.append(cur.rowcount == 1)
                 if cur.rowcount == 1:
                     usage[r.priority] += size
                     self._enforce_quota(db, r.priority, size, usage)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            for d in dropped:
+                self._ledger(db, d.priority, d.bytes, d.items, d.first_ts, d.last_ts, d.rows)
         self._usage = usage
         self._update_critical()
         return stored
@@ -275,7 +397,7 @@ class Outbox:
                 # by the uplink's in-flight window when the link went down.
                 candidates = db.execute(
                     "SELECT seq, size, items, first_ts, last_ts FROM outbox WHERE priority = ?"
-                    " AND sent_ms IS NULL AND published_ms IS NULL ORDER BY seq LIMIT 256",
+                    f" AND {_PENDING} AND published_ms = {NOT_SENT} ORDER BY seq LIMIT 256",
                     (priority,),
                 ).fetchall()
                 if not candidates:
@@ -292,15 +414,22 @@ class Outbox:
         return freed
 
     def _ledger(
-        self, db: sqlite3.Connection, priority: int, size: int, items: int, first: int, last: int
+        self,
+        db: sqlite3.Connection,
+        priority: int,
+        size: int,
+        items: int,
+        first: int,
+        last: int,
+        rows: int = 1,
     ) -> None:
         db.execute(
             "INSERT INTO drops (priority, items, rows, bytes, first_ts, last_ts)"
-            " VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET"
-            " items = items + excluded.items, rows = rows + 1, bytes = bytes + excluded.bytes,"
-            " first_ts = MIN(first_ts, excluded.first_ts),"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET"
+            " items = items + excluded.items, rows = rows + excluded.rows,"
+            " bytes = bytes + excluded.bytes, first_ts = MIN(first_ts, excluded.first_ts),"
             " last_ts = MAX(last_ts, excluded.last_ts)",
-            (priority, items, size, first, last),
+            (priority, items, rows, size, first, last),
         )
 
     def _update_critical(self) -> None:
@@ -317,18 +446,45 @@ class Outbox:
         return int(await self._run(self._shed, nbytes))
 
     def _shed(self, nbytes: int) -> int:
-        db = self._conn()
         usage = dict(self._usage)
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             lower = sorted((p for p in usage if p != Priority.LIFE_SAFETY), reverse=True)
             freed = self._evict(db, lower, nbytes, usage)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._usage = usage
         return freed
+
+    # --- giving room back ------------------------------------------------------------------
+
+    async def check_disk(self) -> bool:
+        """Look at the disk (edge/disk.py); while it is full, first give the filesystem back
+        the pages delivered and shed rows left. Returns whether the disk state changed."""
+        if self.disk.full and self._db is not None:
+            # A step per job on the outbox's thread: an SOS's commit waits for one step at
+            # most, not for the whole reclaim.
+            for _ in range(VACUUM_STEPS_PER_CHECK):
+                if not await self._run(self._reclaim_step):
+                    break
+            await self._run(self._truncate_log)
+        return bool(await self._run(self.disk.check))
+
+    def _reclaim_step(self) -> int:
+        """Give up to `VACUUM_STEP_PAGES` free pages back to the filesystem (incremental
+        vacuum, one transaction, so its log stays small on a full disk); returns how many."""
+        db = self._conn()
+        (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+        step = min(free_pages, VACUUM_STEP_PAGES) if mode == 2 else 0
+        if step:
+            with self._transaction(db):
+                # The pragma frees a page per step of its statement, and Python's sqlite3 steps
+                # a statement that returns no columns only once: a page per execute.
+                for _ in range(step):
+                    db.execute("PRAGMA incremental_vacuum(1)")
+        return int(step)
+
+    def _truncate_log(self) -> None:
+        # The file shrinks at the checkpoint; TRUNCATE also hands the log's own blocks back.
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # --- reading and acknowledging ---------------------------------------------------------
 
@@ -367,7 +523,7 @@ class Outbox:
         created_before: int | None,
         claim_ms: int | None,
     ) -> list[Row]:
-        conditions = ["sent_ms IS NULL"] if unsent_only else []
+        conditions = [_PENDING] if unsent_only else []
         params: list[int] = []
         if priorities:
             conditions.append(f"priority IN ({','.join('?' * len(priorities))})")
@@ -395,13 +551,14 @@ class Outbox:
 
     def _set_sent(self, ids: list[str], now_ms: int | None) -> None:
         # `published_ms` stays once set: given back, a row is publishable again, not evictable.
-        db = self._conn()
-        db.execute("BEGIN")
-        db.executemany(
-            "UPDATE outbox SET sent_ms = ?, published_ms = COALESCE(published_ms, ?) WHERE id = ?",
-            [(now_ms, now_ms, i) for i in ids],
-        )
-        db.execute("COMMIT")
+        mark = NOT_SENT if now_ms is None else now_ms
+        for chunk in _chunks(ids):
+            with self._transaction() as db:
+                db.executemany(
+                    f"UPDATE outbox SET sent_ms = ?, published_ms = CASE WHEN published_ms ="
+                    f" {NOT_SENT} THEN ? ELSE published_ms END WHERE id = ?",
+                    [(mark, mark, i) for i in chunk],
+                )
 
     async def oldest_created(self, priority: int, after: int | None = None) -> int | None:
         """Wall ms at which the oldest row of `priority` (stored after `after`) was stored."""
@@ -429,17 +586,20 @@ class Outbox:
         await self._run(self._delete, list(ids))
 
     def _delete(self, ids: list[str]) -> None:
-        db = self._conn()
-        db.execute("BEGIN")
-        freed: list[tuple[int, int]] = []
-        for i in ids:
-            freed += db.execute(
-                "DELETE FROM outbox WHERE id = ? RETURNING priority, size", (i,)
-            ).fetchall()
-        db.execute("COMMIT")
-        for priority, size in freed:
-            self._usage[priority] -= size
-        self._update_critical()
+        # A transaction per chunk: if a later one fails, the earlier ones stay done (deleting
+        # a row again is a no-op for the caller's retry).
+        try:
+            for chunk in _chunks(ids):
+                freed: list[tuple[int, int]] = []
+                with self._transaction() as db:
+                    for i in chunk:
+                        freed += db.execute(
+                            "DELETE FROM outbox WHERE id = ? RETURNING priority, size", (i,)
+                        ).fetchall()
+                for priority, size in freed:
+                    self._usage[priority] -= size
+        finally:
+            self._update_critical()
 
     async def depth(self) -> dict[int, int]:
         return dict(await self._run(self._depth))
@@ -473,23 +633,41 @@ class Outbox:
         await self._run(self._note_drops, int(priority), items, ts)
 
     def _note_drops(self, priority: int, items: int, ts: int) -> None:
-        db = self._conn()
-        db.execute("BEGIN")
-        self._ledger(db, priority, 0, items, ts, ts)
-        db.execute("COMMIT")
+        with self._transaction() as db:
+            self._ledger(db, priority, 0, items, ts, ts)
 
     async def settle_drops(self, reported: Sequence[Drops]) -> None:
         """Subtract what a report the cloud acknowledged covered; later drops stay."""
         await self._run(self._settle_drops, list(reported))
 
     def _settle_drops(self, reported: list[Drops]) -> None:
-        db = self._conn()
-        db.execute("BEGIN")
-        for d in reported:
-            db.execute(
-                "UPDATE drops SET items = items - ?, rows = rows - ?, bytes = bytes - ?"
-                " WHERE priority = ?",
-                (d.items, d.rows, d.bytes, d.priority),
-            )
-        db.execute("DELETE FROM drops WHERE rows <= 0")
-        db.execute("COMMIT")
+        with self._transaction() as db:
+            for d in reported:
+                db.execute(
+                    "UPDATE drops SET items = items - ?, rows = rows - ?, bytes = bytes - ?"
+                    " WHERE priority = ?",
+                    (d.items, d.rows, d.bytes, d.priority),
+                )
+            db.execute("DELETE FROM drops WHERE rows <= 0")
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    for start in range(0, len(items), ROWS_PER_TRANSACTION):
+        yield items[start : start + ROWS_PER_TRANSACTION]
+
+
+def tally(rows: Iterable[NewRow], into: dict[int, Drops] | None = None) -> dict[int, Drops]:
+    """Rows not kept, summed per class as the drop ledger counts them."""
+    out = into if into is not None else {}
+    for r in rows:
+        p = int(r.priority)
+        d = out.get(p)
+        out[p] = Drops(
+            p,
+            (d.items if d else 0) + r.items,
+            (d.rows if d else 0) + 1,
+            (d.bytes if d else 0) + len(r.payload),
+            min(d.first_ts, r.first_ts) if d else r.first_ts,
+            max(d.last_ts, r.last_ts) if d else r.last_ts,
+        )
+    return out

@@ -12,6 +12,10 @@ Life-safety rows go first and are never rate-limited. Everything else passes a t
 so draining a long backlog after an outage cannot crowd out live alerts or flood the cloud.
 The drop ledger (what quotas evicted) is reported as a `health` message and settled only
 once the cloud confirmed the report.
+
+An outbox write that fails (a full disk) never ends the uplink: a round whose claim fails is
+tried again after `retry_delay_s`, and rows to give back, rows the cloud confirmed and drops
+it acknowledged are kept in memory and written when the outbox takes writes again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -131,6 +136,11 @@ class Uplink:
         self._reconnected = False
         self._evidence_waiting = False  # evidence rows held back until an upload can go
         self._evidence_warned = False
+        # Outbox writes that failed, to be done when it takes writes again.
+        self._ungiven: list[str] = []  # rows to make publishable again
+        self._undeleted: list[str] = []  # rows the cloud confirmed
+        self._unsettled: list[list[Drops]] = []  # drop reports the cloud confirmed
+        self._writes_failing = False
         self._wake = asyncio.Event()
         if config.confirm == "cloud" and client is not None:
             client.subscribe(self.ack_topic, 1)
@@ -187,7 +197,7 @@ class Uplink:
         self.confirmed += len(stored) + len(rejected)
         if rejected and self.on_refused is not None:
             await self.on_refused([i for i, _ in rejected])
-        await self.outbox.delete(rows)
+        await self._delete(rows)
         self.sent += len(rows)
         if forget and self.evidence is not None:
             await self.evidence.spool.forget(forget)
@@ -204,7 +214,7 @@ class Uplink:
             return
         for envelope_id, _ in expired:
             del self._awaiting[envelope_id]
-        await self.outbox.unsend([r for _, sent in expired for r in sent.rows])
+        await self._unsend([r for _, sent in expired for r in sent.rows])
         self.resent += len(expired)
         log.warning("uplink: %d message(s) not confirmed by the cloud; sending again", len(expired))
 
@@ -219,6 +229,9 @@ class Uplink:
             if self._evidence_waiting and self.evidence is not None:
                 retry = self.evidence.retry_at
                 expiry = retry if expiry is None else min(expiry, retry)
+            if self._ungiven or self._undeleted or self._unsettled:
+                retry = time.monotonic() + self.config.retry_delay_s
+                expiry = retry if expiry is None else min(expiry, retry)
             self._evidence_waiting = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(
@@ -226,46 +239,57 @@ class Uplink:
                 ):
                     await self._wake.wait()
             self._wake.clear()
-            if self._reconnected:
-                # What the broker had may be gone with it (a restart), and resending is cheap
-                # next to waiting out the timeout.
-                self._reconnected = False
-                await self._give_back(None)
-            await self._give_back(time.monotonic() - self.config.ack_timeout_s)
-            while self.client.connected:
-                # Life-safety is never held back by the window: a backlog of unconfirmed
-                # telemetry must not keep an SOS from the broker.
-                urgent = await self.outbox.next_batch(
-                    self.config.batch, priorities=[Priority.LIFE_SAFETY], claim_ms=now_ms()
+            try:
+                await self._round()
+            except sqlite3.Error as err:
+                # A claim that failed claimed nothing (its transaction was rolled back).
+                self._write_failed("read or claim", err)
+                await asyncio.sleep(self.config.retry_delay_s)
+                self._wake.set()
+
+    async def _round(self) -> None:
+        """Publish what the outbox holds, as far as the window, the bucket and the link let."""
+        await self._retry_writes()
+        if self._reconnected:
+            # What the broker had may be gone with it (a restart), and resending is cheap
+            # next to waiting out the timeout.
+            self._reconnected = False
+            await self._give_back(None)
+        await self._give_back(time.monotonic() - self.config.ack_timeout_s)
+        while self.client.connected:
+            # Life-safety is never held back by the window: a backlog of unconfirmed
+            # telemetry must not keep an SOS from the broker.
+            urgent = await self.outbox.next_batch(
+                self.config.batch, priorities=[Priority.LIFE_SAFETY], claim_ms=now_ms()
+            )
+            if urgent:
+                await self._publish_groups(
+                    [_Group([r.id], r.topic, r.payload, r.id) for r in urgent]
                 )
-                if urgent:
-                    await self._publish_groups(
-                        [_Group([r.id], r.topic, r.payload, r.id) for r in urgent]
-                    )
-                    continue
-                if len(self._awaiting) >= self.config.window:
-                    break  # the rest waits for confirmations (or their timeout)
-                room = min(self.config.batch, self.config.window - len(self._awaiting))
-                await self._report_drops()  # after life-safety, before the rest
-                if self.bucket.take(1) == 0:
-                    # Out of tokens: wait for a refill, but wake at once for a new alert.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.bucket.wait_s()):
-                            await self._wake.wait()
-                    self._wake.clear()
-                    continue
-                rows = await self.outbox.next_batch(room, claim_ms=now_ms())
-                if not rows:
-                    self.bucket.tokens += 1  # unused: give it back
-                    break
-                groups = self._group(rows)
-                # One token a message: a merged telemetry message is one however many rows.
-                allowed = 1 + self.bucket.take(len(groups) - 1)
-                await self.outbox.unsend([i for g in groups[allowed:] for i in g.ids])
-                groups = await self._upload_evidence(groups[:allowed])
-                if not groups:
-                    break  # only evidence, and it cannot go yet
-                await self._publish_groups(groups)
+                continue
+            if len(self._awaiting) >= self.config.window:
+                break  # the rest waits for confirmations (or their timeout)
+            room = min(self.config.batch, self.config.window - len(self._awaiting))
+            await self._report_drops()  # after life-safety, before the rest
+            if self.bucket.take(1) == 0:
+                # Out of tokens: wait for a refill, but wake at once for a new alert.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.bucket.wait_s()):
+                        await self._wake.wait()
+                self._wake.clear()
+                continue
+            rows = await self.outbox.next_batch(room, claim_ms=now_ms())
+            if not rows:
+                self.bucket.tokens += 1  # unused: give it back
+                break
+            groups = self._group(rows)
+            # One token a message: a merged telemetry message is one however many rows.
+            allowed = 1 + self.bucket.take(len(groups) - 1)
+            await self._unsend([i for g in groups[allowed:] for i in g.ids])
+            groups = await self._upload_evidence(groups[:allowed])
+            if not groups:
+                break  # only evidence, and it cannot go yet
+            await self._publish_groups(groups)
 
     def _group(self, rows: list[Row]) -> list[_Group]:
         """One group per row, except that runs of telemetry rows merge into compact messages."""
@@ -322,7 +346,7 @@ class Uplink:
                     self._evidence_warned = True
                     log.warning("uplink: evidence is waiting, but no evidence.url is configured")
                 self._evidence_waiting = True
-                await self.outbox.unsend(g.ids)
+                await self._unsend(g.ids)
                 continue
             try:
                 await self.evidence.upload(g.payload)
@@ -330,11 +354,11 @@ class Uplink:
                 if not err.permanent:
                     log.warning("uplink: %s; will retry", err)
                     self._evidence_waiting = True
-                    await self.outbox.unsend(g.ids)
+                    await self._unsend(g.ids)
                     continue
                 self.refused["evidence_upload"] = self.refused.get("evidence_upload", 0) + 1
                 log.error("uplink: evidence %s given up: %s", g.envelope_id, err)
-                await self.outbox.delete(g.ids)
+                await self._delete(g.ids)
                 continue
             ready.append(g)
         return ready
@@ -351,7 +375,7 @@ class Uplink:
         )
         acked = [g for g, res in zip(groups, results, strict=True) if res is None]
         if acked and self.config.confirm == "broker":
-            await self.outbox.delete([i for g in acked for i in g.ids])
+            await self._delete([i for g in acked for i in g.ids])
             self.sent += sum(len(g.ids) for g in acked)
         elif acked:
             at = time.monotonic()  # the rows were marked sent when they were taken
@@ -365,7 +389,7 @@ class Uplink:
             i for g, res in zip(groups, results, strict=True) if res is not None for i in g.ids
         ]
         if unacked:
-            await self.outbox.unsend(unacked)  # publishable again
+            await self._unsend(unacked)  # publishable again
         if failures:
             unexpected = [f for f in failures if not isinstance(f, MqttError)]
             if unexpected:
@@ -381,6 +405,8 @@ class Uplink:
     async def _report_drops(self) -> None:
         """Report the drop ledger; an unconfirmed report is sent again as it was (same id)."""
         report = self._report
+        if self._unsettled:
+            return  # a confirmed report is still in the ledger: reporting now would repeat it
         if report is None:
             drops = await self.outbox.drops()
             if not drops:
@@ -415,12 +441,69 @@ class Uplink:
             await self._settle(report.drops)
 
     async def _settle(self, drops: list[Drops]) -> None:
-        await self.outbox.settle_drops(drops)
+        try:
+            await self.outbox.settle_drops(drops)
+        except sqlite3.Error as err:
+            self._unsettled.append(drops)
+            self._write_failed("settling the drop ledger", err)
+            return
+        self._wrote()
         self._report = None
         log.warning(
             "reported outbox drops to the cloud: %s",
             ", ".join(f"{Priority(d.priority).name.lower()} {d.items}" for d in drops),
         )
+
+
+    # --- outbox writes that must not be lost when they fail ---------------------------------
+
+    async def _unsend(self, ids: list[str]) -> None:
+        """Make rows publishable again; kept and retried if the outbox fails the write (a
+        row left marked sent would wait for a restart)."""
+        if not ids:
+            return
+        try:
+            await self.outbox.unsend(ids)
+        except sqlite3.Error as err:
+            self._ungiven += ids
+            self._write_failed("giving rows back", err)
+            return
+        self._wrote()
+
+    async def _delete(self, ids: list[str]) -> None:
+        """Delete confirmed rows; kept and retried if the outbox fails the write (deleting
+        them is what gives a full disk its room back)."""
+        if not ids:
+            return
+        try:
+            await self.outbox.delete(ids)
+        except sqlite3.Error as err:
+            self._undeleted += ids
+            self._write_failed("deleting confirmed rows", err)
+            return
+        self._wrote()
+
+    async def _retry_writes(self) -> None:
+        if self._ungiven:
+            ids, self._ungiven = self._ungiven, []
+            await self._unsend(ids)
+        if self._undeleted:
+            ids, self._undeleted = self._undeleted, []
+            await self._delete(ids)
+        if self._unsettled:
+            pending, self._unsettled = self._unsettled, []
+            for drops in pending:
+                await self._settle(drops)
+
+    def _write_failed(self, what: str, err: sqlite3.Error) -> None:
+        if not self._writes_failing:
+            self._writes_failing = True
+            log.error("uplink: outbox write failed (%s: %s); retrying", what, err)
+
+    def _wrote(self) -> None:
+        if self._writes_failing and not (self._ungiven or self._undeleted or self._unsettled):
+            self._writes_failing = False
+            log.warning("uplink: outbox writes work again")
 
 
 def _drop_dict(d: Drops) -> dict[str, int | str]:

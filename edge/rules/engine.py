@@ -8,10 +8,11 @@ off the event loop. See docs/rules.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -353,9 +354,25 @@ class RuleEngine:
         rules = {rid: s for rid, r in self.rules.items() if (s := r.dump_state()) is not None}
         return {"version": STATE_VERSION, "book": self.book.dump(), "rules": rules}
 
+    # Told of a state file that could not be written (the daemon hands it to the disk guard,
+    # which releases the disk reserve when the disk is full).
+    on_save_failed: Callable[[OSError], object] | None = None
+    _save_failing = False
+    # Set while rows the state implies are not stored (nothing could be written): saving it
+    # then would make a redelivered message fold into an alert the outbox never had.
+    save_held = False
+
     async def save(self, *, force: bool = False) -> None:
-        """Write the state file if alert state changed, or learned state a minute ago."""
+        """Write the state file if alert state changed, or learned state a minute ago.
+
+        A write that fails (a full disk, an I/O error) is logged once, the state stays in
+        memory and is written at the next save; it never raises. Until then a crash would
+        restart from the older file: a redelivered message raises its alert again under the
+        same id, which the outbox and the cloud store once."""
         if self.state_path is None:
+            return
+        if self.save_held:
+            self._urgent = True  # saved when the hold ends
             return
         now = self.clock.now_ms()
         if not (force or self._urgent or (self._lazy and now - self._last_save >= LAZY_SAVE_MS)):
@@ -366,7 +383,22 @@ class RuleEngine:
             self._urgent = self._lazy = False
             self.book.dirty = False
             self._last_save = now
-            await asyncio.to_thread(_write_atomic, self.state_path, data)
+            try:
+                await asyncio.to_thread(_write_atomic, self.state_path, data)
+            except OSError as err:
+                self._urgent = True  # written again at the next save, whatever changes
+                if not self._save_failing:
+                    self._save_failing = True
+                    log.error(
+                        "rules state %s not written (%s); kept in memory, written again at"
+                        " the next save", self.state_path, err,
+                    )
+                if self.on_save_failed is not None:
+                    self.on_save_failed(err)
+                return
+            if self._save_failing:
+                self._save_failing = False
+                log.warning("rules state %s written again", self.state_path)
 
 
 def _failure(rule: Rule, err: Exception) -> RuleFailure:
@@ -375,12 +407,19 @@ def _failure(rule: Rule, err: Exception) -> RuleFailure:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a new copy, then rename it over the old one: a failure leaves the old file, and
+    what the half-written copy took goes back to the disk."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _selected(p: Any, t: Target) -> bool:
