@@ -23,7 +23,7 @@ from cloud.access.users import Access, UserError
 from cloud.config import CloudConfig
 from cloud.server import CloudServer
 from cloud.store import Store
-from edge.config import DeviceBinding, EdgeConfig
+from edge.config import DeviceBinding, EdgeConfig, OutboxConfig
 from edge.daemon import EdgeDaemon
 from edge.rules.config import RulesSettings
 from shouwang.clock import SystemClock
@@ -234,6 +234,8 @@ def edge_config(
         cloud_broker=broker_config(cloud_broker),
         data_dir=data_dir,
         http=HttpConfig(port=0),
+        # A small reserve: hundreds of test gateways must not hold 4 MiB each of the disk.
+        outbox=OutboxConfig(reserve_mib=0.25),
         devices=[
             DeviceBinding(id=BUTTON, profile="emergency_button", resident="r-1", location=LOCATION),
             DeviceBinding(id=WEARABLE, profile="wearable", resident="r-1", location=LOCATION),

@@ -84,7 +84,9 @@ def site_config(edge_broker: Mosquitto, cloud_broker: Mosquitto, data_dir: Path)
         for i in range(BUTTONS)
     ]
     loads = [DeviceBinding(id=f"wear-load-{i:04d}", profile="wearable") for i in range(LOAD_DEVICES)]
-    return base.model_copy(update={"devices": [*base.devices, *buttons, *loads]})
+    # The default reserve, as a gateway has it (tests/conftest.py makes test gateways' small).
+    return base.model_copy(update={"devices": [*base.devices, *buttons, *loads],
+                                   "outbox": OutboxConfig()})
 
 
 class Watch:
