@@ -46,10 +46,20 @@ def other_place() -> np.ndarray:
     return _other_place().copy()
 
 
+@cache
+def _noise_bank(shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Gaussian noise fields, drawn once: drawing 230k normals per frame would make the
+    tests spend their time making noise."""
+    rng = np.random.default_rng(12345)
+    return np.round(rng.normal(0, sigma, (8, *shape))).astype(np.int16)
+
+
 def sensor_noise(img: np.ndarray, rng: np.random.Generator, sigma: float = 3.0) -> np.ndarray:
-    """Every real frame differs from the last by sensor noise."""
-    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape).astype(np.float32)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    """Every real frame differs from the last by sensor noise (one of 8 fields, shifted)."""
+    field = _noise_bank(img.shape, sigma)[int(rng.integers(0, 8))]
+    field = np.roll(field, (int(rng.integers(0, img.shape[0])), int(rng.integers(0, 64))),
+                    axis=(0, 1))
+    return np.clip(img.astype(np.int16) + field, 0, 255).astype(np.uint8)
 
 
 def infrared(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -64,10 +74,15 @@ def defocused(img: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), sigma)
 
 
+@cache
+def _cloth(level: int) -> np.ndarray:
+    weave = np.random.default_rng(level).normal(level, 20, (H, W)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(weave, (0, 0), 25), 0, 255).astype(np.uint8)
+
+
 def covered(rng: np.random.Generator, level: int = 25) -> np.ndarray:
     """A hand or a cloth on the lens: a dark, out-of-focus, almost uniform picture."""
-    cloth = rng.normal(level, 20, (H, W)).astype(np.float32)
-    return sensor_noise(np.clip(cv2.GaussianBlur(cloth, (0, 0), 25), 0, 255).astype(np.uint8), rng)
+    return sensor_noise(_cloth(level), rng)
 
 
 def dimmed(img: np.ndarray, factor: float) -> np.ndarray:
