@@ -46,14 +46,23 @@ def scaled_size(width: int, height: int, *, to_height: int | None = None,
 
 
 def shrink(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Downscale to `size` (width, height) by area averaging.
+    """Downscale to `size` (width, height), averaging blocks of pixels.
 
-    Averaging blocks of pixels is what makes a small frame robust: sensor noise and the blocky
-    artefacts of H.264 at low bit rates average out, and it costs little more than sampling.
+    Averaging is what makes a small frame robust: sensor noise and the blocky artefacts of
+    H.264 at low bit rates average out. OpenCV's area averaging is fast only for an exact
+    factor of two, so the frame is halved that way while it is at least twice the target, and
+    the last step (less than a factor of two) is bilinear: 1280×720 to 213×120 costs about
+    50 µs instead of 1 ms for one area resize.
     """
     if (grey.shape[1], grey.shape[0]) == size:
         return grey
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    out = grey
+    while out.shape[1] >= 2 * size[0] and out.shape[0] >= 2 * size[1]:
+        half = (out.shape[1] // 2, out.shape[0] // 2)
+        out = cv2.resize(out[: half[1] * 2, : half[0] * 2], half, interpolation=cv2.INTER_AREA)
+    if (out.shape[1], out.shape[0]) != size:
+        out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def polygon_mask(polygons: Sequence[Polygon], width: int, height: int,

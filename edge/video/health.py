@@ -107,6 +107,12 @@ class HealthConfig(Strict):
     work_width: int = Field(
         320, ge=160, le=1920, description="Width of the grey picture sharpness is measured on"
     )
+    interval_s: float = Field(
+        1.0, ge=0, le=10,
+        description="Judge the view once per this many seconds of stream; frames in between "
+        "cost nothing (tamper takes seconds to raise, so judging at the 5 fps `detect` rate "
+        "would spend five times the CPU for the same events)",
+    )
     occluded: OccludedConfig = Field(default_factory=OccludedConfig, description="Covered lens")
     defocused: DefocusedConfig = Field(
         default_factory=DefocusedConfig, description="Lens out of focus"
@@ -208,6 +214,8 @@ class CameraHealth:
         self._small_size: tuple[int, int] | None = None
         self._window: np.ndarray | None = None
         self._last_ms: int | None = None
+        self._judged_ms: int | None = None
+        self._interval_ms = _ms(c.interval_s)
         self.measures: Measures | None = None  # the last frame's, for metrics and tuning
         self.relearn()
 
@@ -242,11 +250,14 @@ class CameraHealth:
             raise FrameError(
                 f"{self.camera}: frame time {t_ms} ms is before the previous {self._last_ms} ms"
             )
+        self._last_ms = t_ms
+        if self._judged_ms is not None and t_ms - self._judged_ms < self._interval_ms:
+            return []
+        dt_ms = 0 if self._judged_ms is None else t_ms - self._judged_ms
+        self._judged_ms = t_ms
         grey = to_grey(frame)
         if colour is None and frame.ndim == 3 and frame.shape[2] == 3:
             colour = is_colour(frame)
-        dt_ms = 0 if self._last_ms is None else t_ms - self._last_ms
-        self._last_ms = t_ms
         work, small = self._pictures(grey)
         brightness, texture = texture_share(small)
         m = Measures(brightness, texture, sharpness(work))

@@ -122,8 +122,8 @@ def test_an_installer_re_aims_the_camera_and_relearns(rng):
     for i in range(125):
         t_ms = 45_000 + i * STEP_MS
         later += [(e.type, e.t_ms) for e in health.update(vs.sensor_noise(new_view, rng), t_ms)]
-    # learned by 55 s, judged from the next frame on, and cleared after 10 s of match
-    assert later == [("tamper_cleared", 65_200)]
+    # learned by 55 s, judged once a second from 56 s on, cleared after 10 s of match
+    assert later == [("tamper_cleared", 66_000)]
 
 
 def test_the_ir_switch_is_not_tamper(rng):
@@ -222,6 +222,24 @@ def test_a_shorter_debounce_from_config_raises_sooner(rng):
     assert events == [("tamper", 22.0, "occluded"), ("tamper_cleared", 25.0, "occluded")]
 
 
+def test_the_view_is_judged_once_a_second_whatever_the_frame_rate(rng):
+    """At 5 fps four frames in five cost nothing; `interval_s: 0` judges every frame."""
+    view = vs.grey(vs.view())
+    health = CameraHealth()
+    judged = []
+    for t_ms in range(0, 3000, STEP_MS):
+        before = health.measures
+        health.update(view, t_ms)
+        if health.measures is not before:
+            judged.append(t_ms)
+    assert judged == [0, 1000, 2000]
+    every = CameraHealth(HealthConfig(interval_s=0))
+    for t_ms in range(0, 600, STEP_MS):
+        before = every.measures
+        every.update(view, t_ms)
+        assert every.measures is not before
+
+
 def test_a_frame_time_going_backwards_is_a_clear_error(rng):
     health = CameraHealth(camera="cam-gate-01")
     health.update(vs.grey(vs.view()), 5000)
@@ -233,9 +251,9 @@ def test_a_frame_of_another_shape_is_a_clear_error(rng):
     """The stream switched from 16:9 to 4:3 mid-stream."""
     health = CameraHealth(camera="cam-gate-01")
     health.update(vs.grey(vs.view()), 0)
-    health.update(np.zeros((720, 1280), np.uint8), 200)  # same shape, other size: fine
+    health.update(np.zeros((720, 1280), np.uint8), 1000)  # same shape, other size: fine
     with pytest.raises(FrameError, match=r"cam-gate-01: frame is 640x480"):
-        health.update(np.zeros((480, 640), np.uint8), 400)
+        health.update(np.zeros((480, 640), np.uint8), 2000)
 
 
 def test_unknown_config_keys_are_refused():

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.video.frames import FrameError
+from edge.video.frames import FrameError, shrink
 from edge.video.motion import Box, MotionConfig, MotionDetector
 from tests.unit import video_scenes as vs
 
@@ -54,14 +54,15 @@ def test_a_square_crossing_the_view_gives_one_box_around_it_each_frame(rng):
         assert (box.y1 >= 300 - 24, box.y2 <= 380 + 24) == (True, True), (step, box)
 
 
-def test_small_frame_input_gives_the_same_boxes_as_the_full_frame(rng):
-    """A worker that already shrank the frame (or took the Y plane small) passes it as it is."""
+@pytest.mark.parametrize("size", [(640, 360), (213, 120)])
+def test_a_smaller_copy_of_the_frame_gives_the_same_boxes_as_the_full_frame(rng, size):
+    """A worker that already shrank the frame to its `detect` size (or to the motion size)
+    passes that: the boxes still come in full-frame pixels."""
     base = street()
     full, small = MotionDetector(FW, FH), MotionDetector(FW, FH)
     for step in range(8):
         frame = vs.sensor_noise(with_square(base, 300 + 50 * step, 200) if step > 3 else base, rng)
-        shrunk = cv2.resize(frame, small.small_size, interpolation=cv2.INTER_AREA)
-        assert full.detect(frame) == small.detect(shrunk)
+        assert full.detect(frame) == small.detect(shrink(frame, size))
 
 
 def test_a_bgr_frame_is_taken_too(rng):
@@ -157,6 +158,8 @@ def test_a_resolution_change_is_a_clear_error(rng):
     detector.detect(street())
     with pytest.raises(FrameError, match=r"frame is 1920x1080, expected 1280x720"):
         detector.detect(np.zeros((1080, 1920), np.uint8))
+    with pytest.raises(FrameError, match=r"frame is 640x480, expected 1280x720"):
+        detector.detect(np.zeros((480, 640), np.uint8))
 
 
 @pytest.mark.parametrize(
