@@ -216,7 +216,7 @@ class CameraHealth:
         self._last_ms: int | None = None
         self._judged_ms: int | None = None
         self._interval_ms = _ms(c.interval_s)
-        self.measures: Measures | None = None  # the last frame's, for metrics and tuning
+        self.measures: Measures | None = None  # the last judged frame's, for metrics and tuning
         self.relearn()
 
     @property
@@ -242,6 +242,8 @@ class CameraHealth:
 
     def update(self, frame: np.ndarray, t_ms: int, colour: bool | None = None) -> list[CameraEvent]:
         """Judge one frame taken at stream time `t_ms`; the events it completes, if any.
+
+        A frame less than `interval_s` after the last judged one returns [] at once.
 
         `colour`: whether the camera is in its colour (day) mode or grey (IR); None lets a BGR
         frame tell by itself and treats a grey frame as of unknown mode.
@@ -321,6 +323,8 @@ class CameraHealth:
         """Collect the first `learn_s` of an unobstructed view into baselines and a reference."""
         learn_ms = _ms(self.config.learn_s)
         if base.texture is None:
+            if not base.textures:  # the learning time starts with the first clear view
+                base.started_ms = t_ms
             base.textures.append(m.texture)
             base.sharpnesses.append(m.sharpness)
             if t_ms - base.started_ms >= learn_ms and len(base.textures) >= 3:
