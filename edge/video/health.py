@@ -8,10 +8,10 @@ Per camera, `CameraHealth.update(frame, t_ms)` measures three things on every an
 - **sharpness**: the strength of fine edges over the same edges seen blurred (90th percentiles
   of the gradient). It is a ratio, so light, contrast, dusk and the IR switch leave it alone,
   while defocus (or a smeared lens) collapses it: `defocused` below half of the learned value.
-- **match**: phase correlation of a small picture against a reference learned at start-up
-  and refreshed slowly while all is well. Phase correlation compares structure, not brightness
-  (its spectrum is whitened), so a grey IR picture of the same view still matches; a view that
-  shifted by more than `max_shift` of its width, or no longer matches at all, is `moved`.
+- **match**: phase correlation (`PhaseMatch`) of a small picture against a reference learned at
+  start-up and refreshed slowly while all is well. Phase correlation compares structure, not
+  brightness (its spectrum is whitened), so a grey IR picture of the same view still matches; a
+  view that shifted by more than `max_shift` of its width, or no longer matches, is `moved`.
 
 Each cause is debounced on the stream's timestamps (never the wall clock): raised once after
 it held `raise_after_s`, cleared once after it has been gone `clear_after_s`. A person walking
@@ -181,6 +181,54 @@ def _p90(values: np.ndarray) -> float:
     return float(np.partition(flat, k)[k])
 
 
+class PhaseMatch:
+    """Band-limited phase correlation against one reference picture.
+
+    The cross-power spectrum of reference and picture, each frequency scaled to unit size
+    (so only phase, that is structure and position, counts, never brightness or contrast),
+    weighted towards low frequencies (where a small picture's structure is; the highest ones
+    are sensor noise, rain and the detail defocus removes), transformed back: its peak is at
+    the displacement between the two, and its height is 1.0 for the same picture, near 0 for
+    unrelated ones. Written out rather than `cv2.phaseCorrelate`, whose peak height changed
+    between OpenCV 4 and 5 (0.2–0.6 against 1.0 for the same view): thresholds need a measure
+    that means the same everywhere.
+    """
+
+    def __init__(self, reference: np.ndarray, sigma: float = 0.15) -> None:
+        h, w = reference.shape
+        self._window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+        fy = np.fft.fftfreq(h)[:, None]
+        fx = np.fft.rfftfreq(w)[None, :]
+        self._weight = np.exp(-(fx * fx + fy * fy) / (2 * sigma * sigma))
+        self._peak = float(np.fft.irfft2(self._weight, s=(h, w))[0, 0])  # the same picture's
+        self._reference = np.conj(self._spectrum(reference))
+
+    def _spectrum(self, picture: np.ndarray) -> np.ndarray:
+        centred = picture - float(picture.mean())
+        spectrum: np.ndarray = np.fft.rfft2(centred * self._window)
+        return spectrum
+
+    def __call__(self, picture: np.ndarray) -> tuple[float, float, float]:
+        """(match, dx, dy): the correlation peak's height and where it is, in pixels."""
+        cross = self._spectrum(picture) * self._reference
+        cross /= np.maximum(np.abs(cross), 1e-9)
+        surface = np.fft.irfft2(cross * self._weight, s=picture.shape) / self._peak
+        h, w = surface.shape
+        iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
+        dy = _vertex(surface[(iy - 1) % h, ix], surface[iy, ix], surface[(iy + 1) % h, ix])
+        dx = _vertex(surface[iy, (ix - 1) % w], surface[iy, ix], surface[iy, (ix + 1) % w])
+        # The surface wraps round: a peak past the middle is a shift the other way.
+        sy = iy + dy - (h if iy > h // 2 else 0)
+        sx = ix + dx - (w if ix > w // 2 else 0)
+        return float(surface[iy, ix]), float(sx), float(sy)
+
+
+def _vertex(left: float, centre: float, right: float) -> float:
+    """Sub-pixel offset of a peak from the parabola through three samples."""
+    curve = left - 2 * centre + right
+    return 0.0 if curve >= 0 else float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5))
+
+
 def is_colour(bgr: np.ndarray, threshold: float = 6.0) -> bool:
     """Whether a BGR frame is in colour (day) rather than grey (a camera's IR night mode).
 
@@ -212,7 +260,6 @@ class CameraHealth:
         }
         self._work_size: tuple[int, int] | None = None
         self._small_size: tuple[int, int] | None = None
-        self._window: np.ndarray | None = None
         self._last_ms: int | None = None
         self._judged_ms: int | None = None
         self._interval_ms = _ms(c.interval_s)
@@ -235,6 +282,7 @@ class CameraHealth:
         """
         self._baselines: dict[str, _Baseline] = {}
         self._reference: np.ndarray | None = None
+        self._matcher: PhaseMatch | None = None
         self._match_base = 1.0
         self._learning: deque[np.ndarray] = deque(maxlen=LEARN_FRAMES_KEPT)
         self._learn_started_ms: int | None = None
@@ -275,9 +323,9 @@ class CameraHealth:
             or m.texture < oc.min_texture
             or (base.texture is not None and m.texture < oc.texture_ratio * base.texture)
         )
-        if self._reference is not None and self._window is not None:
-            (dx, dy), response = cv2.phaseCorrelate(self._reference, small, self._window)
-            m.match, m.shift = float(response), math.hypot(dx, dy) / small.shape[1]
+        if self._matcher is not None:
+            match, dx, dy = self._matcher(small)
+            m.match, m.shift = match, math.hypot(dx, dy) / small.shape[1]
         defocused = moved = None
         if not occluded:
             if m.match is not None and m.shift is not None:
@@ -307,7 +355,6 @@ class CameraHealth:
         if self._work_size is None:
             self._work_size = scaled_size(w, h, to_width=min(self.config.work_width, w))
             self._small_size = scaled_size(w, h, to_width=SMALL_WIDTH)
-            self._window = cv2.createHanningWindow(self._small_size, cv2.CV_32F)
         assert self._small_size is not None
         expected_h = round(h * self._work_size[0] / w)
         if abs(expected_h - self._work_size[1]) > 1:
@@ -340,11 +387,9 @@ class CameraHealth:
         self._learning.append(small)
         if t_ms - self._learn_started_ms >= learn_ms and len(self._learning) >= 3:
             reference = np.mean(self._learning, axis=0).astype(np.float32)
-            assert self._window is not None
-            self._match_base = float(np.median(
-                [cv2.phaseCorrelate(reference, f, self._window)[1] for f in self._learning]
-            ))
-            self._reference = reference
+            matcher = PhaseMatch(reference)
+            self._match_base = float(np.median([matcher(f)[0] for f in self._learning]))
+            self._reference, self._matcher = reference, matcher
             self._learning.clear()
             self._refreshed_ms = t_ms
             log.info("%s: learned its view (match %.2f)", self.camera, self._match_base)
@@ -365,6 +410,7 @@ class CameraHealth:
         if t_ms - self._refreshed_ms >= _ms(mc.reference_refresh_s):
             w = mc.reference_weight
             self._reference = cv2.addWeighted(self._reference, 1 - w, small, w, 0.0)
+            self._matcher = PhaseMatch(self._reference)
             self._refreshed_ms = t_ms
 
 

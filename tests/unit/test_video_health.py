@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import pytest
 
 from edge.video.debounce import Debounce
 from edge.video.frames import FrameError
-from edge.video.health import CameraHealth, HealthConfig
+from edge.video.health import CameraHealth, HealthConfig, PhaseMatch
 from tests.unit import video_scenes as vs
 
 FPS = 5
@@ -259,6 +260,25 @@ def test_a_frame_of_another_shape_is_a_clear_error(rng):
 def test_unknown_config_keys_are_refused():
     with pytest.raises(ValueError, match="extra"):
         HealthConfig.model_validate({"occluded": {"raise_after": 3}})
+
+
+def test_phase_match_finds_a_shift_and_ignores_light_but_not_another_scene(rng):
+    """The `moved` measure itself: 1.0 for the same picture whatever its brightness and
+    contrast, the displacement of a shifted one to a fraction of a pixel, low for another."""
+    small = cv2.resize(vs.grey(vs.view()), (128, 72), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    match = PhaseMatch(small)
+    same, dx, dy = match(small * 0.4 + 90)
+    assert same > 0.99
+    assert (abs(dx), abs(dy)) < (0.1, 0.1)
+    big = cv2.resize(vs.grey(vs.view(-20, -10)), (256, 144), interpolation=cv2.INTER_AREA)
+    shifted = big[5 + 3 : 5 + 3 + 72, 10 + 5 : 10 + 5 + 128].astype(np.float32)
+    reference = big[5 : 5 + 72, 10 : 10 + 128].astype(np.float32)
+    score, dx, dy = PhaseMatch(reference)(shifted)
+    assert score > 0.8
+    assert (round(abs(dx)), round(abs(dy))) == (5, 3)
+    elsewhere = cv2.resize(vs.grey(vs.other_place()), (128, 72), interpolation=cv2.INTER_AREA)
+    assert match(elsewhere.astype(np.float32))[0] < 0.2
 
 
 def test_debounce_raises_once_clears_once_and_ignores_unjudged_frames():
