@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 import simulators
 
-Fault = Literal["stall", "drop", "refuse", "cover", "defocus", "turn", "ir"]
+Fault = Literal["stall", "drop", "refuse", "corrupt", "cover", "defocus", "turn", "ir"]
 FAULTS: tuple[str, ...] = get_args(Fault)
 ROOT = Path(simulators.__file__).resolve().parent.parent
 # Debian's interpreter, the one with gi; SHOUWANG_GST_PYTHON overrides it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from simulators.scene import Scene  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-STREAM_FAULTS = ("stall", "drop", "refuse")
+STREAM_FAULTS = ("stall", "drop", "refuse", "corrupt")
 IMAGE_FAULTS = ("cover", "defocus", "turn", "ir")
 FAULTS = STREAM_FAULTS + IMAGE_FAULTS
 MAX_CLIP_BYTES = 512 * 1024 * 1024
@@ -109,6 +110,29 @@ class Clip:
         while not self.keyframe[index]:
             index -= 1
         return index
+
+
+SLICE_HEADER_BYTES = 24  # left alone, so that the stream still parses as H.264
+
+
+def corrupt(au: bytes, rng: random.Random, share: float = 0.01) -> bytes:
+    """The access unit with `share` of its slice data overwritten, as bit errors would: it still
+    parses (start codes and slice headers intact) but does not decode cleanly. The bytes written
+    are 0x80..0xFF, so no false start code (00 00 01) appears."""
+    out = bytearray(au)
+    start = au.find(b"\x00\x00\x01")
+    while start != -1:
+        payload = start + 3
+        end = au.find(b"\x00\x00\x01", payload)
+        stop = len(au) if end == -1 else end
+        if payload < len(au) and au[payload] & 0x1F in (1, 5):  # a coded slice
+            first = payload + SLICE_HEADER_BYTES
+            count = max(4, int((stop - first) * share))
+            if stop - first > count:
+                for at in rng.sample(range(first, stop), count):
+                    out[at] = rng.randrange(0x80, 0x100)
+        start = end
+    return bytes(out)
 
 
 def effects(faults: set[str], width: int, height: int, *, pan_for_turn: bool) -> list[str]:
@@ -232,6 +256,7 @@ class Camera:
         self._index = 0  # frame periods since start
         self._timer = 0
         self._restore_timers: dict[str, int] = {}
+        self._rng = random.Random(self.id)
 
     # --- pacing ------------------------------------------------------------------------------
 
@@ -284,6 +309,8 @@ class Camera:
         src = self._media_src
         if src is None:
             return
+        if "corrupt" in self.faults:
+            data = corrupt(data, self._rng)
         src.emit("push-buffer", Gst.Buffer.new_wrapped(data))
         self.frames_sent += 1
 

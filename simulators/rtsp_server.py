@@ -95,8 +95,11 @@ log = logging.getLogger("camera-sim")
 # SPS and PPS go in-band before every IDR (h264parse), so that a client may join at any
 # keyframe. Not rtph264pay's config-interval: with it, FFmpeg loses the first slice of every
 # frame of a multi-slice stream (GStreamer 1.22, FFmpeg 7; seen here).
+# The queue is bounded (4 s of frames; the oldest go): between a client's DESCRIBE and its PLAY
+# nothing is consumed, and a client that never plays must not make the server grow.
 MEDIA = (
     "( appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
+    "max-buffers=100 leaky-type=downstream "
     'caps="video/x-h264,stream-format=byte-stream,alignment=au" '
     "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )"
 )
@@ -403,6 +406,9 @@ class Control:
         except CommandError as err:
             log.warning("refused command: %s", err)
             reply = {"ok": False, "error": str(err)}
+        except Exception as err:  # a bug here must not leave the sender waiting, nor stop us
+            log.exception("command %r failed", line)
+            reply = {"ok": False, "error": f"internal error: {err!r}"}
         if "id" in request:
             reply["id"] = request["id"]
         emit(reply)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -38,6 +39,7 @@ class Frame:
     width: int
     height: int
     measured: bool = False
+    corrupt: bool = False  # the decoder concealed errors in it
     mean: float = 0.0  # grey level 0..255
     std: float = 0.0  # contrast
     sharpness: float = 0.0
@@ -79,6 +81,9 @@ class StreamReader:
         self.frames: list[Frame] = []
         self.ended = False
         self.error: BaseException | None = None
+        self.decode_errors = 0  # packets the decoder refused
+        self.corrupt_frames = 0  # frames it decoded with errors (concealed)
+        self._decoded = 0
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -107,16 +112,17 @@ class StreamReader:
             self._thread = None
 
     def _run(self) -> None:
+        stream = self._container.streams.video[0]
         try:
-            for n, frame in enumerate(self._container.decode(video=0)):
-                now = time.monotonic()
-                info = (
-                    measure(frame, now) if n % self.measure_every == 0
-                    else Frame(t=now, width=frame.width, height=frame.height)
-                )
-                with self._changed:
-                    self.frames.append(info)
-                    self._changed.notify_all()
+            for packet in self._container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    # A damaged packet: a decoder skips it and goes on, as a worker must.
+                    self.decode_errors += 1
+                    continue
+                for frame in frames:
+                    self._add(frame)
                 if self._stop.is_set():
                     break
         except Exception as err:
@@ -126,6 +132,20 @@ class StreamReader:
             with self._changed:
                 self.ended = True
                 self._changed.notify_all()
+
+    def _add(self, frame: av.VideoFrame) -> None:
+        now = time.monotonic()
+        if frame.is_corrupt:
+            self.corrupt_frames += 1
+        info = (
+            measure(frame, now) if self._decoded % self.measure_every == 0
+            else Frame(t=now, width=frame.width, height=frame.height)
+        )
+        info.corrupt = bool(frame.is_corrupt)
+        self._decoded += 1
+        with self._changed:
+            self.frames.append(info)
+            self._changed.notify_all()
 
     # --- waiting on conditions, never on the clock ---------------------------------------
 
@@ -161,6 +181,15 @@ class StreamReader:
             f"{[describe(f) for f in seen[-3:]]} (ended {self.ended}, error {self.error!r})"
         )
         return hits[0]
+
+    def wait_until(
+        self, what: str, check: Callable[[list[Frame]], bool], timeout: float = 30.0
+    ) -> None:
+        """Wait until `check(frames so far)` holds."""
+        with self._changed:
+            ok = self._changed.wait_for(lambda: check(self.frames) or self.ended, timeout)
+            ok = ok and check(self.frames)
+        assert ok, f"{self.url}: not {what} within {timeout} s (ended {self.ended})"
 
     def wait_end(self, timeout: float = 30.0) -> None:
         with self._changed:

@@ -45,7 +45,8 @@ def sim(camera_clip: Callable[..., Path], tmp_path_factory: pytest.TempPathFacto
         return CameraSpec(id=cid, width=1280, height=720, **kw)
 
     cameras = [camera(f"{kind}-{fault}", kind) for kind in KINDS for fault in PICTURE_FAULTS]
-    cameras += [camera(f"{kind}-{fault}", kind) for kind in KINDS for fault in ("stall", "drop")]
+    cameras += [camera(f"{kind}-{fault}", kind) for kind in KINDS
+                for fault in ("stall", "drop", "corrupt")]
     cameras += [
         camera("scene-refuse", "scene", username=USER, password=PASSWORD),
         camera("file-refuse", "file"),  # no credentials: refusing still answers 401
@@ -180,6 +181,31 @@ def test_refuse_answers_401_until_restored(sim: CameraSimulator, kind: str) -> N
     sim.restore(camera)
     with StreamReader(url) as again:
         baseline(again)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_corrupt_damages_frames_yet_the_stream_goes_on(sim: CameraSimulator, kind: str) -> None:
+    camera = f"{kind}-corrupt"
+    with StreamReader(sim.url(camera)) as reader:
+        base = baseline(reader)
+        assert reader.corrupt_frames == 0
+        sim.fault(camera, "corrupt")
+        start = len(reader.frames)
+        if kind == "scene":
+            # CAVLC (x264 ultrafast): FFmpeg finds the errors and flags the frames it concealed.
+            reader.wait_until("corrupt frames", lambda fs: any(f.corrupt for f in fs[start:]))
+        else:
+            # CABAC (most cameras, and these clips): errors go unflagged; the stream goes on.
+            reader.wait_frames(start + 50)
+        sim.restore(camera)
+        restored = len(reader.frames)
+        reader.wait_until(
+            "25 clean frames in a row",
+            lambda fs: len(fs) > restored + 25 and not any(f.corrupt for f in fs[-25:]),
+        )
+        reader.wait_for("the normal picture again", looks_normal(base))
+        assert reader.error is None
+        assert not reader.ended
 
 
 def test_credentials_are_checked_like_a_camera(sim: CameraSimulator) -> None:
