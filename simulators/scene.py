@@ -157,8 +157,9 @@ class Scene:
         legs = (yy >= ph * 0.62) & (abs(xx - pw / 2) < pw * 0.26)
         rgb = np.zeros((ph, pw, 3))
         rgb[head] = [205, 160, 130]
-        rgb[body] = [170, 40, 40]
-        rgb[legs] = [40, 45, 80]
+        # A yellow jacket and dark trousers: unlike the road in grey, as motion is seen.
+        rgb[body] = [225, 200, 60]
+        rgb[legs] = [30, 32, 45]
         y, u, v = _rgb_to_yuv(rgb)
         mask = head | body | legs
         return y, u, v, mask
