@@ -25,6 +25,7 @@ from edge.pipeline import Outcome, Pipeline
 from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
+from edge.video.supervisor import CameraSupervisor
 from shouwang import heap, logs
 from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
@@ -33,7 +34,7 @@ from shouwang.metrics import Metrics
 from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient, MqttError
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
-from shouwang.records import Alert, Reading
+from shouwang.records import Alert, Event, Reading
 
 log = logging.getLogger(__name__)
 SHED_ON_FULL_BYTES = 8 * 1024 * 1024
@@ -168,6 +169,11 @@ class EdgeDaemon:
             ["change"],
         )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
+        # Each camera's decoding and analysis run in a worker process of its own.
+        self.video = (
+            CameraSupervisor(config.cameras, config.edge_broker, config.data_dir, self.metrics)
+            if config.cameras else None
+        )
         self._critical_announced = False
         self._report_now = False  # a gateway report goes out at the next watch round
         self._tasks: list[asyncio.Task[None]] = []
@@ -218,10 +224,14 @@ class EdgeDaemon:
         ]
         for poller in self.pollers.values():
             await poller.start()
+        if self.video is not None:
+            await self.video.start()
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
 
     async def stop(self) -> None:
+        if self.video is not None:
+            await self.video.stop()
         for poller in self.pollers.values():
             await poller.stop()
         for task in self._tasks:
@@ -362,6 +372,7 @@ class EdgeDaemon:
         rows: list[NewRow] = []
         alerts: list[Alert] = []
         notices: list[Notice] = []
+        evidence: list[Event] = []  # a camera's clips and snapshots, kept after the commit
         readings = []
         pushes: list[PushStep] = []
         kinds: dict[str, int] = {}  # counted once per batch, not per message
@@ -395,6 +406,8 @@ class EdgeDaemon:
                 alerts.append(self._dead_letter(message, failure.error, rule=failure.rule))
             if result.reading is not None:
                 readings.append(result.reading)
+            if result.event is not None and result.event.name == "evidence":
+                evidence.append(result.event)
             try:
                 rows += self._observe(result, pushes)
             except Exception as err:
@@ -435,6 +448,8 @@ class EdgeDaemon:
             await self.fallback.announce(life_safety)
         for step in pushes:
             await self._apply_push(step)
+        for event in evidence:
+            await self._take_evidence(event)
         return results
 
     def _observe(self, result: Outcome, pushes: list[PushStep]) -> list[NewRow]:
@@ -515,6 +530,37 @@ class EdgeDaemon:
                        n.ts)
             )
         return rows
+
+    async def _take_evidence(self, event: Event) -> None:
+        """A camera worker kept a clip or snapshot (edge/video/worker.py): into the evidence
+        spool, with the alert it shows. Its envelope id comes from the message, so a
+        redelivery adds nothing."""
+        kind = {"clip": ("video/mp4", ".mp4"), "snapshot": ("image/jpeg", ".jpg")}
+        for field_name, (content_type, suffix) in kind.items():
+            digest = event.data.get(field_name)
+            if not isinstance(digest, str) or self.video is None:
+                continue
+            path = self.video.directory(event.device) / "evidence" / f"{digest}{suffix}"
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except OSError as err:
+                self.metrics.reject("evidence_missing")
+                log.warning("camera %s: evidence %s not readable: %s", event.device, path,
+                            err.strerror)
+                continue
+            alert_id = self.rules.book.alert_for(f"device:{event.device}|{event.data['alert']}")
+            try:
+                await self.evidence.add(
+                    data, content_type=content_type, device=event.device, ts=event.ts,
+                    alert=alert_id, now_ms=now_ms(),
+                    envelope_id=derived_id(event.ts, self.config.site, event.id, field_name),
+                )
+            except (ValueError, OSError, sqlite3.Error) as err:
+                self.metrics.reject("evidence_error")
+                log.error("camera %s: evidence %s not kept: %s", event.device, digest, err)
+                continue
+            await asyncio.to_thread(path.unlink, True)
+            self.uplink.notify()
 
     def _dead_letter(
         self, message: Message, err: Exception | str, rule: str | None = None

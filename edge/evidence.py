@@ -81,8 +81,10 @@ class EvidenceSpool:
         ts: int,
         alert: str | None = None,
         now_ms: int,
+        envelope_id: str | None = None,
     ) -> str:
-        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex)."""
+        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex). `envelope_id`
+        (derived from what asked for it) makes a second add of the same evidence a no-op."""
         if content_type not in CONTENT_TYPES:
             raise ValueError(f"content_type {content_type!r} is not one of {CONTENT_TYPES}")
         if not 0 < len(data) <= MAX_EVIDENCE_BYTES:
@@ -96,7 +98,9 @@ class EvidenceSpool:
             "alert": alert,
             "captured_ts": ts,
         }
-        envelope = make_envelope(site=self.site, device=device, kind="evidence", body=body, ts=ts)
+        envelope = make_envelope(
+            site=self.site, device=device, kind="evidence", body=body, ts=ts, id=envelope_id
+        )
         await self.outbox.put_many(
             [NewRow(envelope.id, Priority.BULK, self.topic, envelope.to_bytes(), 1, ts, ts)],
             now_ms,
