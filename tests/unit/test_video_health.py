@@ -57,6 +57,18 @@ def test_a_covered_lens_is_one_occluded_after_the_debounce_and_one_clear_after(r
     assert events == [("tamper", 30.0, "occluded"), ("tamper_cleared", 55.0, "occluded")]
 
 
+def test_a_tamper_event_is_one_json_line_of_video_analyze(rng):
+    """The record `shouwang video analyze` writes per event: type, t_ms, then the fields."""
+    health = CameraHealth()
+    usual = normal(rng)
+    lines = []
+    for i in range(40 * FPS):
+        t_ms = i * STEP_MS
+        frame = vs.covered(rng) if t_ms >= WARM_S * 1000 else usual()
+        lines += [e.as_json() for e in health.update(frame, t_ms)]
+    assert lines == [{"type": "tamper", "t_ms": 30000, "cause": "occluded"}]
+
+
 def test_a_black_picture_is_occluded(rng):
     """The picture goes black (spray paint, a cap, a dead sensor) and stays so."""
     health = CameraHealth()
