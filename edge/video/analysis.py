@@ -68,7 +68,10 @@ class Analyzer:
         out = Analysed(t_ms)
         assert self._motion is not None
         out.motion = self._motion.detect(grey)
-        out.events = self._health.update(grey, t_ms, colour=is_colour(tiny))
+        events = self._health.update(grey, t_ms, colour=is_colour(tiny))
+        # One tamper alert per camera whatever the causes: it clears when the last one does.
+        active = self._health.active
+        out.events = [e for e in events if e.type != "tamper_cleared" or not active]
         return out
 
     def _resize(self, size: tuple[int, int]) -> None:
