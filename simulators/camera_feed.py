@@ -373,12 +373,12 @@ class Camera:
             self.faults.discard(fault)
         if self.faults == before:
             return
-        if fault == "stall":
-            if not on:
-                self._restart_output()
-        elif fault in IMAGE_FAULTS and not (fault == "turn" and self.scene is not None
-                                            and self._encoder is not None):
-            self._restart_output()
+        if fault == "stall" and not on:
+            self._restart_output()  # resume at a keyframe
+        elif fault == "turn" and self.scene is not None:
+            pass  # a scene turns by drawing its other view; its encoder goes on
+        elif fault in IMAGE_FAULTS:
+            self._restart_output()  # another chain of effects
 
     def restore_after(self, fault: str, seconds: float, restore: Callable[[], None]) -> None:
         """Undo `fault` after `seconds` (a cover for 5 s, a stall for 30 s)."""

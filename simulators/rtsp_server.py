@@ -94,7 +94,7 @@ log = logging.getLogger("camera-sim")
 
 # SPS and PPS go in-band before every IDR (h264parse), so that a client may join at any
 # keyframe. Not rtph264pay's config-interval: with it, FFmpeg loses the first slice of every
-# frame of a multi-slice stream (GStreamer 1.22, FFmpeg 7; seen here).
+# frame of a multi-slice stream (GStreamer 1.22, FFmpeg 8; seen here).
 # The queue is bounded (4 s of frames; the oldest go): between a client's DESCRIBE and its PLAY
 # nothing is consumed, and a client that never plays must not make the server grow.
 MEDIA = (

@@ -138,8 +138,14 @@ def test_stall_sends_nothing_on_a_live_connection_until_restored(
     with StreamReader(sim.url(camera), read_timeout=60) as reader:
         baseline(reader)
         sim.fault(camera, "stall")
-        time.sleep(1)  # frames already on their way may land
-        arrived, sent = len(reader.frames), sim.frames_sent(camera)
+        sent = sim.frames_sent(camera)
+        quiet_since, arrived = time.monotonic(), len(reader.frames)
+        give_up = quiet_since + 15
+        while time.monotonic() - quiet_since < 1:  # frames already on their way land first
+            assert time.monotonic() < give_up, "frames kept coming after the stall"
+            time.sleep(0.1)
+            if len(reader.frames) != arrived:
+                quiet_since, arrived = time.monotonic(), len(reader.frames)
         time.sleep(3)  # the stall we watch
         assert len(reader.frames) == arrived, "frames arrived during the stall"
         assert sim.frames_sent(camera) == sent
