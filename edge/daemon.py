@@ -406,8 +406,11 @@ class EdgeDaemon:
                 alerts.append(self._dead_letter(message, failure.error, rule=failure.rule))
             if result.reading is not None:
                 readings.append(result.reading)
-            if result.event is not None and result.event.name == "evidence":
-                evidence.append(result.event)
+            if result.event is not None:
+                if result.event.name == "evidence":
+                    evidence.append(result.event)
+                elif self._recorded(result.event):
+                    notices.append(_recorded_notice(self.config.site, result.event))
             try:
                 rows += self._observe(result, pushes)
             except Exception as err:
@@ -420,6 +423,8 @@ class EdgeDaemon:
             rows.append(self._telemetry_row(readings))
         if not rows:
             await self.rules.save()
+            for event in evidence:
+                await self._take_evidence(event)
             return results
         stored = await self._put_rows(rows)
         # The rows may leave now: an alert's id comes from its cause, so if the edge dies before
@@ -530,6 +535,12 @@ class EdgeDaemon:
                        n.ts)
             )
         return rows
+
+    def _recorded(self, event: Event) -> bool:
+        """Whether the device's profile has this event kept in the cloud as it is."""
+        binding = self.pipeline.devices.get(event.device)
+        spec = self.profiles[binding.profile].events.get(event.name) if binding else None
+        return spec is not None and spec.record
 
     async def _take_evidence(self, event: Event) -> None:
         """A camera worker kept a clip or snapshot (edge/video/worker.py): into the evidence
@@ -828,6 +839,12 @@ class EdgeDaemon:
             first,
             last,
         )
+
+
+def _recorded_notice(site: str, event: Event) -> Notice:
+    """An event the cloud keeps as it is (a camera's gap ledger); its id from the message."""
+    body = {"type": event.name, "event": event.name, "device": event.device, **event.data}
+    return Notice(derived_id(event.ts, site, event.id, "recorded"), event.device, event.ts, body)
 
 
 def _source(topic: str) -> str:

@@ -56,6 +56,7 @@ from shouwang.protocol import device_topic, make_envelope
 
 log = logging.getLogger(__name__)
 REPORT_S = 60.0
+FIRST_REPORT_S = 3.0
 EVIDENCE_EVENTS = frozenset({"tamper", "thrown_object", "watchlist_hit"})
 MAX_BAD_PACKETS = 250  # packets in a row that will not decode: the stream is garbage, reconnect
 EXIT_CONFIG = 2  # a configuration error: restarting will not help
@@ -126,7 +127,7 @@ class CameraWorker:
         self.started_ms = int(clock() * 1000)
         self.counts = {"frames": 0, "bytes": 0, "bad_packets": 0, "reconnects": 0,
                        "errors": 0}
-        self._report_at = clock() + REPORT_S
+        self._report_at = clock() + FIRST_REPORT_S  # soon: the gateway learns it streams
         self._window = {"frames": 0, "analysed": 0, "bytes": 0, "since": clock()}
         self._template: Any = None
 
