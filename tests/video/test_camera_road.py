@@ -87,7 +87,7 @@ async def one_alert(site: Site, type_: str, state: str, device: str = GATE) -> d
     return result
 
 
-async def streaming(site: Site, camera: str = GATE) -> bool:
+def streaming(site: Site, camera: str = GATE) -> bool:
     state = site.edge.liveness.snapshot().get(camera, {})
     return state.get("transport") == "connected" and state.get("data") == "fresh"
 
