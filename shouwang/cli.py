@@ -130,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
     from simulators.camera import add_parser as add_camera_parser
 
     add_camera_parser(sim)
+    from edge.video.offline import add_parser as add_video_parser
+
+    add_video_parser(sub)
 
     demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")
