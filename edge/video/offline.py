@@ -55,7 +55,7 @@ def analyze(
                     continue
                 first = frame.time if first is None else first
                 # Stream time from the start of the input; never backwards (a bad timestamp).
-                t_ms = max(last_t, int(round((frame.time - first) * 1000)))
+                t_ms = max(last_t, round((frame.time - first) * 1000))
                 last_t = t_ms
                 if not analyzer.due(t_ms):
                     continue

@@ -122,11 +122,12 @@ class CameraWorker:
         self.io_timeout_s = max(1.0, min(camera.stall_timeout_s / 2, 5.0))
         self.lost = False  # stream_lost was sent and frames have not come back
         self.auth_failed = False
+        self.unsupported = False  # the last try found a stream this camera may not have
         self.last_frame_ms: int | None = None
         self.gap_start_ms: int | None = None
         self.started_ms = int(clock() * 1000)
-        self.counts = {"frames": 0, "bytes": 0, "bad_packets": 0, "reconnects": 0,
-                       "errors": 0}
+        self.counts = {"frames": 0, "bytes": 0, "bad_packets": 0, "corrupt_frames": 0,
+                       "reconnects": 0, "errors": 0}
         self._report_at = clock() + FIRST_REPORT_S  # soon: the gateway learns it streams
         self._window = {"frames": 0, "analysed": 0, "bytes": 0, "since": clock()}
         self._template: Any = None
@@ -197,7 +198,13 @@ class CameraWorker:
                         break
                     continue
                 bad_in_a_row = 0
+                self.unsupported = False
                 for frame in frames:
+                    if frame.is_corrupt:
+                        if not self.counts["corrupt_frames"]:
+                            log.warning("camera %s: frames decode with errors (corrupt H.264); "
+                                        "counted in dropped_frames", self.camera.id)
+                        self.counts["corrupt_frames"] += 1
                     got = True
                     self._frame(frame, int(self.clock() * 1000))
                 self._tick()
@@ -291,7 +298,10 @@ class CameraWorker:
             self.gap_start_ms = since
         if not self.lost and silent_ms >= self.camera.stall_timeout_s * 1000:
             self.lost = True
-            reason = "auth_failed" if self.auth_failed else "no_frames"
+            reason = (
+                "auth_failed" if self.auth_failed
+                else "unsupported" if self.unsupported else "no_frames"
+            )
             log.warning("camera %s: stream lost (no frame for %.0f s)", self.camera.id,
                         silent_ms / 1000)
             self.send("event", {"event": "stream_lost", "since_ms": since, "reason": reason})
@@ -307,7 +317,7 @@ class CameraWorker:
             "fps": round(window["frames"] / seconds, 2),
             "analysed_fps": round(window["analysed"] / seconds, 2),
             "bitrate": round(window["bytes"] * 8 / 1000 / seconds),
-            "dropped_frames": self.counts["bad_packets"],
+            "dropped_frames": self.counts["bad_packets"] + self.counts["corrupt_frames"],
         }
         if size is not None:
             body["resolution"] = f"{size[0]}x{size[1]}"
@@ -324,10 +334,12 @@ class CameraWorker:
 
     def _on_error(self, err: StreamError) -> None:
         self.counts["errors"] += 1
-        if isinstance(err, StreamUnsupported):
-            log.error("%s", err)
-        else:
+        unsupported = isinstance(err, StreamUnsupported)
+        if unsupported and not self.unsupported:
+            log.error("%s", err)  # once: it needs a person, not a log line per retry
+        elif not unsupported:
             log.warning("%s", err)
+        self.unsupported = unsupported
         self._tick()
 
 
