@@ -62,6 +62,11 @@ def open_stream(config: CameraConfig, source: str | Path | None = None,
     except av.error.HTTPForbiddenError as err:
         raise StreamAuthError(f"camera {config.id}: {where} forbids this user (403)") from err
     except (av.error.InvalidDataError, av.error.PatchWelcomeError) as err:
+        if live:  # a stalled camera answers with no stream description: try again later
+            raise StreamUnavailable(
+                f"camera {config.id}: {where} sent no usable stream description "
+                f"({config.redact(_strerror(err))})"
+            ) from err
         raise StreamUnsupported(
             f"camera {config.id}: {where} is not a video stream or file "
             f"({config.redact(_strerror(err))})"
