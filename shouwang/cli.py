@@ -127,6 +127,12 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--every", type=float, default=None, help="press every N seconds")
     sb.add_argument("--count", type=int, default=None, help="stop after N presses")
     sb.set_defaults(fn=cmd_sim_button)
+    from simulators.camera import add_parser as add_camera_parser
+
+    add_camera_parser(sim)
+    from edge.video.offline import add_parser as add_video_parser
+
+    add_video_parser(sub)
 
     demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")

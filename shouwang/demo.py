@@ -1,4 +1,4 @@
-"""`make demo`: two brokers, the cloud, an edge gateway and a button simulator on this machine.
+"""`make demo`: two brokers, the cloud, an edge gateway, a button and a camera on this machine.
 
 Everything runs as child processes that die with the demo: Ctrl-C (or SIGTERM) stops them in
 order, and on Linux each child is also told to exit if the demo itself is killed.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -43,6 +45,13 @@ DEMO_DEVICES = [
     },
 ]
 PRESS_EVERY_S = 20
+DEMO_CAMERA = "cam-demo-gate"
+DEMO_CAMERA_LOCATION = "示范区/示范街道/阳光社区/网格01/东门"
+# Once a minute the camera's lens is covered for 25 s: a tamper alert with a clip and a
+# snapshot, then its recovery, so the camera half of the system shows in the demo.
+COVER_EVERY_S = 60
+COVER_FOR_S = 25
+FIRST_COVER_S = 30  # after the camera has learned its view
 # Demo accounts: an admin, and a police station covering the demo street.
 DEMO_USERS = [
     {"username": "demo-admin", "role": "admin", "locations": [], "residents": []},
@@ -76,6 +85,7 @@ class Demo:
         self.brokers: list[Mosquitto] = []
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.passwords: dict[str, str] = {}
+        self.camera: Any = None  # simulators.camera.CameraSimulator
         self._stopping = False
 
     def run(self) -> int:
@@ -100,6 +110,9 @@ class Demo:
                 f"  Edge broker: 127.0.0.1:{self.brokers[0].port}   "
                 f"Cloud broker: 127.0.0.1:{self.brokers[1].port}\n"
                 f"  A simulated button (btn-demo-0001) presses SOS every {PRESS_EVERY_S} s.\n"
+                f"  A simulated gate camera ({DEMO_CAMERA}, rtsp://127.0.0.1:{self.camera.port}/"
+                f"{DEMO_CAMERA}) has its lens covered for {COVER_FOR_S} s once a minute:\n"
+                f"  a tamper alert with a snapshot and a clip, then its recovery.\n"
                 f"  Press one yourself: .venv/bin/shouwang sim button "
                 f"--port {self.brokers[0].port} --device btn-demo-0001\n"
                 f"  Logs: {self.dir}/*.log   Stop: Ctrl-C\n",
@@ -144,6 +157,23 @@ class Demo:
             "escalation": {"file": str(self.dir / "escalation.yaml")},
         }
         (self.dir / "escalation.yaml").write_text(yaml.safe_dump(DEMO_ESCALATION))
+        # The site's evidence upload token: the gateway keeps it, the cloud its hash.
+        token_file = self.dir / "site.token"
+        if not token_file.exists():
+            token_file.touch(mode=0o600)
+            token_file.write_text(secrets.token_urlsafe(32))
+        (self.dir / "site-tokens.yaml").write_text(yaml.safe_dump(
+            {DEMO_SITE: hashlib.sha256(token_file.read_text().strip().encode()).hexdigest()}
+        ))
+        cloud_cfg["evidence"] = {
+            "dir": str(self.dir / "evidence"),
+            "site_tokens_file": str(self.dir / "site-tokens.yaml"),
+        }
+        camera_password = self.dir / "camera.pw"
+        if not camera_password.exists():
+            camera_password.touch(mode=0o600)
+            camera_password.write_text(secrets.token_urlsafe(12))
+        self.camera = self._start_camera(camera_password.read_text().strip())
         edge_http_port = free_port()
         edge_cfg = {
             "site": DEMO_SITE,
@@ -152,6 +182,15 @@ class Demo:
             "data_dir": str(self.dir / "edge"),
             "http": {"host": "127.0.0.1", "port": edge_http_port},
             "devices": DEMO_DEVICES,
+            "evidence": {"url": f"http://127.0.0.1:{self.http_port}",
+                         "token_file": str(token_file)},
+            "cameras": [{
+                "id": DEMO_CAMERA, "url": f"rtsp://127.0.0.1:{self.camera.port}/{DEMO_CAMERA}",
+                "username": "viewer", "password_file": str(camera_password),
+                "location": DEMO_CAMERA_LOCATION, "stall_timeout_s": 20,
+                "privacy_masks": [[[0, 0], [160, 0], [160, 90], [0, 90]]],
+                "record": {"pre_s": 5, "post_s": 10},
+            }],
         }
         (self.dir / "cloud.yaml").write_text(yaml.safe_dump(cloud_cfg, allow_unicode=True))
         self.passwords = asyncio.run(self._demo_users(database_url))
@@ -226,13 +265,31 @@ class Demo:
         self.children.append((name, proc))
         log.info("started %s (pid %d)", name, proc.pid)
 
+    def _start_camera(self, password: str) -> Any:
+        """The simulated gate camera (GStreamer's RTSP server under Debian's python3)."""
+        from simulators.camera import CameraSimulator, CameraSpec
+
+        spec = CameraSpec(id=DEMO_CAMERA, width=1280, height=720, username="viewer",
+                          password=password)
+        return CameraSimulator([spec], log_path=self.dir / "sim-camera.log").start()
+
     def _watch(self) -> None:
+        covered_until: float | None = None
+        next_cover = time.monotonic() + FIRST_COVER_S
         while True:
             for name, proc in self.children:
                 if proc.poll() is not None:
                     raise ServiceError(
                         f"{name} exited with code {proc.returncode}; see {self.dir}/{name}.log"
                     )
+            now = time.monotonic()
+            if self.camera is not None and covered_until is None and now >= next_cover:
+                log.info("demo: covering the camera's lens for %d s", COVER_FOR_S)
+                self.camera.fault(DEMO_CAMERA, "cover")
+                covered_until = now + COVER_FOR_S
+            elif covered_until is not None and now >= covered_until:
+                self.camera.restore(DEMO_CAMERA, "cover")
+                covered_until, next_cover = None, now + COVER_EVERY_S
             time.sleep(0.5)
 
     def _stop(self) -> None:
@@ -249,6 +306,8 @@ class Demo:
                     log.warning("%s did not stop in 10 s; killing it", name)
                     proc.kill()
                     proc.wait()
+        if self.camera is not None:
+            self.camera.stop()
         for broker in reversed(self.brokers):
             broker.stop()
         print("demo stopped", flush=True)

@@ -68,6 +68,11 @@ class EventSpec(Strict):
     description: str = Field("", description="What the event means")
     fields: dict[str, FieldSpec] = Field(default_factory=dict, description="Event data fields")
     alert: AlertSpec | None = Field(None, description="Alert raised directly by this event")
+    record: bool = Field(
+        False,
+        description="Send every such event to the cloud as it is (an `event` envelope), to be "
+        "kept there: a camera's gap ledger, for instance",
+    )
 
 
 class DeviceProfile(Strict):

@@ -31,6 +31,9 @@ from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.records import Reading
 from shouwang.services import Mosquitto, Postgres, VictoriaMetrics, free_port
 
+# Camera simulator and clip fixtures (`camera_sim`, `camera_clip`), for any test.
+pytest_plugins = ("tests.video_fixtures",)
+
 _counter = itertools.count(1)
 # asyncio debug mode reports every callback that holds the loop longer than this. On a loaded
 # two-core machine scheduling alone stalls the loop for more than half a second, so such stalls

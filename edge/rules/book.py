@@ -124,6 +124,7 @@ class AlertBook:
         self.dirty = False
         self.suppressed = 0  # raises folded into an open alert (repeats)
         self.closed_by_cloud = 0  # alerts a person closed, so the next occurrence is new
+        self.latest: dict[str, str] = {}  # dedup key → the newest alert id, open or not
 
     def apply(
         self, signal: Signal, *, auto_resolve: bool, repeat_after_s: float
@@ -161,6 +162,7 @@ class AlertBook:
                 device=alert.device,
                 first=_alert_dict(alert),
             )
+            self.latest[key] = alert.id
             self.dirty = True
             return [alert]
         if signal.cause == entry.source_id:
@@ -226,6 +228,12 @@ class AlertBook:
         if SEVERITY_RANK.get(word.severity, -1) > SEVERITY_RANK[entry.severity]:
             entry.severity = word.severity
         return word.state
+
+    def alert_for(self, key: str) -> str | None:
+        """The alert evidence of `key` (`{subject}|{type}`) belongs to: the open one, else the
+        newest (a clip finished after its tamper cleared)."""
+        entry = self.open.get(key)
+        return entry.alert_id if entry is not None else self.latest.get(key)
 
     def forget(self, alert_id: str) -> bool:
         """The cloud refused this alert for good: nothing there to fold repeats into."""

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
+def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "shouwang", "demo", "--dir", str(tmp_path), "--http-port", str(port)],
@@ -46,8 +46,19 @@ def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
         assert alerts, "no alert reached the dashboard API"
         assert alerts[0]["type"] == "sos"
         assert alerts[0]["device"] == "btn-demo-0001"
+        # The gate camera's lens is covered: a tamper alert with its snapshot and clip.
+        deadline = time.monotonic() + 180
+        evidence: list[dict[str, object]] = []
+        while len(evidence) < 2 and time.monotonic() < deadline:
+            assert demo.poll() is None, demo.stdout.read().decode() if demo.stdout else ""
+            tampers = [a for a in _get(port, token, "/api/alerts?type=tamper")["alerts"]]
+            if tampers:
+                evidence = _get(port, token, f"/api/alerts/{tampers[0]['id']}")["evidence"]
+            time.sleep(1)
+        assert sorted(str(e["content_type"]) for e in evidence) == ["image/jpeg", "video/mp4"]
         descendants = psutil.Process(demo.pid).children(recursive=True)
-        assert len(descendants) >= 5  # two brokers, cloud, edge, simulator
+        # Two brokers, cloud, edge and its camera worker, button simulator, RTSP server.
+        assert len(descendants) >= 7
     finally:
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=60)
@@ -55,6 +66,14 @@ def test_demo_shows_an_sos_and_stops_cleanly(tmp_path: Path) -> None:
     assert "demo stopped" in out.decode()
     assert f"demo-police / {password}" in out.decode()
     assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _get(port: int, token: str | None, path: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return dict(json.load(r))
 
 
 def _login(port: int, username: str, password: str) -> str:

@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from cloud.config import CloudConfig
+from cloud.evidence import EvidenceConfig as CloudEvidenceConfig
+from cloud.evidence import hash_token
 from cloud.server import CloudServer
 from edge.config import EdgeConfig
 from edge.daemon import EdgeDaemon
+from edge.evidence import EvidenceConfig as EdgeEvidenceConfig
 from shouwang.clock import Clock
 from shouwang.config import HttpConfig
 from shouwang.mqtt import MqttClient
@@ -112,21 +116,25 @@ async def community(
     cloud_clock: Clock | None = None,
     change_edge: Callable[[EdgeConfig], EdgeConfig] = lambda c: c,
     change_cloud: Callable[[CloudConfig], CloudConfig] = lambda c: c,
+    evidence: bool = False,
     **cloud_kwargs: Any,
 ) -> AsyncIterator[Site]:
+    """The community; `evidence=True` gives the gateway an upload token the cloud knows."""
     edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
-    econf = change_edge(edge_config(edge_broker, cloud_broker, tmp_path / "edge"))
-    # A port of its own (not 0), so a restarted cloud is where the open boards left it.
-    cconf = change_cloud(
-        cloud_config(cloud_broker, tmp_path).model_copy(update={"http": HttpConfig(port=free_port())})
-    )
+    port = free_port()  # its own (not 0): a restarted cloud is where the open boards left it
+    econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
+    cconf = cloud_config(cloud_broker, tmp_path).model_copy(update={"http": HttpConfig(port=port)})
+    if evidence:
+        econf, cconf = _with_evidence(econf, cconf, tmp_path, port)
+    econf, cconf = change_edge(econf), change_cloud(cconf)
     kwargs = {"clock": cloud_clock, **cloud_kwargs}
     cloud = CloudServer(cconf, **kwargs)
     await cloud.start()
-    edge = EdgeDaemon(econf, clock=edge_clock)
     device = MqttClient(broker_config(edge_broker), client_id=unique("device"))
     site: Site | None = None
+    edge: EdgeDaemon | None = None
     try:
+        edge = EdgeDaemon(econf, clock=edge_clock)
         assert cloud.access is not None
         await ensure_test_admin(cloud.access)
         for name, role, scope in PEOPLE:
@@ -142,8 +150,25 @@ async def community(
             yield site
     finally:
         await device.close()
-        await edge.stop()
+        if edge is not None:
+            await edge.stop()
         if site is None:
             await cloud.stop()
         elif site.cloud_running:
             await site.cloud.stop()
+
+
+def _with_evidence(
+    econf: EdgeConfig, cconf: CloudConfig, tmp_path: Path, port: int
+) -> tuple[EdgeConfig, CloudConfig]:
+    token = "a-long-random-site-token-for-tests"
+    token_file = tmp_path / "site.token"
+    token_file.write_text(token + "\n")
+    tokens = tmp_path / "site_tokens.yaml"
+    tokens.write_text(yaml.safe_dump({econf.site: hash_token(token)}))
+    econf = econf.model_copy(update={"evidence": EdgeEvidenceConfig(
+        url=f"http://127.0.0.1:{port}", token_file=token_file)})  # type: ignore[arg-type]
+    cconf = cconf.model_copy(update={
+        "evidence": CloudEvidenceConfig(dir=tmp_path / "blobs", site_tokens_file=tokens),
+    })
+    return econf, cconf

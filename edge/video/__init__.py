@@ -1,0 +1,1 @@
+"""Video analysis a camera worker calls per frame: motion, health, detectors; no I/O."""

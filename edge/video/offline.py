@@ -1,0 +1,116 @@
+"""`shouwang video analyze`: one camera's analytics over a file (or a live URL for a while).
+
+The same `Analyzer` the worker runs, fed as fast as the machine decodes, writing one JSON
+object per line per event: `{"type": "tamper", "t_ms": 8120, "cause": "occluded"}`. `t_ms` is
+milliseconds from the start of the input (the stream's own timestamps, not the wall clock),
+so a replayed clip gives the same events at the same times as the daemon did live. The
+format is an interface (docs/video.md): installers tune a camera with it, testers and
+evaluators replay clips through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import av.error
+import orjson
+
+from edge.video.analysis import Analyzer
+from edge.video.config import CameraConfig
+from edge.video.stream import StreamError, open_stream
+from shouwang.config import ConfigError, load_yaml
+
+EXIT_BAD_INPUT = 2
+
+
+def analyze(
+    camera: CameraConfig, source: str, out: IO[bytes], seconds: float | None = None,
+) -> dict[str, Any]:
+    """Analyse `source` (a file, or a URL for `seconds`); write events to `out`; a summary."""
+    opened = open_stream(camera, source=source, timeout_s=10.0)
+    analyzer = Analyzer(camera)
+    counts = {"frames": 0, "events": 0, "bad_packets": 0}
+    started = time.monotonic()
+    first: float | None = None
+    last_t = -1
+    try:
+        for packet in opened.container.demux(opened.stream):
+            if seconds is not None and time.monotonic() - started >= seconds:
+                break
+            if packet.dts is None and packet.pts is None:
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                counts["bad_packets"] += 1
+                continue
+            for frame in frames:
+                counts["frames"] += 1
+                if frame.time is None:
+                    continue
+                first = frame.time if first is None else first
+                # Stream time from the start of the input; never backwards (a bad timestamp).
+                t_ms = max(last_t, round((frame.time - first) * 1000))
+                last_t = t_ms
+                if not analyzer.due(t_ms):
+                    continue
+                for event in analyzer.analyse(frame, t_ms).events:
+                    out.write(orjson.dumps(event.as_json(), option=orjson.OPT_APPEND_NEWLINE))
+                    counts["events"] += 1
+    finally:
+        opened.container.close()
+    return {**counts, "analysed": analyzer.analysed, "seconds": time.monotonic() - started,
+            "stream_ms": max(last_t, 0)}
+
+
+def add_parser(sub: Any) -> None:
+    video = sub.add_parser("video", help="camera video tools").add_subparsers(
+        dest="sub", required=True
+    )
+    va = video.add_parser(
+        "analyze", help="run one camera's analytics over a video file (or an RTSP URL)"
+    )
+    va.add_argument("--camera", type=Path, required=True,
+                    help="CAMERA.yaml: one entry of site.yaml's cameras: (url not needed)")
+    va.add_argument("input", help="a video file, or an rtsp:// URL with --seconds")
+    va.add_argument("--out", type=Path, default=None,
+                    help="EVENTS.jsonl (default: standard output)")
+    va.add_argument("--seconds", type=float, default=None,
+                    help="read a live URL this long (required for rtsp://)")
+    va.add_argument("--data-dir", type=Path, default=None,
+                    help="the gateway data directory whose state it uses (enrolled faces, "
+                    "later); default: the one in site.yaml, else var/edge")
+    va.set_defaults(fn=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    camera = load_yaml(args.camera, CameraConfig)
+    live = args.input.startswith(("rtsp://", "rtsps://"))
+    if live and args.seconds is None:
+        raise ConfigError("an rtsp:// input needs --seconds N")
+    if not live and not Path(args.input).is_file():
+        print(f"shouwang: {args.input}: no such file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
+    try:
+        summary = analyze(camera, args.input, out, args.seconds)
+    except StreamError as err:
+        print(f"shouwang: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if args.out:
+            out.close()
+        else:
+            out.flush()
+    print(
+        f"analysed {summary['analysed']} of {summary['frames']} frames "
+        f"({summary['stream_ms'] / 1000:.1f} s of video in {summary['seconds']:.1f} s), "
+        f"{summary['events']} events, {summary['bad_packets']} undecodable packets",
+        file=sys.stderr,
+    )
+    return 0
