@@ -10,6 +10,8 @@ NEEDED=(
   "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk"  # Chinese in screenshots
   "/usr/lib/postgresql/*/bin/initdb:postgresql"  # private PostgreSQL for the store tests
   "/usr/bin/victoria-metrics:victoria-metrics"  # private VictoriaMetrics for telemetry tests
+  "/usr/bin/ffmpeg:ffmpeg"               # real H.264 MP4 clips for the evidence tests
+  "/usr/bin/openssl:openssl"             # checks evidence signatures as a court would (docs/evidence.md)
 )
 
 missing=()
