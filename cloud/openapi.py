@@ -94,6 +94,14 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "properties": {
                     "timeline": {"type": "array", "items": {"type": "object"}},
                     "notifications": {"type": "array", "items": {"type": "object"}},
+                    "deliveries": {"type": "array", "items": {"type": "object"}},
+                    "evidence": {"type": "array", "description": "references to the "
+                                 "alert's snapshots and clips (its own site's only)",
+                                 "items": {"type": "object", "properties": {
+                                     "sha256": {"type": "string"}, "size": {"type": "integer"},
+                                     "content_type": {"type": "string"},
+                                     "captured_ts": {"type": "integer"},
+                                     "device": {"type": "string"}}}},
                     "dispatched_to": {"type": "string", "nullable": True}}}]},
             "Page": {"type": "object", "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
