@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from aiohttp import web
@@ -28,6 +28,9 @@ from cloud.schema import metadata
 from cloud.store import Store
 from shouwang.config import ConfigError, Strict
 from shouwang.protocol import Envelope
+
+if TYPE_CHECKING:
+    from cloud.evidence_key import EvidenceKey
 
 log = logging.getLogger(__name__)
 CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
@@ -55,6 +58,17 @@ class EvidenceConfig(Strict):
         None,
         description="YAML mapping each site id to the SHA-256 (hex) of its upload token; "
         "without it, uploads are refused",
+    )
+    view_audit_window_s: float = Field(
+        300, gt=0, le=86400,
+        description="Views of one blob by one user from one address within this many seconds "
+        "are one `evidence_read` row (a video's range requests, a re-opened detail); every "
+        "view is recorded at least once per window",
+    )
+    package_builds: int = Field(
+        2, ge=1, le=16,
+        description="Evidence packages one API process builds at once (each is written to a "
+        "temporary file beside the blobs, up to the size of its clips); more requests wait",
     )
 
     def token_hashes(self) -> dict[str, str]:
@@ -142,8 +156,8 @@ class EvidenceStore:
         async with self.store.engine.begin() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
-    async def for_alert(self, alert_id: str) -> list[dict[str, Any]]:
-        return await evidence_for_alert(self.store, alert_id)
+    async def for_alert(self, alert_id: str, site: str | None = None) -> list[dict[str, Any]]:
+        return await evidence_for_alert(self.store, alert_id, site)
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -193,14 +207,29 @@ class EvidenceStore:
         return web.json_response({"sha256": sha256, "stored": True}, status=201)
 
 
-async def evidence_for_alert(store: Store, alert_id: str) -> list[dict[str, Any]]:
-    """The evidence an alert has, oldest first: references (hash, type), never the bytes."""
-    query = select(evidence).where(evidence.c.alert_id == alert_id).order_by(evidence.c.captured_ts)
+async def evidence_for_alert(
+    store: Store, alert_id: str, site: str | None = None
+) -> list[dict[str, Any]]:
+    """The evidence an alert has, oldest first: references (hash, type), never the bytes.
+
+    With `site` (the alert's), only what that site's gateway sent: a gateway naming another
+    site's alert id must not put its pictures into that alert, nor those of its people into
+    another station's view."""
+    query = select(evidence).where(evidence.c.alert_id == alert_id)
+    if site is not None:
+        query = query.where(evidence.c.site == site)
+    # Envelope ids sort by time: items captured in the same millisecond keep their order.
+    query = query.order_by(evidence.c.captured_ts, evidence.c.received_ms, evidence.c.id)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
-    return [
-        {k: r[k] for k in ("sha256", "size", "content_type", "captured_ts", "device")} for r in rows
-    ]
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["sha256"] not in seen:  # one blob named twice (two envelopes) is one item
+            seen.add(r["sha256"])
+            out.append({k: r[k] for k in ("sha256", "size", "content_type", "captured_ts",
+                                          "device")})
+    return out
 
 
 def _sync(f: Any) -> None:
@@ -208,8 +237,10 @@ def _sync(f: Any) -> None:
     os.fsync(f.fileno())
 
 
-def add_routes(app: web.Application, evidence_store: EvidenceStore) -> None:
-    from cloud import evidence_read  # it builds on the API's routes and keys
+def add_routes(app: web.Application, evidence_store: EvidenceStore, key: EvidenceKey) -> None:
+    # They build on the API's routes and keys.
+    from cloud import evidence_package, evidence_read
 
     app.router.add_put("/ingest/evidence/{sha256}", evidence_store.handle_put)
     evidence_read.add_routes(app, evidence_store)
+    evidence_package.add_routes(app, evidence_store, key)

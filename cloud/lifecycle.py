@@ -66,6 +66,13 @@ class Lifecycle:
         self.on_left_open = on_left_open
         self.responders = responders or _default_responders
 
+    async def visible(
+        self, principal: Principal, alert_id: str, remote: str | None, action: str
+    ) -> dict[str, Any]:
+        """The stored alert if `principal` may see it; else `AlertNotFound`, audited as
+        `alert_denied` with `action`. The one scope check of every alert route."""
+        return await self._visible(principal, alert_id, remote, action)
+
     async def _visible(
         self, principal: Principal, alert_id: str, remote: str | None, action: str
     ) -> dict[str, Any]:
@@ -80,6 +87,16 @@ class Lifecycle:
     async def read(self, principal: Principal, alert_id: str, remote: str | None) -> dict[str, Any]:
         alert = await self._visible(principal, alert_id, remote, "read")
         await self.access.audit(principal.actor, "alert_read", alert_id, remote)
+        return principal.view(await self._with_people(alert))
+
+    async def for_export(
+        self, principal: Principal, alert_id: str, remote: str | None
+    ) -> dict[str, Any]:
+        """The alert in full as this user sees it, for an evidence package (not audited here:
+        the export is, once the package exists)."""
+        alert = await self._visible(principal, alert_id, remote, "evidence_package")
+        if not principal.may("export_package"):
+            raise Forbidden(f"a {principal.role} user may not export evidence packages")
         return principal.view(await self._with_people(alert))
 
     async def act(
@@ -183,7 +200,7 @@ class Lifecycle:
             "notifications": [dict(t) for t in told],
             # Each delivery try on each channel, targets redacted; the evidence's references.
             "deliveries": await alert_attempts(self.store, alert["id"]),
-            "evidence": await evidence_for_alert(self.store, alert["id"]),
+            "evidence": await evidence_for_alert(self.store, alert["id"], alert["site"]),
         }
 
 

@@ -94,6 +94,14 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "properties": {
                     "timeline": {"type": "array", "items": {"type": "object"}},
                     "notifications": {"type": "array", "items": {"type": "object"}},
+                    "deliveries": {"type": "array", "items": {"type": "object"}},
+                    "evidence": {"type": "array", "description": "references to the "
+                                 "alert's snapshots and clips (its own site's only)",
+                                 "items": {"type": "object", "properties": {
+                                     "sha256": {"type": "string"}, "size": {"type": "integer"},
+                                     "content_type": {"type": "string"},
+                                     "captured_ts": {"type": "integer"},
+                                     "device": {"type": "string"}}}},
                     "dispatched_to": {"type": "string", "nullable": True}}}]},
             "Page": {"type": "object", "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
@@ -164,7 +172,8 @@ DOCUMENT: dict[str, Any] = {
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
                           "403": _error("Not an admin")}}},
         "/api/alerts/{id}/evidence/{sha256}": {"get": {
-            "summary": "One evidence blob of an alert you may read (audited: evidence_read)",
+            "summary": "One evidence blob of an alert you may read; byte ranges (206) for video "
+                       "seeking (audited: evidence_read, once per view)",
             "parameters": [ALERT_ID, {"name": "sha256", "in": "path", "required": True,
                                       "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
             "responses": {"200": {"description": "The bytes",
@@ -172,9 +181,33 @@ DOCUMENT: dict[str, Any] = {
                                                              "format": "binary"}}
                                               for t in ("image/jpeg", "image/png",
                                                         "video/mp4")}},
+                          "206": {"description": "The range asked for (`Range: bytes=...`)"},
+                          "304": {"description": "Unchanged since `If-None-Match`"},
                           "401": UNAUTHORIZED,
+                          "416": _error("The range is outside the blob"),
                           "404": _error("No such alert, not in your scope, or this hash is "
                                         "not this alert's evidence")}}},
+        "/api/alerts/{id}/package": {"get": {
+            "summary": "The alert's evidence package: a zip of its clips, snapshots, alert.json "
+                       "(as your role sees it), timeline.json and manifest.json with every "
+                       "file's SHA-256 and size, signed in manifest.sig (raw Ed25519). Police, "
+                       "workers and admins; audited: evidence_package (docs/evidence.md)",
+            "parameters": [ALERT_ID],
+            "responses": {"200": {"description": "The package",
+                                  "content": {"application/zip": {"schema": {
+                                      "type": "string", "format": "binary"}}}},
+                          "401": UNAUTHORIZED,
+                          "403": _error("Your role may not export evidence packages"),
+                          "404": NOT_FOUND}}},
+        "/api/evidence/public-key": {"get": {
+            "summary": "The Ed25519 public key that signs evidence packages (no login needed)",
+            "security": [],
+            "parameters": [{"name": "format", "in": "query", "schema": {
+                "type": "string", "enum": ["json", "pem"], "default": "json"}}],
+            "responses": {"200": {"description": "{algorithm, public_key (raw, base64), "
+                                                 "fingerprint, pem}, or the PEM alone",
+                                  "content": {"application/json": {},
+                                              "application/x-pem-file": {}}}}}},
         "/api/residents/{id}": {"get": {
             "summary": "One resident: name, household, tags, bound devices with liveness "
                        "(family of the resident, workers of the grid, admins; audited)",

@@ -213,7 +213,9 @@ dead_letters = Table(
 
 
 # Subsystems keep their tables beside their code, on this same metadata.
-TABLE_MODULES = ("cloud.access.tables", "cloud.notify.tables", "cloud.evidence")
+TABLE_MODULES = (
+    "cloud.access.tables", "cloud.notify.tables", "cloud.evidence", "cloud.evidence_key"
+)
 
 
 def complete_metadata() -> MetaData:

@@ -20,6 +20,7 @@ from cloud.escalation.repeats import RepeatNotifier
 from cloud.escalation.scheduler import DispatchNotifier, Notifier, Scheduler
 from cloud.escalation.timers import Timers
 from cloud.evidence import EvidenceStore, add_routes
+from cloud.evidence_key import EvidenceKey
 from cloud.feed import ChangeFeed
 from cloud.hub import PRINCIPAL, Hub
 from cloud.ingest import Ingest
@@ -149,7 +150,9 @@ class CloudServer:
             app = build_app(
                 self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle
             )
-            add_routes(app, self.evidence)
+            # Made on the first start of an API worker, then read back by every worker.
+            key = await EvidenceKey.load_or_create(self.store, self.clock.now_ms())
+            add_routes(app, self.evidence, key)
             app[residents.TELEMETRY] = self.telemetry  # vitals charts read it
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)

@@ -20,6 +20,8 @@ NEEDED=(
   "/usr/lib/*/gstreamer-1.0/libgstvideoparsersbad.so:gstreamer1.0-plugins-bad"  # h264parse
   "/usr/lib/*/gstreamer-1.0/libgstx264.so:gstreamer1.0-plugins-ugly"  # x264enc
   "/usr/lib/*/gstreamer-1.0/libgstlibav.so:gstreamer1.0-libav"        # avdec_h264 (file faults)
+  "/usr/bin/ffmpeg:ffmpeg"               # real H.264 MP4 clips for the evidence tests
+  "/usr/bin/openssl:openssl"             # checks evidence signatures as a court would (docs/evidence.md)
 )
 
 missing=()

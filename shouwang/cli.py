@@ -1,4 +1,4 @@
-"""The one command line: `shouwang edge|cloud run`, `shouwang sim ...`, `shouwang demo`."""
+"""The one command line: `shouwang edge|cloud|sim|evidence|demo ...`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,19 @@ def cmd_sim_button(args: argparse.Namespace) -> int:
     return _run("sim", run(broker, args.device, args.every, args.count))
 
 
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from shouwang.evidence_package import KeyFileError, load_public_key, verify
+
+    try:
+        key = None if args.public_key is None else load_public_key(args.public_key)
+    except KeyFileError as err:
+        print(f"shouwang: --public-key {err}", file=sys.stderr)
+        return 2
+    report = verify(args.package, key)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shouwang.demo import Demo
 
@@ -133,6 +146,19 @@ def parser() -> argparse.ArgumentParser:
     from edge.video.offline import add_parser as add_video_parser
 
     add_video_parser(sub)
+
+    evidence = sub.add_parser("evidence", help="evidence packages").add_subparsers(
+        dest="sub", required=True
+    )
+    ev = evidence.add_parser(
+        "verify", help="check an evidence package offline: signature, hashes, nothing added; "
+        "exit 0 only when everything verifies (docs/evidence.md)")
+    ev.add_argument("package", type=Path, help="PACKAGE.zip from GET /api/alerts/{id}/package")
+    ev.add_argument("--public-key", type=Path, default=None,
+                    help="the deployment's public key you trust: PEM, the JSON of "
+                    "GET /api/evidence/public-key, or the raw key in base64 (default: the key "
+                    "the manifest names, which proves integrity, not origin)")
+    ev.set_defaults(fn=cmd_evidence_verify)
 
     demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")

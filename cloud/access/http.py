@@ -3,7 +3,7 @@ login, logout and who-am-I routes.
 
 A session travels as an HttpOnly, SameSite=Strict cookie (the dashboard) or as
 `Authorization: Bearer <token>` (API clients). Without one, every `/api/` route but the
-login and the OpenAPI document answers 401.
+login, the OpenAPI document and the evidence public key answers 401.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from shouwang.metrics import Metrics
 
 log = logging.getLogger(__name__)
 COOKIE = "shouwang_session"
-PUBLIC = frozenset({"/api/login", "/api/openapi.json"})
+# The evidence public key too: whoever checks a package needs the key, not an account.
+PUBLIC = frozenset({"/api/login", "/api/openapi.json", "/api/evidence/public-key"})
 ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 LOGINS: web.AppKey[Any] = web.AppKey("logins")
 

@@ -20,12 +20,15 @@ ROLES = ("police", "worker", "family", "admin")
 GRID_DEPTH = 4
 
 # What each role may do to an alert it can see. Family can say "we have it" or "false alarm"
-# but cannot send a community worker; that is the community's and the station's call.
+# but cannot send a community worker; that is the community's and the station's call. A
+# signed evidence package is a record for a case file (police, the grid's workers, admins);
+# a family sees the clips in the alert but asks the police for a package (docs/access.md).
 ACTIONS: dict[str, frozenset[str]] = {
     "ack": frozenset(ROLES),
     "dispatch": frozenset({"police", "worker", "admin"}),
     "resolve": frozenset(ROLES),
     "false_alarm": frozenset(ROLES),
+    "export_package": frozenset({"police", "worker", "admin"}),
 }
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal

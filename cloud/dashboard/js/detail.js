@@ -16,6 +16,8 @@ const NEXT = {
 const ROLE_MAY = { family: ["ack", "resolve", "false_alarm"] }; // others: every action
 // Who may open a resident's record and vitals (docs/access.md): not police.
 const RESIDENT_ROLES = ["family", "worker", "admin"];
+// Who may export a signed evidence package (cloud/access/scope.py ACTIONS.export_package).
+const EXPORT_ROLES = ["police", "worker", "admin"];
 
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -50,6 +52,7 @@ export class Detail {
 
   close() {
     this.id = null;
+    this.media = null;
     this.root.hidden = true;
     this.root.replaceChildren();
   }
@@ -101,15 +104,28 @@ export class Detail {
       ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence", "update", "supersedes", "alert_id", "previous_severity", "repeats", "last_ms"].includes(k))
         .map(([k, v]) => [label("field", k), v]),
     ]));
+    // A live change re-renders the detail; the media elements are kept (moved into the new
+    // figure within the same task), so a clip playing goes on playing instead of starting over.
+    if (!this.media || this.media.id !== a.id) this.media = { id: a.id, nodes: new Map() };
     const shots = (a.evidence || []).map((e) => {
       const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
-      const media = e.content_type.startsWith("image/")
+      const image = e.content_type.startsWith("image/");
+      // A clip plays from byte ranges (the server answers Range); "metadata" fetches only the
+      // start until the user presses play; the server audits each view once.
+      const media = this.media.nodes.get(e.sha256) || (image
         ? el("img", { src, alt: `${t("detail.evidence")} ${e.sha256.slice(0, 12)}`, loading: "lazy" })
-        : el("video", { src, controls: "" });
-      return el("figure", {}, media, el("figcaption", {}, `${fmtTime(e.captured_ts)} · ${e.device} · ${e.sha256.slice(0, 12)}…`));
+        : el("video", { src, controls: "", preload: "metadata", playsinline: "" }));
+      this.media.nodes.set(e.sha256, media);
+      return el("figure", { class: image ? "snapshot" : "clip" }, media,
+        el("figcaption", {}, `${fmtTime(e.captured_ts)} · ${e.device} · ${e.sha256.slice(0, 12)}…`));
     });
     const evidence = section("evidence", shots.length ? el("div", { class: "shots" }, ...shots)
       : el("p", {}, t("detail.no_evidence")));
+    if (EXPORT_ROLES.includes(this.me.role)) {
+      // A plain link: the browser streams the zip to disk (a clip is up to 64 MiB).
+      evidence.append(el("a", { class: "export", href: `/api/alerts/${enc(a.id)}/package`,
+        download: `shouwang-evidence-${a.id}.zip`, title: t("detail.export_hint") }, t("detail.export")));
+    }
     this.root.replaceChildren(head, el("div", { class: "cols" },
       el("div", {}, who, where, why, evidence),
       el("div", {}, this.actions(), section("timeline", this.timeline()))));

@@ -52,6 +52,8 @@ export default {
   "detail.why": "Why",
   "detail.evidence": "Evidence",
   "detail.no_evidence": "No evidence.",
+  "detail.export": "Export evidence package",
+  "detail.export_hint": "Download this alert's evidence package (a zip of its clips, snapshots, record and timeline with a signed manifest; the export is audited)",
   "detail.timeline": "Timeline",
   "detail.actions": "Actions",
   "detail.subject": "Subject",

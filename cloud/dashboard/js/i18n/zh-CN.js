@@ -52,6 +52,8 @@ export default {
   "detail.why": "为什么",
   "detail.evidence": "证据",
   "detail.no_evidence": "没有证据。",
+  "detail.export": "导出证据包",
+  "detail.export_hint": "下载此告警的证据包（ZIP，含片段、快照、告警与经过，带签名清单；导出会记入审计日志）",
   "detail.timeline": "经过",
   "detail.actions": "处置",
   "detail.subject": "对象",
