@@ -188,3 +188,45 @@ async def _events_of(site: Site, device: str, name: str) -> list[dict[str, Any]]
                                                            events.c.name == name))
         ).scalars().all()
     return [dict(r) for r in rows]
+
+
+async def test_defocus_and_a_turned_camera_are_one_alert_each_ir_and_a_drop_are_none(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, sim: CameraSimulator
+) -> None:
+    async with community(make_broker, tmp_path,
+                         change_edge=with_cameras(sim, tmp_path, GATE)) as site:
+        await eventually(lambda: streaming(site), timeout=60)
+        await _learned(site)
+        # Night falls: the camera switches to grey IR frames of the same view. Not tamper.
+        sim.fault(GATE, "ir")
+        await _seconds(site, 8)
+        sim.restore(GATE, "ir")
+        # A vandal knocks the connection down; it is back at once: a gap, not a lost stream.
+        sim.fault(GATE, "drop")
+        await _seconds(site, 4)
+        assert await alerts_of(site, "tamper") == []
+        assert await alerts_of(site, "stream_lost") == []
+        # Someone smears the lens: one alert, then one recovery once it is wiped.
+        for fault, cause in (("defocus", "defocused"), ("turn", "moved")):
+            sim.fault(GATE, fault)
+            alert = await eventually(lambda c=cause: _tamper(site, c, "open"), timeout=90)
+            sim.restore(GATE, fault)
+            await eventually(lambda a=alert: _state(site, a["id"], "resolved"), timeout=90)
+        causes = [a["detail"]["why"]["data"]["cause"] for a in await alerts_of(site, "tamper")]
+        assert sorted(causes) == ["defocused", "moved"]
+
+
+async def _tamper(site: Site, cause: str, state: str) -> dict[str, Any] | None:
+    found = [a for a in await alerts_of(site, "tamper")
+             if a["detail"]["why"]["data"]["cause"] == cause and a["state"] == state]
+    return found[0] if len(found) == 1 else None
+
+
+async def _state(site: Site, alert_id: str, state: str) -> bool:
+    return any(a["id"] == alert_id and a["state"] == state for a in await alerts_of(site, "tamper"))
+
+
+async def _seconds(site: Site, seconds: float) -> None:
+    """Let the stream run this long (the worker judges the view once a second of it)."""
+    until = time.monotonic() + seconds
+    await eventually(lambda: time.monotonic() >= until, timeout=seconds + 30)
