@@ -26,6 +26,7 @@ class AlertSummary:
     ts: int
     site: str
     location: str | None = None
+    repeats: int = 0  # times it happened again (a button pressed again), folded into it
 
     @classmethod
     def from_alert(cls, alert: dict[str, Any]) -> AlertSummary:
@@ -37,12 +38,13 @@ class AlertSummary:
             ts=int(alert["ts"]),
             site=str(alert["site"]),
             location=alert.get("location"),
+            repeats=int(alert.get("repeats") or 0),
         )
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "severity": self.severity,
                 "life_safety": self.life_safety, "ts": self.ts, "site": self.site,
-                "location": self.location}
+                "location": self.location, "repeats": self.repeats}
 
     @property
     def critical(self) -> bool:
@@ -53,7 +55,8 @@ class AlertSummary:
 
     def line(self) -> str:
         where = self.location or f"site {self.site}"
-        return f"{self.severity} {self.type} at {where} (alert {self.id})"
+        again = f", {self.repeats + 1} times" if self.repeats else ""
+        return f"{self.severity} {self.type} at {where}{again} (alert {self.id})"
 
 
 @dataclass(frozen=True, slots=True)

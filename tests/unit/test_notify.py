@@ -15,7 +15,7 @@ from cloud.config import CloudConfig
 from cloud.notify import pending
 from cloud.notify.config import DigestConfig, NotifyConfig, RateLimitConfig
 from cloud.notify.dispatcher import Dispatcher
-from cloud.notify.message import Message, Outcome, Target, redact_url
+from cloud.notify.message import AlertSummary, Message, Outcome, Target, redact_url
 from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
 from cloud.notify.tables import alert_attempts
@@ -359,3 +359,13 @@ def test_a_broken_plugin_is_logged_and_the_others_load(
     assert "fakeplugins.broken not loaded: ModuleNotFoundError" in caplog.text
     assert set(discover()) == {"webpush", "apprise"}  # the real ones, not the test's
     sys.modules.pop("fakeplugins.good", None)
+
+
+def test_a_repeated_alert_says_how_many_times_it_happened() -> None:
+    alert = {"id": "A1", "type": "sos", "severity": "critical", "life_safety": True,
+             "ts": 1_767_225_600_000, "site": "s-1", "location": "b1/101", "repeats": 2}
+    summary = AlertSummary.from_alert(alert)
+    assert summary.line() == "critical sos at b1/101, 3 times (alert A1)"
+    assert AlertSummary.from_alert({**alert, "repeats": 0}).line() == (
+        "critical sos at b1/101 (alert A1)"
+    )
