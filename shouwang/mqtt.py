@@ -61,7 +61,10 @@ class Message:
 
 
 READ_BURST = 256  # packets read per turn of the loop, so one busy socket cannot starve it
-CLOSE_TIMEOUT_S = 2.0  # close() waits this long for its DISCONNECT to be written
+# close() waits this long for its DISCONNECT (after the acks queued before it) to be written:
+# long enough for a starved event loop on a loaded gateway, so acknowledged messages are not
+# sent again for want of a flush.
+CLOSE_TIMEOUT_S = 10.0
 
 
 class _Client(paho.Client):
