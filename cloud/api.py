@@ -18,6 +18,7 @@ from cloud.hub import Hub
 from cloud.lifecycle import TARGET_STATE, BadField, Forbidden, Lifecycle
 from cloud.store import Store
 from shouwang.metrics import Metrics
+from shouwang.vocabulary import vocabulary
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 NOT_FOUND = {"error": "no such alert"}  # the same for missing and out-of-scope alerts
@@ -49,6 +50,7 @@ def build_app(
     app.router.add_get("/", index)
     app.router.add_static("/static", DASHBOARD_DIR, show_index=False)
     app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_get("/api/vocabulary", alert_vocabulary)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_get("/api/alerts/{id}", get_alert)
     app.router.add_get("/api/alerts/{id}/workers", alert_workers)
@@ -89,6 +91,11 @@ def _bad(request: web.Request, param: str, message: str) -> web.Response:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+
+async def alert_vocabulary(request: web.Request) -> web.Response:
+    """The one vocabulary of alert types: what every screen names them by."""
+    return web.json_response(vocabulary(), headers={"Cache-Control": "max-age=3600"})
 
 
 async def openapi_document(request: web.Request) -> web.Response:

@@ -23,7 +23,9 @@ from shouwang.metrics import Metrics
 log = logging.getLogger(__name__)
 COOKIE = "shouwang_session"
 # The evidence public key too: whoever checks a package needs the key, not an account.
-PUBLIC = frozenset({"/api/login", "/api/openapi.json", "/api/evidence/public-key"})
+PUBLIC = frozenset(
+    {"/api/login", "/api/openapi.json", "/api/evidence/public-key", "/api/vocabulary"}
+)
 ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 LOGINS: web.AppKey[Any] = web.AppKey("logins")
 

@@ -3,7 +3,9 @@
 import { api, whenLoggedOut } from "./js/api.js";
 import { Board } from "./js/board.js";
 import { Detail } from "./js/detail.js";
-import { currentLang, label, onLangChange, setLang, t, translate } from "./js/i18n.js";
+import {
+  alertTypes, currentLang, label, loadVocabulary, onLangChange, setLang, t, translate,
+} from "./js/i18n.js";
 import { showDevices } from "./js/devices.js";
 import { Places } from "./js/places.js";
 import { ResidentView } from "./js/resident.js";
@@ -212,7 +214,19 @@ onLangChange(() => {
   if (detail && detail.id) detail.render();
   if (!$("#devices").hidden) showDevices($("#devices"), board.filters.location).catch(report);
 });
-translate(document);
-setupSound($("#sound"));
+// The type filter lists every type the system raises, named from the one vocabulary.
+function typeOptions() {
+  const select = $("#f-type");
+  for (const type of alertTypes()) {
+    const option = new Option(label("type", type), type);
+    option.dataset.i18n = `type.${type}`;
+    select.append(option);
+  }
+}
 
-api("/api/me").then(showBoard).catch(showLogin);
+setupSound($("#sound"));
+loadVocabulary().catch(report).finally(() => {
+  typeOptions();
+  translate(document);
+  api("/api/me").then(showBoard).catch(showLogin);
+});

@@ -1,6 +1,8 @@
 // The family page: the elder's status and alerts, live; the service worker and Web Push.
 import { api, whenLoggedOut } from "/static/js/api.js";
-import { currentLang, fmtTime, label, onLangChange, setLang, t, translate } from "/static/js/i18n.js";
+import {
+  currentLang, fmtTime, label, loadVocabulary, onLangChange, setLang, t, translate,
+} from "/static/js/i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
 const ACTIVE = ["open", "acknowledged", "dispatched"];
@@ -163,4 +165,5 @@ onLangChange(() => { say(...pushState); if (me) render(); });
 translate(document);
 say(...pushState);
 startPush().catch((err) => say("push.failed", "error", { error: err.message }));
-api("/api/me").then(showView).catch(showLogin);
+// Alert types are named from the one vocabulary; without it the page still works, in ids.
+loadVocabulary().catch(() => {}).finally(() => api("/api/me").then(showView).catch(showLogin));

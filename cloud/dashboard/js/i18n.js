@@ -31,6 +31,21 @@ export function setLang(next) {
 
 export const onLangChange = (fn) => listeners.push(fn);
 
+// Alert types and their names come from the one registry (GET /api/vocabulary,
+// shouwang/alert_types.yaml), not from these files: a type a detector raises always has a name.
+let types = [];
+export async function loadVocabulary() {
+  const res = await fetch("/api/vocabulary");
+  if (!res.ok) throw new Error(`vocabulary: HTTP ${res.status}`);
+  ({ types } = await res.json());
+  for (const { type, zh: zhName, en: enName } of types) {
+    LANGUAGES["zh-CN"][`type.${type}`] = zhName;
+    LANGUAGES.en[`type.${type}`] = enName;
+  }
+  return types.map((x) => x.type);
+}
+export const alertTypes = () => types.map((x) => x.type);
+
 // Static text: elements carry data-i18n (text) or data-i18n-title / data-i18n-placeholder.
 export function translate(root) {
   document.documentElement.lang = lang;
