@@ -116,9 +116,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         return _bad(request, err.param, str(err))
     who = access_http.principal(request)
     alerts = await request.app[STORE].list_alerts(
-        limit=q.limit, after=q.after, where=[who.where(), *q.where]
+        limit=q.limit, after=q.after, where=[who.where(), *q.where], order=q.order
     )
-    next_cursor = filters.cursor_of(alerts[-1]) if len(alerts) == q.limit else None
+    next_cursor = filters.cursor_of(alerts[-1], q.order) if len(alerts) == q.limit else None
     return web.json_response(
         {"alerts": [who.view(a) for a in alerts], "next_cursor": next_cursor}
     )

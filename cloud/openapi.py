@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloud.alerts import STATES
-from cloud.filters import MAX_PAGE, PARAMS
+from cloud.filters import MAX_PAGE, ORDERS, PARAMS
 from cloud.lifecycle import MAX_NOTE, TARGET_STATE
 from shouwang.profiles import SEVERITIES
 
@@ -43,7 +43,10 @@ _QUERY = {
     "to": ("Event time to (exclusive), epoch ms", {"type": "integer", "minimum": 0}, ""),
     "limit": ("Page size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                             "default": 100}, ""),
-    "cursor": ("`next_cursor` of the previous page", {"type": "string"}, ""),
+    "cursor": ("`next_cursor` of the previous page, in the same order", {"type": "string"}, ""),
+    "order": ("`time`: newest first. `urgency`: open, acknowledged, dispatched, then closed; "
+              "critical first within each; then newest first",
+              {"type": "string", "enum": list(ORDERS), "default": "time"}, ""),
 }
 assert set(_QUERY) == set(PARAMS)
 

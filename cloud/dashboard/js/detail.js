@@ -48,13 +48,22 @@ export class Detail {
     this.alert = alert;
     this.render();
     this.root.hidden = false;
+    // Keyboard and screen-reader users land in the panel; on a narrow screen, where it sits
+    // below the board or covers it, it comes into view.
+    this.root.tabIndex = -1;
+    this.root.focus({ preventScroll: true });
+    if (matchMedia("(max-width: 900px)").matches) this.root.scrollIntoView({ block: "start" });
   }
 
   close() {
+    const id = this.id;
     this.id = null;
     this.media = null;
     this.root.hidden = true;
     this.root.replaceChildren();
+    // Back to the row the user came from.
+    const row = id && document.querySelector(`#alerts tr[data-id="${CSS.escape(id)}"] button.detail`);
+    if (row) row.focus({ preventScroll: false });
   }
 
   // A live change to the alert on screen: read it again (the read is audited, as it is seen).

@@ -166,4 +166,11 @@ export default {
   "role.admin": "admin",
   "role.family": "family",
   "family.seen": "You have seen it; the grid worker and the police are still told.",
+  "col.age": "Age",
+  "col.handler": "Handled by",
+  "board.nobody": "nobody yet",
+  "time.just_now": "just now",
+  "cue.silence": "Silence",
+  "cue.notify_title": "Shouwang: {type}",
+  "col.actions": "Actions",
 };

@@ -166,4 +166,11 @@ export default {
   "role.admin": "管理员",
   "role.family": "家属",
   "family.seen": "您已查看；网格员和民警仍会按流程收到通知。",
+  "col.age": "多久前",
+  "col.handler": "处理人",
+  "board.nobody": "无人处理",
+  "time.just_now": "刚刚",
+  "cue.silence": "静音",
+  "cue.notify_title": "守望：{type}",
+  "col.actions": "操作",
 };
