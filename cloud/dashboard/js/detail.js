@@ -1,7 +1,7 @@
 // One alert in full: who and where, why, evidence, the timeline of transitions and
 // notifications, and the actions the user's role allows in the alert's state, with a note.
 import { api, enc } from "./api.js";
-import { t, label, fmtTime } from "./i18n.js";
+import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
 import { stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
 
@@ -100,19 +100,24 @@ export class Detail {
     const path = (a.location || "").split("/").filter(Boolean);
     const where = section("where", el("ol", { class: "path" },
       ...path.map((p, i) => el("li", {}, el("small", {}, label("level", LEVELS[i] || "")), " ", p))));
-    // The rules' detail: `what` (summary), `why` (the rule, its type, the signals it fired
-    // on, as far as this role may see them); other keys as they come.
+    // Why, as a sentence in the reader's language ("一键通按钮被按下 3 次", from the server's
+    // shouwang/explain.py); the rule's own keys stay under "技术细节" for whoever needs them.
     const reasons = detail.why && typeof detail.why === "object" ? detail.why : {};
-    const why = section("why", pairs([
-      [t("col.time"), fmtTime(a.ts)],
-      // Raised later than it happened: a fall after its cancel window, a threshold after its duration.
-      [t("detail.raised"), a.raised_ms && a.raised_ms - a.ts >= 1000 ? fmtTime(a.raised_ms) : null],
-      [t("detail.received"), fmtTime(a.received_ms)],
+    const sentence = (a.explain || {})[currentLang() === "en" ? "en" : "zh"] || detail.what;
+    const technical = pairs([
       [label("field", "what"), detail.what],
       ...Object.entries(reasons).map(([k, v]) => [label("field", k), v]),
       ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence", "update", "supersedes", "alert_id", "previous_severity", "repeats", "last_ms"].includes(k))
         .map(([k, v]) => [label("field", k), v]),
-    ]));
+    ]);
+    const why = section("why", el("p", { class: "explain" }, sentence), pairs([
+      [t("col.time"), `${fmtTime(a.ts)} (${fmtAgo(a.ts)})`],
+      // Raised later than it happened: a fall after its cancel window, a threshold after its duration.
+      [t("detail.raised"), a.raised_ms && a.raised_ms - a.ts >= 1000 ? fmtTime(a.raised_ms) : null],
+      [t("detail.received"), fmtTime(a.received_ms)],
+    ]), technical.childElementCount
+      ? el("details", { class: "technical" }, el("summary", {}, t("detail.technical")), technical)
+      : null);
     // A live change re-renders the detail; the media elements are kept (moved into the new
     // figure within the same task), so a clip playing goes on playing instead of starting over.
     if (!this.media || this.media.id !== a.id) this.media = { id: a.id, nodes: new Map() };

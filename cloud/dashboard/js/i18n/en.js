@@ -173,4 +173,5 @@ export default {
   "cue.silence": "Silence",
   "cue.notify_title": "Shouwang: {type}",
   "col.actions": "Actions",
+  "detail.technical": "Technical detail",
 };

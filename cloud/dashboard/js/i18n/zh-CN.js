@@ -173,4 +173,5 @@ export default {
   "cue.silence": "静音",
   "cue.notify_title": "守望：{type}",
   "col.actions": "操作",
+  "detail.technical": "技术细节",
 };
