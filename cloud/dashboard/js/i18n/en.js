@@ -174,4 +174,6 @@ export default {
   "cue.notify_title": "Shouwang: {type}",
   "col.actions": "Actions",
   "detail.technical": "Technical detail",
+  "family.nobody_yet": "Nobody has taken it yet",
+  "family.more": "{n} more open",
 };

@@ -174,4 +174,6 @@ export default {
   "cue.notify_title": "守望：{type}",
   "col.actions": "操作",
   "detail.technical": "技术细节",
+  "family.nobody_yet": "还没有人接手",
+  "family.more": "另有 {n} 件未处理",
 };
