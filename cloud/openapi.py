@@ -215,12 +215,26 @@ DOCUMENT: dict[str, Any] = {
                                                  "fingerprint, pem}, or the PEM alone",
                                   "content": {"application/json": {},
                                               "application/x-pem-file": {}}}}}},
+        "/api/residents": {"get": {
+            "summary": "The people on your board, as your role may see them (police: name, "
+                       "tags, household, phone, the first contact to call; others also age "
+                       "and every contact); ids out of scope are left out; audited",
+            "parameters": [{"name": "ids", "in": "query", "required": True,
+                            "schema": {"type": "string", "example": "r-1,r-2"},
+                            "description": "1 to 100 resident ids, comma-separated"}],
+            "responses": {"200": {"description": "{residents: [{id, name, location, tags, "
+                                                 "phone, age?, contacts: [{name, relation, "
+                                                 "phone}]}]}"},
+                          "400": _error("ids missing, too many or malformed"),
+                          "401": UNAUTHORIZED}}},
         "/api/residents/{id}": {"get": {
-            "summary": "One resident: name, household, tags, bound devices with liveness "
-                       "(family of the resident, workers of the grid, admins; audited)",
+            "summary": "One resident: name, age, household, tags, phone, emergency contacts, "
+                       "bound devices with liveness (family of the resident, workers of the "
+                       "grid, admins; audited)",
             "parameters": [{"name": "id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "{id, name, location, tags, devices: [{site, "
+            "responses": {"200": {"description": "{id, name, age, location, tags, phone, "
+                                                 "contacts, devices: [{site, "
                                                  "id, profile, transport, data, health, "
                                                  "battery, last_seen_ms}]}"},
                           "401": UNAUTHORIZED, "403": _error("Police do not see residents"),

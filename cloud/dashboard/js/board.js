@@ -2,6 +2,7 @@
 // paging, so 1,000 open alerts cost one page of DOM), kept live by WebSocket messages.
 import { api } from "./api.js";
 import { t, label, fmtTime, fmtAgo } from "./i18n.js";
+import { fetchPeople, personText } from "./people.js";
 
 export const PAGE_SIZE = 50;
 
@@ -121,6 +122,7 @@ export class Board {
     if (this.next) this.cursors.push(this.next);
     if (this.page === 0) this.newer = 0;
     this.showPager();
+    this.names(shown);
     const ms = performance.now() - started;
     this.timings.push({ reason, ms, rows: shown.length, page: this.page });
     document.body.dataset.board = "ready";
@@ -147,7 +149,7 @@ export class Board {
       ["col.severity", label("severity", alert.severity), "sev"],
       ["col.type", typeText(alert), "type"],
       ["col.age", fmtAgo(alert.ts), "age", fmtTime(alert.ts)],
-      ["col.subject", alert.resident || alert.subject, "who"],
+      ["col.subject", alert.resident ? personText(alert.resident, label) : alert.subject, "who"],
       ["col.location", shortPlace(alert.location), "loc", alert.location || ""],
       ["col.state", stateText(alert, false), "state"],
       ["col.handler", handlerText(alert), "handler"],
@@ -202,6 +204,7 @@ export class Board {
           this.fill(row, alert, isNew);
           this.tbody.insertBefore(row, after || null);
           while (this.rows.size > PAGE_SIZE) this.dropLast();
+          this.names([alert]);
         }
       }
     }
@@ -218,6 +221,17 @@ export class Board {
     if (below ? tr.nextElementSibling !== below : tr !== this.tbody.lastElementChild) {
       this.tbody.insertBefore(tr, below);
     }
+  }
+
+  // Names replace resident ids as soon as they arrive (one request for the page).
+  names(list) {
+    fetchPeople(list.map((a) => a.resident).filter(Boolean)).then(() => {
+      for (const [id, tr] of this.rows) {
+        const a = this.alerts.get(id);
+        const cell = tr.querySelector("td.who");
+        if (a && a.resident && cell) cell.textContent = personText(a.resident, label);
+      }
+    }).catch(() => {}); // ids stay: the board works without names
   }
 
   // "3 分钟前" stays true while the board is open.

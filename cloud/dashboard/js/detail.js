@@ -4,6 +4,7 @@ import { api, enc } from "./api.js";
 import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
 import { stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
+import { fetchPeople, person, telLink } from "./people.js";
 
 // What each state allows (cloud/alerts.py TRANSITIONS), by action.
 const NEXT = {
@@ -44,6 +45,7 @@ export class Detail {
   async open(id) {
     this.id = id;
     const alert = await api(`/api/alerts/${enc(id)}`);
+    if (alert.resident) await fetchPeople([alert.resident]).catch(() => {});
     if (this.id !== id) return;
     this.alert = alert;
     this.render();
@@ -82,8 +84,10 @@ export class Detail {
     const detail = a.detail || {};
     const about = detail.who || {};
     const tags = about.tags && about.tags.length ? about.tags : null;
+    const p = a.resident ? person(a.resident) : null;
     const who = section("who", pairs([
-      [t("detail.subject"), a.subject], [t("detail.resident"), a.resident],
+      [t("detail.resident"), p ? [p.name, p.age ? t("detail.age", { n: p.age }) : ""].filter(Boolean).join(" · ") : a.resident],
+      [t("detail.subject"), p ? null : a.subject],
       [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
       [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
       [t("detail.site"), a.site],
@@ -92,6 +96,16 @@ export class Detail {
       [t("detail.dispatched_to"), a.dispatched_to],
       [t("detail.repeats"), a.repeats ? t("detail.repeats_text", { n: a.repeats, last: fmtTime(a.last_ms) }) : null],
     ]));
+    // Numbers to call, one tap each on a phone: the resident, then their emergency contacts.
+    const calls = p ? [
+      ...(p.phone ? [[t("detail.call_resident", { name: p.name }), p.phone]] : []),
+      ...(p.contacts || []).map((c) => [
+        [c.name, c.relation ? label("relation", c.relation) : ""].filter(Boolean).join(" · "), c.phone]),
+    ] : [];
+    if (calls.length) {
+      who.append(el("ul", { class: "calls" }, ...calls.map(([text, phone]) =>
+        el("li", {}, telLink(phone, `${t("action.call")} ${text}`), " ", el("small", {}, phone)))));
+    }
     if (a.resident && RESIDENT_ROLES.includes(this.me.role)) {
       const open = el("button", { type: "button", class: "resident" }, t("resident.open"));
       open.addEventListener("click", () => this.onResident(a.resident));

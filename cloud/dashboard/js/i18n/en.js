@@ -176,4 +176,13 @@ export default {
   "detail.technical": "Technical detail",
   "family.nobody_yet": "Nobody has taken it yet",
   "family.more": "{n} more open",
+  "detail.age": "{n} years",
+  "detail.call_resident": "{name}",
+  "action.call": "Call",
+  "relation.daughter": "daughter",
+  "relation.son": "son",
+  "relation.spouse": "spouse",
+  "relation.neighbour": "neighbour",
+  "relation.grandchild": "grandchild",
+  "relation.caregiver": "caregiver",
 };

@@ -176,4 +176,13 @@ export default {
   "detail.technical": "技术细节",
   "family.nobody_yet": "还没有人接手",
   "family.more": "另有 {n} 件未处理",
+  "detail.age": "{n} 岁",
+  "detail.call_resident": "{name}本人",
+  "action.call": "拨打",
+  "relation.daughter": "女儿",
+  "relation.son": "儿子",
+  "relation.spouse": "配偶",
+  "relation.neighbour": "邻居",
+  "relation.grandchild": "孙辈",
+  "relation.caregiver": "护工",
 };
