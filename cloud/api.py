@@ -58,8 +58,14 @@ def build_app(
     for action in TARGET_STATE:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
-    from cloud import device_health, places, residents  # they build on this module's keys
+    from cloud import (  # they build on this module's keys
+        device_health,
+        export,
+        places,
+        residents,
+    )
 
+    export.add_routes(app)
     places.add_routes(app)
     residents.add_routes(app)
     device_health.add_routes(app)

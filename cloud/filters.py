@@ -7,16 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multidict import MultiMapping
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, or_, select
 
 from cloud.access.scope import check_location_prefix, under
 from cloud.alerts import SEVERITY_RANK, STATE_RANK, STATES
+from cloud.schema import residents
 from cloud.store import alerts
 from shouwang.profiles import SEVERITIES
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-PARAMS = ("state", "type", "severity", "location", "from", "to", "limit", "cursor", "order")
+PARAMS = ("state", "type", "severity", "location", "from", "to", "limit", "cursor", "order",
+          "q")
+MAX_SEARCH = 64
 # `time`: newest first. `urgency`: what needs a person first: open, then acknowledged, then
 # dispatched, then closed; within each, critical first; then newest first (docs/dashboard.md).
 ORDERS = ("time", "urgency")
@@ -77,14 +80,32 @@ def parse(query: MultiMapping[str]) -> AlertQuery:
         if not 1 <= limit <= MAX_PAGE:
             raise BadQuery("limit", f"must be between 1 and {MAX_PAGE}")
         q.limit = limit
+    if "q" in query:
+        q.where.append(search(query["q"]))
     if "order" in query:
         q.order = _choices(query, "order", ORDERS)[0]
     if "cursor" in query:
-        q.after = _cursor(query["cursor"], q.order)
+        q.after = parse_cursor(query["cursor"], q.order)
     return q
 
 
-def _cursor(raw: str, order: str) -> tuple[int, str] | tuple[int, int, int, str]:
+def search(text: str) -> ColumnElement[bool]:
+    """Find by alert id, device, resident (id or part of the name) or part of the address.
+    Every character is itself (no wildcards); the user's scope still applies."""
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_SEARCH:
+        raise BadQuery("q", f"search text is 1 to {MAX_SEARCH} characters")
+    named = select(residents.c.id).where(residents.c.name.contains(text, autoescape=True))
+    return or_(
+        alerts.c.id == text,
+        alerts.c.device == text,
+        alerts.c.resident == text,
+        alerts.c.resident.in_(named),
+        alerts.c.location.contains(text, autoescape=True),
+    )
+
+
+def parse_cursor(raw: str, order: str) -> tuple[int, str] | tuple[int, int, int, str]:
     if order == "urgency":
         u = _URGENCY_CURSOR.match(raw)
         if u is None:

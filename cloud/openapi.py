@@ -44,11 +44,19 @@ _QUERY = {
     "limit": ("Page size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                             "default": 100}, ""),
     "cursor": ("`next_cursor` of the previous page, in the same order", {"type": "string"}, ""),
+    "q": ("Search: an alert id, a device id, a resident id or part of a resident's name, or "
+          "part of the address (every character literal)", {"type": "string", "maxLength": 64},
+          ""),
     "order": ("`time`: newest first. `urgency`: open, acknowledged, dispatched, then closed; "
               "critical first within each; then newest first",
               {"type": "string", "enum": list(ORDERS), "default": "time"}, ""),
 }
 assert set(_QUERY) == set(PARAMS)
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    return [{"name": k, "in": "query", "description": d + (f" ({extra})" if extra else ""),
+             "schema": s} for k, (d, s, extra) in _QUERY.items()]
 
 
 def _transition(action: str) -> dict[str, Any]:
@@ -145,11 +153,8 @@ DOCUMENT: dict[str, Any] = {
         "/api/me": {"get": {"summary": "Who is logged in, with role and scope",
                             "responses": {"200": _json("Me"), "401": UNAUTHORIZED}}},
         "/api/alerts": {"get": {
-            "summary": "Alerts in your scope, newest first",
-            "parameters": [
-                {"name": k, "in": "query", "description": d + (f" ({extra})" if extra else ""),
-                 "schema": s} for k, (d, s, extra) in _QUERY.items()
-            ],
+            "summary": "Alerts in your scope, newest first (or by urgency, `order`)",
+            "parameters": _list_parameters(),
             "responses": {"200": _json("Page"),
                           "400": _error("A bad or unknown parameter, named"),
                           "401": UNAUTHORIZED}}},
@@ -215,6 +220,19 @@ DOCUMENT: dict[str, Any] = {
                                                  "fingerprint, pem}, or the PEM alone",
                                   "content": {"application/json": {},
                                               "application/x-pem-file": {}}}}}},
+        "/api/alerts.csv": {"get": {
+            "summary": "The filtered alert list as CSV (UTF-8 with BOM), newest first, at most "
+                       "10,000 rows; the same filters and scope as /api/alerts; audited",
+            "parameters": [
+                *[p for p in _list_parameters() if p["name"] not in ("limit", "cursor")],
+                {"name": "lang", "in": "query", "schema": {"type": "string",
+                                                           "enum": ["zh", "en"]}},
+                {"name": "tz", "in": "query", "schema": {"type": "string",
+                                                         "example": "Asia/Shanghai"}}],
+            "responses": {"200": {"description": "id, time, type, severity, state, resident, "
+                                                 "location, device, handled_by, times, why, "
+                                                 "ts_ms", "content": {"text/csv": {}}},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
         "/api/residents": {"get": {
             "summary": "The people on your board, as your role may see them (police: name, "
                        "tags, household, phone, the first contact to call; others also age "

@@ -65,7 +65,10 @@ function showBoard(me) {
   window.shouwang = { board, detail }; // for the browser tests' measurements
   places = new Places($("#places"), choosePlace);
   jurisdictions(me);
-  for (const key of ["state", "type", "severity", "location"]) $(`#f-${key}`).value = board.filters[key];
+  for (const key of ["state", "type", "severity", "location", "q", "from", "to"]) {
+    $(`#f-${key}`).value = board.filters[key];
+  }
+  showExport();
   if ($("#f-location").value !== board.filters.location) $("#f-location").value = "";
   places.show(board.filters.location).catch(report);
   connect();
@@ -79,7 +82,7 @@ function report(err) {
 
 async function choosePlace(path) {
   $("#f-location").value = [...$("#f-location").options].some((o) => o.value === path) ? path : "";
-  await Promise.all([places.show(path), board.setFilters({ location: path }),
+  await Promise.all([places.show(path), board.setFilters({ location: path }).then(showExport),
     $("#devices").hidden ? null : showDevices($("#devices"), path)]);
 }
 
@@ -234,9 +237,21 @@ $("#logout").addEventListener("click", async () => {
   showLogin();
 });
 
-for (const [id, key] of [["#f-state", "state"], ["#f-type", "type"], ["#f-severity", "severity"]]) {
-  $(id).addEventListener("change", (e) => board.setFilters({ [key]: e.target.value }).catch(report));
+for (const [id, key] of [["#f-state", "state"], ["#f-type", "type"], ["#f-severity", "severity"],
+  ["#f-from", "from"], ["#f-to", "to"]]) {
+  $(id).addEventListener("change", (e) => board.setFilters({ [key]: e.target.value })
+    .then(showExport).catch(report));
 }
+// Search as one types, once the typing pauses.
+let searchTimer = null;
+$("#f-q").addEventListener("input", (e) => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => board.setFilters({ q: e.target.value }).then(showExport)
+    .catch(report), 300);
+});
+$("#filters").addEventListener("submit", (e) => e.preventDefault());
+// The export link carries the board's filters; the download is audited by the server.
+function showExport() { $("#export").href = board.exportUrl(currentLang()); }
 $("#f-location").addEventListener("change", (e) => choosePlace(e.target.value).catch(report));
 $("#pager .prev").addEventListener("click", () => board.goto(board.page - 1).catch(report));
 $("#pager .next").addEventListener("click", () => board.goto(board.page + 1).catch(report));

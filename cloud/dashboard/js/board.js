@@ -53,7 +53,7 @@ export class Board {
     this.onOpen = onOpen;
     this.onAck = onAck;
     // Filters live in the address (#state=…&type=…), so a reload or a shared link keeps them.
-    this.filters = { state: "active", type: "", severity: "", location: "" };
+    this.filters = { state: "active", type: "", severity: "", location: "", q: "", from: "", to: "" };
     const saved = new URLSearchParams(location.hash.slice(1));
     for (const key of Object.keys(this.filters)) {
       if (saved.has(key)) this.filters[key] = saved.get(key);
@@ -68,24 +68,55 @@ export class Board {
     this.seq = 0;
   }
 
-  query() {
-    // One more than a page: whether a next page exists, without ever showing an empty one.
-    const q = new URLSearchParams({ limit: String(PAGE_SIZE + 1), order: "urgency" });
+  // The list's filters as the API takes them (also the CSV export's).
+  filterParams() {
+    const q = new URLSearchParams();
     const f = this.filters;
     if (f.state) q.set("state", f.state === "active" ? ACTIVE.join(",") : f.state);
     if (f.type) q.set("type", f.type);
     if (f.severity) q.set("severity", f.severity);
     if (f.location) q.set("location", f.location);
+    if (f.q.trim()) q.set("q", f.q.trim());
+    const [from, to] = this.range();
+    if (from !== null) q.set("from", String(from));
+    if (to !== null) q.set("to", String(to));
+    return q;
+  }
+
+  // The date range in ms, from the start of `from` to the end of `to`, in local time.
+  range() {
+    const day = (text) => (text ? new Date(`${text}T00:00:00`).getTime() : null);
+    const to = day(this.filters.to);
+    return [day(this.filters.from), to === null ? null : to + 86400000];
+  }
+
+  query() {
+    // One more than a page: whether a next page exists, without ever showing an empty one.
+    const q = this.filterParams();
+    q.set("limit", String(PAGE_SIZE + 1));
+    q.set("order", "urgency");
     const cursor = this.cursors[this.page];
     if (cursor) q.set("cursor", cursor);
     return q.toString();
   }
 
-  matches(alert) {
+  exportUrl(lang) {
+    const q = this.filterParams();
+    q.set("lang", lang === "en" ? "en" : "zh");
+    q.set("tz", Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
+    return `/api/alerts.csv?${q}`;
+  }
+
+  // Whether a live alert belongs on this board. A search is the server's (names live
+  // there): a searched board keeps its rows up to date but takes no new ones.
+  matches(alert, isNew = false) {
     const f = this.filters;
     const states = f.state === "active" ? ACTIVE : f.state ? [f.state] : null;
+    const [from, to] = this.range();
     return (!states || states.includes(alert.state)) && (!f.type || alert.type === f.type)
-      && (!f.severity || alert.severity === f.severity) && under(alert.location, f.location);
+      && (!f.severity || alert.severity === f.severity) && under(alert.location, f.location)
+      && (from === null || alert.ts >= from) && (to === null || alert.ts < to)
+      && !(isNew && f.q.trim());
   }
 
   setFilters(changes, reason = "filter") {
@@ -193,7 +224,7 @@ export class Board {
         this.fill(tr, alert, false);
         this.place(tr, alert);
       } else { tr.remove(); this.rows.delete(alert.id); this.alerts.delete(alert.id); }
-    } else if (this.matches(alert)) {
+    } else if (this.matches(alert, true)) {
       if (this.page !== 0) {
         this.newer += 1;
       } else {

@@ -185,4 +185,9 @@ export default {
   "relation.neighbour": "neighbour",
   "relation.grandchild": "grandchild",
   "relation.caregiver": "caregiver",
+  "filter.search": "Search",
+  "filter.search_hint": "Name, device, address or alert id",
+  "filter.from": "From",
+  "filter.to": "To",
+  "filter.export": "Export CSV",
 };

@@ -185,4 +185,9 @@ export default {
   "relation.neighbour": "邻居",
   "relation.grandchild": "孙辈",
   "relation.caregiver": "护工",
+  "filter.search": "搜索",
+  "filter.search_hint": "姓名、设备、地址或告警号",
+  "filter.from": "从",
+  "filter.to": "到",
+  "filter.export": "导出 CSV",
 };
