@@ -40,6 +40,10 @@ export class Detail {
     this.onChanged = onChanged;
     this.onResident = onResident;
     this.id = null;
+    // Escape closes the detail from anywhere inside it (keyboard users, docs/dashboard.md).
+    root.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && this.id) { e.preventDefault(); this.close(); }
+    });
   }
 
   async open(id) {
