@@ -109,6 +109,9 @@ def parser() -> argparse.ArgumentParser:
     ec = edge.add_parser("check", help="validate a site YAML file and exit")
     ec.add_argument("--config", type=Path, required=True)
     ec.set_defaults(fn=cmd_check, kind="edge")
+    from edge.provision import add_parser as add_edge_provision
+
+    add_edge_provision(edge)
 
     cloud = sub.add_parser("cloud", help="the cloud aggregator").add_subparsers(
         dest="sub", required=True
@@ -125,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     from cloud.access.cli import add_parsers as add_user_parsers
 
     add_user_parsers(cloud)
+    from cloud.provision import add_parser as add_cloud_provision
+
+    add_cloud_provision(cloud)
     # Admin commands of the cloud (imports here; user commands beside them).
     ci = cloud.add_parser("import", help="import rows from CSV or YAML: all or nothing")
     ci.add_argument("kind", choices=["sites", "locations", "residents", "devices"])
