@@ -58,7 +58,8 @@ def site_dir(directory: Path, site: str) -> Path:
     return directory / "sites" / site
 
 
-def provision(directory: Path, site: str, *, rotate: bool = False) -> bool:
+def provision(directory: Path, site: str, *, rotate: bool = False,
+              broker_user: str | None = None) -> bool:
     """Add (or with `rotate`, renew) `site`'s account and token; True when anything new was
     issued for the site."""
     check_name(site, "site id")
@@ -74,9 +75,9 @@ def provision(directory: Path, site: str, *, rotate: bool = False) -> bool:
         token = new_password()
         write_private(bundle / SITE_EVIDENCE_TOKEN, token + "\n")
         tokens[site] = hash_token(token)
-    passwords.save()
+    passwords.save(broker_user)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
-    write_private(directory / ACL_FILE, CLOUD_ACL)
+    write_private(directory / ACL_FILE, CLOUD_ACL, broker_user)
     return issued
 
 
@@ -123,6 +124,9 @@ def add_parser(cloud: argparse._SubParsersAction) -> None:
                       help="issue a new broker password and evidence token for the site")
     what.add_argument("--revoke", action="store_true",
                       help="remove the site's broker account and evidence token")
+    p.add_argument("--broker-user", default=None, metavar="USER",
+                   help="give `passwd` and `acl` to the user Mosquitto runs as (Debian: "
+                   "mosquitto); later runs keep the owner")
     p.set_defaults(fn=cmd_provision)
 
 
@@ -134,7 +138,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
             print(f"site {args.site}: {'revoked' if found else 'had no account'}; "
                   "reload the broker (systemctl reload mosquitto) and restart the cloud")
             return 0 if found else 1
-        issued = provision(directory, args.site, rotate=args.rotate)
+        issued = provision(directory, args.site, rotate=args.rotate,
+                           broker_user=args.broker_user)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2

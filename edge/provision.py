@@ -72,7 +72,8 @@ def mqtt_devices(config: EdgeConfig) -> list[str]:
     ]
 
 
-def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = None) -> EdgeAccounts:
+def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = None,
+              broker_user: str | None = None) -> EdgeAccounts:
     devices = [check_name(d, "device id") for d in mqtt_devices(config)]
     if EDGE_ACCOUNT in devices:
         raise ProvisionError(f"device id {EDGE_ACCOUNT!r} is the edge daemon's account name")
@@ -98,8 +99,8 @@ def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = No
             done.kept.append(device)
         else:
             done.issued[device] = passwords.issue(device)
-    passwords.save()
-    write_private(directory / ACL_FILE, EDGE_ACL)
+    passwords.save(broker_user)
+    write_private(directory / ACL_FILE, EDGE_ACL, broker_user)
     return done
 
 
@@ -115,6 +116,9 @@ def add_parser(edge: argparse._SubParsersAction) -> None:
                    "`edge.password` go (e.g. /etc/shouwang/edge-broker)")
     p.add_argument("--rotate", action="append", default=[], metavar="DEVICE",
                    help=f"issue a new password for this device (or {EDGE_ACCOUNT}); repeatable")
+    p.add_argument("--broker-user", default=None, metavar="USER",
+                   help="give `passwd` and `acl` to the user Mosquitto runs as (Debian: "
+                   "mosquitto); later runs keep the owner")
     p.set_defaults(fn=cmd_provision)
 
 
@@ -122,7 +126,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     config = load_yaml(args.config, EdgeConfig)
     directory = args.dir.resolve()
     try:
-        done = provision(config, directory, args.rotate)
+        done = provision(config, directory, args.rotate, args.broker_user)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import pwd
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -95,13 +96,18 @@ class PasswordFile:
         self.hashes[name] = hash_password(password)
         return password
 
-    def save(self) -> None:
-        write_private(self.path, "".join(f"{n}:{h}\n" for n, h in sorted(self.hashes.items())))
+    def save(self, owner: str | None = None) -> None:
+        write_private(self.path, "".join(f"{n}:{h}\n" for n, h in sorted(self.hashes.items())),
+                      owner)
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, owner: str | None = None) -> None:
     """Write a file only its owner reads (0600), atomically: a broker that reloads (SIGHUP)
-    mid-write never sees half a password file, and the secret is never world-readable."""
+    mid-write never sees half a password file, and the secret is never world-readable.
+
+    The file keeps the owner of the one it replaces (the broker's user, set once by
+    `--broker-user`), or gets `owner`: Mosquitto reads these files after dropping to its
+    own user."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -110,7 +116,32 @@ def write_private(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.chmod(temporary, 0o600)  # an older file of that name kept its mode through O_TRUNC
+    uid, gid = _owner(owner) if owner else _current_owner(path)
+    if (uid, gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.chown(temporary, uid, gid)
+        except PermissionError as err:
+            os.unlink(temporary)
+            raise ProvisionError(
+                f"{path}: cannot give it to uid {uid}: run as root, or without --broker-user"
+            ) from err
     os.replace(temporary, path)
+
+
+def _owner(user: str) -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as err:
+        raise ProvisionError(f"--broker-user {user}: no such user on this machine") from err
+    return entry.pw_uid, entry.pw_gid
+
+
+def _current_owner(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return os.geteuid(), os.getegid()
+    return st.st_uid, st.st_gid
 
 
 def read_secret(path: Path) -> str | None:

@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import pwd
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
 from shouwang.cli import main
-from shouwang.config import BrokerConfig
+from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import MqttClient, MqttPublishFailed
 from shouwang.protocol import make_envelope
-from shouwang.services import Mosquitto
+from shouwang.services import Mosquitto, free_port
 from tests.conftest import eventually, load_factor, unique
+from tests.integration.test_mqtt_tls import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -304,3 +310,138 @@ async def test_a_revoked_site_is_turned_away_after_a_reload(
     assert await eventually(refused, timeout=10)
     async with connected(gateway(cloud_broker, cloud_accounts, "site-a")):
         pass
+
+
+# --- the shipped broker configurations ------------------------------------------------------
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+
+
+class DeployedMosquitto(Mosquitto):
+    """Mosquitto run with a file of deploy/mosquitto as it ships: only its paths are moved
+    into a directory of the test and its listeners onto free loopback ports. As root it runs
+    as the `mosquitto` user it names, reading files `--broker-user mosquitto` gave it."""
+
+    def __init__(self, directory: Path, conf: str, tls_port: int) -> None:
+        super().__init__(directory, name=f"deployed {conf}")
+        self.conf, self.tls_port = conf, tls_port
+
+    def write_config(self) -> Path:
+        text = (DEPLOY / self.conf).read_text()
+        text = text.replace("/etc/shouwang/", f"{self.directory}/etc/")
+        text = text.replace("/var/lib/mosquitto/", f"{self.directory}/lib/")
+        text = text.replace("/var/log/mosquitto/mosquitto.log", str(self.log_path))
+        text = re.sub(r"^listener 8883$", f"listener {self.tls_port} 127.0.0.1", text, flags=re.M)
+        text = re.sub(r"^listener 1883 127.0.0.1$", f"listener {self.port} 127.0.0.1", text,
+                      flags=re.M)
+        if not run_as_mosquitto():
+            text = text.replace("\nuser mosquitto\n", "\n")
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(text)
+        return conf
+
+
+def run_as_mosquitto() -> bool:
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        return False
+    return os.geteuid() == 0
+
+
+@pytest.fixture
+def deploy_dir() -> Iterator[Path]:
+    """A directory the `mosquitto` user can reach (pytest's are mode 700 under root)."""
+    directory = Path(tempfile.mkdtemp(prefix="shouwang-deploy-"))
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def install_tls(directory: Path, name: str) -> Path:
+    pki = Pki(directory / "etc" / "tls")
+    _, key = pki.issue(name, ip="127.0.0.1")  # {name}.crt and {name}.key, as the conf names
+    for path in (directory / "etc", directory / "etc" / "tls"):
+        path.chmod(0o755)
+    (directory / "lib").mkdir()
+    if run_as_mosquitto():  # the broker's key and its persistence, as an installer does
+        user = pwd.getpwnam("mosquitto")
+        for path in (key, directory / "lib"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return pki.ca_file
+
+
+def tls(config: BrokerConfig, port: int, ca_file: Path) -> BrokerConfig:
+    return config.model_copy(update={"port": port, "tls": TlsConfig(ca_file=ca_file)})
+
+
+async def test_the_shipped_cloud_conf_refuses_a_forged_ack_over_tls(deploy_dir: Path) -> None:
+    ca_file = install_tls(deploy_dir, "cloud-broker")
+    accounts = deploy_dir / "etc" / "cloud-broker"
+    user = ["--broker-user", "mosquitto"] if run_as_mosquitto() else []
+    for site in ("site-a", "site-b"):
+        code, output = provision("cloud", "provision", "--site", site, "--dir", str(accounts),
+                                 *user)
+        assert code == 0, output
+    accounts.chmod(0o755)
+    broker = DeployedMosquitto(deploy_dir, "cloud.conf", tls_port=free_port())
+    broker.start()
+    assert broker.proc is not None
+    if run_as_mosquitto():
+        assert psutil.Process(broker.proc.pid).username() == "mosquitto"
+    try:
+        workers = cloud_workers(broker, accounts)  # on the loopback listener
+        async with (
+            connected(workers, "site/+/up/alert") as cloud,
+            connected(tls(gateway(broker, accounts, "site-a"), broker.tls_port, ca_file)) as gw_a,
+            connected(tls(gateway(broker, accounts, "site-b"), broker.tls_port, ca_file),
+                      "site/site-b/down/ack") as gw_b,
+        ):
+            with pytest.raises(MqttPublishFailed, match="Not authorized"):
+                await gw_a.publish("site/site-b/down/ack", b'{"ids": ["forged"]}', qos=1)
+            await nothing_more(gw_b, cloud, "site/site-b/down/ack")
+            await gw_a.publish("site/site-a/up/alert", b"a's alert", qos=1)
+            message = await cloud.messages()
+            assert message.topic == "site/site-a/up/alert"
+            cloud.ack(message)
+        anonymous = MqttClient(tls(BrokerConfig(), broker.tls_port, ca_file),
+                               client_id=unique("anon"))
+        await anonymous.start()
+        try:
+            with pytest.raises(TimeoutError):
+                await anonymous.wait_connected(2)
+        finally:
+            await anonymous.close()
+    finally:
+        broker.stop()
+
+
+async def test_the_shipped_edge_conf_keeps_a_device_to_its_own_topics_over_tls(
+    deploy_dir: Path,
+) -> None:
+    ca_file = install_tls(deploy_dir, "edge-broker")
+    site_file = deploy_dir / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE_FILE))
+    accounts = deploy_dir / "etc" / "edge-broker"
+    user = ["--broker-user", "mosquitto"] if run_as_mosquitto() else []
+    code, output = provision("edge", "provision", "--config", str(site_file), "--dir",
+                             str(accounts), *user)
+    assert code == 0, output
+    credentials = printed_credentials(output)
+    accounts.chmod(0o755)
+    broker = DeployedMosquitto(deploy_dir, "edge.conf", tls_port=free_port())
+    broker.start()
+    assert broker.proc is not None
+    if run_as_mosquitto():
+        assert psutil.Process(broker.proc.pid).username() == "mosquitto"
+    try:
+        edge = BrokerConfig(port=broker.port, username="shouwang-edge",
+                            password_file=accounts / "edge.password")
+        btn_a = tls(account(broker, deploy_dir, "btn-a", credentials["btn-a"]),
+                    broker.tls_port, ca_file)
+        async with connected(edge, "dev/+/event") as daemon, connected(btn_a) as device:
+            with pytest.raises(MqttPublishFailed, match="Not authorized"):
+                await device.publish("dev/btn-b/event", envelope("btn-b"), qos=1)
+            await nothing_more(daemon, device, "dev/btn-a/event")
+    finally:
+        broker.stop()
