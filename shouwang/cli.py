@@ -70,7 +70,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sim_button(args: argparse.Namespace) -> int:
     from simulators.button import run
 
-    broker = BrokerConfig(host=args.host, port=args.port)
+    # A device's account is named by its id (`shouwang edge provision`).
+    broker = BrokerConfig(
+        host=args.host, port=args.port, password_file=args.password_file,
+        username=args.device if args.password_file else None,
+    )
     return _run("sim", run(broker, args.device, args.every, args.count))
 
 
@@ -145,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--device", default="btn-0001", help="device id")
     sb.add_argument("--every", type=float, default=None, help="press every N seconds")
     sb.add_argument("--count", type=int, default=None, help="stop after N presses")
+    sb.add_argument("--password-file", type=Path, default=None,
+                    help="the device's broker password (its account is its id); none: anonymous")
     sb.set_defaults(fn=cmd_sim_button)
     from simulators.camera import add_parser as add_camera_parser
 
