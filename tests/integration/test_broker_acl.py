@@ -12,7 +12,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -445,3 +445,35 @@ async def test_the_shipped_edge_conf_keeps_a_device_to_its_own_topics_over_tls(
             await nothing_more(daemon, device, "dev/btn-a/event")
     finally:
         broker.stop()
+
+
+# --- the whole road, with accounts and ACLs on both brokers ---------------------------------
+
+
+async def test_an_sos_travels_and_its_case_closes_through_brokers_with_acls(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """Every topic the edge and the cloud use is within their accounts: the press arrives as
+    an alert (up/alert), the cloud's confirmation empties the gateway's outbox (down/ack),
+    and a worker closing the case reaches the gateway's book (down/alert)."""
+    from tests.scenarios.site import community
+
+    async with community(make_broker, tmp_path, acl=True) as site:
+        assert site.edge_broker.accounts is not None
+        await site.press()
+        alert = (await eventually(lambda: site.alerts("sos"), timeout=30))[0]
+        await eventually(lambda: site.edge_holds(alert["id"]), timeout=30)
+
+        async def outbox_empty() -> bool:
+            depth = await site.edge.outbox.depth()
+            return depth.get(0, 0) == 0
+
+        await eventually(outbox_empty, timeout=30)
+        await site.act("worker-li", alert["id"], "ack")
+        await site.act("worker-li", alert["id"], "resolve", note="all fine")
+
+        async def released() -> bool:
+            return not await site.edge_holds(alert["id"])
+
+        await eventually(released, timeout=30)
+        assert site.edge.rules.book.closed_by_cloud == 1
