@@ -83,6 +83,22 @@ async def nothing_more(client: MqttClient, marker_from: MqttClient, marker_topic
     client.ack(message)
 
 
+async def cannot_take_over(victim: MqttClient, thief_account: BrokerConfig,
+                           marker_from: MqttClient, marker_topic: str) -> None:
+    """A client of `thief_account` that names `victim`'s client id leaves `victim` connected
+    (its session untouched): the broker gives the thief its account name as client id."""
+    drops: list[bool] = []
+    victim._on_connection_change = drops.append
+    thief = MqttClient(thief_account, client_id=victim.client_id)
+    await thief.start()
+    try:
+        await thief.wait_connected(10 * load_factor())
+        await nothing_more(victim, marker_from, marker_topic)
+    finally:
+        await thief.close()
+    assert drops == [], "the victim was disconnected"
+
+
 def envelope(device: str, kind: str = "event") -> bytes:
     return make_envelope(site=None, device=device, kind=kind, body={"event": "sos"}).to_bytes()
 
@@ -404,6 +420,10 @@ async def test_the_shipped_cloud_conf_refuses_a_forged_ack_over_tls(deploy_dir: 
             message = await cloud.messages()
             assert message.topic == "site/site-a/up/alert"
             cloud.ack(message)
+            # Gateway a connecting with b's client id does not push b off its session.
+            await cannot_take_over(gw_b, tls(gateway(broker, accounts, "site-a"),
+                                              broker.tls_port, ca_file), cloud,
+                                   "site/site-b/down/ack")
         anonymous = MqttClient(tls(BrokerConfig(), broker.tls_port, ca_file),
                                client_id=unique("anon"))
         await anonymous.start()
@@ -439,10 +459,18 @@ async def test_the_shipped_edge_conf_keeps_a_device_to_its_own_topics_over_tls(
                             password_file=accounts / "edge.password")
         btn_a = tls(account(broker, deploy_dir, "btn-a", credentials["btn-a"]),
                     broker.tls_port, ca_file)
-        async with connected(edge, "dev/+/event") as daemon, connected(btn_a) as device:
+        btn_b = tls(account(broker, deploy_dir, "btn-b", credentials["btn-b"]),
+                    broker.tls_port, ca_file)
+        async with (
+            connected(edge, "dev/+/event") as daemon,
+            connected(btn_a) as device,
+            connected(btn_b) as other,
+        ):
             with pytest.raises(MqttPublishFailed, match="Not authorized"):
                 await device.publish("dev/btn-b/event", envelope("btn-b"), qos=1)
             await nothing_more(daemon, device, "dev/btn-a/event")
+            # A device connecting with the daemon's client id does not push the daemon off.
+            await cannot_take_over(daemon, btn_a, other, "dev/btn-b/event")
     finally:
         broker.stop()
 
