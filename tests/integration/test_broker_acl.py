@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 import yaml
@@ -505,3 +506,68 @@ async def test_an_sos_travels_and_its_case_closes_through_brokers_with_acls(
 
         await eventually(released, timeout=30)
         assert site.edge.rules.book.closed_by_cloud == 1
+
+
+async def test_an_sos_travels_through_both_shipped_confs_over_tls(
+    deploy_dir: Path, tmp_path: Path
+) -> None:
+    """The edge daemon and the cloud as deployed: the button and the gateway over TLS with
+    their own accounts (client id = account), the daemons on the loopback listeners."""
+    from cloud import provision as cloud_provision
+    from edge import provision as edge_provision
+    from simulators.button import Button
+    from tests.conftest import (
+        BUTTON,
+        api_alerts,
+        cloud_config,
+        edge_config,
+        running_cloud,
+        running_edge,
+    )
+
+    owner = "mosquitto" if run_as_mosquitto() else None
+    brokers = {}
+    for name in ("edge", "cloud"):
+        directory = deploy_dir / name
+        directory.mkdir(mode=0o755)
+        ca_file = install_tls(directory, f"{name}-broker")
+        brokers[name] = (DeployedMosquitto(directory, f"{name}.conf", free_port()), ca_file)
+    (edge_b, edge_ca), (cloud_b, cloud_ca) = brokers["edge"], brokers["cloud"]
+    econf = edge_config(edge_b, cloud_b, tmp_path / "edge")
+    edge_dir = edge_b.directory / "etc" / "edge-broker"
+    cloud_dir = cloud_b.directory / "etc" / "cloud-broker"
+    issued = edge_provision.provision(econf, edge_dir, broker_user=owner).issued
+    cloud_provision.provision(cloud_dir, econf.site, broker_user=owner)
+    site_files = cloud_provision.site_dir(cloud_dir, econf.site)
+    econf = econf.model_copy(update={
+        "edge_broker": BrokerConfig(port=edge_b.port, username="shouwang-edge",
+                                    password_file=edge_dir / "edge.password"),
+        "cloud_broker": BrokerConfig(
+            port=cloud_b.tls_port, username=econf.site, tls=TlsConfig(ca_file=cloud_ca),
+            password_file=site_files / "cloud-broker.password"),
+    })
+    cconf = cloud_config(cloud_b, tmp_path).model_copy(update={"broker": BrokerConfig(
+        port=cloud_b.port, username="shouwang-cloud", password_file=cloud_dir / "cloud.password")})
+    button = account(edge_b, tmp_path, BUTTON, issued[BUTTON]).model_copy(
+        update={"port": edge_b.tls_port, "tls": TlsConfig(ca_file=edge_ca)})
+    for broker, _ in brokers.values():
+        broker.start()
+    try:
+        async with (
+            running_cloud(cconf) as cloud,
+            running_edge(econf) as edge,
+            aiohttp.ClientSession() as http,
+        ):
+            await edge.cloud_mqtt.wait_connected(10 * load_factor())
+            async with Button(button, BUTTON) as pressed:
+                press_id = await pressed.press()
+            alerts = await eventually(lambda: api_alerts(http, cloud.http_port), timeout=30)
+            assert [(a["type"], a["source_id"]) for a in alerts] == [("sos", press_id)]
+
+            async def confirmed() -> bool:  # the cloud's down/ack reached the gateway
+                return (await edge.outbox.depth()).get(0, 0) == 0
+
+            await eventually(confirmed, timeout=30)
+    finally:
+        for broker, _ in brokers.values():
+            broker.stop()
