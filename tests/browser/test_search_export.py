@@ -3,6 +3,7 @@ report (issue 15, "Search and history")."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from pathlib import Path
@@ -48,7 +49,8 @@ async def test_search_by_name_narrow_by_date_and_export(
         async with page.expect_download() as info:
             await page.click("#export")
         download = await info.value
-        text = Path(await download.path()).read_text(encoding="utf-8-sig")
+        saved = Path(await download.path())
+        text = await asyncio.to_thread(saved.read_text, encoding="utf-8-sig")
         [row] = list(csv.DictReader(io.StringIO(text)))
         assert (row["id"], row["resident"], row["type"]) == (wang[1]["id"], "王大爷", "一键求助")
         assert row["time"].endswith("+08:00")  # the officer's own time zone
