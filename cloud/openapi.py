@@ -233,6 +233,19 @@ DOCUMENT: dict[str, Any] = {
                                                  "location, device, handled_by, times, why, "
                                                  "ts_ms", "content": {"text/csv": {}}},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
+        "/api/locations/building": {"get": {
+            "summary": "One building as units → floors → households, each with its open "
+                       "alerts (and critical ones) and its devices with a problem, within "
+                       "your scope (not for family users)",
+            "parameters": [{"name": "path", "in": "query", "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the building's path (5 segments)"}],
+            "responses": {"200": {"description": "{building, units: [{name, floors: [{name, "
+                                                 "households: [{path, unit, floor, name, "
+                                                 "active, critical_active, "
+                                                 "device_problems}]}]}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Family users have no building view")}}},
         "/api/residents": {"get": {
             "summary": "The people on your board, as your role may see them (police: name, "
                        "tags, household, phone, the first contact to call; others also age "

@@ -64,6 +64,7 @@ function showBoard(me) {
   });
   window.shouwang = { board, detail }; // for the browser tests' measurements
   places = new Places($("#places"), choosePlace);
+  places.canSeeBuildings = me.role !== "family";
   jurisdictions(me);
   for (const key of ["state", "type", "severity", "location", "q", "from", "to"]) {
     $(`#f-${key}`).value = board.filters[key];

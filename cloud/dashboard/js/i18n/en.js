@@ -190,4 +190,8 @@ export default {
   "filter.from": "From",
   "filter.to": "To",
   "filter.export": "Export CSV",
+  "building.alerts": "{n} open alerts",
+  "building.devices": "{n} devices with a problem",
+  "building.quiet": "nothing open",
+  "building.legend": "Red: critical alert; orange: other open alert; dashed: a device has a problem. Choose a household for its alerts.",
 };

@@ -190,4 +190,8 @@ export default {
   "filter.from": "从",
   "filter.to": "到",
   "filter.export": "导出 CSV",
+  "building.alerts": "{n} 条未结告警",
+  "building.devices": "{n} 个设备有问题",
+  "building.quiet": "无告警",
+  "building.legend": "红：紧急告警；橙：其他未结告警；虚线框：设备有问题。点一户看它的告警。",
 };
