@@ -22,7 +22,7 @@ HOMES = [f"{BUILDING}/u1/f1/101", f"{BUILDING}/u1/f1/102", f"{BUILDING}/u1/f2/20
 
 
 async def seed_building(cloud, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert HOME_A == HOMES[0]
+    assert HOMES[0] == HOME_A
     files = {
         "sites": [{"id": "s-1"}],
         "locations": [{"path": h} for h in HOMES],
