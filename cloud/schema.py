@@ -185,6 +185,9 @@ devices = Table(
     Column("battery", String(16)),
     Column("battery_ms", BigInteger),
     Column("last_seen_ms", BigInteger),  # ts of the newest reading stored
+    # Revision 0008: when the cloud stored the latest liveness change (its own clock): what
+    # the change feed follows to keep open Devices tabs live.
+    Column("changed_ms", BigInteger, index=True),
     PrimaryKeyConstraint("site", "id"),
 )
 

@@ -187,6 +187,18 @@ function refreshPlaces() {
   }, 1000);
 }
 
+// A device changed (offline, stale, faulty, battery): the Devices tab and a building on
+// screen follow, at most once a second.
+let devicesTimer = null;
+function refreshDevices() {
+  if (devicesTimer) return;
+  devicesTimer = setTimeout(() => {
+    devicesTimer = null;
+    if (!$("#devices").hidden) showDevices($("#devices"), board.filters.location).catch(report);
+    else if ($("#places .building")) places.show(places.prefix).catch(report);
+  }, 1000);
+}
+
 function connect(delay = 500) {
   const ws = socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
   ws.onopen = () => { setConn("conn.live", true); delay = 500; };
@@ -200,6 +212,7 @@ function connect(delay = 500) {
       data.alerts.forEach(cue); // what happened while this board was away is cued too
     }
     if (data.type === "alert") { board.apply(data.alert, true); cue(data.alert); refreshPlaces(); }
+    if (data.type === "device") refreshDevices();
     if (data.type === "alert_updated") {
       board.apply(data.alert, false);
       cue(data.alert);
