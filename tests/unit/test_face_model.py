@@ -112,3 +112,33 @@ def test_pose_from_landmarks():
     turned = frontal.copy()
     turned[2, 0] = frontal[1, 0]  # nose tip over the right-of-picture eye
     assert pose(turned).yaw == pytest.approx(1.0, abs=0.02)
+
+
+def test_the_pipeline_counts_why_faces_were_skipped_and_keeps_nothing_of_strangers(tmp_path):
+    """Six people at once, nobody enrolled: every face is counted (matched, unmatched or the
+    gate that stopped it) and no track holds a crop."""
+    from edge.video.face.config import FaceConfig
+    from edge.video.face.pipeline import FacePipeline, WatchlistSource
+    from edge.video.face.store import WatchlistStore
+    from edge.video.motion import Box
+
+    store = WatchlistStore(tmp_path)
+    image = face_photos.image("astronaut")
+    faces = RetinaFace(RetinaFaceConfig()).detect(image)
+    assert faces.landmarks is not None
+    store.enrol(person="P-1", list_name="police", consent="c", entered_by="t", photos=[],
+                embeddings=FaceEmbedder().embed([align(image, faces.landmarks[0])]))
+    pipeline = FacePipeline(FaceConfig(), WatchlistSource(store, reload_s=5))
+    group = face_photos.image("t1")
+    h, w = group.shape[:2]
+    matches = pipeline.process(group, [Box(0, 0, w, h)], t_ms=0)
+    counts = pipeline.counts
+    assert matches == []
+    assert counts.faces == 6
+    assert counts.skipped["pose"] >= 1
+    assert counts.matched == 0
+    assert counts.unmatched + sum(counts.skipped.values()) == 6
+    assert all(track.best == [] for track in pipeline.tracker.tracks)
+    # The tracks end when nobody is seen for track_timeout_ms, and nothing of them remains.
+    pipeline.process(np.zeros_like(group), [], t_ms=FaceConfig().track_timeout_ms + 1)
+    assert pipeline.tracker.tracks == []

@@ -18,6 +18,7 @@ from `{data_dir}/face/lists.yaml` when it exists, else `DEFAULT_LISTS`.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import stat
@@ -87,8 +88,8 @@ class Enrolment:
     entered_by: str
     entered_at: str  # ISO 8601, UTC
     until: str  # ISO 8601, UTC: entered_at + the list's retention
-    photos: list[str]  # SHA-256 of each enrolled photo (the photos themselves are not kept)
-    embeddings: list[list[float]]
+    photos: builtins.list[str]  # SHA-256 of each enrolled photo (the photos are not kept)
+    embeddings: builtins.list[builtins.list[float]]
 
     def public(self) -> dict[str, Any]:
         """Everything but the descriptors (for `face list`)."""
