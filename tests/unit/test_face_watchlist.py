@@ -191,3 +191,29 @@ def test_enrolment_without_consent_is_refused(tmp_path, capsys):
     assert code == 2
     assert "no list 'nope' (lists: missing_elder, police)" in err
     assert not (tmp_path / "face").exists() or not any((tmp_path / "face").iterdir())
+
+
+def test_a_worker_whose_key_goes_missing_logs_once_and_keeps_the_last_watchlist(tmp_path, caplog):
+    from edge.video.face.pipeline import WatchlistSource
+
+    store = WatchlistStore(tmp_path)
+    rng = np.random.default_rng(3)
+    a = unit(rng.normal(size=128))
+    store.enrol(person="a", list_name="police", consent="c", entered_by="t", photos=[],
+                embeddings=a[None])
+    now = [0.0]
+    source = WatchlistSource(store, reload_s=5, clock=lambda: now[0])
+    assert source.current().people == ["a"]
+    (tmp_path / "face" / "watchlist.key").rename(tmp_path / "elsewhere.key")
+    os.utime(tmp_path / "face" / "watchlist.enc", (1, 1))
+    for _ in range(3):
+        now[0] += 6
+        assert source.current().people == ["a"]  # the last good list, not an empty one
+    assert source.errors == 3
+    errors = [r for r in caplog.records if "watchlist not loaded" in r.getMessage()]
+    assert len(errors) == 1
+    assert "watchlist.key is missing" in errors[0].getMessage()
+    (tmp_path / "elsewhere.key").rename(tmp_path / "face" / "watchlist.key")
+    now[0] += 6
+    assert source.current().people == ["a"]
+    assert source.errors == 3
