@@ -8,8 +8,8 @@ hands the detector. Each step runs `--rounds` times on one onnxruntime thread, p
 core; the table gives the median CPU time of the calling thread (robust on a shared machine)
 and the median wall time:
 
-- detection: RetinaFace on the region (the adapter: resize, pad, run, decode, NMS), and the
-  bare `session.run` of the same prepared input;
+- detection: RetinaFace on the region, shrunk to the detector's input size as the pipeline
+  does (the adapter: pad, run, decode, NMS), and the bare `session.run` of the same input;
 - quality: pose from the landmarks and the sharpness of the aligned crop (numpy, OpenCV);
 - alignment: the similarity transform and the warp to 150×150;
 - embedding: the adapter (BGR→RGB, NCHW, run, normalise) and the bare `session.run`;
@@ -34,12 +34,13 @@ from typing import Any
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.video.face.align import align  # noqa: E402
 from edge.video.face.config import FaceConfig  # noqa: E402
+from edge.video.face.embedder import DEFAULT_MODEL, FaceEmbedder  # noqa: E402
 from edge.video.face.pipeline import FacePipeline, WatchlistSource  # noqa: E402
 from edge.video.face.quality import QualityConfig, judge  # noqa: E402
 from edge.video.face.store import DEFAULT_LISTS, Enrolment  # noqa: E402
@@ -61,17 +62,17 @@ def timed(fn: Callable[[], Any], rounds: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
-def enrolled(n: int, rng: np.random.Generator) -> list[Enrolment]:
-    vectors = rng.normal(size=(n, 128)).astype(np.float32)
+def enrolled(n: int, dimensions: int, rng: np.random.Generator) -> list[Enrolment]:
+    vectors = rng.normal(size=(n, dimensions)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [Enrolment(id=str(i), person=f"P-{i:05d}", list="police", consent="bench",
-                      entered_by="bench", entered_at="", until="", photos=[],
+                      entered_by="bench", entered_at="", until="", model=DEFAULT_MODEL, photos=[],
                       embeddings=[v.tolist()]) for i, v in enumerate(vectors)]
 
 
 class FixedSource(WatchlistSource):
     def __init__(self, watchlist: Watchlist) -> None:
-        super().__init__(None, 1.0)
+        super().__init__(None, 1.0, DEFAULT_MODEL)
         self._watchlist = watchlist
 
 
@@ -89,19 +90,24 @@ def main() -> int:
     frame[y:y + head.shape[0], x:x + head.shape[1]] = head
     motion = Box(x, y, x + head.shape[1], y + head.shape[0])
 
-    watchlist = Watchlist(enrolled(args.enrolled, rng), DEFAULT_LISTS)
-    pipeline = FacePipeline(FaceConfig(), FixedSource(watchlist))
+    config = FaceConfig()
+    probe = FaceEmbedder(config.embedder)
+    watchlist = Watchlist(enrolled(args.enrolled, probe.dimensions, rng), DEFAULT_LISTS,
+                          DEFAULT_MODEL)
+    pipeline = FacePipeline(config, FixedSource(watchlist), embedder=probe)
     pipeline.warm_up()
     region = pipeline.regions([motion], (1280, 720))
     assert region is not None
     x1, y1, x2, y2 = region
-    crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
+    shrink = min(1.0, config.detector.input_size / max(y2 - y1, x2 - x1))
+    crop = np.ascontiguousarray(cv2.resize(frame[y1:y2, x1:x2], None, fx=shrink, fy=shrink,
+                                           interpolation=cv2.INTER_LINEAR))
     detector, embedder = pipeline.detector, pipeline.embedder
     faces = detector.detect(crop)
     assert len(faces) == 1, "the bench face was not found"
     assert faces.landmarks is not None
     landmarks, confidence = faces.landmarks[0], float(faces.confidence[0])
-    chip = align(crop, landmarks)
+    chip = embedder.align(crop, landmarks)
     quality = QualityConfig()
     assert judge(quality, confidence, landmarks, chip)[0] is None, "the bench face fails a gate"
     descriptor = embedder.embed([chip])[0]
@@ -117,8 +123,8 @@ def main() -> int:
         ("detection (RetinaFace on the region)", lambda: detector.detect(crop),
          lambda: detector.run(blob)),
         ("quality (pose, sharpness)", lambda: judge(quality, confidence, landmarks, chip), None),
-        ("alignment (similarity, warp)", lambda: align(crop, landmarks), None),
-        ("embedding (dlib ResNet)", lambda: embedder.embed([chip]),
+        ("alignment (similarity, warp)", lambda: embedder.align(crop, landmarks), None),
+        (f"embedding ({embedder.model})", lambda: embedder.embed([chip]),
          lambda: embedder.session.run(None, {embedder.input_name: chip_blob})),
         (f"matching against {args.enrolled:,} enrolled", lambda: watchlist.match(descriptor),
          lambda: matrix @ descriptor),

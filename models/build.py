@@ -105,7 +105,25 @@ def extract(entry: ModelEntry, archive: Path) -> bytes:
         data = python_bytes(data, source.symbol, f"{source.artifact}:{source.member}")
     elif source.extract == "faceapi_dlib":
         data = faceapi_dlib_onnx(archive, source.member, data)
+    elif source.extract == "tflite":
+        data = tflite_to_onnx(entry, data)
     return data
+
+
+def tflite_to_onnx(entry: ModelEntry, tflite_bytes: bytes) -> bytes:
+    """A float TFLite network as ONNX (models/tflite_onnx.py), its input normalised in-graph."""
+    from tflite_onnx import ConversionError, convert
+
+    if entry.source.normalise is None:
+        raise BuildError(f"{entry.file}: extract tflite needs `normalise: [mean, scale]`")
+    mean, scale = entry.source.normalise
+    try:
+        return convert(tflite_bytes, Path(entry.file).stem, mean=mean, scale=scale)
+    except ConversionError as err:
+        raise BuildError(f"{entry.source.member}: {err}") from err
+    except ImportError as err:
+        raise BuildError(f"converting {entry.source.member} needs the `onnx` and `tflite` "
+                         f"packages: {err}") from err
 
 
 def faceapi_dlib_onnx(archive: Path, member: str, manifest_json: bytes) -> bytes:

@@ -53,7 +53,8 @@ class Analyzer:
         self._work: tuple[int, int] = (0, 0)
         self.face: FacePipeline | None = None
         if "face" in config.analytics:
-            source = watchlist or WatchlistSource(None, config.face.reload_s)
+            source = watchlist or WatchlistSource(None, config.face.reload_s,
+                                                  config.face.embedder.model)
             self.face = FacePipeline(config.face, source)
 
     def due(self, t_ms: int) -> bool:

@@ -45,7 +45,7 @@ def analyze(
     if "face" in camera.analytics:
         store = WatchlistStore(data_dir)
         store.load()  # a missing key is the user's error to hear now, not a silent no-match
-        watchlist = WatchlistSource(store, camera.face.reload_s)
+        watchlist = WatchlistSource(store, camera.face.reload_s, camera.face.embedder.model)
     opened = open_stream(camera, source=source, timeout_s=10.0)
     analyzer = Analyzer(camera, watchlist)
     counts = {"frames": 0, "events": 0, "bad_packets": 0}

@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     watchlist = None
     if "face" in camera.analytics:
         # A missing key is logged once and the camera keeps running (tamper, gaps, clips).
-        watchlist = WatchlistSource(WatchlistStore(data_dir), camera.face.reload_s)
+        watchlist = WatchlistSource(WatchlistStore(data_dir), camera.face.reload_s,
+                                    camera.face.embedder.model)
     worker = CameraWorker(camera, publisher.send, evidence_dir, watchlist=watchlist)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())

@@ -17,6 +17,8 @@ from edge.video.face.watchlist import Watchlist
 from shouwang.cli import main
 from tests import face_photos
 
+MODEL = "mobilefacenet"
+
 
 def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
@@ -24,7 +26,8 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 def enrolment(person: str, list_name: str, vectors: list[np.ndarray]) -> Enrolment:
     return Enrolment(id=person, person=person, list=list_name, consent="c", entered_by="t",
-                     entered_at="", until="", photos=[], embeddings=[v.tolist() for v in vectors])
+                     entered_at="", until="", model=MODEL, photos=[],
+                     embeddings=[v.tolist() for v in vectors])
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -33,7 +36,7 @@ def test_the_store_is_unreadable_without_its_key_and_the_key_is_0600(tmp_path):
     store = WatchlistStore(tmp_path)
     vector = unit(np.arange(1, 129, dtype=np.float32))
     store.enrol(person="p-17", list_name="missing_elder", consent="CF-2026-001",
-                entered_by="grid-worker-3", photos=["ab" * 32], embeddings=vector[None])
+                entered_by="grid-worker-3", photos=["ab" * 32], embeddings=vector[None], model=MODEL)
     key = tmp_path / "face" / "watchlist.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     sealed = (tmp_path / "face" / "watchlist.enc").read_bytes()
@@ -54,7 +57,7 @@ def test_the_store_is_unreadable_without_its_key_and_the_key_is_0600(tmp_path):
 def test_a_wrong_key_or_a_readable_key_is_refused(tmp_path):
     store = WatchlistStore(tmp_path)
     store.enrol(person="p", list_name="police", consent="c", entered_by="t", photos=[],
-                embeddings=np.ones((1, 128), np.float32))
+                embeddings=np.ones((1, 128), np.float32), model=MODEL)
     key = tmp_path / "face" / "watchlist.key"
     os.chmod(key, 0o644)
     with pytest.raises(WatchlistError, match=r"may be read by others \(mode 644\)"):
@@ -69,7 +72,7 @@ def test_removal_is_audited_without_descriptors(tmp_path):
     store = WatchlistStore(tmp_path)
     for list_name in ("police", "missing_elder"):
         store.enrol(person="p", list_name=list_name, consent="c", entered_by="a", photos=[],
-                    embeddings=np.ones((1, 128), np.float32))
+                    embeddings=np.ones((1, 128), np.float32), model=MODEL)
     gone = store.remove(person="p", list_name="police", by="officer-2")
     assert [e.list for e in gone] == ["police"]
     assert [e.list for e in store.load()] == ["missing_elder"]
@@ -87,16 +90,20 @@ def test_open_set_a_face_between_two_people_matches_neither():
     rng = np.random.default_rng(1)
     a, b = unit(rng.normal(size=128)), unit(rng.normal(size=128))
     watchlist = Watchlist([enrolment("a", "police", [a]), enrolment("b", "police", [b])],
-                          DEFAULT_LISTS)
+                          DEFAULT_LISTS, MODEL)
     match = watchlist.match(a)
     assert match is not None
     assert (match.person, match.list) == ("a", "police")
     assert match.score == pytest.approx(1.0)
+    # Enrolled with another descriptor model: not comparable, never matched.
+    other = Watchlist([enrolment("a", "police", [a])], DEFAULT_LISTS, "dlib_resnet_face")
+    assert other.match(a) is None
+    assert other.other_model == 1
     assert watchlist.match(unit(rng.normal(size=128))) is None  # a stranger
     # Twins: b enrolled again as c, nearly the same; a face of b matches neither b nor c.
     c = unit(b + 0.01 * rng.normal(size=128))
     twins = Watchlist([enrolment("b", "police", [b]), enrolment("c", "police", [c])],
-                      DEFAULT_LISTS)
+                      DEFAULT_LISTS, MODEL)
     assert twins.match(b) is None
 
 
@@ -104,12 +111,12 @@ def test_each_list_has_its_own_threshold():
     rng = np.random.default_rng(2)
     a = unit(rng.normal(size=128))
     noise = unit(rng.normal(size=128))
-    # A face at cosine 0.935 to a: above missing_elder's 0.93, below police's 0.94.
-    t = 0.935
+    # A face between the two lists' thresholds.
+    t = (DEFAULT_LISTS["missing_elder"].threshold + DEFAULT_LISTS["police"].threshold) / 2
     face = unit(t * a + np.sqrt(1 - t**2) * unit(noise - (noise @ a) * a))
     assert float(face @ a) == pytest.approx(t, abs=1e-4)
-    assert Watchlist([enrolment("a", "police", [a])], DEFAULT_LISTS).match(face) is None
-    hit = Watchlist([enrolment("a", "missing_elder", [a])], DEFAULT_LISTS).match(face)
+    assert Watchlist([enrolment("a", "police", [a])], DEFAULT_LISTS, MODEL).match(face) is None
+    hit = Watchlist([enrolment("a", "missing_elder", [a])], DEFAULT_LISTS, MODEL).match(face)
     assert hit is not None
     assert hit.list == "missing_elder"
 
@@ -200,7 +207,7 @@ def test_a_worker_whose_key_goes_missing_logs_once_and_keeps_the_last_watchlist(
     rng = np.random.default_rng(3)
     a = unit(rng.normal(size=128))
     store.enrol(person="a", list_name="police", consent="c", entered_by="t", photos=[],
-                embeddings=a[None])
+                embeddings=a[None], model=MODEL)
     now = [0.0]
     source = WatchlistSource(store, reload_s=5, clock=lambda: now[0])
     assert source.current().people == ["a"]

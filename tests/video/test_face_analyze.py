@@ -17,6 +17,7 @@ import orjson
 import pytest
 import yaml
 
+from edge.video.face.store import DEFAULT_LISTS
 from tests import face_photos
 from tests.face_scene import gate_clip
 
@@ -66,7 +67,7 @@ def test_an_enrolled_person_in_another_photo_is_one_match_and_a_stranger_none(
     ]
     [match] = lines
     assert ENROLLED_VISIBLE_S * 1000 <= match["t_ms"] <= (ENROLLED_VISIBLE_S + 2) * 1000
-    assert match["score"] >= 0.94
+    assert match["score"] >= DEFAULT_LISTS["police"].threshold
     # Analysing wrote nothing to the gateway's data directory: no crop, no descriptor.
     assert {p: p.read_bytes() for p in (data_dir / "face").iterdir()} == before
     assert sorted(p.name for p in data_dir.rglob("*")) == sorted(

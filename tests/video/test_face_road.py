@@ -19,6 +19,7 @@ import pytest
 
 from edge.config import EdgeConfig
 from edge.video.config import CameraConfig
+from edge.video.face.store import DEFAULT_LISTS
 from shouwang.services import Mosquitto
 from simulators.camera import CameraSimulator, CameraSpec
 from tests import face_photos
@@ -67,7 +68,7 @@ async def test_an_enrolled_face_at_the_gate_is_one_watchlist_hit_with_its_crops(
         alert = await eventually(one, timeout=120)
         why = alert["detail"]["why"]["data"]
         assert (why["person"], why["watchlist"]) == ("P-0042", "police")
-        assert why["confidence"] >= 0.94
+        assert why["confidence"] >= DEFAULT_LISTS["police"].threshold
         # The crops, a snapshot and a clip reach the cloud with the alert.
         assert site.cloud.evidence is not None
 

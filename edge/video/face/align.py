@@ -1,9 +1,13 @@
 """Alignment: a face crop warped from its five landmarks onto the embedding model's template.
 
-The template is where dlib's face chips put the eyes, nose tip and mouth corners: the mean face
-shape of dlib's `get_face_chip_details` (68-point landmarks 17–67, normalised), with its 0.25
-padding, at 150 pixels. The eye centres are the means of the six points around each eye. The
-transform is the least-squares similarity (rotation, uniform scale, shift: Umeyama 1991) from
+Each descriptor model was trained on crops made its own way:
+- MobileFaceNet (and the ArcFace family): 112×112, the eyes, nose tip and mouth corners at
+  insightface's fixed five points (`ARCFACE_112`, from insightface's `face_align.py`);
+- dlib's ResNet: 150×150 face chips, the points where dlib's `get_face_chip_details` puts them:
+  its mean face shape (68-point landmarks 17–67, normalised), with 0.25 padding; the eye
+  centres are the means of the six points around each eye (`TEMPLATE`).
+
+The transform is the least-squares similarity (rotation, uniform scale, shift: Umeyama 1991) from
 the detector's five points to these, so a tilted or small face becomes the upright 150×150
 crop the network was trained on.
 """
@@ -47,6 +51,8 @@ def five_point_template(size: int = CHIP_SIZE, padding: float = PADDING) -> np.n
 
 
 TEMPLATE = five_point_template()
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -69,9 +75,12 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
-    """The upright `size`×`size` crop of the face whose five landmarks are `landmarks`."""
-    template = TEMPLATE if size == CHIP_SIZE else five_point_template(size)
+def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE,
+          template: np.ndarray | None = None) -> np.ndarray:
+    """The upright `size`×`size` crop of the face whose five landmarks are `landmarks`, put on
+    `template` (default: dlib's chip at that size)."""
+    if template is None:
+        template = TEMPLATE if size == CHIP_SIZE else five_point_template(size)
     matrix = similarity(landmarks, template)
     crop: np.ndarray = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)

@@ -24,7 +24,6 @@ import numpy as np
 import orjson
 
 from edge.video.detectors.retinaface import RetinaFace, RetinaFaceConfig
-from edge.video.face.align import align
 from edge.video.face.embedder import FaceEmbedder
 from edge.video.face.quality import QualityConfig, judge
 from edge.video.face.store import WatchlistError, WatchlistStore
@@ -64,7 +63,7 @@ class Enroller:
                 f"{path}: {len(faces)} faces; a reference photo must show one person only"
             )
         assert faces.landmarks is not None
-        chip = align(image, faces.landmarks[0])
+        chip = self.embedder.align(image, faces.landmarks[0])
         reason, _ = judge(ENROL_QUALITY, float(faces.confidence[0]), faces.landmarks[0], chip)
         if reason is not None:
             raise PhotoRefused(f"{path}: the face is {_REASON_TEXT[reason]}")
@@ -164,7 +163,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     try:
         enrolment = store.enrol(person=args.person, list_name=args.list, consent=args.consent,
                                 entered_by=_who(args.by), photos=hashes,
-                                embeddings=np.stack(descriptors))
+                                embeddings=np.stack(descriptors),
+                                model=enroller.embedder.model)
     except WatchlistError as err:
         return _refuse(str(err))
     sys.stdout.buffer.write(orjson.dumps(enrolment.public(), option=orjson.OPT_APPEND_NEWLINE))

@@ -23,9 +23,8 @@ import numpy as np
 from edge.video.detections import Detections
 from edge.video.detectors.retinaface import RetinaFace
 from edge.video.events import CameraEvent
-from edge.video.face.align import align
 from edge.video.face.config import FaceConfig
-from edge.video.face.embedder import FaceEmbedder
+from edge.video.face.embedder import DEFAULT_MODEL, FaceEmbedder
 from edge.video.face.quality import REASONS, judge
 from edge.video.face.store import WatchlistError, WatchlistStore
 from edge.video.face.tracker import FaceTracker, Track
@@ -58,13 +57,14 @@ class WatchlistSource:
     An unreadable store (missing key, damaged file) is logged once and counted; the last good
     watchlist stays in use, so the camera keeps running."""
 
-    def __init__(self, store: WatchlistStore | None, reload_s: float,
+    def __init__(self, store: WatchlistStore | None, reload_s: float, model: str = DEFAULT_MODEL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.model = model
         self.reload_s = reload_s
         self.clock = clock
         self.errors = 0
-        self._watchlist = Watchlist([], {})
+        self._watchlist = Watchlist([], {}, model)
         self._version: float | None = None
         self._checked = -float("inf")
         self._failing = False
@@ -80,7 +80,7 @@ class WatchlistSource:
         if version == self._version:
             return self._watchlist
         try:
-            self._watchlist = Watchlist(self.store.load(), self.store.lists())
+            self._watchlist = Watchlist(self.store.load(), self.store.lists(), self.model)
         except WatchlistError as err:
             self.errors += 1
             if not self._failing:
@@ -93,6 +93,10 @@ class WatchlistSource:
             self._failing = False
         log.info("watchlist: %d descriptors of %d people", len(self._watchlist),
                  len(self._watchlist.people))
+        if self._watchlist.other_model:
+            log.warning("watchlist: %d enrolments made with another descriptor model than %s "
+                        "are not matched; enrol them again", self._watchlist.other_model,
+                        self.model)
         return self._watchlist
 
 
@@ -136,13 +140,20 @@ class FacePipeline:
             self.tracker.update(np.zeros((0, 4), np.float32), t_ms)  # let tracks end
             return []
         x1, y1, x2, y2 = region
-        faces = self.detector.detect(np.ascontiguousarray(frame[y1:y2, x1:x2]))
+        crop = frame[y1:y2, x1:x2]
+        # Shrink the region to the detector's size here, bilinearly: the adapter's area
+        # averaging costs a third of the detection at non-integer factors (bench/face.py), and
+        # a face big enough to recognise survives a bilinear shrink.
+        shrink = min(1.0, self.config.detector.input_size / max(crop.shape[:2]))
+        if shrink < 1.0:
+            crop = cv2.resize(crop, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_LINEAR)
+        faces = self.detector.detect(np.ascontiguousarray(crop))
         if len(faces):
             faces = Detections(
-                xyxy=faces.xyxy + np.array([x1, y1, x1, y1], np.float32),
+                xyxy=faces.xyxy / shrink + np.array([x1, y1, x1, y1], np.float32),
                 confidence=faces.confidence, class_id=faces.class_id,
                 landmarks=None if faces.landmarks is None
-                else faces.landmarks + np.array([x1, y1], np.float32),
+                else faces.landmarks / shrink + np.array([x1, y1], np.float32),
             )
         tracks = self.tracker.update(faces.xyxy, t_ms)
         watchlist = self.source.current()
@@ -151,7 +162,7 @@ class FacePipeline:
             self.counts.faces += 1
             assert faces.landmarks is not None
             landmarks = faces.landmarks[i]
-            chip = align(frame, landmarks)
+            chip = self.embedder.align(frame, landmarks)
             reason, quality = judge(self.config.quality, float(faces.confidence[i]), landmarks,
                                     chip)
             if reason is not None:

@@ -64,17 +64,18 @@ class ListsFile(Strict):
     lists: dict[str, ListPolicy] = Field(description="List name → its tier")
 
 
-# Thresholds from models/dlib_resnet_face.md (measured on the few real faces there: see the
-# card for the margin they leave). The police list asks more: a false match sends police after
-# an innocent neighbour.
+# Thresholds for the default descriptor, MobileFaceNet, from models/mobilefacenet.md (measured
+# on the few real faces there: see the card for the margin they leave). They are cosine
+# similarities of that model: a camera using another model needs its own (lists.yaml). The
+# police list asks more: a false match sends police after an innocent neighbour.
 DEFAULT_LISTS: dict[str, ListPolicy] = {
     "missing_elder": ListPolicy(
         description="Residents reported missing by their family or grid worker",
-        threshold=0.93, margin=0.02, hits=2, cooldown_s=300, retention_days=30,
+        threshold=0.58, margin=0.10, hits=2, cooldown_s=300, retention_days=30,
     ),
     "police": ListPolicy(
         description="People the police look for in their jurisdiction",
-        threshold=0.94, margin=0.03, hits=3, cooldown_s=900, retention_days=90,
+        threshold=0.62, margin=0.15, hits=3, cooldown_s=900, retention_days=90,
     ),
 }
 
@@ -88,6 +89,7 @@ class Enrolment:
     entered_by: str
     entered_at: str  # ISO 8601, UTC
     until: str  # ISO 8601, UTC: entered_at + the list's retention
+    model: str  # the descriptor model (descriptors of different models are not comparable)
     photos: builtins.list[str]  # SHA-256 of each enrolled photo (the photos are not kept)
     embeddings: builtins.list[builtins.list[float]]
 
@@ -95,7 +97,7 @@ class Enrolment:
         """Everything but the descriptors (for `face list`)."""
         return {"id": self.id, "person": self.person, "list": self.list, "consent": self.consent,
                 "entered_by": self.entered_by, "entered_at": self.entered_at,
-                "until": self.until, "photos": len(self.photos)}
+                "until": self.until, "model": self.model, "photos": len(self.photos)}
 
 
 class WatchlistStore:
@@ -192,7 +194,7 @@ class WatchlistStore:
     # --- changes ------------------------------------------------------------------------------
 
     def enrol(self, *, person: str, list_name: str, consent: str, entered_by: str,
-              photos: list[str], embeddings: np.ndarray,
+              photos: list[str], embeddings: np.ndarray, model: str,
               now: dt.datetime | None = None) -> Enrolment:
         lists = self.lists()
         policy = lists.get(list_name)
@@ -207,6 +209,7 @@ class WatchlistStore:
             id=str(uuid.uuid4()), person=person, list=list_name, consent=consent,
             entered_by=entered_by, entered_at=now.isoformat(timespec="seconds"),
             until=(now + dt.timedelta(days=policy.retention_days)).isoformat(timespec="seconds"),
+            model=model,
             photos=photos, embeddings=[[round(float(v), 6) for v in row] for row in embeddings],
         )
         enrolments = self.load()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.video.face.embedder import DIMENSIONS
 from edge.video.face.store import Enrolment, ListPolicy
 
 
@@ -26,10 +25,17 @@ class Match:
 
 
 class Watchlist:
-    def __init__(self, enrolments: list[Enrolment], lists: dict[str, ListPolicy]) -> None:
-        rows = [(e, v) for e in enrolments if e.list in lists for v in e.embeddings]
+    """The enrolments of one descriptor model; others (enrolled before a change of model) are
+    left out and counted in `other_model`: they would match nothing, or the wrong person."""
+
+    def __init__(self, enrolments: list[Enrolment], lists: dict[str, ListPolicy],
+                 model: str) -> None:
+        usable = [e for e in enrolments if e.list in lists and e.model == model]
+        self.other_model = sum(1 for e in enrolments if e.model != model)
+        rows = [(e, v) for e in usable for v in e.embeddings]
         self.lists = lists
-        self.matrix = np.array([v for _, v in rows], np.float32).reshape(-1, DIMENSIONS)
+        width = len(rows[0][1]) if rows else 1
+        self.matrix = np.array([v for _, v in rows], np.float32).reshape(-1, width)
         norms = np.linalg.norm(self.matrix, axis=1, keepdims=True)
         self.matrix /= np.maximum(norms, 1e-9)
         people = sorted({e.person for e, _ in rows})
