@@ -4,7 +4,9 @@ The gate camera (the simulator loops a scene composed from real photos, tests/fa
 shows the person enrolled from `obama.jpg` in another photo, then a person nobody enrolled.
 Exactly one `watchlist_hit` alert reaches the cloud, carrying ids only (person, list, score,
 track), with the track's best face crops, a snapshot and a clip as its evidence; the loop shows
-the person again every ten seconds, and the list's cooldown keeps it one alert.
+the person again every ten seconds, and the list's cooldown keeps it one alert. Every face in
+every picture kept on the gateway and in the cloud is the enrolled person's; none is the
+stranger's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.config import EdgeConfig
 from edge.video.config import CameraConfig
+from edge.video.detectors.retinaface import RetinaFace, RetinaFaceConfig
+from edge.video.face.embedder import FaceEmbedder
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.services import Mosquitto
 from simulators.camera import CameraSimulator, CameraSpec
@@ -49,6 +55,31 @@ def with_face_camera(sim: CameraSimulator) -> Callable[[EdgeConfig], EdgeConfig]
 
 async def watchlist_alerts(site: Site) -> list[dict[str, Any]]:
     return [a for a in await site.alerts("watchlist_hit") if a["device"] == GATE]
+
+
+def faces_kept(roots: list[Path]) -> list[tuple[str, float, float]]:
+    """(file, similarity to the enrolled photo, to the stranger) of every face in every
+    image file under `roots`."""
+    detector, embedder = RetinaFace(RetinaFaceConfig(score_threshold=0.6)), FaceEmbedder()
+
+    def describe(image: np.ndarray) -> list[np.ndarray]:
+        found = detector.detect(image)
+        assert found.landmarks is not None
+        return [embedder.embed([embedder.align(image, lm)])[0] for lm in found.landmarks]
+
+    [enrolled] = describe(face_photos.image("obama"))
+    [stranger] = describe(face_photos.image("biden"))
+    out = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if not path.is_file() or path.stat().st_size == 0:
+                continue
+            image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                continue  # not an image (clips, databases, the sealed store)
+            for face in describe(image):
+                out.append((str(path), float(face @ enrolled), float(face @ stranger)))
+    return out
 
 
 async def test_an_enrolled_face_at_the_gate_is_one_watchlist_hit_with_its_crops(
@@ -90,3 +121,12 @@ async def test_an_enrolled_face_at_the_gate_is_one_watchlist_hit_with_its_crops(
         for path in site.edge.config.data_dir.rglob("*"):
             if path.is_file():
                 assert enrolled not in path.read_bytes(), path
+        # Every face in every picture kept, on the gateway and in the cloud, is the enrolled
+        # person; nothing of the stranger is anywhere.
+        assert site.cloud.evidence is not None
+        roots = [site.edge.config.data_dir, site.cloud.evidence.directory]
+        faces = await asyncio.to_thread(faces_kept, roots)
+        assert len(faces) >= 2  # the crops and the snapshot at least
+        for where, like_enrolled, like_stranger in faces:
+            assert like_enrolled >= DEFAULT_LISTS["police"].threshold, where
+            assert like_stranger < DEFAULT_LISTS["missing_elder"].threshold, where
