@@ -36,6 +36,7 @@ from typing import Any
 
 import av
 import av.error
+import cv2
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -351,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup("edge.video", file=args.log_file)
     _die_with_parent()
+    # One camera, one thread, like its decoder: OpenCV's thread pool only spins beside it on
+    # pictures this small (0.3 % of a core per camera, bench/video.py), and many cameras share
+    # the two cores anyway.
+    cv2.setNumThreads(1)
     try:
         spec = orjson.loads(args.spec.read_bytes())
         camera = validate(spec["camera"], CameraConfig, source=f"{args.spec}: camera")
