@@ -65,6 +65,7 @@ from simulators.camera import CameraSimulator, CameraSpec, make_clip  # noqa: E4
 
 SIZES = {"720p25": (1280, 720), "1080p25": (1920, 1080)}
 FPS = 25
+CLIP_S = 10
 TARGET_RATIO = 0.6  # workers fit at least 0.6 × the decode-only camera count
 TARGET_ADDED = 15.0  # health and motion add at most 15 % CPU per camera
 TELEMETRY_S = 2.0
@@ -216,7 +217,7 @@ async def run_size(label: str, size: tuple[int, int], args: argparse.Namespace,
                    broker: Mosquitto, listener: Listener, work: Path) -> dict[str, Any]:
     width, height = size
     n = args.cameras
-    clip = make_clip(args.clip_dir, width=width, height=height, fps=FPS, seconds=10)
+    clip = make_clip(args.clip_dir, width=width, height=height, fps=FPS, seconds=CLIP_S)
     decode_ids = [f"{label}-d{i}" for i in range(n)]
     worker_ids = [f"{label}-w{i}" for i in range(n)]
     specs = [CameraSpec(id=c, kind="file", file=clip) for c in decode_ids + worker_ids]
@@ -280,7 +281,8 @@ async def run_size(label: str, size: tuple[int, int], args: argparse.Namespace,
             await supervisor.stop()
     decode, worker = decoding.summary(cores), working.summary(cores)
     return {
-        "stream": label, "cameras": n, "bitrate_kbps": statistics.mean(working.bitrate),
+        "stream": label, "cameras": n, "bitrate_kbps": clip.stat().st_size * 8 / CLIP_S / 1000,
+        "received_kbps": statistics.mean(working.bitrate),
         "load": [load0, load1], "decode_only": decode, "worker": worker, "latency": latency,
         "ratio": worker["fit"] / decode["fit"],
         "added_pct": (worker["cpu_pct"] - decode["cpu_pct"]) / decode["cpu_pct"] * 100,
@@ -352,7 +354,9 @@ def print_table(rows: list[dict[str, Any]], cores: int) -> None:
 
 
 async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
-    work = Path(tempfile.mkdtemp(prefix="shouwang-video-bench-"))
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="shouwang-video-bench-", dir=args.work))
     os.environ.setdefault("SHOUWANG_LOG_LEVEL", "WARNING")
     broker = Mosquitto(work / "edge-broker", name="edge broker")
     broker.start()
@@ -385,6 +389,8 @@ def main() -> int:
     p.add_argument("--patience", type=float, default=1.0,
                    help="multiply the waits for streams and events (a busy machine)")
     p.add_argument("--clip-dir", type=Path, default=ROOT / "var" / "camera-clips")
+    p.add_argument("--work", type=Path, default=None,
+                   help="where the scratch directory (logs, broker) goes (default: the temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--decode", metavar="URL", help=argparse.SUPPRESS)  # a decode-only child
     args = p.parse_args()

@@ -8,6 +8,7 @@ fast this machine is: no number is held against a wall-clock limit.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ def test_quick_bench_prints_a_row_per_stream_and_path(tmp_path: Path) -> None:
     out = tmp_path / "video-bench.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "video.py"), "--quick", "--cameras", "1",
-         "--clip-dir", str(tmp_path / "clips"), "--json", str(out)],
+         "--clip-dir", os.environ.get("SHOUWANG_CLIP_CACHE", str(tmp_path / "clips")),
+         "--work", str(tmp_path), "--json", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=600 * load_factor(),
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -39,6 +41,7 @@ def test_quick_bench_prints_a_row_per_stream_and_path(tmp_path: Path) -> None:
     assert {r["stream"] for r in result["rows"]} == {"720p25", "1080p25"}
     for row in result["rows"]:
         assert row["cameras"] == 1
+        assert row["bitrate_kbps"] > 500  # a camera's rate (about 1.8 and 4.1 Mbit/s)
         decode, worker = row["decode_only"], row["worker"]
         for path in (decode, worker):
             # A camera's process used some CPU, less than the two cores there are.
