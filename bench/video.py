@@ -69,6 +69,7 @@ CLIP_S = 10
 TARGET_RATIO = 0.6  # workers fit at least 0.6 × the decode-only camera count
 TARGET_ADDED = 15.0  # health and motion add at most 15 % CPU per camera
 TELEMETRY_S = 2.0
+STARTUP_S = 20.0  # a decode-only process with no frame by then is restarted
 BENCH_HEALTH = {
     "learn_s": 2,
     "occluded": {"raise_after_s": 0, "clear_after_s": 0},
@@ -82,6 +83,7 @@ def decode_only(url: str) -> int:
     """Demux and decode `url` (PyAV, RTSP/TCP, one thread) until stdin closes; each line read on
     stdin is answered with the frames decoded so far, as JSON."""
     import av
+    import av.error
 
     frames = [0]
 
@@ -91,24 +93,43 @@ def decode_only(url: str) -> int:
         os._exit(0)  # stdin closed: the bench is done with this camera
 
     threading.Thread(target=answer, daemon=True).start()
-    container = av.open(url, options={"rtsp_transport": "tcp", "timeout": "10000000"})
-    stream = container.streams.video[0]
-    stream.codec_context.thread_count = 1  # as edge/video/stream.py opens a camera
-    for packet in container.demux(stream):
-        for _frame in packet.decode():
-            frames[0] += 1
-    return 0
+    while True:  # reconnect after an error, as a worker does
+        try:
+            container = av.open(url, options={"rtsp_transport": "tcp", "timeout": "10000000"})
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1  # as edge/video/stream.py opens a camera
+            for packet in container.demux(stream):
+                for _frame in packet.decode():
+                    frames[0] += 1
+            container.close()
+        except av.error.FFmpegError as err:
+            print(f"decode-only {url}: {err}; reconnecting", file=sys.stderr, flush=True)
+        time.sleep(1)
 
 
 class Decoder:
     """A decode-only process of one camera."""
 
     def __init__(self, url: str, log: Path) -> None:
-        with open(log, "ab") as err:
+        self.url, self.log = url, log
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--decode", url], stdin=subprocess.PIPE,
+                [sys.executable, __file__, "--decode", self.url], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=err, cwd=ROOT,
             )
+        self.started = time.monotonic()
+
+    def restart(self) -> None:
+        """Start over (a connection that never brought a frame: the worker would reconnect)."""
+        self.stop()
+        self.restarts += 1
+        print(f"video bench: decode-only {self.url} had no frames in {STARTUP_S:.0f} s; "
+              "restarted", file=sys.stderr, flush=True)
+        self._start()
 
     def frames(self) -> int:
         assert self.proc.stdin is not None
@@ -204,11 +225,13 @@ def cpu_s(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def eventually(what: str, check: Any, timeout: float) -> Any:
+async def eventually(what: str, check: Any, timeout: float,
+                     detail: Any = lambda: "") -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
-            raise SystemExit(f"video bench: {what} did not happen within {timeout:.0f} s")
+            raise SystemExit(f"video bench: {what} did not happen within {timeout:.0f} s "
+                             f"{detail()}")
         await asyncio.sleep(0.1)
     return result
 
@@ -235,8 +258,17 @@ async def run_size(label: str, size: tuple[int, int], args: argparse.Namespace,
         await supervisor.start()
         try:
             # Every stream flowing, health past learning (learn_s 2 s) and settled.
-            await eventually("a second of frames in every decode-only process",
-                             lambda: all(d.frames() >= 25 for d in decoders), 60 * args.patience)
+            counts: list[int] = []
+
+            def flowing() -> bool:
+                counts[:] = [d.frames() for d in decoders]
+                for d, count in zip(decoders, counts, strict=True):
+                    if count < FPS and time.monotonic() - d.started > STARTUP_S:
+                        d.restart()
+                return min(counts) >= FPS
+
+            await eventually("a second of frames in every decode-only process", flowing,
+                             60 * args.patience, lambda: f"frames so far: {counts}")
             await eventually(
                 "worker telemetry with frames",
                 lambda: all(any(m.body.get("fps", 0) > 0 for m in listener.heard(c, "telemetry"))
@@ -283,6 +315,7 @@ async def run_size(label: str, size: tuple[int, int], args: argparse.Namespace,
     return {
         "stream": label, "cameras": n, "bitrate_kbps": clip.stat().st_size * 8 / CLIP_S / 1000,
         "received_kbps": statistics.mean(working.bitrate),
+        "decode_restarts": sum(d.restarts for d in decoders),
         "load": [load0, load1], "decode_only": decode, "worker": worker, "latency": latency,
         "ratio": worker["fit"] / decode["fit"],
         "added_pct": (worker["cpu_pct"] - decode["cpu_pct"]) / decode["cpu_pct"] * 100,
