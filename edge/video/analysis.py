@@ -1,13 +1,19 @@
 """One camera's analysis, frame by frame: the same code for the live worker and for a file.
 
 Cheap before dear: every frame is decoded (H.264 needs it), but only `detect.fps` frames a
-second are analysed, each scaled to `detect.width` and made grey by FFmpeg's scaler (no colour
-conversion of the full frame), privacy masks blacked out first. Motion runs on each analysed
-frame; camera health (tamper) judges one a second; analytics run only where and when
-something moved: `face` (edge/video/face/) looks for faces in the moving regions of the
-full-resolution frame and matches them against the gateway's watchlist. Events carry the
-stream time `t_ms`, never the wall clock, so `shouwang video analyze` on a file gives the
-events the daemon would have.
+second are analysed. An analysed frame's grey picture is the decoder's own Y (luma) plane,
+taken without conversion and shrunk to `detect.width` by OpenCV (`frames.shrink`), its video
+range (16–235) stretched to full range on the small frame; privacy masks blacked out then.
+Motion runs on each analysed frame; camera health (tamper) judges one a second, and only for
+that frame is a tiny colour copy made (is the camera in its IR mode?) by an FFmpeg scaler kept
+for the camera. Analytics run only where and when something moved: `face`
+(edge/video/face/) looks for faces in the moving regions of the full-resolution frame and
+matches them against the gateway's watchlist. A frame that is not planar YUV (a test's BGR frame) is made grey by a kept FFmpeg scaler.
+Making a new scaler per frame, as `VideoFrame.reformat` does, cost 2.8 ms of a 720p frame
+(bench/video.py, docs/video.md "Benchmark"); the Y plane and `shrink` take 0.16 ms.
+
+Events carry the stream time `t_ms`, never the wall clock, so `shouwang video analyze` on a
+file gives the events the daemon would have.
 """
 
 from __future__ import annotations
@@ -18,15 +24,24 @@ from typing import Any
 
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from edge.video.config import CameraConfig
 from edge.video.events import CameraEvent
 from edge.video.face.pipeline import FaceMatch, FacePipeline, WatchlistSource
-from edge.video.frames import polygon_mask, scaled_size
+from edge.video.frames import polygon_mask, scaled_size, shrink
 from edge.video.health import CameraHealth, is_colour
 from edge.video.motion import Box, MotionDetector
 
 log = logging.getLogger(__name__)
+# Decoded formats whose first plane is the luma (grey) picture, 8 bits a pixel.
+LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                        "nv12", "nv21", "gray"})
+FULL_RANGE = frozenset({"yuvj420p", "yuvj422p", "yuvj444p", "gray"})
+AVCOL_RANGE_JPEG = 2  # FFmpeg's colour range of a full-range (0–255) frame
+# Video range (16–235 luma) to full range (0–255), as FFmpeg's scaler makes grey.
+VIDEO_TO_FULL = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(np.uint8)
+TINY = (64, 36)  # the colour copy that tells day (colour) from IR (grey)
 
 
 @dataclass(slots=True)
@@ -51,6 +66,9 @@ class Analyzer:
         self._health = CameraHealth(config.health, camera=config.id)
         self._mask: np.ndarray | None = None
         self._work: tuple[int, int] = (0, 0)
+        # Kept scalers: FFmpeg builds one per (size, format) once, not once per frame.
+        self._tiny = VideoReformatter()
+        self._grey = VideoReformatter()
         self.face: FacePipeline | None = None
         if "face" in config.analytics:
             source = watchlist or WatchlistSource(None, config.face.reload_s,
@@ -69,16 +87,18 @@ class Analyzer:
         size = (int(frame.width), int(frame.height))
         if size != self.size:
             self._resize(size)
-        w, h = self._work
-        grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+        grey = self.grey(frame)
         if self._mask is not None:
             grey[self._mask > 0] = 0
-        tiny = frame.reformat(width=64, height=36, format="bgr24").to_ndarray()
         self.analysed += 1
         out = Analysed(t_ms)
         assert self._motion is not None
         out.motion = self._motion.detect(grey)
-        events = self._health.update(grey, t_ms, colour=is_colour(tiny))
+        colour = None
+        if self._health.due(t_ms):  # a judged frame: is the camera in colour or in IR?
+            tiny = self._tiny.reformat(frame, width=TINY[0], height=TINY[1], format="bgr24")
+            colour = is_colour(tiny.to_ndarray())
+        events = self._health.update(grey, t_ms, colour=colour)
         # One tamper alert per camera whatever the causes: it clears when the last one does.
         active = self._health.active
         out.events = [e for e in events if e.type != "tamper_cleared" or not active]
@@ -96,6 +116,23 @@ class Analyzer:
         for polygon in self.config.privacy_masks:
             cv2.fillPoly(bgr, [np.array(polygon, np.int32)], (0, 0, 0))
         return bgr
+
+    def grey(self, frame: Any) -> np.ndarray:
+        """The frame as a full-range grey picture of the analysed size, a new array (never a
+        view of the decoder's buffer, which it may still use as a reference)."""
+        w, h = self._work
+        name = frame.format.name
+        if name not in LUMA_FIRST:
+            grey: np.ndarray = self._grey.reformat(frame, width=w, height=h,
+                                                   format="gray").to_ndarray()
+            return grey
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        small = shrink(luma[:, : frame.width], (w, h))
+        if name in FULL_RANGE or getattr(frame, "color_range", 0) == AVCOL_RANGE_JPEG:
+            return small.copy() if np.may_share_memory(small, luma) else small
+        full: np.ndarray = cv2.LUT(small, VIDEO_TO_FULL)
+        return full
 
     def _resize(self, size: tuple[int, int]) -> None:
         """A new stream size (first frame, or the camera changed it mid-stream)."""

@@ -87,6 +87,10 @@ class CameraConfig(Strict):
     gap_min_s: float = Field(
         2, gt=0, le=600, description="Gaps in frames at least this long go into the gap ledger"
     )
+    telemetry_s: float = Field(
+        60, ge=1, le=3600,
+        description="Seconds between the worker's telemetry reports (fps, analysed fps, bit rate)",
+    )
     privacy_masks: list[list[Point]] = Field(
         default_factory=list,
         description="Polygons (full-frame pixels) blacked out before analysis and storage",

@@ -288,6 +288,11 @@ class CameraHealth:
         self._learn_started_ms: int | None = None
         self._refreshed_ms = 0
 
+    def due(self, t_ms: int) -> bool:
+        """Whether `update` would judge a frame taken at `t_ms` (one each `interval_s`): a
+        caller makes what only a judgement needs (the worker's colour copy) just then."""
+        return self._judged_ms is None or t_ms - self._judged_ms >= self._interval_ms
+
     def update(self, frame: np.ndarray, t_ms: int, colour: bool | None = None) -> list[CameraEvent]:
         """Judge one frame taken at stream time `t_ms`; the events it completes, if any.
 
@@ -301,7 +306,7 @@ class CameraHealth:
                 f"{self.camera}: frame time {t_ms} ms is before the previous {self._last_ms} ms"
             )
         self._last_ms = t_ms
-        if self._judged_ms is not None and t_ms - self._judged_ms < self._interval_ms:
+        if not self.due(t_ms):
             return []
         dt_ms = 0 if self._judged_ms is None else t_ms - self._judged_ms
         self._judged_ms = t_ms

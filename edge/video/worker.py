@@ -5,8 +5,9 @@ and supervises it: edge/video/supervisor.py). It connects over TCP with back-off
 decodes every frame, keeps a ring of packets for clips, analyses `detect.fps` frames a second
 (edge/video/analysis.py) and publishes what it sees as the device `{camera}`:
 
-`dev/{camera}/status` (retained, its last will says offline), `dev/{camera}/telemetry` each
-minute (fps, analysed fps, resolution, bit rate, undecodable packets) and `dev/{camera}/event`:
+`dev/{camera}/status` (retained, its last will says offline), `dev/{camera}/telemetry` every
+`telemetry_s` (a minute by default: fps, analysed fps, resolution, bit rate, undecodable
+packets) and `dev/{camera}/event`:
 `stream_lost` after `stall_timeout_s` without a frame, `stream_restored`, `gap` (every gap in
 frames of `gap_min_s` or more, when it ends: the ledger that tells "no video" from "no
 detections"), `auth_failed` (once, not a retry loop), `tamper` / `tamper_cleared` (cause:
@@ -36,6 +37,7 @@ from typing import Any
 
 import av
 import av.error
+import cv2
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -59,7 +61,6 @@ from shouwang.config import BrokerConfig, ConfigError, validate
 from shouwang.protocol import device_topic, make_envelope
 
 log = logging.getLogger(__name__)
-REPORT_S = 60.0
 FIRST_REPORT_S = 3.0
 EVIDENCE_EVENTS = frozenset({"tamper", "thrown_object", "watchlist_hit"})
 MAX_BAD_PACKETS = 250  # packets in a row that will not decode: the stream is garbage, reconnect
@@ -357,7 +358,7 @@ class CameraWorker:
                 body[f"faces_skipped_{reason}"] = n
         self.send("telemetry", body)
         self._window = {"frames": 0, "analysed": 0, "bytes": 0, "since": now}
-        self._report_at = now + REPORT_S
+        self._report_at = now + self.camera.telemetry_s
 
     def _on_auth_failure(self, err: StreamError) -> None:
         if not self.auth_failed:
@@ -385,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup("edge.video", file=args.log_file)
     _die_with_parent()
+    # One camera, one thread, like its decoder: OpenCV's thread pool only spins beside it on
+    # pictures this small (0.3 % of a core per camera, bench/video.py), and many cameras share
+    # the two cores anyway.
+    cv2.setNumThreads(1)
     try:
         spec = orjson.loads(args.spec.read_bytes())
         camera = validate(spec["camera"], CameraConfig, source=f"{args.spec}: camera")
