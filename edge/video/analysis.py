@@ -9,8 +9,9 @@ that frame is a tiny colour copy made (is the camera in its IR mode?) by an FFmp
 for the camera. Analytics run only where and when something moved: `face`
 (edge/video/face/) looks for faces in the moving regions of the full-resolution frame and
 matches them against the gateway's watchlist. A frame that is not planar YUV (a test's BGR
-frame) is made grey by a kept FFmpeg scaler. Making a new scaler per frame, as `VideoFrame.reformat` does, cost 2.8 ms of a 720p frame
-(bench/video.py, docs/video.md "Benchmark"); the Y plane and `shrink` take 0.16 ms.
+frame) is made grey by a kept FFmpeg scaler. Making a new scaler per frame, as
+`VideoFrame.reformat` does, cost 2.8 ms of a 720p frame (bench/video.py, docs/video.md
+"Benchmark"); the Y plane and `shrink` take 0.16 ms.
 
 Events carry the stream time `t_ms`, never the wall clock, so `shouwang video analyze` on a
 file gives the events the daemon would have.
