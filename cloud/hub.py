@@ -56,6 +56,9 @@ class Hub:
         self._recheck = recheck
         self._recheck_s = recheck_s
         self._sent: OrderedDict[Version, None] = OrderedDict()
+        # Screens that asked for device changes too (`/api/ws?devices=1`, the dashboard):
+        # other clients of the stream get alerts only, as they always have.
+        self._device_clients: set[web.WebSocketResponse] = set()
 
     @property
     def clients(self) -> int:
@@ -90,7 +93,7 @@ class Hub:
         key: Version = (f"device:{device.get('site')}/{device.get('id')}",
                         int(device.get("changed_ms") or 0))
         for ws, (principal, queue) in list(self._clients.items()):
-            if not principal.allows(device):
+            if ws not in self._device_clients or not principal.allows(device):
                 continue
             self._put(ws, queue, key, message)
 
@@ -110,6 +113,8 @@ class Hub:
         await ws.prepare(request)
         queue: Queue = asyncio.Queue(CLIENT_QUEUE)
         self._clients[ws] = (principal, queue)
+        if request.query.get("devices") == "1":
+            self._device_clients.add(ws)
         tasks = [asyncio.create_task(self._send(ws, principal, queue))]
         token = request.get(SESSION_TOKEN)
         if self._recheck is not None and token:
@@ -119,6 +124,7 @@ class Hub:
                 pass
         finally:
             self._clients.pop(ws, None)
+            self._device_clients.discard(ws)
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -312,7 +312,11 @@ DOCUMENT: dict[str, Any] = {
         **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
         "/api/ws": {"get": {
             "summary": "WebSocket: a snapshot of your scope, then live alert and "
-                       "alert_updated messages in your scope",
+                       "alert_updated messages in your scope; with devices=1 also device "
+                       "messages ({site, id, location, transport, data, health, battery, "
+                       "changed_ms}) when a device in your scope changes",
+            "parameters": [{"name": "devices", "in": "query",
+                            "schema": {"type": "string", "enum": ["1"]}}],
             "responses": {"101": {"description": "Switching protocols"},
                           "401": UNAUTHORIZED}}},
         "/api/push/vapid-public-key": {"get": {

@@ -200,7 +200,8 @@ function refreshDevices() {
 }
 
 function connect(delay = 500) {
-  const ws = socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
+  // `devices=1`: device changes too, for the live Devices tab and building view.
+  const ws = socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws?devices=1`);
   ws.onopen = () => { setConn("conn.live", true); delay = 500; };
   ws.onmessage = (msg) => {
     const data = JSON.parse(msg.data);

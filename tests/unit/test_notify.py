@@ -137,9 +137,9 @@ async def test_a_digest_is_one_message_per_recipient_per_window(store: Store) ->
         message = fake.sent[0][1]
         assert message.title == "Shouwang: 5 alerts in the last 10 min"
         assert message.body.splitlines() == [
-            "low water_leak at b1/0 (alert A000)",
-            "low water_leak at b1/1 (alert A001)",
-            "low water_leak at b1/2 (alert A002)",
+            "[低] 漏水 · Water leak: b1/0 (alert A000)",
+            "[低] 漏水 · Water leak: b1/1 (alert A001)",
+            "[低] 漏水 · Water leak: b1/2 (alert A002)",
             "… and 2 more",
         ]
         assert message.push_payload()["count"] == 5
