@@ -278,9 +278,13 @@ def cloud_config(
     database_url: str | None = None,
     **changes: Any,
 ) -> CloudConfig:
-    """A cloud on `cloud_broker`; SQLite in `data_dir` unless `database_url` is given."""
+    """A cloud on `cloud_broker`; SQLite in `data_dir` unless `database_url` is given.
+
+    Sites register themselves (`require_registered_sites: false`, a lab cloud): most tests
+    make up a site per test. Tests of the production default pass it true, as do the
+    scenarios (tests/scenarios/site.py), which register their site as an admin would."""
     return CloudConfig(
-        **changes,
+        **{"require_registered_sites": False, **changes},
         broker=broker_config(cloud_broker),
         database_url=database_url or f"sqlite+aiosqlite:///{data_dir}/cloud.sqlite",
         http=HttpConfig(port=0),
@@ -292,7 +296,8 @@ def api_config(database_url: str, worker: str | None = None, **extra: Any) -> Cl
     """A cloud that serves the API only (no broker): for API, access and escalation tests."""
     return CloudConfig.model_validate({
         "broker": {}, "database_url": database_url, "http": {"port": 0},
-        "worker_id": worker or unique("cloud"), "ingest": False, **extra,
+        "worker_id": worker or unique("cloud"), "ingest": False,
+        "require_registered_sites": False, **extra,
     })
 
 

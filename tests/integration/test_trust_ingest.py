@@ -124,7 +124,8 @@ def production(
     """The cloud as deployed: the defaults, an evidence upload token for each site."""
     tokens = tmp_path / "site-tokens.yaml"
     tokens.write_text(yaml.safe_dump({both[0]: hash_token(TOKEN_A), both[1]: hash_token(TOKEN_B)}))
-    config = cloud_config(cloud_broker, tmp_path, database_url=database_url)
+    config = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                          require_registered_sites=True)
     return config.model_copy(update={
         "evidence": EvidenceConfig(dir=tmp_path / "blobs", site_tokens_file=tokens),
     })
@@ -140,7 +141,8 @@ async def test_an_alert_takes_its_place_and_person_from_the_registry_not_the_gat
     """Defect 2: site A's gateway names B's button, B's home and B's resident; then its own
     button with B's home and resident. Neither reaches B's police or family."""
     cloud_broker = make_broker("cloud")
-    config = cloud_config(cloud_broker, tmp_path, database_url=database_url)
+    config = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                          require_registered_sites=True)
     async with running_cloud(config) as cloud, aiohttp.ClientSession() as http:
         pub = await publisher(cloud_broker)
         estate = Estate(cloud, pub, two_sites())
@@ -272,7 +274,8 @@ async def test_every_body_is_checked_and_every_refusal_counted(
     shape, and a camera event its profile does not have, are refused and counted by reason;
     what the edge really sends is stored."""
     cloud_broker = make_broker("cloud")
-    config = cloud_config(cloud_broker, tmp_path, database_url=database_url)
+    config = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                          require_registered_sites=True)
     async with running_cloud(config) as cloud:
         pub = await publisher(cloud_broker)
         estate = Estate(cloud, pub, two_sites())
