@@ -37,7 +37,7 @@ from cloud.downlink import message as downlink_message
 from cloud.downlink import news_for
 from cloud.evidence import EvidenceStore, check_evidence_body
 from cloud.fleet import Fleet
-from cloud.site_bodies import check_event_body, check_health_body
+from cloud.site_bodies import check_event_body, check_health_body, recorded_event
 from cloud.store import Store
 from cloud.telemetry import (
     SqlTelemetryStore,
@@ -251,7 +251,7 @@ class Ingest:
                 "unknown_device",
                 f"site/{site}/up/event {env.id}: device {env.device!r} is not registered",
             )
-        name = env.body.get("event")
+        name = recorded_event(env.body)
         if name is None:
             return env
         if env.body.get("device", env.device) != env.device:

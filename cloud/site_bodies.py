@@ -188,24 +188,38 @@ def check_health_body(body: dict[str, Any]) -> str | None:
     return check_shape(body, shape, str(kind))
 
 
-def check_event_body(body: dict[str, Any]) -> str | None:
-    """None when an `event` body names its event and has that event's shape: a device's
-    recorded event (`event`, its fields checked against the profile later), a resolution,
-    or a cancelled fall."""
-    name = body.get("event")
+def notice_shape(body: dict[str, Any]) -> Shape | None:
+    """The shape of a rule's notice (a resolution, a cancelled fall) when `body` is one."""
     kind = body.get("type")
-    if name is not None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            return "body.event must be an event name (a-z, 0-9, _)"
-        if kind is not None and kind != name:
-            return f"body.type {str(kind)[:64]!r} differs from body.event {name!r}"
-        for key, value in body.items():
-            if not isinstance(value, _SCALAR) or (isinstance(value, str) and len(value) > 256):
-                return f"event {name}: body.{key[:64]} must be a number, a short text or a flag"
-        return None
     if not isinstance(kind, str):
+        return None
+    return NOTICES.get(kind) or (_CANCEL_SHAPE if _CANCEL.match(kind) else None)
+
+
+def recorded_event(body: dict[str, Any]) -> str | None:
+    """The name of the device's own event when `body` is one the gateway passed on as it is
+    (edge/daemon.py `_recorded_notice`), else None (a rule's notice names an event too)."""
+    name = body.get("event")
+    return name if isinstance(name, str) and notice_shape(body) is None else None
+
+
+def check_event_body(body: dict[str, Any]) -> str | None:
+    """None when an `event` body names its event and has that event's shape: a rule's notice
+    (a resolution, a cancelled fall), or a device's recorded event (`event`; its fields are
+    checked against the device's profile later)."""
+    shape = notice_shape(body)
+    if shape is not None:
+        return check_shape(body, shape, str(body["type"]))
+    name, kind = body.get("event"), body.get("type")
+    if name is None:
+        if isinstance(kind, str):
+            return f"body.type {kind[:64]!r} is not an event the cloud knows"
         return "body.event (or for a rule's notice, body.type) is missing"
-    shape = NOTICES.get(kind) or (_CANCEL_SHAPE if _CANCEL.match(kind) else None)
-    if shape is None:
-        return f"body.type {kind[:64]!r} is not an event the cloud knows"
-    return check_shape(body, shape, kind)
+    if not isinstance(name, str) or not _NAME.match(name):
+        return "body.event must be an event name (a-z, 0-9, _)"
+    if kind is not None and kind != name:
+        return f"body.type {str(kind)[:64]!r} differs from body.event {name!r}"
+    for key, value in body.items():
+        if not isinstance(value, _SCALAR) or (isinstance(value, str) and len(value) > 256):
+            return f"event {name}: body.{key[:64]} must be a number, a short text or a flag"
+    return None
