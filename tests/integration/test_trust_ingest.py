@@ -324,3 +324,35 @@ async def test_every_body_is_checked_and_every_refusal_counted(
         assert estate.rejected("invalid_event") == 3
         assert estate.rejected("unknown_event") == 1
         assert estate.rejected("invalid_health") == 3
+
+
+async def test_a_dead_letter_is_placed_by_the_registry_too(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug keeps an alert from being stored: the `processing_failed` alert that carries it
+    goes to the station and family of the device's registered place, not the envelope's."""
+    async def broken(self: Any, pending: Any) -> None:
+        raise RuntimeError("a bug in storing alerts")
+
+    monkeypatch.setattr("cloud.ingest.Ingest._new_alerts", broken)
+    cloud_broker = make_broker("cloud")
+    config = cloud_config(cloud_broker, tmp_path, database_url=database_url,
+                          require_registered_sites=True)
+    async with running_cloud(config) as cloud, aiohttp.ClientSession() as http:
+        pub = await publisher(cloud_broker)
+        estate = Estate(cloud, pub, two_sites())
+        try:
+            await estate.register(tmp_path)
+            await add_people(cloud)
+            await estate.send(estate.a, "btn-a", "alert", sos("btn-a", "r-b1", HOME_B))
+            await estate.stored(alerts, 1, alerts.c.type == "processing_failed")
+        finally:
+            await pub.close()
+        police_a = await Client.login(http, cloud, "police-a", PASSWORD)
+        police_b = await Client.login(http, cloud, "police-b", PASSWORD)
+        [failed] = await police_a.ids()
+        assert await police_b.ids() == []
+        alert = (await police_a.get(f"/api/alerts/{failed}")).body
+        assert (alert["type"], alert["location"], alert["resident"]) == (
+            "processing_failed", HOME_A, "r-a1")
