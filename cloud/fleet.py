@@ -75,6 +75,16 @@ class Fleet:
                 ))).first()
         return None if row is None else Placement(row.resident, row.location, row.profile)
 
+    async def profiles(self, site: str, ids: set[str]) -> dict[str, str]:
+        """The profile of each of `ids` imported to `site` (others are left out)."""
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(devices.c.id, devices.c.profile).where(
+                    devices.c.site == site, devices.c.id.in_(sorted(ids)),
+                    devices.c.profile.is_not(None),
+                ))).all()
+        return {row.id: row.profile for row in rows}
+
     async def gateway_report(self, env: Envelope, now_ms: int) -> None:
         """The gateway's own report: the site's last-seen and health; registers a new site."""
         site = env.site or ""

@@ -16,8 +16,9 @@ gives it (docs/security.md): an alert's resident and location are the registry's
 device (`Fleet.placement`), not what the envelope says; an alert or event from a device not
 registered to the site is refused (`unknown_device`, kept by the gateway until an admin
 imports it) unless `require_registered_sites` is off; a recorded event must be one its
-device's profile records, with its fields; evidence may name only a blob its site uploaded,
-and only an alert of its site (`foreign_alert`).
+device's profile records, with its fields, and readings must fit their device's profile (where
+the registry has one); evidence may name only a blob its site uploaded, and only an alert of
+its site (`foreign_alert`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ NOT_FINAL = frozenset({"unknown_site", "unknown_device", "evidence_missing"})
 # One round takes at most this many queued messages; telemetry of one site within it is
 # written at once, up to the telemetry store's `batch_readings` a write.
 BATCH_MESSAGES = 100
+# How long a worker takes a device's profile as read (readings are checked against it), and
+# how many devices' it keeps at most.
+PROFILE_TTL_S = 60.0
+MAX_PROFILES_KEPT = 100_000
 _T = TypeVar("_T")
 
 
@@ -120,7 +125,11 @@ class Ingest:
             "alert": self._place,
             "event": self._check_event,
             "evidence": self._check_evidence,
+            "telemetry": self._check_readings,
         }
+        # (site, device) → (profile or None, when read): readings are the hot path, and a
+        # device's profile changes by an admin's import; a change applies within PROFILE_TTL_S.
+        self._profile_of: dict[tuple[str, str], tuple[str | None, float]] = {}
 
     async def run(self) -> None:
         """Take what is queued (up to BATCH_MESSAGES), store it in order, acknowledge each
@@ -273,6 +282,37 @@ class Ingest:
                 return Rejection("invalid_event", f"site/{site}/up/event {env.id}: event "
                                  f"{name} field {key[:64]!r}: {problem}")
         return env
+
+    async def _check_readings(self, env: Envelope) -> Envelope | Rejection:
+        """Each reading's values against its device's profile, where the registry has one
+        (a device not imported is stored as it comes: telemetry stays within its site)."""
+        site = env.site or ""
+        readings = env.body["readings"]
+        kinds = await self._profiles(site, {r["device"] for r in readings})
+        for i, r in enumerate(readings):
+            profile = self.profiles.get(kinds.get(r["device"]) or "")
+            if profile is None:
+                continue
+            for name, value in r["values"].items():
+                spec = profile.fields.get(name)
+                problem = "unknown field" if spec is None else spec.check(value)
+                if problem is not None:
+                    return Rejection("invalid_telemetry", f"site/{site}/up/telemetry {env.id}: "
+                                     f"readings[{i}] {profile.kind} {r['device']} field "
+                                     f"{name[:64]!r}: {problem}")
+        return env
+
+    async def _profiles(self, site: str, ids: set[str]) -> dict[str, str | None]:
+        now = self.clock.monotonic()
+        known = {d: self._profile_of.get((site, d)) for d in ids}
+        stale = {d for d, got in known.items() if got is None or now - got[1] > PROFILE_TTL_S}
+        if stale:
+            found = await self.fleet.profiles(site, stale)
+            if len(self._profile_of) > MAX_PROFILES_KEPT:
+                self._profile_of.clear()
+            for d in stale:
+                self._profile_of[(site, d)] = known[d] = (found.get(d), now)
+        return {d: got[0] for d, got in known.items() if got is not None}
 
     async def _check_evidence(self, env: Envelope) -> Envelope | Rejection:
         """Evidence of this site's alert, naming a blob this site uploaded."""

@@ -271,8 +271,8 @@ async def test_every_body_is_checked_and_every_refusal_counted(
     make_broker: Callable[[str], Mosquitto], tmp_path: Path, database_url: str
 ) -> None:
     """Defect 6: events without a name, health reports of no known type or of the wrong
-    shape, and a camera event its profile does not have, are refused and counted by reason;
-    what the edge really sends is stored."""
+    shape, a camera event its profile does not have, a button's battery at 250 %, are refused
+    and counted by reason; what the edge really sends is stored."""
     cloud_broker = make_broker("cloud")
     config = cloud_config(cloud_broker, tmp_path, database_url=database_url,
                           require_registered_sites=True)
@@ -293,7 +293,15 @@ async def test_every_body_is_checked_and_every_refusal_counted(
             await estate.send(a, "gateway", "health", {"type": "gateway", "alerts": "all"})
             await estate.send(a, "gateway", "health", {"type": "outbox_drops",
                                                        "drops": [{"class": 1}]})
-            # What the edge sends: a camera's gap ledger, its own report, a resolution.
+            await estate.send(a, "gateway", "telemetry", {"readings": [
+                {"id": unique("r"), "device": "btn-a", "ts": now_ms(), "values": {"battery": 250}},
+            ]})
+            # What the edge sends: readings, a camera's gap ledger, a resolution, its report.
+            await estate.send(a, "gateway", "telemetry", {"readings": [
+                {"id": unique("r"), "device": "btn-a", "ts": now_ms(), "values": {"battery": 80}},
+                # Not imported: stored as it comes (telemetry stays within its site).
+                {"id": unique("r"), "device": "meter-x", "ts": now_ms(), "values": {"flow": 1.5}},
+            ]})
             gap = await estate.send(a, "cam-a", "event", {"type": "gap", "event": "gap",
                                                           "device": "cam-a", "start_ms": 1,
                                                           "end_ms": 5})
@@ -324,6 +332,9 @@ async def test_every_body_is_checked_and_every_refusal_counted(
         assert estate.rejected("invalid_event") == 3
         assert estate.rejected("unknown_event") == 1
         assert estate.rejected("invalid_health") == 3
+        assert estate.rejected("invalid_telemetry") == 1
+        assert cloud.telemetry is not None
+        assert await cloud.telemetry.count(a) == 2
 
 
 async def test_a_dead_letter_is_placed_by_the_registry_too(
