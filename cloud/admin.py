@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,31 @@ class Guardian(Strict):
     relation: str | None = Field(None, max_length=32, description="daughter, neighbour, …")
 
 
+_PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}$")
+
+
+def _phone(v: str | None) -> str | None:
+    if v is not None and not _PHONE.match(v):
+        raise ValueError("a phone number is digits, spaces and '-', with an optional leading '+'")
+    return v
+
+
+class Contact(Strict):
+    name: str = Field(min_length=1, max_length=64, description="Who to call (never logged)")
+    relation: str | None = Field(None, max_length=32, description="daughter, neighbour, …")
+    phone: str = Field(description="Their number")
+
+    check_phone = field_validator("phone")(_phone)
+
+
 class ResidentRow(Strict):
     id: str = Field(description="Resident id")
     name: str = Field(min_length=1, max_length=128, description="Full name (never logged)")
+    birth_year: int | None = Field(None, ge=1900, le=2100, description="For the age on screen")
+    phone: str | None = Field(None, description="The resident's own number")
+    contacts: list[Contact] = Field(
+        default_factory=list, max_length=5,
+        description="Emergency contacts to call, in order; CSV: name:relation:phone; …")
     location: str | None = Field(None, description="Household path; must be imported")
     tags: list[str] = Field(default_factory=list, description="; -separated in CSV")
     guardians: list[Guardian] = Field(default_factory=list, description="In order of calling")
@@ -116,6 +139,19 @@ class ResidentRow(Strict):
         for tag in v:
             if tag not in RESIDENT_TAGS:
                 raise ValueError(f"unknown tag {tag!r} (known: {', '.join(RESIDENT_TAGS)})")
+        return v
+
+    check_phone = field_validator("phone")(_phone)
+
+    @field_validator("contacts", mode="before")
+    @classmethod
+    def _contacts(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            out = []
+            for item in _split(v):
+                name, relation, phone = [*item.split(":"), "", ""][:3]
+                out.append({"name": name, "relation": relation or None, "phone": phone})
+            return out
         return v
 
     @field_validator("guardians", mode="before")
@@ -319,7 +355,9 @@ async def _write_residents(
     store: Store, conn: AsyncConnection, rows: list[ResidentRow], now: int
 ) -> tuple[int, int]:
     new = await _upsert(store, conn, residents, ["id"], [
-        {"id": r.id, "name": r.name, "location": r.location, "tags": r.tags, "updated_ms": now}
+        {"id": r.id, "name": r.name, "location": r.location, "tags": r.tags, "updated_ms": now,
+         "birth_year": r.birth_year, "phone": r.phone,
+         "contacts": [c.model_dump() for c in r.contacts]}
         for r in rows
     ])
     ids = [r.id for r in rows]

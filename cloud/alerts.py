@@ -7,6 +7,10 @@ from typing import Any
 from shouwang.profiles import SEVERITIES
 
 STATES = ("open", "acknowledged", "dispatched", "resolved", "false_alarm")
+# Urgency: what needs a person first. Open before acknowledged before dispatched before
+# closed; critical before high before ... (the board's order, `order=urgency`).
+STATE_RANK = {"open": 0, "acknowledged": 1, "dispatched": 2, "resolved": 3, "false_alarm": 3}
+SEVERITY_RANK = {s: n for n, s in enumerate(SEVERITIES)}
 TRANSITIONS: dict[str, frozenset[str]] = {
     "open": frozenset({"acknowledged", "resolved", "false_alarm"}),
     "acknowledged": frozenset({"dispatched", "resolved", "false_alarm"}),

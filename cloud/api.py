@@ -58,8 +58,14 @@ def build_app(
     for action in TARGET_STATE:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
-    from cloud import device_health, places, residents  # they build on this module's keys
+    from cloud import (  # they build on this module's keys
+        device_health,
+        export,
+        places,
+        residents,
+    )
 
+    export.add_routes(app)
     places.add_routes(app)
     residents.add_routes(app)
     device_health.add_routes(app)
@@ -116,9 +122,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         return _bad(request, err.param, str(err))
     who = access_http.principal(request)
     alerts = await request.app[STORE].list_alerts(
-        limit=q.limit, after=q.after, where=[who.where(), *q.where]
+        limit=q.limit, after=q.after, where=[who.where(), *q.where], order=q.order
     )
-    next_cursor = filters.cursor_of(alerts[-1]) if len(alerts) == q.limit else None
+    next_cursor = filters.cursor_of(alerts[-1], q.order) if len(alerts) == q.limit else None
     return web.json_response(
         {"alerts": [who.view(a) for a in alerts], "next_cursor": next_cursor}
     )

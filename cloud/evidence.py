@@ -66,7 +66,7 @@ evidence = Table(
     Column("received_ms", BigInteger, nullable=False),
 )
 
-# Revision 0007: which site uploaded which blob (its bytes, hashed here).
+# Revision 0009: which site uploaded which blob (its bytes, hashed here).
 evidence_uploads = Table(
     "evidence_uploads",
     metadata,

@@ -19,11 +19,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.hub import Hub
+from cloud.schema import devices, residents
 from cloud.store import Store, _public, alert_transitions, alerts
 
 log = logging.getLogger(__name__)
 LOOKBACK = 200
 BATCH = 1000
+
+
+# Device liveness changes: rows whose `changed_ms` (the cloud's clock at the write) is newer
+# than the last seen, looking back this far for writes that committed late.
+DEVICE_LOOKBACK_MS = 5_000
 
 
 class ChangeFeed:
@@ -34,6 +40,8 @@ class ChangeFeed:
         self.last = 0
         self._seen: deque[int] = deque(maxlen=LOOKBACK + BATCH)
         self._failing = False
+        self.devices_last = 0
+        self._devices_seen: dict[tuple[str, str, int], None] = {}
 
     async def start_position(self) -> None:
         """Start after what exists: a client gets the past from its snapshot."""
@@ -41,11 +49,15 @@ class ChangeFeed:
             self.last = int(
                 (await conn.execute(select(func.max(alert_transitions.c.seq)))).scalar() or 0
             )
+            self.devices_last = int(
+                (await conn.execute(select(func.max(devices.c.changed_ms)))).scalar() or 0
+            )
 
     async def run(self) -> None:
         while True:
             try:
                 await self.poll()
+                await self.poll_devices()
                 if self._failing:
                     log.warning("change feed: database reachable again")
                     self._failing = False
@@ -85,4 +97,32 @@ class ChangeFeed:
                 new = r.from_state is None and alert["state"] == "open"
                 kind = "alert" if new else "alert_updated"
                 self.hub.broadcast({"type": kind, "alert": alert})
+        return len(fresh)
+
+    async def poll_devices(self) -> int:
+        """Device liveness changes since the last read, each to the dashboards whose scope
+        holds the device (its place, or its resident's home); the Devices tab refreshes."""
+        place = func.coalesce(devices.c.location, residents.c.location)
+        since = self.devices_last - DEVICE_LOOKBACK_MS
+        async with self.store.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(devices.c.site, devices.c.id, devices.c.resident,
+                           place.label("location"), devices.c.changed_ms, devices.c.transport,
+                           devices.c.data, devices.c.health, devices.c.battery)
+                    .select_from(devices.outerjoin(residents,
+                                                   residents.c.id == devices.c.resident))
+                    .where(devices.c.changed_ms > since)
+                    .order_by(devices.c.changed_ms)
+                    .limit(BATCH)
+                )
+            ).mappings().all()
+        fresh = [r for r in rows if (r["site"], r["id"], r["changed_ms"]) not in self._devices_seen]
+        for r in fresh:
+            self._devices_seen[(r["site"], r["id"], r["changed_ms"])] = None
+            self.devices_last = max(self.devices_last, r["changed_ms"])
+            self.hub.broadcast_device(dict(r))
+        # Forget what is older than the look-back: it can no longer come back.
+        for key in [k for k in self._devices_seen if k[2] < self.devices_last - DEVICE_LOOKBACK_MS]:
+            del self._devices_seen[key]
         return len(fresh)

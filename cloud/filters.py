@@ -7,18 +7,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multidict import MultiMapping
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, or_, select
 
 from cloud.access.scope import check_location_prefix, under
-from cloud.alerts import STATES
+from cloud.alerts import SEVERITY_RANK, STATE_RANK, STATES
+from cloud.schema import residents
 from cloud.store import alerts
 from shouwang.profiles import SEVERITIES
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-PARAMS = ("state", "type", "severity", "location", "from", "to", "limit", "cursor")
+PARAMS = ("state", "type", "severity", "location", "from", "to", "limit", "cursor", "order",
+          "q")
+MAX_SEARCH = 64
+# `time`: newest first. `urgency`: what needs a person first: open, then acknowledged, then
+# dispatched, then closed; within each, critical first; then newest first (docs/dashboard.md).
+ORDERS = ("time", "urgency")
 _TYPE = re.compile(r"^[a-z0-9_]{1,64}$")
 _CURSOR = re.compile(r"^(\d{1,15})\.([0-9A-Za-z_-]{1,64})$")
+_URGENCY_CURSOR = re.compile(r"^u([0-9])([0-9])\.(\d{1,15})\.([0-9A-Za-z_-]{1,64})$")
+
 
 
 class BadQuery(ValueError):
@@ -30,7 +38,10 @@ class BadQuery(ValueError):
 @dataclass
 class AlertQuery:
     limit: int = DEFAULT_PAGE
-    after: tuple[int, str] | None = None
+    order: str = "time"
+    # The last alert of the previous page: (ts, id) by time; (state rank, severity rank, ts,
+    # id) by urgency.
+    after: tuple[int, str] | tuple[int, int, int, str] | None = None
     where: list[ColumnElement[bool]] = field(default_factory=list)
 
 
@@ -69,15 +80,50 @@ def parse(query: MultiMapping[str]) -> AlertQuery:
         if not 1 <= limit <= MAX_PAGE:
             raise BadQuery("limit", f"must be between 1 and {MAX_PAGE}")
         q.limit = limit
+    if "q" in query:
+        q.where.append(search(query["q"]))
+    if "order" in query:
+        q.order = _choices(query, "order", ORDERS)[0]
     if "cursor" in query:
-        m = _CURSOR.match(query["cursor"])
-        if m is None:
-            raise BadQuery("cursor", "not a cursor this API returned (next_cursor)")
-        q.after = (int(m.group(1)), m.group(2))
+        q.after = parse_cursor(query["cursor"], q.order)
     return q
 
 
-def cursor_of(alert: Mapping[str, object]) -> str:
+def search(text: str) -> ColumnElement[bool]:
+    """Find by alert id, device, resident (id or part of the name) or part of the address.
+    Every character is itself (no wildcards); the user's scope still applies."""
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_SEARCH:
+        raise BadQuery("q", f"search text is 1 to {MAX_SEARCH} characters")
+    named = select(residents.c.id).where(residents.c.name.contains(text, autoescape=True))
+    return or_(
+        alerts.c.id == text,
+        alerts.c.device == text,
+        alerts.c.resident == text,
+        alerts.c.resident.in_(named),
+        alerts.c.location.contains(text, autoescape=True),
+    )
+
+
+def parse_cursor(raw: str, order: str) -> tuple[int, str] | tuple[int, int, int, str]:
+    if order == "urgency":
+        u = _URGENCY_CURSOR.match(raw)
+        if u is None:
+            raise BadQuery(
+                "cursor", "not a cursor this API returned (next_cursor) for order=urgency"
+            )
+        return (int(u.group(1)), int(u.group(2)), int(u.group(3)), u.group(4))
+    m = _CURSOR.match(raw)
+    if m is None:
+        raise BadQuery("cursor", "not a cursor this API returned (next_cursor)")
+    return (int(m.group(1)), m.group(2))
+
+
+def cursor_of(alert: Mapping[str, object], order: str = "time") -> str:
+    if order == "urgency":
+        state = STATE_RANK[str(alert["state"])]
+        severity = SEVERITY_RANK.get(str(alert["severity"]), 9)
+        return f"u{state}{severity}.{alert['ts']}.{alert['id']}"
     return f"{alert['ts']}.{alert['id']}"
 
 

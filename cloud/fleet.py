@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 
 from cloud.schema import devices, sites
-from cloud.store import Store
+from cloud.store import Store, _now_ms
 from shouwang.protocol import Envelope
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,8 @@ class Fleet:
                         devices.c[f"{dimension}_ms"] <= at_ms,
                     )
                 )
-                .values({dimension: new, f"{dimension}_ms": at_ms})
+                .values({dimension: new, f"{dimension}_ms": at_ms,
+                         "changed_ms": _now_ms()})
             )
         return bool(result.rowcount == 1)
 

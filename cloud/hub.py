@@ -79,14 +79,30 @@ class Hub:
             if data is None:
                 view = {**message, "alert": principal.view(alert)}
                 data = by_role[principal.role] = orjson.dumps(view).decode()
-            try:
-                queue.put_nowait((key, data))
-            except asyncio.QueueFull:
-                log.warning("websocket client too slow; disconnecting it")
-                self._clients.pop(ws, None)
-                asyncio.get_running_loop().create_task(
-                    ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
-                )
+            self._put(ws, queue, key, data)
+
+    def broadcast_device(self, device: dict[str, Any]) -> None:
+        """A device's liveness changed: tell the screens whose scope holds it (its place or
+        its resident, as for alerts). No personal data: ids, place and states only."""
+        message = orjson.dumps({"type": "device", "device": {
+            k: device.get(k) for k in ("site", "id", "location", "transport", "data", "health",
+                                       "battery", "changed_ms")}}).decode()
+        key: Version = (f"device:{device.get('site')}/{device.get('id')}",
+                        int(device.get("changed_ms") or 0))
+        for ws, (principal, queue) in list(self._clients.items()):
+            if not principal.allows(device):
+                continue
+            self._put(ws, queue, key, message)
+
+    def _put(self, ws: web.WebSocketResponse, queue: Queue, key: Version, data: str) -> None:
+        try:
+            queue.put_nowait((key, data))
+        except asyncio.QueueFull:
+            log.warning("websocket client too slow; disconnecting it")
+            self._clients.pop(ws, None)
+            asyncio.get_running_loop().create_task(
+                ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
+            )
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
         principal: Principal = request[PRINCIPAL]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloud.alerts import STATES
-from cloud.filters import MAX_PAGE, PARAMS
+from cloud.filters import MAX_PAGE, ORDERS, PARAMS
 from cloud.lifecycle import MAX_NOTE, TARGET_STATE
 from shouwang.profiles import SEVERITIES
 
@@ -43,9 +43,20 @@ _QUERY = {
     "to": ("Event time to (exclusive), epoch ms", {"type": "integer", "minimum": 0}, ""),
     "limit": ("Page size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                             "default": 100}, ""),
-    "cursor": ("`next_cursor` of the previous page", {"type": "string"}, ""),
+    "cursor": ("`next_cursor` of the previous page, in the same order", {"type": "string"}, ""),
+    "q": ("Search: an alert id, a device id, a resident id or part of a resident's name, or "
+          "part of the address (every character literal)", {"type": "string", "maxLength": 64},
+          ""),
+    "order": ("`time`: newest first. `urgency`: open, acknowledged, dispatched, then closed; "
+              "critical first within each; then newest first",
+              {"type": "string", "enum": list(ORDERS), "default": "time"}, ""),
 }
 assert set(_QUERY) == set(PARAMS)
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    return [{"name": k, "in": "query", "description": d + (f" ({extra})" if extra else ""),
+             "schema": s} for k, (d, s, extra) in _QUERY.items()]
 
 
 def _transition(action: str) -> dict[str, Any]:
@@ -142,11 +153,8 @@ DOCUMENT: dict[str, Any] = {
         "/api/me": {"get": {"summary": "Who is logged in, with role and scope",
                             "responses": {"200": _json("Me"), "401": UNAUTHORIZED}}},
         "/api/alerts": {"get": {
-            "summary": "Alerts in your scope, newest first",
-            "parameters": [
-                {"name": k, "in": "query", "description": d + (f" ({extra})" if extra else ""),
-                 "schema": s} for k, (d, s, extra) in _QUERY.items()
-            ],
+            "summary": "Alerts in your scope, newest first (or by urgency, `order`)",
+            "parameters": _list_parameters(),
             "responses": {"200": _json("Page"),
                           "400": _error("A bad or unknown parameter, named"),
                           "401": UNAUTHORIZED}}},
@@ -212,12 +220,52 @@ DOCUMENT: dict[str, Any] = {
                                                  "fingerprint, pem}, or the PEM alone",
                                   "content": {"application/json": {},
                                               "application/x-pem-file": {}}}}}},
+        "/api/alerts.csv": {"get": {
+            "summary": "The filtered alert list as CSV (UTF-8 with BOM), newest first, at most "
+                       "10,000 rows; the same filters and scope as /api/alerts; audited",
+            "parameters": [
+                *[p for p in _list_parameters() if p["name"] not in ("limit", "cursor")],
+                {"name": "lang", "in": "query", "schema": {"type": "string",
+                                                           "enum": ["zh", "en"]}},
+                {"name": "tz", "in": "query", "schema": {"type": "string",
+                                                         "example": "Asia/Shanghai"}}],
+            "responses": {"200": {"description": "id, time, type, severity, state, resident, "
+                                                 "location, device, handled_by, times, why, "
+                                                 "ts_ms", "content": {"text/csv": {}}},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
+        "/api/locations/building": {"get": {
+            "summary": "One building as units → floors → households, each with its open "
+                       "alerts (and critical ones) and its devices with a problem, within "
+                       "your scope (not for family users)",
+            "parameters": [{"name": "path", "in": "query", "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the building's path (5 segments)"}],
+            "responses": {"200": {"description": "{building, units: [{name, floors: [{name, "
+                                                 "households: [{path, unit, floor, name, "
+                                                 "active, critical_active, "
+                                                 "device_problems}]}]}]}"},
+                          "400": _error("A bad parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Family users have no building view")}}},
+        "/api/residents": {"get": {
+            "summary": "The people on your board, as your role may see them (police: name, "
+                       "tags, household, phone, the first contact to call; others also age "
+                       "and every contact); ids out of scope are left out; audited",
+            "parameters": [{"name": "ids", "in": "query", "required": True,
+                            "schema": {"type": "string", "example": "r-1,r-2"},
+                            "description": "1 to 100 resident ids, comma-separated"}],
+            "responses": {"200": {"description": "{residents: [{id, name, location, tags, "
+                                                 "phone, age?, contacts: [{name, relation, "
+                                                 "phone}]}]}"},
+                          "400": _error("ids missing, too many or malformed"),
+                          "401": UNAUTHORIZED}}},
         "/api/residents/{id}": {"get": {
-            "summary": "One resident: name, household, tags, bound devices with liveness "
-                       "(family of the resident, workers of the grid, admins; audited)",
+            "summary": "One resident: name, age, household, tags, phone, emergency contacts, "
+                       "bound devices with liveness (family of the resident, workers of the "
+                       "grid, admins; audited)",
             "parameters": [{"name": "id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "{id, name, location, tags, devices: [{site, "
+            "responses": {"200": {"description": "{id, name, age, location, tags, phone, "
+                                                 "contacts, devices: [{site, "
                                                  "id, profile, transport, data, health, "
                                                  "battery, last_seen_ms}]}"},
                           "401": UNAUTHORIZED, "403": _error("Police do not see residents"),

@@ -9,6 +9,7 @@ Every read is audited (`resident_read`, `vitals_read`): names and vitals are per
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,7 @@ NO_RESIDENT = {"error": "no such resident"}
 MAX_POINTS = 2000  # per series: a chart on a screen never needs more
 DEFAULT_SPAN_MS = 24 * 3600 * 1000
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DEVICE_COLUMNS = ("site", "id", "profile", "transport", "data", "health", "battery",
                   "last_seen_ms")
 
@@ -56,8 +58,45 @@ async def _resident(request: web.Request, action: str) -> tuple[Principal, dict[
             await access.audit(who.actor, "resident_denied", resident_id, request.remote,
                                {"action": action})
         raise ResidentRefused(web.json_response(NO_RESIDENT, status=404))
-    return who, {"id": row["id"], "name": row["name"], "location": row["location"],
-                 "tags": list(row["tags"] or []), "devices": bound}
+    return who, {**_person(row, who.role), "devices": bound}
+
+
+def _person(row: Any, role: str) -> dict[str, Any]:
+    """What `role` sees of a resident (docs/access.md): police what a responding officer
+    needs (name, tags, household, the resident's phone and the first contact to call);
+    family, workers and admins also the age and every emergency contact."""
+    contacts = list(row["contacts"] or [])
+    out = {"id": row["id"], "name": row["name"], "location": row["location"],
+           "tags": list(row["tags"] or []), "phone": row["phone"]}
+    if role == "police":
+        return {**out, "contacts": contacts[:1]}
+    year = row["birth_year"]
+    age = time.gmtime().tm_year - year if isinstance(year, int) else None
+    return {**out, "age": age, "contacts": contacts}
+
+
+MAX_PEOPLE = 100  # one board page of residents
+
+
+async def list_people(request: web.Request) -> web.Response:
+    """`GET /api/residents?ids=a,b`: the people on the user's board, as their role may see
+    them; ids out of scope or unknown are left out (indistinguishable). Audited once."""
+    who = access_http.principal(request)
+    raw = request.query.get("ids", "")
+    ids = sorted({i for i in raw.split(",") if i})
+    if not ids or len(ids) > MAX_PEOPLE or not all(_ID.match(i) for i in ids):
+        return web.json_response(
+            {"error": f"ids: 1 to {MAX_PEOPLE} resident ids, comma-separated"}, status=400)
+    async with request.app[api.STORE].engine.connect() as conn:
+        rows = (await conn.execute(
+            select(residents).where(residents.c.id.in_(ids)))).mappings().all()
+    shown = [_person(r, who.role) for r in rows
+             if who.allows({"resident": r["id"], "location": r["location"]})]
+    if shown:
+        await request.app[access_http.ACCESS].audit(
+            who.actor, "residents_listed", ",".join(p["id"] for p in shown)[:200], request.remote,
+            {"count": len(shown)})
+    return web.json_response({"residents": shown})
 
 
 async def get_resident(request: web.Request) -> web.Response:
@@ -121,5 +160,6 @@ async def get_vitals(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/residents", list_people)
     app.router.add_get("/api/residents/{id}", get_resident)
     app.router.add_get("/api/residents/{id}/vitals", get_vitals)

@@ -137,6 +137,11 @@ residents = Table(
     Column("location", String(PATH_LEN), ForeignKey("locations.path"), index=True),
     Column("tags", JSON, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # Revision 0008: what a responder needs to reach and help the person (personal data,
+    # never logged; who sees which is in docs/access.md).
+    Column("birth_year", Integer),
+    Column("phone", String(32)),
+    Column("contacts", JSON, nullable=False, server_default="[]"),  # [{name, relation, phone}]
 )
 
 resident_guardians = Table(
@@ -180,6 +185,9 @@ devices = Table(
     Column("battery", String(16)),
     Column("battery_ms", BigInteger),
     Column("last_seen_ms", BigInteger),  # ts of the newest reading stored
+    # Revision 0008: when the cloud stored the latest liveness change (its own clock): what
+    # the change feed follows to keep open Devices tabs live.
+    Column("changed_ms", BigInteger, index=True),
     PrimaryKeyConstraint("site", "id"),
 )
 

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, event, or_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, case, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloud import migrate
-from cloud.alerts import TRANSITIONS, AlertNotFound, IllegalTransition
+from cloud.alerts import SEVERITY_RANK, STATE_RANK, TRANSITIONS, AlertNotFound, IllegalTransition
 from cloud.schema import alert_transitions, alerts, drop_reports, events, metadata
 from shouwang.protocol import Envelope
 
@@ -165,21 +165,30 @@ class Store:
         state: str | None = None,
         limit: int = 100,
         before_ts: int | None = None,
-        after: tuple[int, str] | None = None,
+        after: tuple[int, str] | tuple[int, int, int, str] | None = None,
         where: Sequence[ColumnElement[bool]] = (),
+        order: str = "time",
     ) -> list[dict[str, Any]]:
-        """Newest first. `after` is the (ts, id) of the last alert of the previous page;
-        `where` adds conditions on the alerts table (filters, a user's scope)."""
-        query = select(alerts).order_by(alerts.c.ts.desc(), alerts.c.id.desc()).limit(limit)
+        """Newest first, or by urgency (state, severity, then newest; cloud.alerts). `after`
+        is the sort key of the last alert of the previous page; `where` adds conditions on the
+        alerts table (filters, a user's scope)."""
+        keys: list[Any] = [alerts.c.ts, alerts.c.id]
+        if order == "urgency":
+            state_rank = case(STATE_RANK, value=alerts.c.state, else_=9)
+            severity_rank = case(SEVERITY_RANK, value=alerts.c.severity, else_=9)
+            keys = [state_rank, severity_rank, *keys]
+            query = select(alerts).order_by(
+                state_rank, severity_rank, alerts.c.ts.desc(), alerts.c.id.desc()
+            )
+        else:
+            query = select(alerts).order_by(alerts.c.ts.desc(), alerts.c.id.desc())
+        query = query.limit(limit)
         if state is not None:
             query = query.where(alerts.c.state == state)
         if before_ts is not None:
             query = query.where(alerts.c.ts < before_ts)
         if after is not None:
-            ts, alert_id = after
-            query = query.where(
-                or_(alerts.c.ts < ts, and_(alerts.c.ts == ts, alerts.c.id < alert_id))
-            )
+            query = query.where(_past(keys, list(after), ascending=len(keys) - 2))
         for condition in where:
             query = query.where(condition)
         async with self.engine.connect() as conn:
@@ -290,6 +299,16 @@ class Store:
             for statement in also:
                 await conn.execute(statement)
         return await self.get_alert(alert_id)
+
+
+def _past(keys: list[Any], values: list[Any], ascending: int) -> ColumnElement[bool]:
+    """Rows after `values` in keyset order: the first `ascending` keys ascend, the rest
+    descend. (a, b, c) after (x, y, z) is a > x, or a = x and (b, c) after (y, z)."""
+    key, value = keys[0], values[0]
+    beyond = key > value if ascending > 0 else key < value
+    if len(keys) == 1:
+        return beyond
+    return or_(beyond, and_(key == value, _past(keys[1:], values[1:], ascending - 1)))
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

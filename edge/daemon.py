@@ -751,7 +751,8 @@ class EdgeDaemon:
         """A camera worker kept a clip or snapshot (edge/video/worker.py): into the evidence
         spool, with the alert it shows. Its envelope id comes from the message, so a
         redelivery adds nothing."""
-        kind = {"clip": ("video/mp4", ".mp4"), "snapshot": ("image/jpeg", ".jpg")}
+        kind = {"clip": ("video/mp4", ".mp4"), "snapshot": ("image/jpeg", ".jpg"),
+                "crop": ("image/jpeg", ".jpg")}
         for field_name, (content_type, suffix) in kind.items():
             digest = event.data.get(field_name)
             if not isinstance(digest, str) or self.video is None:

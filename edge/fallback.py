@@ -21,6 +21,7 @@ from pydantic import Field
 from shouwang.clock import Clock
 from shouwang.config import ConfigError, Strict
 from shouwang.mqtt import MqttClient, MqttError
+from shouwang.vocabulary import headline
 
 log = logging.getLogger(__name__)
 LOCAL_ALARM_TOPIC = "local/alarm"
@@ -103,7 +104,7 @@ class LocalFallback:
                 self.failures += 1
                 log.error("local alarm for %s not published: %s", alert["id"], err)
             if self._notifier:
-                title = f"[{body['severity'].upper()}] {body['type']} at site {alert['site']}"
+                title = f"{headline(body['type'], body['severity'])}: site {alert['site']}"
                 where = body.get("location") or "no location on record"
                 text = (
                     f"{body['type']} from device {alert['device']} ({where}); alert {alert['id']}."

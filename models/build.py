@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
+sys.path.insert(0, str(HERE))  # the converters next to this script
 
 from edge.video.models import ModelEntry, ModelSource, load_manifest, sha256_hex  # noqa: E402
 
@@ -101,7 +103,46 @@ def extract(entry: ModelEntry, archive: Path) -> bytes:
         if not source.symbol:
             raise BuildError(f"{entry.file}: extract python_bytes needs `symbol`")
         data = python_bytes(data, source.symbol, f"{source.artifact}:{source.member}")
+    elif source.extract == "faceapi_dlib":
+        data = faceapi_dlib_onnx(archive, source.member, data)
+    elif source.extract == "tflite":
+        data = tflite_to_onnx(entry, data)
     return data
+
+
+def tflite_to_onnx(entry: ModelEntry, tflite_bytes: bytes) -> bytes:
+    """A float TFLite network as ONNX (models/tflite_onnx.py), its input normalised in-graph."""
+    from tflite_onnx import ConversionError, convert
+
+    if entry.source.normalise is None:
+        raise BuildError(f"{entry.file}: extract tflite needs `normalise: [mean, scale]`")
+    mean, scale = entry.source.normalise
+    try:
+        return convert(tflite_bytes, Path(entry.file).stem, mean=mean, scale=scale)
+    except ConversionError as err:
+        raise BuildError(f"{entry.source.member}: {err}") from err
+    except ImportError as err:
+        raise BuildError(f"converting {entry.source.member} needs the `onnx` and `tflite` "
+                         f"packages: {err}") from err
+
+
+def faceapi_dlib_onnx(archive: Path, member: str, manifest_json: bytes) -> bytes:
+    """dlib's face descriptor as ONNX, from face-api's weights manifest and the weights file it
+    names (in the same folder of the package)."""
+    from faceapi_dlib import ConversionError, convert
+
+    try:
+        paths = json.loads(manifest_json)[0]["paths"]
+    except (ValueError, LookupError, TypeError) as err:
+        raise BuildError(f"{member}: not a TensorFlow.js weights manifest: {err}") from err
+    folder = member.rsplit("/", 1)[0]
+    weights = b"".join(read_member(archive, f"{folder}/{p}") for p in paths)
+    try:
+        return convert(manifest_json, weights)
+    except ConversionError as err:
+        raise BuildError(f"{member}: {err}") from err
+    except ImportError as err:
+        raise BuildError(f"converting {member} needs the `onnx` package: {err}") from err
 
 
 def build(name: str, entry: ModelEntry, archive: Path | None = None) -> bytes:

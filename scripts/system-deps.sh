@@ -22,6 +22,7 @@ NEEDED=(
   "/usr/lib/*/gstreamer-1.0/libgstlibav.so:gstreamer1.0-libav"        # avdec_h264 (file faults)
   "/usr/bin/ffmpeg:ffmpeg"               # real H.264 MP4 clips for the evidence tests
   "/usr/bin/openssl:openssl"             # checks evidence signatures as a court would (docs/evidence.md)
+  "/usr/bin/npm:npm"                     # axe-core for the accessibility tests (tests/browser/axe)
 )
 
 missing=()

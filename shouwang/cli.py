@@ -1,4 +1,4 @@
-"""The one command line: `shouwang edge|cloud|sim|evidence|demo ...`."""
+"""The one command line: `shouwang edge|cloud|sim|video|face|evidence|demo ...`."""
 
 from __future__ import annotations
 
@@ -70,7 +70,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sim_button(args: argparse.Namespace) -> int:
     from simulators.button import run
 
-    broker = BrokerConfig(host=args.host, port=args.port)
+    # A device's account is named by its id (`shouwang edge provision`).
+    broker = BrokerConfig(
+        host=args.host, port=args.port, password_file=args.password_file,
+        username=args.device if args.password_file else None,
+    )
     return _run("sim", run(broker, args.device, args.every, args.count))
 
 
@@ -109,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     ec = edge.add_parser("check", help="validate a site YAML file and exit")
     ec.add_argument("--config", type=Path, required=True)
     ec.set_defaults(fn=cmd_check, kind="edge")
+    from edge.provision import add_parser as add_edge_provision
+
+    add_edge_provision(edge)
 
     cloud = sub.add_parser("cloud", help="the cloud aggregator").add_subparsers(
         dest="sub", required=True
@@ -125,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     from cloud.access.cli import add_parsers as add_user_parsers
 
     add_user_parsers(cloud)
+    from cloud.provision import add_parser as add_cloud_provision
+
+    add_cloud_provision(cloud)
     # Admin commands of the cloud (imports here; user commands beside them).
     ci = cloud.add_parser("import", help="import rows from CSV or YAML: all or nothing")
     ci.add_argument("kind", choices=["sites", "locations", "residents", "devices"])
@@ -139,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--device", default="btn-0001", help="device id")
     sb.add_argument("--every", type=float, default=None, help="press every N seconds")
     sb.add_argument("--count", type=int, default=None, help="stop after N presses")
+    sb.add_argument("--password-file", type=Path, default=None,
+                    help="the device's broker password (its account is its id); none: anonymous")
     sb.set_defaults(fn=cmd_sim_button)
     from simulators.camera import add_parser as add_camera_parser
 
@@ -146,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
     from edge.video.offline import add_parser as add_video_parser
 
     add_video_parser(sub)
+    from edge.video.face.enrol import add_parser as add_face_parser
+
+    add_face_parser(sub)
 
     evidence = sub.add_parser("evidence", help="evidence packages").add_subparsers(
         dest="sub", required=True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,14 @@ from typing import Any
 
 import yaml
 
+from cloud.provision import (
+    CLOUD_ACCOUNT,
+    CLOUD_PASSWORD_FILE,
+    SITE_BROKER_PASSWORD,
+    SITE_EVIDENCE_TOKEN,
+    SITE_TOKENS_FILE,
+)
+from edge.provision import EDGE_ACCOUNT, EDGE_PASSWORD_FILE
 from shouwang.services import Mosquitto, ServiceError, free_port, wait_port
 
 log = logging.getLogger(__name__)
@@ -116,8 +123,11 @@ class Demo:
                 f"  A simulated gate camera ({DEMO_CAMERA}, rtsp://127.0.0.1:{self.camera.port}/"
                 f"{DEMO_CAMERA}) has its lens covered for {COVER_FOR_S} s once a minute:\n"
                 f"  a tamper alert with a snapshot and a clip, then its recovery.\n"
+                f"  Both brokers refuse anonymous clients; each device and the site have\n"
+                f"  their own accounts and ACLs (docs/provisioning.md).\n"
                 f"  Press one yourself: .venv/bin/shouwang sim button "
-                f"--port {self.brokers[0].port} --device btn-demo-0001\n"
+                f"--port {self.brokers[0].port} --device btn-demo-0001 --password-file "
+                f"{self.device_password('btn-demo-0001')}\n"
                 f"  Logs: {self.dir}/*.log   Stop: Ctrl-C\n",
                 flush=True,
             )
@@ -146,32 +156,29 @@ class Demo:
 
     def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        edge_broker = Mosquitto(self.dir / "edge-broker", name="edge broker")
-        cloud_broker = Mosquitto(self.dir / "cloud-broker", name="cloud broker")
-        for broker in (edge_broker, cloud_broker):
-            broker.start()
-            self.brokers.append(broker)
+        # Both brokers as in production: no anonymous client, an account per device and per
+        # site, the ACLs `shouwang edge|cloud provision` write (docs/provisioning.md).
+        edge_accounts = self.dir / "edge-broker-accounts"
+        cloud_accounts = self.dir / "cloud-broker-accounts"
+        edge_broker = Mosquitto(self.dir / "edge-broker", name="edge broker",
+                                accounts=edge_accounts)
+        cloud_broker = Mosquitto(self.dir / "cloud-broker", name="cloud broker",
+                                 accounts=cloud_accounts)
+        site_files = self._provision_cloud(cloud_accounts)
         database_url = f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite"
         cloud_cfg = {
-            "broker": {"port": cloud_broker.port},
+            "broker": {"port": cloud_broker.port, "username": CLOUD_ACCOUNT,
+                       "password_file": str(cloud_accounts / CLOUD_PASSWORD_FILE)},
             "database_url": database_url,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "worker_id": "demo-cloud-1",
             "escalation": {"file": str(self.dir / "escalation.yaml")},
+            "evidence": {
+                "dir": str(self.dir / "evidence"),
+                "site_tokens_file": str(cloud_accounts / SITE_TOKENS_FILE),
+            },
         }
         (self.dir / "escalation.yaml").write_text(yaml.safe_dump(DEMO_ESCALATION))
-        # The site's evidence upload token: the gateway keeps it, the cloud its hash.
-        token_file = self.dir / "site.token"
-        if not token_file.exists():
-            token_file.touch(mode=0o600)
-            token_file.write_text(secrets.token_urlsafe(32))
-        (self.dir / "site-tokens.yaml").write_text(yaml.safe_dump(
-            {DEMO_SITE: hashlib.sha256(token_file.read_text().strip().encode()).hexdigest()}
-        ))
-        cloud_cfg["evidence"] = {
-            "dir": str(self.dir / "evidence"),
-            "site_tokens_file": str(self.dir / "site-tokens.yaml"),
-        }
         camera_password = self.dir / "camera.pw"
         if not camera_password.exists():
             camera_password.touch(mode=0o600)
@@ -180,13 +187,15 @@ class Demo:
         edge_http_port = free_port()
         edge_cfg = {
             "site": DEMO_SITE,
-            "edge_broker": {"port": edge_broker.port},
-            "cloud_broker": {"port": cloud_broker.port},
+            "edge_broker": {"port": edge_broker.port, "username": EDGE_ACCOUNT,
+                            "password_file": str(edge_accounts / EDGE_PASSWORD_FILE)},
+            "cloud_broker": {"port": cloud_broker.port, "username": DEMO_SITE,
+                             "password_file": str(site_files / SITE_BROKER_PASSWORD)},
             "data_dir": str(self.dir / "edge"),
             "http": {"host": "127.0.0.1", "port": edge_http_port},
             "devices": DEMO_DEVICES,
             "evidence": {"url": f"http://127.0.0.1:{self.http_port}",
-                         "token_file": str(token_file)},
+                         "token_file": str(site_files / SITE_EVIDENCE_TOKEN)},
             "cameras": [{
                 "id": DEMO_CAMERA, "url": f"rtsp://127.0.0.1:{self.camera.port}/{DEMO_CAMERA}",
                 "username": "viewer", "password_file": str(camera_password),
@@ -195,6 +204,10 @@ class Demo:
                 "record": {"pre_s": 5, "post_s": 10},
             }],
         }
+        self._provision_edge(edge_cfg, edge_accounts)
+        for broker in (edge_broker, cloud_broker):
+            broker.start()
+            self.brokers.append(broker)
         (self.dir / "cloud.yaml").write_text(yaml.safe_dump(cloud_cfg, allow_unicode=True))
         asyncio.run(self._register_site(database_url))
         self.passwords = asyncio.run(self._demo_users(database_url))
@@ -213,10 +226,37 @@ class Demo:
                 str(edge_broker.port),
                 "--device",
                 "btn-demo-0001",
+                "--password-file",
+                str(self.device_password("btn-demo-0001")),
                 "--every",
                 str(PRESS_EVERY_S),
             ],
         )
+
+    def device_password(self, device: str) -> Path:
+        """Where the demo keeps a simulated device's broker password (a real installer
+        writes the printed password into the device instead)."""
+        return self.dir / "device-passwords" / f"{device}.password"
+
+    def _provision_edge(self, edge_cfg: dict[str, Any], accounts: Path) -> None:
+        from edge.config import EdgeConfig
+        from edge.provision import mqtt_devices, provision
+        from shouwang.broker_accounts import write_private
+
+        config = EdgeConfig.model_validate(edge_cfg)
+        # A device whose password the demo no longer has gets a new one.
+        lost = [d for d in mqtt_devices(config) if not self.device_password(d).exists()]
+        issued = provision(config, accounts, rotate=lost).issued
+        for device, password in issued.items():
+            write_private(self.device_password(device), password + "\n")
+
+    def _provision_cloud(self, accounts: Path) -> Path:
+        from cloud.provision import provision, site_dir
+
+        files = site_dir(accounts, DEMO_SITE)
+        complete = all((files / f).exists() for f in (SITE_BROKER_PASSWORD, SITE_EVIDENCE_TOKEN))
+        provision(accounts, DEMO_SITE, rotate=not complete)
+        return files
 
     async def _register_site(self, database_url: str) -> None:
         """The demo site, its places, resident and devices (the camera too) in the cloud's

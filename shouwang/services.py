@@ -6,6 +6,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,13 +44,16 @@ class Mosquitto:
 
     def __init__(
         self, directory: Path, port: int | None = None, name: str = "broker",
-        listener: list[str] | None = None,
+        listener: list[str] | None = None, accounts: Path | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.name = name
         # Further settings of the one listener (TLS: cafile, certfile, keyfile, ...).
         self.listener = listener or []
+        # A directory with the `passwd` and `acl` that `shouwang edge|cloud provision` wrote:
+        # then no anonymous client, and every account only where its ACL lets it.
+        self.accounts = accounts
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,7 +69,7 @@ class Mosquitto:
                     *self._run_as(),
                     f"listener {self.port} 127.0.0.1",
                     *self.listener,
-                    "allow_anonymous true",
+                    *self._auth(),
                     "persistence true",
                     f"persistence_location {self.directory}/",
                     "autosave_interval 1",
@@ -85,6 +89,21 @@ class Mosquitto:
             )
         )
         return conf
+
+    def _auth(self) -> list[str]:
+        if self.accounts is None:
+            return ["allow_anonymous true"]
+        return [
+            "allow_anonymous false",
+            f"password_file {self.accounts / 'passwd'}",
+            f"acl_file {self.accounts / 'acl'}",
+        ]
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password file and ACL again (an account added,
+        rotated or revoked takes effect for the next connection)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     def _run_as(self) -> list[str]:
         """Started as root, mosquitto drops to the `mosquitto` user, which cannot write

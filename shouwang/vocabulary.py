@@ -31,3 +31,20 @@ def alert_types() -> dict[str, TypeNames]:
 def vocabulary() -> dict[str, object]:
     """What the dashboards fetch: every type's names, in order."""
     return {"types": [{"type": t, **n.model_dump()} for t, n in alert_types().items()]}
+
+
+SEVERITY_NAMES = {
+    "critical": TypeNames(zh="紧急", en="critical"),
+    "high": TypeNames(zh="高", en="high"),
+    "medium": TypeNames(zh="中", en="medium"),
+    "low": TypeNames(zh="低", en="low"),
+    "info": TypeNames(zh="提示", en="info"),
+}
+
+
+def headline(alert_type: str, severity: str) -> str:
+    """A notification's title, for a reader in either language: "[紧急] 一键求助 · SOS"."""
+    names = alert_types().get(alert_type)
+    sev = SEVERITY_NAMES.get(severity)
+    what = f"{names.zh} · {names.en}" if names else alert_type
+    return f"[{sev.zh if sev else severity}] {what}"

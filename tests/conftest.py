@@ -179,13 +179,16 @@ def broker(_session_broker: Mosquitto) -> Mosquitto:
 
 
 @pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[[str], Mosquitto]]:
-    """Private brokers for tests that stop, restart or kill them."""
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Private brokers for tests that stop, restart or kill them. `accounts`: the directory
+    `shouwang edge|cloud provision` writes (see `with_accounts`); `start=False` leaves the
+    start to the test, once it has provisioned them (it is stopped here all the same)."""
     started: list[Mosquitto] = []
 
-    def make(name: str) -> Mosquitto:
-        b = Mosquitto(tmp_path / name, name=name)
-        b.start()
+    def make(name: str, *, accounts: Path | None = None, start: bool = True) -> Mosquitto:
+        b = Mosquitto(tmp_path / name, name=name, accounts=accounts)
+        if start:
+            b.start()
         started.append(b)
         return b
 
@@ -232,6 +235,48 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victo
 
 def broker_config(b: Mosquitto) -> BrokerConfig:
     return BrokerConfig(host="127.0.0.1", port=b.port)
+
+
+# Run the tests that offer it (the scenarios' `community`) with brokers that have accounts and
+# ACLs, as deployed: SHOUWANG_TEST_BROKER_ACL=1 pytest tests/scenarios
+BROKER_ACL = os.environ.get("SHOUWANG_TEST_BROKER_ACL") == "1"
+
+
+def with_accounts(
+    econf: EdgeConfig, cconf: CloudConfig, directory: Path
+) -> tuple[EdgeConfig, CloudConfig, Callable[[str], BrokerConfig]]:
+    """Provision the site's accounts as an installer does (`shouwang edge provision`, `cloud
+    provision`) into `directory/edge-accounts` and `directory/cloud-accounts`; the edge and
+    cloud configs with their credentials, and each device's broker config by its id."""
+    from cloud import provision as cloud_provision
+    from edge import provision as edge_provision
+
+    edge_dir, cloud_dir = directory / "edge-accounts", directory / "cloud-accounts"
+    issued = edge_provision.provision(econf, edge_dir).issued
+    cloud_provision.provision(cloud_dir, econf.site)
+    site_files = cloud_provision.site_dir(cloud_dir, econf.site)
+    econf = econf.model_copy(update={
+        "edge_broker": econf.edge_broker.model_copy(update={
+            "username": edge_provision.EDGE_ACCOUNT,
+            "password_file": edge_dir / edge_provision.EDGE_PASSWORD_FILE}),
+        "cloud_broker": econf.cloud_broker.model_copy(update={
+            "username": econf.site,
+            "password_file": site_files / cloud_provision.SITE_BROKER_PASSWORD}),
+    })
+    cconf = cconf.model_copy(update={"broker": cconf.broker.model_copy(update={
+        "username": cloud_provision.CLOUD_ACCOUNT,
+        "password_file": cloud_dir / cloud_provision.CLOUD_PASSWORD_FILE})})
+    secrets = directory / "device-passwords"
+    secrets.mkdir(parents=True, exist_ok=True)
+    for device, password in issued.items():
+        (secrets / device).write_text(password)
+
+    def device(device_id: str) -> BrokerConfig:
+        return econf.edge_broker.model_copy(
+            update={"username": device_id, "password_file": secrets / device_id}
+        )
+
+    return econf, cconf, device
 
 
 # --- edge and cloud in-process -------------------------------------------------------------

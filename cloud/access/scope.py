@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, or_, true
 
 from cloud.store import alerts
+from shouwang.explain import explain
+from shouwang.vocabulary import LANGUAGES
 
 ROLES = ("police", "worker", "family", "admin")
 # Segments of district/street/community/grid: a community worker's scope is a grid or below.
@@ -38,7 +40,7 @@ ACTIONS: dict[str, frozenset[str]] = {
 # what event, not the readings it fired on (`why.data`, thresholds' values, vitals).
 SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary", "who", "what", "why",
                            "evidence"})
-SHARED_WHY = frozenset({"rule", "type", "event"})
+SHARED_WHY = frozenset({"rule", "type", "event", "cancel_window_s", "reason"})
 FULL_DETAIL_ROLES = frozenset({"family", "admin"})
 
 
@@ -119,6 +121,8 @@ class Principal:
                     {k: v for k, v in why.items() if k in SHARED_WHY}
                     if isinstance(why, dict) else {}
                 )
+        # Why it was raised, as a sentence, from what this role may see (shouwang/explain.py).
+        out["explain"] = {lang: explain(out, lang) for lang in LANGUAGES}
         return out
 
     def may(self, action: str) -> bool:

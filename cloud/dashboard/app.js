@@ -10,6 +10,7 @@ import { showDevices } from "./js/devices.js";
 import { Places } from "./js/places.js";
 import { ResidentView } from "./js/resident.js";
 import { beep, refreshSound, setupSound } from "./js/sound.js";
+import { notify } from "./js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
 const loginForm = $("#login");
@@ -46,7 +47,7 @@ function jurisdictions(me) {
 }
 
 function showBoard(me) {
-  $("#user").textContent = `${me.display_name} (${me.role})`;
+  $("#user").textContent = `${me.display_name} (${label("role", me.role)})`;
   loginForm.hidden = true;
   $("#who").hidden = false;
   $("#sound").hidden = false;
@@ -63,8 +64,12 @@ function showBoard(me) {
   });
   window.shouwang = { board, detail }; // for the browser tests' measurements
   places = new Places($("#places"), choosePlace);
+  places.canSeeBuildings = me.role !== "family";
   jurisdictions(me);
-  for (const key of ["state", "type", "severity", "location"]) $(`#f-${key}`).value = board.filters[key];
+  for (const key of ["state", "type", "severity", "location", "q", "from", "to"]) {
+    $(`#f-${key}`).value = board.filters[key];
+  }
+  showExport();
   if ($("#f-location").value !== board.filters.location) $("#f-location").value = "";
   places.show(board.filters.location).catch(report);
   connect();
@@ -72,13 +77,13 @@ function showBoard(me) {
 
 function report(err) {
   const banner = $("#critical");
-  banner.textContent = t("error.generic", { error: err.message });
+  banner.querySelector(".text").textContent = t("error.generic", { error: err.message });
   banner.hidden = false;
 }
 
 async function choosePlace(path) {
   $("#f-location").value = [...$("#f-location").options].some((o) => o.value === path) ? path : "";
-  await Promise.all([places.show(path), board.setFilters({ location: path }),
+  await Promise.all([places.show(path), board.setFilters({ location: path }).then(showExport),
     $("#devices").hidden ? null : showDevices($("#devices"), path)]);
 }
 
@@ -94,6 +99,7 @@ function showView(name) {
 
 async function acknowledge(id, button) {
   button.disabled = true;
+  pending.delete(id);
   try {
     const alert = await api(`/api/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
     board.apply(alert, false);
@@ -122,25 +128,75 @@ function needsCue(alert) {
   return null;
 }
 
+// A cue repeats until the alert is no longer open (someone acknowledged it) or the duty
+// officer silences it; a hidden tab also gets a system notification.
+const CUE_REPEAT_MS = 15000;
+const pending = new Set(); // ids whose cue repeats
+let repeatTimer = null;
+
 function cue(alert) {
+  if (alert.state !== "open") pending.delete(alert.id);
   const key = needsCue(alert);
   if (!key) return;
-  beep();
-  document.body.dataset.cues = String(Number(document.body.dataset.cues || 0) + 1);
-  const banner = $("#critical");
-  banner.textContent = t(key, {
+  const text = t(key, {
     type: label("type", alert.type), where: alert.location || alert.device,
     n: (alert.repeats || 0) + 1,
   });
+  beep();
+  notify(t("cue.notify_title", { type: label("type", alert.type) }), text, alert);
+  document.body.dataset.cues = String(Number(document.body.dataset.cues || 0) + 1);
+  const banner = $("#critical");
+  banner.querySelector(".text").textContent = text;
   banner.dataset.alert = alert.id;
   banner.hidden = false;
+  if (alert.state === "open") pending.add(alert.id);
+  if (!repeatTimer) {
+    repeatTimer = setInterval(() => {
+      if (pending.size) beep(true);
+      else { clearInterval(repeatTimer); repeatTimer = null; }
+    }, CUE_REPEAT_MS);
+  }
+}
+
+function silence() {
+  pending.clear();
+  $("#critical").hidden = true;
+}
+
+// The tab title counts unhandled critical alerts in the user's scope: "(2) 守望 · 告警".
+let criticalOpen = 0;
+function showTitle() {
+  document.title = (criticalOpen ? `(${criticalOpen >= 500 ? "500+" : criticalOpen}) ` : "")
+    + t("app.title");
+  document.body.dataset.criticalOpen = String(criticalOpen);
+}
+async function countCritical() {
+  const data = await api("/api/alerts?state=open&severity=critical&limit=500");
+  criticalOpen = data.alerts.length;
+  showTitle();
 }
 
 // Place counts follow live changes, at most one request a second however busy the stream.
 let placesTimer = null;
 function refreshPlaces() {
   if (placesTimer) return;
-  placesTimer = setTimeout(() => { placesTimer = null; places.show(places.prefix).catch(report); }, 1000);
+  placesTimer = setTimeout(() => {
+    placesTimer = null;
+    places.show(places.prefix).catch(report);
+    countCritical().catch(report);
+  }, 1000);
+}
+
+// A device changed (offline, stale, faulty, battery): the Devices tab and a building on
+// screen follow, at most once a second.
+let devicesTimer = null;
+function refreshDevices() {
+  if (devicesTimer) return;
+  devicesTimer = setTimeout(() => {
+    devicesTimer = null;
+    if (!$("#devices").hidden) showDevices($("#devices"), board.filters.location).catch(report);
+    else if ($("#places .building")) places.show(places.prefix).catch(report);
+  }, 1000);
 }
 
 function connect(delay = 500) {
@@ -152,9 +208,11 @@ function connect(delay = 500) {
     // happened while away shows, without a gap (live changes are registered before it).
     if (data.type === "snapshot") {
       board.load("initial").catch(report);
+      countCritical().catch(report);
       data.alerts.forEach(cue); // what happened while this board was away is cued too
     }
     if (data.type === "alert") { board.apply(data.alert, true); cue(data.alert); refreshPlaces(); }
+    if (data.type === "device") refreshDevices();
     if (data.type === "alert_updated") {
       board.apply(data.alert, false);
       cue(data.alert);
@@ -193,14 +251,30 @@ $("#logout").addEventListener("click", async () => {
   showLogin();
 });
 
-for (const [id, key] of [["#f-state", "state"], ["#f-type", "type"], ["#f-severity", "severity"]]) {
-  $(id).addEventListener("change", (e) => board.setFilters({ [key]: e.target.value }).catch(report));
+for (const [id, key] of [["#f-state", "state"], ["#f-type", "type"], ["#f-severity", "severity"],
+  ["#f-from", "from"], ["#f-to", "to"]]) {
+  $(id).addEventListener("change", (e) => board.setFilters({ [key]: e.target.value })
+    .then(showExport).catch(report));
 }
+// Search as one types, once the typing pauses.
+let searchTimer = null;
+$("#f-q").addEventListener("input", (e) => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => board.setFilters({ q: e.target.value }).then(showExport)
+    .catch(report), 300);
+});
+$("#filters").addEventListener("submit", (e) => e.preventDefault());
+// The export link carries the board's filters; the download is audited by the server.
+function showExport() { $("#export").href = board.exportUrl(currentLang()); }
 $("#f-location").addEventListener("change", (e) => choosePlace(e.target.value).catch(report));
 $("#pager .prev").addEventListener("click", () => board.goto(board.page - 1).catch(report));
 $("#pager .next").addEventListener("click", () => board.goto(board.page + 1).catch(report));
 $("#newer").addEventListener("click", () => board.goto(0).catch(report));
-$("#critical").addEventListener("click", () => { $("#critical").hidden = true; });
+$("#silence").addEventListener("click", (e) => { e.stopPropagation(); silence(); });
+$("#critical").addEventListener("click", () => {
+  const id = $("#critical").dataset.alert;
+  if (id && detail) detail.open(id).catch(report);
+});
 $("#tab-alerts").addEventListener("click", () => showView("alerts"));
 $("#tab-devices").addEventListener("click", () => showView("devices"));
 
@@ -209,6 +283,7 @@ langSelect.value = currentLang();
 langSelect.addEventListener("change", () => setLang(langSelect.value));
 onLangChange(() => {
   setConn(connState, conn.classList.contains("up"));
+  showTitle();
   refreshSound();
   if (board) { board.relabel(); places.show(places.prefix).catch(report); }
   if (detail && detail.id) detail.render();
@@ -225,6 +300,7 @@ function typeOptions() {
 }
 
 setupSound($("#sound"));
+setInterval(() => board && board.tick(), 30000);
 loadVocabulary().catch(report).finally(() => {
   typeOptions();
   translate(document);

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from shouwang.vocabulary import headline
+
 # Life-safety and critical alerts are never rate-limited or digested.
 CRITICAL = "critical"
 
@@ -51,12 +53,13 @@ class AlertSummary:
         return self.severity == CRITICAL or self.life_safety
 
     def title(self) -> str:
-        return f"[{self.severity.upper()}] {self.type}"
+        """Named from the one vocabulary, in both languages: "[紧急] 一键求助 · SOS"."""
+        return headline(self.type, self.severity)
 
     def line(self) -> str:
         where = self.location or f"site {self.site}"
-        again = f", {self.repeats + 1} times" if self.repeats else ""
-        return f"{self.severity} {self.type} at {where}{again} (alert {self.id})"
+        again = f", {self.repeats + 1} 次 / times" if self.repeats else ""
+        return f"{headline(self.type, self.severity)}: {where}{again} (alert {self.id})"
 
 
 @dataclass(frozen=True, slots=True)

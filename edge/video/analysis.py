@@ -3,9 +3,11 @@
 Cheap before dear: every frame is decoded (H.264 needs it), but only `detect.fps` frames a
 second are analysed, each scaled to `detect.width` and made grey by FFmpeg's scaler (no colour
 conversion of the full frame), privacy masks blacked out first. Motion runs on each analysed
-frame; camera health (tamper) judges one a second; analytics (face, throw: later issues) run
-only where and when something moved. Events carry the stream time `t_ms`, never the wall
-clock, so `shouwang video analyze` on a file gives the events the daemon would have.
+frame; camera health (tamper) judges one a second; analytics run only where and when
+something moved: `face` (edge/video/face/) looks for faces in the moving regions of the
+full-resolution frame and matches them against the gateway's watchlist. Events carry the
+stream time `t_ms`, never the wall clock, so `shouwang video analyze` on a file gives the
+events the daemon would have.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from edge.video.config import CameraConfig
 from edge.video.events import CameraEvent
+from edge.video.face.pipeline import FaceMatch, FacePipeline, WatchlistSource
 from edge.video.frames import polygon_mask, scaled_size
 from edge.video.health import CameraHealth, is_colour
 from edge.video.motion import Box, MotionDetector
@@ -32,10 +36,11 @@ class Analysed:
     t_ms: int
     events: list[CameraEvent] = field(default_factory=list)
     motion: list[Box] = field(default_factory=list)
+    faces: list[FaceMatch] = field(default_factory=list)  # its events are in `events` too
 
 
 class Analyzer:
-    def __init__(self, config: CameraConfig) -> None:
+    def __init__(self, config: CameraConfig, watchlist: WatchlistSource | None = None) -> None:
         self.config = config
         self.interval_ms = 1000.0 / config.detect.fps
         self.size: tuple[int, int] | None = None  # the source frames' (width, height)
@@ -46,6 +51,11 @@ class Analyzer:
         self._health = CameraHealth(config.health, camera=config.id)
         self._mask: np.ndarray | None = None
         self._work: tuple[int, int] = (0, 0)
+        self.face: FacePipeline | None = None
+        if "face" in config.analytics:
+            source = watchlist or WatchlistSource(None, config.face.reload_s,
+                                                  config.face.embedder.model)
+            self.face = FacePipeline(config.face, source)
 
     def due(self, t_ms: int) -> bool:
         """Whether the frame at `t_ms` is one to analyse (detect.fps of them a second)."""
@@ -72,7 +82,20 @@ class Analyzer:
         # One tamper alert per camera whatever the causes: it clears when the last one does.
         active = self._health.active
         out.events = [e for e in events if e.type != "tamper_cleared" or not active]
+        if self.face is not None:
+            motion = [self.scale_box(b) for b in out.motion]
+            if motion or self.face.tracker.tracks:
+                out.faces = self.face.process(self._colour(frame), motion, t_ms)
+                out.events += [f.event for f in out.faces]
         return out
+
+    def _colour(self, frame: Any) -> np.ndarray:
+        """The full-resolution BGR frame, privacy masks blacked out (faces are looked for
+        there: at the analysed width a face at the gate is too small to recognise)."""
+        bgr: np.ndarray = frame.to_ndarray(format="bgr24")
+        for polygon in self.config.privacy_masks:
+            cv2.fillPoly(bgr, [np.array(polygon, np.int32)], (0, 0, 0))
+        return bgr
 
     def _resize(self, size: tuple[int, int]) -> None:
         """A new stream size (first frame, or the camera changed it mid-stream)."""

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from edge.video.face.config import FaceConfig
 from edge.video.health import HealthConfig
 from edge.video.motion import MotionConfig
 from shouwang.config import ConfigError, Strict
@@ -101,6 +102,9 @@ class CameraConfig(Strict):
     )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gating")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Tamper detection")
+    face: FaceConfig = Field(
+        default_factory=FaceConfig, description="Face watchlist analytics (`analytics: [face]`)"
+    )
 
     @field_validator("url")
     @classmethod

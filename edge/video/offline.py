@@ -6,6 +6,11 @@ milliseconds from the start of the input (the stream's own timestamps, not the w
 so a replayed clip gives the same events at the same times as the daemon did live. The
 format is an interface (docs/video.md): installers tune a camera with it, testers and
 evaluators replay clips through it.
+
+A camera with `analytics: [face]` matches faces against the people enrolled with `shouwang
+face enroll` on `--data-dir` and prints one line per match (a track that reached its list's
+hits): `{"type": "face_match", "t_ms": 4200, "person": "P-0042", "list": "police",
+"score": 0.951, "track": "3"}`. Faces that matched no one print nothing.
 """
 
 from __future__ import annotations
@@ -22,18 +27,27 @@ import orjson
 
 from edge.video.analysis import Analyzer
 from edge.video.config import CameraConfig
+from edge.video.face.pipeline import WatchlistSource
+from edge.video.face.store import WatchlistError, WatchlistStore
 from edge.video.stream import StreamError, open_stream
 from shouwang.config import ConfigError, load_yaml
 
 EXIT_BAD_INPUT = 2
+DEFAULT_DATA_DIR = Path("var/edge")
 
 
 def analyze(
     camera: CameraConfig, source: str, out: IO[bytes], seconds: float | None = None,
+    data_dir: Path = DEFAULT_DATA_DIR,
 ) -> dict[str, Any]:
     """Analyse `source` (a file, or a URL for `seconds`); write events to `out`; a summary."""
+    watchlist = None
+    if "face" in camera.analytics:
+        store = WatchlistStore(data_dir)
+        store.load()  # a missing key is the user's error to hear now, not a silent no-match
+        watchlist = WatchlistSource(store, camera.face.reload_s, camera.face.embedder.model)
     opened = open_stream(camera, source=source, timeout_s=10.0)
-    analyzer = Analyzer(camera)
+    analyzer = Analyzer(camera, watchlist)
     counts = {"frames": 0, "events": 0, "bad_packets": 0}
     started = time.monotonic()
     first: float | None = None
@@ -82,9 +96,9 @@ def add_parser(sub: Any) -> None:
                     help="EVENTS.jsonl (default: standard output)")
     va.add_argument("--seconds", type=float, default=None,
                     help="read a live URL this long (required for rtsp://)")
-    va.add_argument("--data-dir", type=Path, default=None,
-                    help="the gateway data directory whose state it uses (enrolled faces, "
-                    "later); default: the one in site.yaml, else var/edge")
+    va.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                    help="the gateway data directory whose enrolled faces it matches "
+                    "(`shouwang face enroll --data-dir`); default var/edge")
     va.set_defaults(fn=cmd_analyze)
 
 
@@ -98,8 +112,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
     try:
-        summary = analyze(camera, args.input, out, args.seconds)
-    except StreamError as err:
+        summary = analyze(camera, args.input, out, args.seconds, args.data_dir)
+    except (StreamError, WatchlistError) as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:

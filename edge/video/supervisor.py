@@ -152,6 +152,7 @@ class CameraSupervisor:
             "camera": camera.model_dump(mode="json"),
             "broker": self.broker.model_dump(mode="json"),
             "evidence_dir": str(path.parent / "evidence"),
+            "data_dir": str(self.data_dir),  # the watchlist store (analytics: [face])
         }
         path.write_bytes(orjson.dumps(spec))
         return open(path.parent / "worker.out", "ab")

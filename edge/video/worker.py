@@ -10,8 +10,9 @@ minute (fps, analysed fps, resolution, bit rate, undecodable packets) and `dev/{
 `stream_lost` after `stall_timeout_s` without a frame, `stream_restored`, `gap` (every gap in
 frames of `gap_min_s` or more, when it ends: the ledger that tells "no video" from "no
 detections"), `auth_failed` (once, not a retry loop), `tamper` / `tamper_cleared` (cause:
-occluded, defocused, moved) and `evidence` (a clip or snapshot of an event is kept). The table
-of events and fields is in docs/video.md.
+occluded, defocused, moved), `watchlist_hit` (analytics: [face]: a face track matched a person
+on one of the gateway's watchlists, edge/video/face/) and `evidence` (a clip, snapshot or face
+crop of an event is kept). The table of events and fields is in docs/video.md.
 
 Each goes through the edge's pipeline, rules, outbox and uplink like any device's message.
 Evidence files are written to `{data_dir}/video/{camera}/` under their SHA-256; the daemon
@@ -42,6 +43,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.video.analysis import Analyzer
 from edge.video.config import CameraConfig
 from edge.video.events import CameraEvent
+from edge.video.face.pipeline import EVENT as FACE_MATCH
+from edge.video.face.pipeline import FaceMatch, WatchlistSource
+from edge.video.face.store import WatchlistStore
 from edge.video.recorder import ClipJob, PacketRing, keep, snapshot, write_clip
 from edge.video.stream import (
     Opened,
@@ -108,6 +112,7 @@ class CameraWorker:
     def __init__(
         self, camera: CameraConfig, out: Callable[..., None], evidence_dir: Path,
         clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+        watchlist: WatchlistSource | None = None,
     ) -> None:
         self.camera = camera
         self.send = out
@@ -115,7 +120,9 @@ class CameraWorker:
         self.clock = clock
         self.sleep = sleep
         self.stopping = threading.Event()
-        self.analyzer = Analyzer(camera)
+        self.analyzer = Analyzer(camera, watchlist)
+        if self.analyzer.face is not None:
+            self.analyzer.face.warm_up()  # the first face must not be the slow one
         self.ring = PacketRing(camera.record.pre_s)
         self.clips: list[ClipJob] = []
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip")
@@ -245,7 +252,27 @@ class CameraWorker:
             log.warning("camera %s: frame not analysed: %s", self.camera.id, err)
             return
         for event in result.events:
-            self._event(event, frame, now_ms)
+            if event.type != FACE_MATCH:  # sent as watchlist_hit, with its crops, below
+                self._event(event, frame, now_ms)
+        for match in result.faces:
+            self._watchlist_hit(match, frame, now_ms)
+
+    def _watchlist_hit(self, match: FaceMatch, frame: Any, now_ms: int) -> None:
+        """A face track matched a watchlist: the `watchlist_hit` event (ids and score only),
+        then the track's best crops, a snapshot and a clip as its evidence."""
+        fields = match.event.fields
+        self._event(CameraEvent("watchlist_hit", match.event.t_ms, {
+            "person": fields["person"], "watchlist": fields["list"],
+            "confidence": fields["score"], "track": fields["track"],
+        }), frame, now_ms)
+        for crop in match.crops:
+            try:
+                digest = keep(self.evidence_dir, crop, ".jpg")
+            except OSError as err:
+                log.error("camera %s: face crop not kept: %s", self.camera.id, err)
+                continue
+            self.send("event", {"event": "evidence", "alert": "watchlist_hit", "crop": digest},
+                      ts=now_ms)
 
     def _event(self, event: CameraEvent, frame: Any, now_ms: int) -> None:
         log.info("camera %s: %s %s", self.camera.id, event.type, dict(event.fields))
@@ -321,6 +348,13 @@ class CameraWorker:
         }
         if size is not None:
             body["resolution"] = f"{size[0]}x{size[1]}"
+        face = self.analyzer.face
+        if face is not None:  # counts only: nothing of a face that matched no one leaves
+            body["faces"] = face.counts.faces
+            body["faces_matched"] = face.counts.matched
+            body["faces_unmatched"] = face.counts.unmatched
+            for reason, n in face.counts.skipped.items():
+                body[f"faces_skipped_{reason}"] = n
         self.send("telemetry", body)
         self._window = {"frames": 0, "analysed": 0, "bytes": 0, "since": now}
         self._report_at = now + REPORT_S
@@ -356,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         camera = validate(spec["camera"], CameraConfig, source=f"{args.spec}: camera")
         broker = validate(spec["broker"], BrokerConfig, source=f"{args.spec}: broker")
         evidence_dir = Path(spec["evidence_dir"])
+        data_dir = Path(spec["data_dir"])
         camera.source_url()  # a missing password file is a configuration error: say so now
         broker.password()
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
@@ -365,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("camera worker: configuration error: %s", err)
         return EXIT_CONFIG
     publisher = Publisher(broker, camera.id)
-    worker = CameraWorker(camera, publisher.send, evidence_dir)
+    watchlist = None
+    if "face" in camera.analytics:
+        # A missing key is logged once and the camera keeps running (tamper, gaps, clips).
+        watchlist = WatchlistSource(WatchlistStore(data_dir), camera.face.reload_s,
+                                    camera.face.embedder.model)
+    worker = CameraWorker(camera, publisher.send, evidence_dir, watchlist=watchlist)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:

@@ -56,10 +56,10 @@ async def test_a_thousand_open_alerts_page_by_page(browser: Browser, sqlite_url:
         ]
         for _ in range(20):  # another station's: never on this board
             await add_alert(cloud, location=HOME_B, resident="r-b1")
-        newest_first = [a["id"] for a in sorted(alerts, key=lambda a: (a["ts"], a["id"]),
-                                                reverse=True)]
-        critical = [i for i in newest_first if i in
-                    {a["id"] for a in alerts if a["severity"] == "critical"}]
+        newest_first = sorted(alerts, key=lambda a: (a["ts"], a["id"]), reverse=True)
+        # The board's order (all are open): critical first, then high..., newest first within.
+        urgent = [a["id"] for a in sorted(newest_first, key=lambda a: SEVERITIES.index(a["severity"]))]
+        critical = [a["id"] for a in newest_first if a["severity"] == "critical"]
 
         context = await browser.new_context(viewport={"width": 1400, "height": 900})
         page = await context.new_page()
@@ -68,15 +68,15 @@ async def test_a_thousand_open_alerts_page_by_page(browser: Browser, sqlite_url:
         await expect(page.locator("#alerts tbody tr")).to_have_count(PAGE_SIZE)
         first: dict[str, Any] = await page.evaluate("window.shouwang.board.timings[0]")
         assert (first["reason"], first["rows"]) == ("initial", PAGE_SIZE)
-        assert await shown(page) == newest_first[:PAGE_SIZE]
+        assert await shown(page) == urgent[:PAGE_SIZE]
         await expect(page.locator("#pager .where")).to_have_text("第 1 页 · 1–50 条")
 
         # A live alert on a full first page: on top, the page still 50 rows, the one it
         # pushed off the page first on the next.
         live = await add_alert(cloud, location=HOME_A, severity="critical")
         await expect(page.locator("#alerts tbody tr").first).to_have_attribute("data-id", live["id"])
-        assert await shown(page) == [live["id"], *newest_first[:PAGE_SIZE - 1]]
-        newest_first.insert(0, live["id"])
+        assert await shown(page) == [live["id"], *urgent[:PAGE_SIZE - 1]]
+        urgent.insert(0, live["id"])
         critical.insert(0, live["id"])
 
         filtered = await after_load(page, lambda: page.select_option("#f-severity", "critical"))
@@ -86,11 +86,11 @@ async def test_a_thousand_open_alerts_page_by_page(browser: Browser, sqlite_url:
 
         await after_load(page, lambda: page.select_option("#f-severity", ""))
         all_ids, pages = await page_through(page)
-        assert all_ids == newest_first  # every open alert of the station, once, in order
+        assert all_ids == urgent  # every open alert of the station, once, in order
         assert len(pages) == OPEN_ALERTS // PAGE_SIZE  # 1,001 alerts: 21 pages
         await expect(page.locator("#pager .where")).to_have_text("第 21 页 · 1001–1001 条")
         back = await after_load(page, lambda: page.click("#pager .prev"))
-        assert await shown(page) == newest_first[-1 - PAGE_SIZE:-1]
+        assert await shown(page) == urgent[-1 - PAGE_SIZE:-1]
         await context.close()
 
     print(f"\nboard with {OPEN_ALERTS} open alerts, Chromium, ms (request + render of one page):")

@@ -102,10 +102,14 @@ async def test_an_sos_is_live_handled_by_one_jurisdiction_and_unseen_by_another(
         await expect(detail.locator(".who")).to_contain_text(BUTTON)
         await expect(detail.locator(".where li")).to_have_count(8)
         await expect(detail.locator(".where li").nth(4)).to_have_text("楼栋 bldg-1")
-        # Why, as far as police may see it: the rule and its event, not the readings.
-        await expect(detail.locator(".why dd")).to_have_text([
-            re.compile(r"\d{4}/\d\d/\d\d"), re.compile(r"\d{4}/\d\d/\d\d"),
-            "emergency_button reported press", "emergency_button.press", "event_alert", "press"])
+        # Why, as a sentence, and as far as police may see it: the rule and its event, not
+        # the readings (those stay under 技术细节).
+        await expect(detail.locator(".why p.explain")).to_have_text("一键通按钮被按下")
+        await expect(detail.locator(".why > dl dd")).to_have_text([
+            re.compile(r"\d{4}/\d\d/\d\d"), re.compile(r"\d{4}/\d\d/\d\d")])
+        await expect(detail.locator(".why details.technical dd")).to_have_text([
+            "emergency_button reported press", "emergency_button.press", "event_alert", "press"],
+            use_inner_text=False)
         await expect(detail.locator(".timeline li")).to_have_count(1)
         image = detail.locator(".evidence img")
         await expect(image).to_have_count(1)

@@ -97,8 +97,8 @@ async def test_service_worker_registers_and_shows_a_push_as_a_notification(
         }"""
     )
     assert await shown.json_value() == [{
-        "title": "[CRITICAL] sos",
-        "body": "critical sos at bldg-1/101 (alert A1)",
+        "title": "[紧急] 一键求助 · SOS",
+        "body": "[紧急] 一键求助 · SOS: bldg-1/101 (alert A1)",
         "tag": "alert-A1",
         "sticky": True,
     }]

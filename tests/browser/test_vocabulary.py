@@ -28,8 +28,8 @@ async def test_the_type_filter_finds_a_gas_leak_and_types_read_as_words(
         await log_in(page, "police-a", PASSWORD)
         rows = page.locator("#alerts tbody tr")
         await expect(rows).to_have_count(2)
-        await expect(rows.nth(1)).to_contain_text("燃气泄漏")
-        await expect(rows.nth(0)).to_contain_text("摄像头被遮挡或移动")
+        await expect(rows.nth(0)).to_contain_text("燃气泄漏")  # critical above high
+        await expect(rows.nth(1)).to_contain_text("摄像头被遮挡或移动")
         await page.select_option("#f-type", label="燃气泄漏")
         await expect(rows).to_have_count(1)
         await expect(rows.first).to_have_attribute("data-id", leak["id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.header
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ from shouwang.services import free_port
 pytestmark = pytest.mark.integration
 GUARDIAN = "guardian-r1@example.test"
 TOPIC = "elder-r1-5f3c"
+
+
+def subject(mail: EmailMessage) -> str:
+    """The Subject as a person reads it (a Chinese subject travels RFC 2047-encoded)."""
+    return str(email.header.make_header(email.header.decode_header(mail["Subject"])))
 
 
 @dataclass
@@ -134,19 +140,19 @@ async def test_critical_alert_reaches_webhook_ntfy_and_email_loudly(
     assert sorted((r["channel"], r["result"]) for r in rows) == [("apprise", "delivered")] * 3
 
     [hook] = endpoints.webhook
-    assert hook["title"] == "[CRITICAL] sos"
+    assert hook["title"] == "[紧急] 一键求助 · SOS"
     assert hook["type"] == "failure"  # Apprise's loudest type
-    assert "critical sos at d/s/c/grid-1/bldg-1/unit-1/floor-1/101 (alert A1)" in hook["message"]
+    assert "[紧急] 一键求助 · SOS: d/s/c/grid-1/bldg-1/unit-1/floor-1/101 (alert A1)" in hook["message"]
     assert "private" not in hook["message"]
 
     [(note, headers)] = endpoints.ntfy
-    assert (note["topic"], note["title"]) == (TOPIC, "[CRITICAL] sos")
+    assert (note["topic"], note["title"]) == (TOPIC, "[紧急] 一键求助 · SOS")
     assert "(alert A1)" in note["message"]
     assert headers["X-Priority"] == "max"
 
     [mail] = endpoints.mail
     assert mail["X-Envelope-To"] == GUARDIAN
-    assert mail["Subject"] == "[CRITICAL] sos"
+    assert subject(mail) == "[紧急] 一键求助 · SOS"
     assert mail["X-Priority"] == "1"
     assert "(alert A1)" in _text(mail)
 
@@ -164,7 +170,7 @@ async def test_a_high_alert_is_not_sent_as_an_emergency(
     assert endpoints.webhook[0]["type"] == "warning"
     assert "X-Priority" not in endpoints.ntfy[0][1]
     assert "X-Priority" not in endpoints.mail[0]
-    assert endpoints.mail[0]["Subject"] == "[HIGH] fall"
+    assert subject(endpoints.mail[0]) == "[高] 跌倒 · Fall"
 
 
 async def test_a_role_gets_its_own_urls_and_a_failing_webhook_is_retried(
@@ -177,7 +183,7 @@ async def test_a_role_gets_its_own_urls_and_a_failing_webhook_is_retried(
     assert endpoints.ntfy == [] and endpoints.mail == []  # noqa: PT018 - the user's URLs
     notify.clock.advance(2_000)  # type: ignore[attr-defined]
     await notify.tick()
-    assert [w["title"] for w in endpoints.webhook] == ["[CRITICAL] sos"]
+    assert [w["title"] for w in endpoints.webhook] == ["[紧急] 一键求助 · SOS"]
     results = [(t["attempt"], t["result"]) for t in await alert_attempts(notify.store, "A3")]
     assert results == [(1, "failed"), (2, "delivered")]
 

@@ -10,8 +10,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import psutil
 import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from shouwang.services import free_port
 
@@ -56,6 +59,15 @@ def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path
                 evidence = _get(port, token, f"/api/alerts/{tampers[0]['id']}")["evidence"]
             time.sleep(1)
         assert sorted(str(e["content_type"]) for e in evidence) == ["image/jpeg", "video/mp4"]
+        # Both brokers run with accounts and ACLs: a client without one is turned away, and
+        # the button's account may not speak for the wearable.
+        edge = yaml.safe_load((tmp_path / "edge.yaml").read_text())
+        cloud = yaml.safe_load((tmp_path / "cloud.yaml").read_text())
+        for broker_port in (edge["edge_broker"]["port"], cloud["broker"]["port"]):
+            assert _connack(broker_port) == "Not authorized"
+        button_password = (tmp_path / "device-passwords" / "btn-demo-0001.password").read_text()
+        assert _connack(edge["edge_broker"]["port"], "btn-demo-0001", button_password.strip(),
+                        publish="dev/wear-demo-0001/event") == "Success; publish: Not authorized"
         descendants = psutil.Process(demo.pid).children(recursive=True)
         # Two brokers, cloud, edge and its camera worker, button simulator, RTSP server.
         assert len(descendants) >= 7
@@ -66,6 +78,27 @@ def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path
     assert "demo stopped" in out.decode()
     assert f"demo-police / {password}" in out.decode()
     assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _connack(port: int, username: str | None = None, password: str | None = None,
+             publish: str | None = None) -> str:
+    """The broker's answer to a CONNECT (and to one QoS 1 publish after it), MQTT 5."""
+    answers: list[str] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: answers.append(str(rc))
+    client.on_publish = lambda c, u, mid, rc, p: answers.append(f"publish: {rc}")
+    client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    published = False
+    while time.monotonic() < deadline and len(answers) < (2 if publish else 1):
+        client.loop(0.1)
+        if publish and answers == ["Success"] and not published:
+            client.publish(publish, b"{}", qos=1)
+            published = True
+    client.disconnect()
+    return "; ".join(answers)
 
 
 def _get(port: int, token: str | None, path: str) -> dict[str, object]:

@@ -60,7 +60,7 @@ async def test_long_outage_announces_sos_locally_once_and_the_cloud_still_gets_i
                 alarm = orjson.loads((await asyncio.wait_for(siren.messages(), 10)).payload)
                 assert alarm["body"]["source_id"] == second
             await eventually(lambda: len(received) == 2)
-            assert "[CRITICAL] sos" in received[0]["title"]
+            assert "[紧急] 一键求助 · SOS" in received[0]["title"]
             assert "act locally" in received[0]["message"]
             # Each alert once, however often the watcher sweeps the outbox.
             with pytest.raises(TimeoutError):

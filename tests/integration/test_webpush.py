@@ -94,8 +94,8 @@ async def test_family_gets_their_elders_sos_decrypted_and_nothing_more(cloud: Cl
     await cloud.dispatcher.notify("user:u-2", alert("A2", "r-2", type="fall"), stage="family")
 
     assert [p.payload for p in cloud.push.of(mine)] == [{
-        "title": "[CRITICAL] sos",
-        "body": "critical sos at d/s/c/grid-1/bldg-1/unit-1/floor-1/101 (alert A1)",
+        "title": "[紧急] 一键求助 · SOS",
+        "body": "[紧急] 一键求助 · SOS: d/s/c/grid-1/bldg-1/unit-1/floor-1/101 (alert A1)",
         "url": "http://127.0.0.1:8080/#alert=A1",
         "critical": True,
         "digest": False,

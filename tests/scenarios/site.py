@@ -24,11 +24,13 @@ from edge.config import EdgeConfig
 from edge.daemon import EdgeDaemon
 from edge.evidence import EvidenceConfig as EdgeEvidenceConfig
 from shouwang.clock import Clock
-from shouwang.config import HttpConfig
+from shouwang.config import BrokerConfig, HttpConfig
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import device_topic, make_envelope
 from shouwang.services import Mosquitto, free_port
 from tests.conftest import (
+    BROKER_ACL,
+    BUTTON,
     LOCATION,
     api_alerts,
     broker_config,
@@ -37,6 +39,7 @@ from tests.conftest import (
     ensure_test_admin,
     register_site,
     unique,
+    with_accounts,
 )
 from tests.integration.people import PASSWORD, Client
 
@@ -63,6 +66,9 @@ class Site:
     cloud_kwargs: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Client] = field(default_factory=dict)
     cloud_running: bool = True
+    # With broker accounts and ACLs: each device's broker config, and its own connection.
+    device_broker: Callable[[str], BrokerConfig] | None = None
+    devices: dict[str, MqttClient] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -85,8 +91,22 @@ class Site:
     ) -> str:
         """A device message, published once the gateway's broker took it; its id."""
         env = make_envelope(site=None, device=device, kind=kind, body=body, ts=ts)
-        await self.device.publish(device_topic(device, kind), env.to_bytes(), qos=1)
+        client = await self._client_of(device)
+        await client.publish(device_topic(device, kind), env.to_bytes(), qos=1)
         return env.id
+
+    async def _client_of(self, device: str) -> MqttClient:
+        """One connection speaks for every device on an open broker; with ACLs each device
+        speaks with its own account."""
+        if self.device_broker is None:
+            return self.device
+        client = self.devices.get(device)
+        if client is None:
+            client = MqttClient(self.device_broker(device), client_id=unique(device))
+            self.devices[device] = client
+            await client.start()
+            await client.wait_connected(10)
+        return client
 
     async def press(self, device: str = "btn-0001", ts: int | None = None) -> str:
         return await self.send(device, {"event": "press"}, ts=ts)
@@ -111,7 +131,7 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def community(
-    make_broker: Callable[[str], Mosquitto],
+    make_broker: Callable[..., Mosquitto],
     tmp_path: Path,
     *,
     edge_clock: Clock | None = None,
@@ -119,13 +139,20 @@ async def community(
     change_edge: Callable[[EdgeConfig], EdgeConfig] = lambda c: c,
     change_cloud: Callable[[CloudConfig], CloudConfig] = lambda c: c,
     evidence: bool = False,
+    acl: bool = BROKER_ACL,
     **cloud_kwargs: Any,
 ) -> AsyncIterator[Site]:
-    """The community; `evidence=True` gives the gateway an upload token the cloud knows.
-    The cloud runs as deployed: it takes envelopes only from registered sites and devices,
-    and the community is registered (its site, places, residents and devices) before the
-    gateway starts, as an admin imports them."""
-    edge_broker, cloud_broker = make_broker("edge"), make_broker("cloud")
+    """The community; `evidence=True` gives the gateway an upload token the cloud knows;
+    `acl=True` runs both brokers with the accounts and ACLs `shouwang edge|cloud provision`
+    write (default: SHOUWANG_TEST_BROKER_ACL=1). The cloud runs as deployed: it takes
+    envelopes only from registered sites and devices, and the community is registered (its
+    site, places, residents and devices) before the gateway starts, as an admin imports
+    them."""
+    accounts = tmp_path / "accounts"
+    edge_broker = make_broker("edge", accounts=accounts / "edge-accounts" if acl else None,
+                              start=not acl)
+    cloud_broker = make_broker("cloud", accounts=accounts / "cloud-accounts" if acl else None,
+                               start=not acl)
     port = free_port()  # its own (not 0): a restarted cloud is where the open boards left it
     econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
     cconf = cloud_config(cloud_broker, tmp_path, require_registered_sites=True).model_copy(
@@ -133,10 +160,17 @@ async def community(
     if evidence:
         econf, cconf = _with_evidence(econf, cconf, tmp_path, port)
     econf, cconf = change_edge(econf), change_cloud(cconf)
+    device_broker: Callable[[str], BrokerConfig] | None = None
+    device_config = broker_config(edge_broker)
+    if acl:
+        econf, cconf, device_broker = with_accounts(econf, cconf, accounts)
+        device_config = device_broker(BUTTON)
+        edge_broker.start()
+        cloud_broker.start()
     kwargs = {"clock": cloud_clock, **cloud_kwargs}
     cloud = CloudServer(cconf, **kwargs)
     await cloud.start()
-    device = MqttClient(broker_config(edge_broker), client_id=unique("device"))
+    device = MqttClient(device_config, client_id=unique("device"))
     site: Site | None = None
     edge: EdgeDaemon | None = None
     try:
@@ -154,9 +188,16 @@ async def community(
         await device.start()
         await device.wait_connected(10)
         async with aiohttp.ClientSession() as http:
-            site = Site(edge, cloud, http, edge_broker, cloud_broker, device, cconf, kwargs)
+            site = Site(edge, cloud, http, edge_broker, cloud_broker, device, cconf, kwargs,
+                        device_broker=device_broker)
+            if acl:
+                site.devices[BUTTON] = device
             yield site
     finally:
+        if site is not None:
+            for client in site.devices.values():
+                if client is not device:
+                    await client.close()
         await device.close()
         if edge is not None:
             await edge.stop()

@@ -365,7 +365,7 @@ def test_a_repeated_alert_says_how_many_times_it_happened() -> None:
     alert = {"id": "A1", "type": "sos", "severity": "critical", "life_safety": True,
              "ts": 1_767_225_600_000, "site": "s-1", "location": "b1/101", "repeats": 2}
     summary = AlertSummary.from_alert(alert)
-    assert summary.line() == "critical sos at b1/101, 3 times (alert A1)"
+    assert summary.line() == "[紧急] 一键求助 · SOS: b1/101, 3 次 / times (alert A1)"
     assert AlertSummary.from_alert({**alert, "repeats": 0}).line() == (
-        "critical sos at b1/101 (alert A1)"
+        "[紧急] 一键求助 · SOS: b1/101 (alert A1)"
     )

@@ -67,7 +67,7 @@ def test_a_missing_file_says_how_to_build_it(models_copy):
 
 def test_an_unknown_model_names_the_known_ones(models_copy):
     with pytest.raises(ModelError, match=r"model 'yolo' is not in .*manifest.yaml \(known: "
-                       r"retinaface_mnet025\)"):
+                       r"dlib_resnet_face, mobilefacenet, retinaface_mnet025\)"):
         model_bytes("yolo", models_copy)
 
 

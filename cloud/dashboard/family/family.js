@@ -1,8 +1,16 @@
 // The family page: the elder's status and alerts, live; the service worker and Web Push.
 import { api, whenLoggedOut } from "/static/js/api.js";
 import {
-  currentLang, fmtTime, label, loadVocabulary, onLangChange, setLang, t, translate,
+  currentLang, fmtAgo, fmtTime, label, loadVocabulary, onLangChange, setLang, t, translate,
 } from "/static/js/i18n.js";
+import { urgencyCompare } from "/static/js/board.js";
+
+// For a family the gravest case leads, even while someone handles it (a fall being handled
+// says more than a tamper nobody has looked at yet); then the board's urgency.
+const SEVERITY = ["critical", "high", "medium", "low", "info"];
+const closed = (a) => (ACTIVE.includes(a.state) ? 0 : 1);
+const gravest = (a, b) => closed(a) - closed(b)
+  || SEVERITY.indexOf(a.severity) - SEVERITY.indexOf(b.severity) || urgencyCompare(a, b);
 
 const $ = (sel) => document.querySelector(sel);
 const ACTIVE = ["open", "acknowledged", "dispatched"];
@@ -19,23 +27,50 @@ function say(key, state, vars) {
 
 // --- the elder's status and alerts ---------------------------------------------------------
 
+// Names of the elders this user watches (GET /api/residents/{id}, audited); the id if the
+// record cannot be read.
+const names = new Map();
+async function loadNames() {
+  await Promise.all(me.residents.map(async (id) => {
+    const record = await api(`/api/residents/${encodeURIComponent(id)}`).catch(() => null);
+    names.set(id, record && record.name ? record.name : `${t("family.elder")} ${id}`);
+  }));
+}
+
+// Who is on the most urgent case: "网格员 worker-li 已确认 · 3 分钟前", or nobody yet.
+function handling(a) {
+  if (a.state === "open") return `${t("family.nobody_yet")} · ${fmtAgo(a.ts)}`;
+  const who = [a.ack_role ? label("role", a.ack_role) : "", a.ack_by || ""].filter(Boolean).join(" ");
+  return `${who} ${label("state", a.state)} · ${fmtAgo(a.state_changed_ms || a.ts)}`.trim();
+}
+
+const el = (tag, className, text) => {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+
 function render() {
-  const list = [...alerts.values()].sort((a, b) => b.ts - a.ts).slice(0, 20);
+  const all = [...alerts.values()];
+  // The newest 20, and every case still open however old: "平安" must never hide one.
+  const recent = new Set(all.sort((a, b) => b.ts - a.ts).slice(0, 20).map((a) => a.id));
+  const list = all.filter((a) => recent.has(a.id) || ACTIVE.includes(a.state)).sort(gravest);
   $("#elders").replaceChildren(...me.residents.map((resident) => {
     const active = list.filter((a) => a.resident === resident && ACTIVE.includes(a.state));
-    const card = document.createElement("article");
-    card.className = active.length ? "elder attention" : "elder";
+    const card = el("article", active.length ? "elder attention" : "elder");
     card.dataset.resident = resident;
-    const name = document.createElement("h2");
-    name.textContent = `${t("family.elder")} ${resident}`;
-    const status = document.createElement("div");
-    status.className = "status";
-    status.textContent = active.length ? t("family.attention") : t("family.well");
-    const line = document.createElement("div");
-    line.textContent = active.length
-      ? `${label("type", active[0].type)} · ${fmtTime(active[0].ts)} · ${label("state", active[0].state)}`
-      : t("family.well_text");
-    card.append(name, status, line);
+    card.append(el("h2", "", names.get(resident) || `${t("family.elder")} ${resident}`));
+    card.append(el("div", "status", active.length ? t("family.attention") : t("family.well")));
+    if (!active.length) {
+      card.append(el("div", "", t("family.well_text")));
+      return card;
+    }
+    const top = active[0];
+    const sentence = (top.explain || {})[currentLang() === "en" ? "en" : "zh"];
+    card.append(el("div", "headline", [label("type", top.type), sentence].filter(Boolean).join(" · ")));
+    card.append(el("div", "handling", handling(top)));
+    if (active.length > 1) card.append(el("div", "more", t("family.more", { n: active.length - 1 })));
     return card;
   }));
   $("#alerts").replaceChildren(...list.map((a) => {
@@ -76,9 +111,12 @@ function render() {
 }
 
 async function load() {
-  const page = await api("/api/alerts?limit=20");
+  const [recent, active] = await Promise.all([
+    api("/api/alerts?limit=20"),
+    api(`/api/alerts?state=${ACTIVE.join(",")}&order=urgency&limit=100`),
+  ]);
   alerts.clear();
-  page.alerts.forEach((a) => alerts.set(a.id, a));
+  [...recent.alerts, ...active.alerts].forEach((a) => alerts.set(a.id, a));
   render();
 }
 
@@ -97,7 +135,7 @@ function showView(user) {
   me = user;
   $("#login").hidden = true;
   $("#view").hidden = false;
-  connect();
+  loadNames().finally(() => { render(); connect(); });
 }
 
 function showLogin() {

@@ -1,7 +1,8 @@
 // The alert board: one page of alerts from GET /api/alerts (server-side filters and cursor
 // paging, so 1,000 open alerts cost one page of DOM), kept live by WebSocket messages.
 import { api } from "./api.js";
-import { t, label, fmtTime } from "./i18n.js";
+import { t, label, fmtTime, fmtAgo } from "./i18n.js";
+import { fetchPeople, personText } from "./people.js";
 
 export const PAGE_SIZE = 50;
 
@@ -10,13 +11,31 @@ export const typeText = (a) => label("type", a.type)
   + (a.repeats ? ` ${t("board.times", { n: a.repeats + 1 })}` : "");
 
 // Who has it: "已确认 · worker-li"; still open but seen by family: "待处理 · 家属已查看".
-export function stateText(a) {
+// The board has a column of its own for who handles it (`withWho` false).
+export function stateText(a, withWho = true) {
   const state = label("state", a.state);
-  if (a.ack_by && a.state !== "open") return `${state} · ${a.ack_by}`;
+  if (withWho && a.ack_by && a.state !== "open") return `${state} · ${a.ack_by}`;
   if (a.seen_by && a.state === "open") return `${state} · ${t("board.seen", { who: a.seen_by })}`;
   return state;
 }
 const ACTIVE = ["open", "acknowledged", "dispatched"];
+
+// Urgency first, as the server orders `order=urgency` (cloud/alerts.py): open, acknowledged,
+// dispatched, then closed; critical first within each; then newest first.
+const STATE_RANK = { open: 0, acknowledged: 1, dispatched: 2, resolved: 3, false_alarm: 3 };
+const SEVERITY_RANK = { critical: 0, high: 1, medium: 2, low: 3, info: 4 };
+const rank = (a) => [STATE_RANK[a.state] ?? 9, SEVERITY_RANK[a.severity] ?? 9];
+export const cursorOf = (a) => `u${rank(a).join("")}.${a.ts}.${a.id}`;
+
+// Negative when `a` belongs above `b` on the board.
+export function urgencyCompare(a, b) {
+  const [ra, rb] = [rank(a), rank(b)];
+  return ra[0] - rb[0] || ra[1] - rb[1] || b.ts - a.ts || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+// Who is on it: the responder who acknowledged (the family's "seen" is not someone on the way).
+export const handlerText = (a) => (ACTIVE.includes(a.state) && a.state !== "open" && a.ack_by)
+  || (a.state === "open" ? t("board.nobody") : (a.ack_by || ""));
 
 // Whole path segments, as the server's scope and filter do.
 const under = (location, prefix) => !prefix || location === prefix
@@ -34,7 +53,7 @@ export class Board {
     this.onOpen = onOpen;
     this.onAck = onAck;
     // Filters live in the address (#state=…&type=…), so a reload or a shared link keeps them.
-    this.filters = { state: "active", type: "", severity: "", location: "" };
+    this.filters = { state: "active", type: "", severity: "", location: "", q: "", from: "", to: "" };
     const saved = new URLSearchParams(location.hash.slice(1));
     for (const key of Object.keys(this.filters)) {
       if (saved.has(key)) this.filters[key] = saved.get(key);
@@ -49,24 +68,55 @@ export class Board {
     this.seq = 0;
   }
 
-  query() {
-    // One more than a page: whether a next page exists, without ever showing an empty one.
-    const q = new URLSearchParams({ limit: String(PAGE_SIZE + 1) });
+  // The list's filters as the API takes them (also the CSV export's).
+  filterParams() {
+    const q = new URLSearchParams();
     const f = this.filters;
     if (f.state) q.set("state", f.state === "active" ? ACTIVE.join(",") : f.state);
     if (f.type) q.set("type", f.type);
     if (f.severity) q.set("severity", f.severity);
     if (f.location) q.set("location", f.location);
+    if (f.q.trim()) q.set("q", f.q.trim());
+    const [from, to] = this.range();
+    if (from !== null) q.set("from", String(from));
+    if (to !== null) q.set("to", String(to));
+    return q;
+  }
+
+  // The date range in ms, from the start of `from` to the end of `to`, in local time.
+  range() {
+    const day = (text) => (text ? new Date(`${text}T00:00:00`).getTime() : null);
+    const to = day(this.filters.to);
+    return [day(this.filters.from), to === null ? null : to + 86400000];
+  }
+
+  query() {
+    // One more than a page: whether a next page exists, without ever showing an empty one.
+    const q = this.filterParams();
+    q.set("limit", String(PAGE_SIZE + 1));
+    q.set("order", "urgency");
     const cursor = this.cursors[this.page];
     if (cursor) q.set("cursor", cursor);
     return q.toString();
   }
 
-  matches(alert) {
+  exportUrl(lang) {
+    const q = this.filterParams();
+    q.set("lang", lang === "en" ? "en" : "zh");
+    q.set("tz", Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
+    return `/api/alerts.csv?${q}`;
+  }
+
+  // Whether a live alert belongs on this board. A search is the server's (names live
+  // there): a searched board keeps its rows up to date but takes no new ones.
+  matches(alert, isNew = false) {
     const f = this.filters;
     const states = f.state === "active" ? ACTIVE : f.state ? [f.state] : null;
+    const [from, to] = this.range();
     return (!states || states.includes(alert.state)) && (!f.type || alert.type === f.type)
-      && (!f.severity || alert.severity === f.severity) && under(alert.location, f.location);
+      && (!f.severity || alert.severity === f.severity) && under(alert.location, f.location)
+      && (from === null || alert.ts >= from) && (to === null || alert.ts < to)
+      && !(isNew && f.q.trim());
   }
 
   setFilters(changes, reason = "filter") {
@@ -98,11 +148,12 @@ export class Board {
     for (const alert of shown) fragment.append(this.row(alert));
     this.tbody.append(fragment);
     const last = shown.at(-1);
-    this.next = data.alerts.length > PAGE_SIZE ? `${last.ts}.${last.id}` : null;
+    this.next = data.alerts.length > PAGE_SIZE ? cursorOf(last) : null;
     this.cursors.length = this.page + 1;
     if (this.next) this.cursors.push(this.next);
     if (this.page === 0) this.newer = 0;
     this.showPager();
+    this.names(shown);
     const ms = performance.now() - started;
     this.timings.push({ reason, ms, rows: shown.length, page: this.page });
     document.body.dataset.board = "ready";
@@ -124,16 +175,24 @@ export class Board {
     tr.dataset.version = alert.version || 0;
     tr.dataset.repeats = alert.repeats || 0;
     tr.className = `sev-${alert.severity} state-${alert.state}` + (isNew ? " new" : "");
+    // Each cell knows its column's name, so the phone's card layout can label it.
     const cells = [
-      fmtTime(alert.ts), label("severity", alert.severity), typeText(alert),
-      alert.resident || alert.subject, shortPlace(alert.location), alert.device,
-      stateText(alert),
+      ["col.severity", label("severity", alert.severity), "sev"],
+      ["col.type", typeText(alert), "type"],
+      ["col.age", fmtAgo(alert.ts), "age", fmtTime(alert.ts)],
+      ["col.subject", alert.resident ? personText(alert.resident, label) : alert.subject, "who"],
+      ["col.location", shortPlace(alert.location), "loc", alert.location || ""],
+      ["col.state", stateText(alert, false), "state"],
+      ["col.handler", handlerText(alert), "handler"],
+      ["col.device", alert.device, "device"],
     ];
-    tr.replaceChildren(...cells.map((text, i) => {
+    tr.replaceChildren(...cells.map(([key, text, name, title]) => {
       const td = document.createElement("td");
       td.textContent = text;
-      if (i === 1) td.className = "sev";
-      if (i === 4) { td.className = "loc"; td.title = alert.location || ""; }
+      td.className = name;
+      td.dataset.label = t(key);
+      if (title) td.title = title;
+      if (name === "age") td.dataset.ts = alert.ts;
       return td;
     }));
     const actions = document.createElement("td");
@@ -157,26 +216,58 @@ export class Board {
   }
 
   // A live message: a new alert or a changed one, already limited to the user's scope.
+  // A changed alert moves to where its urgency puts it (acknowledged rows sink below open ones).
   apply(alert, isNew) {
     const tr = this.rows.get(alert.id);
     if (tr) {
-      if (this.matches(alert)) this.fill(tr, alert, false);
-      else { tr.remove(); this.rows.delete(alert.id); this.alerts.delete(alert.id); }
-    } else if (this.matches(alert)) {
+      if (this.matches(alert)) {
+        this.fill(tr, alert, false);
+        this.place(tr, alert);
+      } else { tr.remove(); this.rows.delete(alert.id); this.alerts.delete(alert.id); }
+    } else if (this.matches(alert, true)) {
       if (this.page !== 0) {
         this.newer += 1;
       } else {
-        // Newest first; an alert older than the whole page belongs to a later page.
-        const after = [...this.tbody.children].find((r) => Number(r.dataset.ts) < alert.ts);
+        // An alert below the whole page belongs to a later page.
+        const after = this.firstBelow(alert);
         if (after || this.rows.size < PAGE_SIZE) {
           const row = this.row(alert);
           this.fill(row, alert, isNew);
           this.tbody.insertBefore(row, after || null);
           while (this.rows.size > PAGE_SIZE) this.dropLast();
+          this.names([alert]);
         }
       }
     }
     this.showPager();
+  }
+
+  firstBelow(alert, except = null) {
+    return [...this.tbody.children].find((r) => r !== except
+      && urgencyCompare(alert, this.alerts.get(r.dataset.id)) < 0) || null;
+  }
+
+  place(tr, alert) {
+    const below = this.firstBelow(alert, tr);
+    if (below ? tr.nextElementSibling !== below : tr !== this.tbody.lastElementChild) {
+      this.tbody.insertBefore(tr, below);
+    }
+  }
+
+  // Names replace resident ids as soon as they arrive (one request for the page).
+  names(list) {
+    fetchPeople(list.map((a) => a.resident).filter(Boolean)).then(() => {
+      for (const [id, tr] of this.rows) {
+        const a = this.alerts.get(id);
+        const cell = tr.querySelector("td.who");
+        if (a && a.resident && cell) cell.textContent = personText(a.resident, label);
+      }
+    }).catch(() => {}); // ids stay: the board works without names
+  }
+
+  // "3 分钟前" stays true while the board is open.
+  tick() {
+    for (const td of this.tbody.querySelectorAll("td.age")) td.textContent = fmtAgo(Number(td.dataset.ts));
   }
 
   dropLast() {
@@ -186,7 +277,7 @@ export class Board {
     last.remove();
     // The page now ends earlier: the next page starts after its new last row.
     const tail = this.alerts.get(this.tbody.lastElementChild.dataset.id);
-    this.next = `${tail.ts}.${tail.id}`;
+    this.next = cursorOf(tail);
     this.cursors.length = this.page + 1;
     this.cursors.push(this.next);
   }

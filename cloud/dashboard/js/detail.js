@@ -1,9 +1,10 @@
 // One alert in full: who and where, why, evidence, the timeline of transitions and
 // notifications, and the actions the user's role allows in the alert's state, with a note.
 import { api, enc } from "./api.js";
-import { t, label, fmtTime } from "./i18n.js";
+import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
 import { stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
+import { fetchPeople, person, telLink } from "./people.js";
 
 // What each state allows (cloud/alerts.py TRANSITIONS), by action.
 const NEXT = {
@@ -39,22 +40,36 @@ export class Detail {
     this.onChanged = onChanged;
     this.onResident = onResident;
     this.id = null;
+    // Escape closes the detail from anywhere inside it (keyboard users, docs/dashboard.md).
+    root.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && this.id) { e.preventDefault(); this.close(); }
+    });
   }
 
   async open(id) {
     this.id = id;
     const alert = await api(`/api/alerts/${enc(id)}`);
+    if (alert.resident) await fetchPeople([alert.resident]).catch(() => {});
     if (this.id !== id) return;
     this.alert = alert;
     this.render();
     this.root.hidden = false;
+    // Keyboard and screen-reader users land in the panel; on a narrow screen, where it sits
+    // below the board or covers it, it comes into view.
+    this.root.tabIndex = -1;
+    this.root.focus({ preventScroll: true });
+    if (matchMedia("(max-width: 900px)").matches) this.root.scrollIntoView({ block: "start" });
   }
 
   close() {
+    const id = this.id;
     this.id = null;
     this.media = null;
     this.root.hidden = true;
     this.root.replaceChildren();
+    // Back to the row the user came from.
+    const row = id && document.querySelector(`#alerts tr[data-id="${CSS.escape(id)}"] button.detail`);
+    if (row) row.focus({ preventScroll: false });
   }
 
   // A live change to the alert on screen: read it again (the read is audited, as it is seen).
@@ -73,8 +88,10 @@ export class Detail {
     const detail = a.detail || {};
     const about = detail.who || {};
     const tags = about.tags && about.tags.length ? about.tags : null;
+    const p = a.resident ? person(a.resident) : null;
     const who = section("who", pairs([
-      [t("detail.subject"), a.subject], [t("detail.resident"), a.resident],
+      [t("detail.resident"), p ? [p.name, p.age ? t("detail.age", { n: p.age }) : ""].filter(Boolean).join(" · ") : a.resident],
+      [t("detail.subject"), p ? null : a.subject],
       [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
       [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
       [t("detail.site"), a.site],
@@ -83,6 +100,16 @@ export class Detail {
       [t("detail.dispatched_to"), a.dispatched_to],
       [t("detail.repeats"), a.repeats ? t("detail.repeats_text", { n: a.repeats, last: fmtTime(a.last_ms) }) : null],
     ]));
+    // Numbers to call, one tap each on a phone: the resident, then their emergency contacts.
+    const calls = p ? [
+      ...(p.phone ? [[t("detail.call_resident", { name: p.name }), p.phone]] : []),
+      ...(p.contacts || []).map((c) => [
+        [c.name, c.relation ? label("relation", c.relation) : ""].filter(Boolean).join(" · "), c.phone]),
+    ] : [];
+    if (calls.length) {
+      who.append(el("ul", { class: "calls" }, ...calls.map(([text, phone]) =>
+        el("li", {}, telLink(phone, `${t("action.call")} ${text}`), " ", el("small", {}, phone)))));
+    }
     if (a.resident && RESIDENT_ROLES.includes(this.me.role)) {
       const open = el("button", { type: "button", class: "resident" }, t("resident.open"));
       open.addEventListener("click", () => this.onResident(a.resident));
@@ -91,19 +118,24 @@ export class Detail {
     const path = (a.location || "").split("/").filter(Boolean);
     const where = section("where", el("ol", { class: "path" },
       ...path.map((p, i) => el("li", {}, el("small", {}, label("level", LEVELS[i] || "")), " ", p))));
-    // The rules' detail: `what` (summary), `why` (the rule, its type, the signals it fired
-    // on, as far as this role may see them); other keys as they come.
+    // Why, as a sentence in the reader's language ("一键通按钮被按下 3 次", from the server's
+    // shouwang/explain.py); the rule's own keys stay under "技术细节" for whoever needs them.
     const reasons = detail.why && typeof detail.why === "object" ? detail.why : {};
-    const why = section("why", pairs([
-      [t("col.time"), fmtTime(a.ts)],
-      // Raised later than it happened: a fall after its cancel window, a threshold after its duration.
-      [t("detail.raised"), a.raised_ms && a.raised_ms - a.ts >= 1000 ? fmtTime(a.raised_ms) : null],
-      [t("detail.received"), fmtTime(a.received_ms)],
+    const sentence = (a.explain || {})[currentLang() === "en" ? "en" : "zh"] || detail.what;
+    const technical = pairs([
       [label("field", "what"), detail.what],
       ...Object.entries(reasons).map(([k, v]) => [label("field", k), v]),
       ...Object.entries(detail).filter(([k]) => !["who", "what", "why", "evidence", "update", "supersedes", "alert_id", "previous_severity", "repeats", "last_ms"].includes(k))
         .map(([k, v]) => [label("field", k), v]),
-    ]));
+    ]);
+    const why = section("why", el("p", { class: "explain" }, sentence), pairs([
+      [t("col.time"), `${fmtTime(a.ts)} (${fmtAgo(a.ts)})`],
+      // Raised later than it happened: a fall after its cancel window, a threshold after its duration.
+      [t("detail.raised"), a.raised_ms && a.raised_ms - a.ts >= 1000 ? fmtTime(a.raised_ms) : null],
+      [t("detail.received"), fmtTime(a.received_ms)],
+    ]), technical.childElementCount
+      ? el("details", { class: "technical" }, el("summary", {}, t("detail.technical")), technical)
+      : null);
     // A live change re-renders the detail; the media elements are kept (moved into the new
     // figure within the same task), so a clip playing goes on playing instead of starting over.
     if (!this.media || this.media.id !== a.id) this.media = { id: a.id, nodes: new Map() };

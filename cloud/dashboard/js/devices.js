@@ -45,6 +45,7 @@ export async function showDevices(root, location) {
   const h = document.createElement("h3");
   h.textContent = t("devices.needing");
   root.replaceChildren(table, h, list);
+  root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1);
   return data;
 }
 

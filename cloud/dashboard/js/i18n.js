@@ -52,6 +52,9 @@ export function translate(root) {
   document.title = t(document.documentElement.dataset.title || "app.title");
   root.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   root.querySelectorAll("[data-i18n-title]").forEach((el) => { el.title = t(el.dataset.i18nTitle); });
+  root.querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  });
 }
 
 export function fmtTime(ms) {
@@ -59,4 +62,15 @@ export function fmtTime(ms) {
     year: "numeric", month: "2-digit", day: "2-digit",
     hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
   }).format(new Date(ms));
+}
+
+// "3 分钟前" / "3 minutes ago"; the exact time is in the cell's title. Past 30 days, the date.
+const UNITS = [["day", 86400], ["hour", 3600], ["minute", 60]];
+export function fmtAgo(ms, now = Date.now()) {
+  const seconds = (ms - now) / 1000;
+  if (Math.abs(seconds) < 45) return t("time.just_now");
+  if (Math.abs(seconds) >= 30 * 86400) return fmtTime(ms);
+  const fmt = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
+  const [unit, size] = UNITS.find(([, size]) => Math.abs(seconds) >= size) || UNITS.at(-1);
+  return fmt.format(Math.trunc(seconds / size), unit);
 }

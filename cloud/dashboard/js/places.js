@@ -4,12 +4,14 @@ import { api, enc } from "./api.js";
 import { t, label } from "./i18n.js";
 
 export const LEVELS = ["district", "street", "community", "grid", "building", "unit", "floor", "household"];
+const BUILDING_DEPTH = 5;
 
 export class Places {
   constructor(root, onChoose) {
     this.root = root;
     this.onChoose = onChoose;
     this.prefix = "";
+    this.canSeeBuildings = true; // family users have no building view
   }
 
   async show(prefix) {
@@ -43,7 +45,51 @@ export class Places {
     level.className = "level";
     level.textContent = data.level ? `${label("level", data.level)}:` : "";
     if (!data.children.length) level.textContent = t("nav.empty");
-    this.root.replaceChildren(crumbs, level, children);
+    // A building is shown as itself: 单元 → 楼层 → 户, the households with open alerts or
+    // device problems lit, each a way to its alerts.
+    const building = parts.length === BUILDING_DEPTH && this.canSeeBuildings
+      ? await this.building(prefix) : null;
+    if (prefix !== this.prefix) return; // a newer choice superseded this one
+    this.root.replaceChildren(crumbs, level, children, ...(building ? [building] : []));
+  }
+
+  async building(path) {
+    const data = await api(`/api/locations/building?path=${enc(path)}`);
+    const root = document.createElement("div");
+    root.className = "building";
+    for (const unit of data.units) {
+      const table = document.createElement("table");
+      table.className = "unit";
+      const caption = table.createCaption();
+      caption.textContent = `${label("level", "unit")} ${unit.name}`;
+      const body = table.createTBody();
+      for (const floor of unit.floors) {
+        const tr = body.insertRow();
+        const th = document.createElement("th");
+        th.scope = "row";
+        th.textContent = `${label("level", "floor")} ${floor.name}`;
+        tr.append(th);
+        for (const home of floor.households) {
+          const td = tr.insertCell();
+          const a = this.link(home.path, home.name);
+          a.dataset.path = home.path;
+          a.className = `home${home.critical_active ? " critical" : home.active ? " alert" : ""}`
+            + (home.device_problems ? " device" : "");
+          const says = [home.active ? t("building.alerts", { n: home.active }) : "",
+            home.device_problems ? t("building.devices", { n: home.device_problems }) : ""]
+            .filter(Boolean).join("，");
+          a.title = says || t("building.quiet");
+          a.setAttribute("aria-label", `${home.name} ${says || t("building.quiet")}`);
+          td.append(a);
+        }
+      }
+      root.append(table);
+    }
+    const legend = document.createElement("p");
+    legend.className = "legend";
+    legend.textContent = t("building.legend");
+    root.append(legend);
+    return root;
   }
 
   link(path, text) {

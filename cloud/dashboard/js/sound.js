@@ -1,6 +1,7 @@
 // The audible cue for new critical alerts: a Web Audio beep, armed by a click (browsers only
 // let a page make sound after a user gesture), with a visible on/off control.
 import { t } from "./i18n.js";
+import { askPermission } from "./notify.js";
 
 let ctx = null;
 let button = null;
@@ -14,8 +15,13 @@ function show() {
 export function setupSound(el) {
   button = el;
   button.dataset.beeps = "0";
+  button.dataset.repeatBeeps = "0";
   button.addEventListener("click", async () => {
-    if (ctx) { await ctx.close(); ctx = null; } else { ctx = new AudioContext(); await ctx.resume(); }
+    if (ctx) { await ctx.close(); ctx = null; } else {
+      ctx = new AudioContext();
+      await ctx.resume();
+      askPermission();
+    }
     show();
   });
   show();
@@ -23,8 +29,9 @@ export function setupSound(el) {
 
 export const refreshSound = () => button && show();
 
-// Three short high tones: distinct from a phone's ring, audible across a duty room.
-export function beep() {
+// Three short high tones: distinct from a phone's ring, audible across a duty room. A cue's
+// repeats are counted apart from first cues (data-repeat-beeps, data-beeps).
+export function beep(repeat = false) {
   if (!ctx) return false;
   const start = ctx.currentTime;
   for (let i = 0; i < 3; i += 1) {
@@ -39,6 +46,7 @@ export function beep() {
     osc.start(start + i * 0.25);
     osc.stop(start + i * 0.25 + 0.2);
   }
-  button.dataset.beeps = String(Number(button.dataset.beeps) + 1);
+  const counter = repeat ? "repeatBeeps" : "beeps";
+  button.dataset[counter] = String(Number(button.dataset[counter] || 0) + 1);
   return true;
 }

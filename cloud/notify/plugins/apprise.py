@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 APPRISE_LOG_LEVEL = logging.CRITICAL
 
 # How a critical alert asks each service for its loudest delivery, where the service has one
-# and the URL does not already choose. Others get the [CRITICAL] title and a failure type.
+# and the URL does not already choose. Others get the "[紧急] …" title and a failure type.
 CRITICAL_ARGS: dict[str, tuple[str, str]] = {
     "ntfy": ("priority", "max"),
     "ntfys": ("priority", "max"),

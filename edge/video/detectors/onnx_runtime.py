@@ -33,6 +33,21 @@ class OnnxConfig(DetectorConfig):
     )
 
 
+def onnx_session(model: str, threads: int, models_dir: Path | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session of model `model` from `models/`, its hash checked first."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads busy-wait by default; on a shared 2-core box that is stolen CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # warnings from the runtime go to our log, not stderr
+    return ort.InferenceSession(
+        model_bytes(model, models_dir), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
 class OnnxDetector(Detector):
     """A detector whose model runs in an onnxruntime CPU session made from `models/`."""
 
@@ -40,19 +55,7 @@ class OnnxDetector(Detector):
 
     def __init__(self, config: OnnxConfig) -> None:
         super().__init__(config)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads busy-wait by default; on a shared 2-core box that is stolen CPU.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # warnings from the runtime go to our log, not stderr
-        self.session = ort.InferenceSession(
-            model_bytes(config.model, config.models_dir),
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-        )
+        self.session = onnx_session(config.model, config.threads, config.models_dir)
         self.input_name = self.session.get_inputs()[0].name
         log.info("%s: model %s loaded, %d thread(s)", self.type_key, config.model, config.threads)
 

@@ -3,8 +3,8 @@
 Blobs uploaded before this revision have no row: their gateway's next evidence envelope is
 refused as `evidence_missing` (not confirmed), so it uploads the blob again, which records it.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-05 08:00:00
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,145 @@
+"""`shouwang edge provision`: the gateway broker's accounts and ACL, one account per device.
+
+Each MQTT device gets an account named by its id and may publish only on its own
+`dev/{id}/telemetry|event|status` and read only its own `dev/{id}/config|cmd`; the edge daemon
+(and the camera workers it starts, which publish as their cameras) has an account of its own.
+A device's password is printed once, when it is made; the gateway keeps only its hash. Devices
+that left the site file lose their account. docs/provisioning.md says how to install the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.config import EdgeConfig
+from shouwang.broker_accounts import (
+    PasswordFile,
+    ProvisionError,
+    check_name,
+    read_secret,
+    verify_password,
+    write_private,
+)
+from shouwang.config import load_yaml
+
+EDGE_ACCOUNT = "shouwang-edge"
+PASSWORD_FILE = "passwd"
+ACL_FILE = "acl"
+EDGE_PASSWORD_FILE = "edge.password"
+
+EDGE_ACL = f"""\
+# Shouwang gateway broker ACL, written by `shouwang edge provision`; edit the site file and
+# provision again rather than this file. Mosquitto refuses whatever is not allowed here: a
+# publish is dropped (MQTT 3.1.1) or answered "not authorized" (MQTT 5), a subscription is
+# answered with failure 0x80.
+
+# The edge daemon reads every device and writes each device's retained config and commands.
+# Its camera workers publish as their cameras (dev/{{camera}}/...) under this account.
+# `local/alarm` is its on-site announcement when the cloud cannot be reached.
+user {EDGE_ACCOUNT}
+topic readwrite dev/#
+topic readwrite local/#
+
+# Every other account is one device, named by its id (%u): it publishes only its own
+# readings, events and status (its last will too), and reads only its own config and commands.
+pattern write dev/%u/telemetry
+pattern write dev/%u/event
+pattern write dev/%u/status
+pattern read dev/%u/config
+pattern read dev/%u/cmd
+"""
+
+
+@dataclass
+class EdgeAccounts:
+    """What one run did: new passwords (to be shown once), kept and removed accounts."""
+
+    issued: dict[str, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def mqtt_devices(config: EdgeConfig) -> list[str]:
+    """Devices that talk to the broker themselves: not polled meters, not cameras (their
+    workers publish under the daemon's account)."""
+    cameras = {c.id for c in config.cameras}
+    return [
+        d.id for d in config.devices
+        if d.modbus is None and d.cjt188 is None and d.id not in cameras
+    ]
+
+
+def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = None,
+              broker_user: str | None = None) -> EdgeAccounts:
+    devices = [check_name(d, "device id") for d in mqtt_devices(config)]
+    if EDGE_ACCOUNT in devices:
+        raise ProvisionError(f"device id {EDGE_ACCOUNT!r} is the edge daemon's account name")
+    rotate = list(rotate or [])
+    unknown = sorted(set(rotate) - {*devices, EDGE_ACCOUNT})
+    if unknown:
+        raise ProvisionError(f"--rotate {', '.join(unknown)}: not a device of this site")
+    passwords = PasswordFile.load(directory / PASSWORD_FILE)
+    done = EdgeAccounts()
+    for name in sorted(set(passwords.hashes) - {*devices, EDGE_ACCOUNT}):
+        del passwords.hashes[name]
+        done.removed.append(name)
+    # The daemon's own password lives in a file its site config names; one that no longer
+    # matches the broker's hash (lost, edited) is replaced rather than trusted.
+    edge_file = directory / EDGE_PASSWORD_FILE
+    current = read_secret(edge_file)
+    known = passwords.hashes.get(EDGE_ACCOUNT)
+    if (EDGE_ACCOUNT in rotate or current is None or known is None
+            or not verify_password(current, known)):
+        write_private(edge_file, passwords.issue(EDGE_ACCOUNT) + "\n")
+    for device in devices:
+        if device in passwords.hashes and device not in rotate:
+            done.kept.append(device)
+        else:
+            done.issued[device] = passwords.issue(device)
+    passwords.save(broker_user)
+    write_private(directory / ACL_FILE, EDGE_ACL, broker_user)
+    return done
+
+
+def add_parser(edge: argparse._SubParsersAction) -> None:
+    p = edge.add_parser(
+        "provision",
+        help="write the gateway broker's password file and ACL: an account per device, "
+        "printed once (docs/provisioning.md)",
+    )
+    p.add_argument("--config", type=Path, required=True, help="site YAML file")
+    p.add_argument("--dir", type=Path, required=True,
+                   help="where the broker's `passwd` and `acl` and the daemon's "
+                   "`edge.password` go (e.g. /etc/shouwang/edge-broker)")
+    p.add_argument("--rotate", action="append", default=[], metavar="DEVICE",
+                   help=f"issue a new password for this device (or {EDGE_ACCOUNT}); repeatable")
+    p.add_argument("--broker-user", default=None, metavar="USER",
+                   help="give `passwd` and `acl` to the user Mosquitto runs as (Debian: "
+                   "mosquitto); later runs keep the owner")
+    p.set_defaults(fn=cmd_provision)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    config = load_yaml(args.config, EdgeConfig)
+    directory = args.dir.resolve()
+    try:
+        done = provision(config, directory, args.rotate, args.broker_user)
+    except ProvisionError as err:
+        print(f"shouwang: {err}", file=sys.stderr)
+        return 2
+    if done.issued:
+        print("New device credentials (shown only now; the gateway keeps only their hashes):")
+        for device, password in done.issued.items():
+            print(f"  {device}  username={device}  password={password}")
+    print(
+        f"{len(done.issued)} device account(s) issued, {len(done.kept)} kept, "
+        f"{len(done.removed)} removed{': ' + ', '.join(done.removed) if done.removed else ''}.\n"
+        f"Broker files: {directory / PASSWORD_FILE}, {directory / ACL_FILE} "
+        f"(reload the broker: systemctl reload mosquitto).\n"
+        f"In {args.config}, edge_broker: username: {EDGE_ACCOUNT}, "
+        f"password_file: {directory / EDGE_PASSWORD_FILE}"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Face analytics: detection, quality gates, alignment, embedding, tracking, watchlists."""
