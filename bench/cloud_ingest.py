@@ -187,6 +187,8 @@ class Run:
                 "http": {"port": port},
                 "database_url": self.url,
                 "worker_id": f"bench-{name}",
+                # Lab mode: sites and buttons are made up per run, not imported.
+                "require_registered_sites": False,
                 **role,
             }
             if self.vm is not None:

@@ -55,6 +55,9 @@ class System:
                     "http": {"port": self.http_port},
                     "database_url": f"sqlite+aiosqlite:///{self.work}/cloud.sqlite",
                     "worker_id": "bench-cloud",
+                    # Lab mode: the bench's site and devices are not imported (the registry
+                    # adds one indexed lookup per message, and per alert for its device).
+                    "require_registered_sites": False,
                 }
             )
         )

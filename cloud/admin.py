@@ -415,18 +415,32 @@ KINDS: dict[str, Kind] = {
 
 async def import_file(store: Store, kind: str, path: Path, now_ms: int) -> Report:
     """Check every row of `path`, then write them all in one transaction (or nothing)."""
-    spec = KINDS[kind]
     try:
         raw = read_rows(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as err:
         raise ImportRejected([f"{path.name}: cannot read: {err}"]) from err
+    return await _import(store, kind, path.name, raw, now_ms)
+
+
+async def import_rows(
+    store: Store, kind: str, rows: list[dict[str, Any]], now_ms: int, name: str = "rows"
+) -> Report:
+    """As `import_file`, from rows in memory (the demo registering its site, tests); a
+    problem names the row by its position from 1, as `name:N`."""
+    return await _import(store, kind, name, list(enumerate(rows, start=1)), now_ms)
+
+
+async def _import(
+    store: Store, kind: str, name: str, raw: list[tuple[int, Any]], now_ms: int
+) -> Report:
+    spec = KINDS[kind]
     if len(raw) > MAX_ROWS:
-        raise ImportRejected([f"{path.name}: {len(raw)} rows exceed {MAX_ROWS}; split the file"])
+        raise ImportRejected([f"{name}: {len(raw)} rows exceed {MAX_ROWS}; split the file"])
     parsed: list[tuple[int, Any]] = []
     problems: list[str] = []
     for line, row in raw:
         if not isinstance(row, dict):
-            problems.append(f"{path.name}:{line}: expected a mapping of column to value")
+            problems.append(f"{name}:{line}: expected a mapping of column to value")
             continue
         try:
             parsed.append((line, spec.model.model_validate(row)))
@@ -434,9 +448,9 @@ async def import_file(store: Store, kind: str, path: Path, now_ms: int) -> Repor
             for e in err.errors():
                 key = ".".join(str(p) for p in e["loc"]) or "(row)"
                 msg = "unknown column" if e["type"] == "extra_forbidden" else e["msg"]
-                problems.append(f"{path.name}:{line}: {key}: {msg.removeprefix('Value error, ')}")
+                problems.append(f"{name}:{line}: {key}: {msg.removeprefix('Value error, ')}")
     async with store.engine.begin() as conn:
-        problems += [f"{path.name}:{p}" for p in await spec.check(conn, parsed)]
+        problems += [f"{name}:{p}" for p in await spec.check(conn, parsed)]
         if problems:
             raise ImportRejected(sorted(problems, key=_line_of))
         new, implied = await spec.write(store, conn, [r for _, r in parsed], now_ms)

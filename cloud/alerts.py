@@ -44,3 +44,25 @@ def check_alert_body(body: dict[str, Any]) -> str | None:
     if not isinstance(body.get("life_safety", False), bool):
         return "body.life_safety must be a boolean"
     return None
+
+
+def placed(
+    body: dict[str, Any], resident: str | None, location: str | None
+) -> tuple[dict[str, Any], bool]:
+    """An alert body with its resident and location as the cloud's registry has them, and
+    whether the gateway had named others (then kept under `claimed`, for a person to see).
+    The rules' `detail.who` follows, so no view shows the gateway's word for the registry's;
+    a resident's tags go with a resident the registry does not confirm."""
+    said = {"resident": body.get("resident"), "location": body.get("location")}
+    out = {**body, "resident": resident, "location": location}
+    differed = any(v is not None and v != out[k] for k, v in said.items())
+    if differed:
+        out["claimed"] = said
+    detail = body.get("detail")
+    who = detail.get("who") if isinstance(detail, dict) else None
+    if isinstance(detail, dict) and isinstance(who, dict):
+        fixed = {**who, "resident": resident, "location": location}
+        if who.get("resident") != resident:
+            fixed.pop("tags", None)
+        out["detail"] = {**detail, "who": fixed}
+    return out, differed

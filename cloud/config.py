@@ -71,9 +71,13 @@ class CloudConfig(Strict):
         "`backend: victoriametrics` with `url`",
     )
     require_registered_sites: bool = Field(
-        False,
-        description="Reject envelopes from sites not in the sites table (`unknown_site`); "
-        "when false, a site is registered by its first gateway report",
+        True,
+        description="Refuse envelopes from sites not imported (`unknown_site`) and alerts and "
+        "events from devices not imported to their site (`unknown_device`); the gateway keeps "
+        "them and sends them again. An alert's resident and location are always the "
+        "registry's for an imported device. false, for a lab only: a site is registered by "
+        "its first gateway report, and an alert of a device not imported keeps what its "
+        "gateway says of its place and person",
     )
     watchdog: WatchdogConfig = Field(
         default_factory=WatchdogConfig,

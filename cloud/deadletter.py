@@ -3,8 +3,9 @@
 An envelope whose handler raises (a bug, not a refusal: refusals are counted and confirmed
 with their reason) used to be left unconfirmed, so its gateway sent it again forever. Now it
 is kept in `dead_letters` as it arrived, a `processing_failed` alert carrying it is raised for
-the duty officers of its place (an alert's own location and resident, when the envelope is
-an alert; admins only otherwise), and the envelope is confirmed to its gateway. Both are
+the duty officers of its place (the resident and location the registry has for the device it
+names, when the envelope is an alert: never what the envelope says; admins only otherwise),
+and the envelope is confirmed to its gateway. Both are
 keyed by the envelope's id: a redelivery changes nothing.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from cloud.fleet import Fleet, Placement
 from cloud.schema import dead_letters
 from cloud.store import Store
 from shouwang.ids import derived_id
@@ -29,8 +31,9 @@ _COLUMNS = ("id", "site", "topic", "payload", "error", "received_ms")
 
 
 class DeadLetters:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, fleet: Fleet) -> None:
         self.store = store
+        self.fleet = fleet
 
     async def keep(
         self, messages: list[Message], error: str, now_ms: int
@@ -48,10 +51,13 @@ class DeadLetters:
         if not fresh:
             return None
         first = fresh[0]
+        where = None
+        if first["site"] and first["_kind"] == "alert":
+            where = await self.fleet.placement(first["site"], first["device"])
         alert_id = derived_id(now_ms, "dead_letter", *(row["id"] for row in fresh))
         env = make_envelope(
             site=first["site"] or "unknown", device=first["device"], kind="alert",
-            body=_alert_body(fresh, error), ts=now_ms, id=alert_id,
+            body=_alert_body(fresh, error, where), ts=now_ms, id=alert_id,
         )
         async with self.store.engine.begin() as conn:
             for row in fresh:
@@ -65,7 +71,7 @@ class DeadLetters:
 
 def _letter(message: Message, error: str, now_ms: int) -> dict[str, Any]:
     topic = parse_site_topic(message.topic)
-    site = None if isinstance(topic, Rejection) else topic[0]
+    site, kind = (None, None) if isinstance(topic, Rejection) else topic
     try:
         data = orjson.loads(message.payload)
     except orjson.JSONDecodeError:
@@ -82,16 +88,20 @@ def _letter(message: Message, error: str, now_ms: int) -> dict[str, Any]:
         "payload": message.payload.decode("utf-8", "replace"),
         "error": error,
         "received_ms": now_ms,
+        "_kind": kind,
         "_body": envelope.get("body") if isinstance(envelope.get("body"), dict) else {},
     }
 
 
-def _alert_body(letters: list[dict[str, Any]], error: str) -> dict[str, Any]:
+def _alert_body(
+    letters: list[dict[str, Any]], error: str, where: Placement | None
+) -> dict[str, Any]:
     first = letters[0]
     body = first["_body"]
-    # An alert envelope keeps its place and person, so the station that covers it sees it.
-    location = body.get("location") if isinstance(body.get("location"), str) else None
-    resident = body.get("resident") if isinstance(body.get("resident"), str) else None
+    # An alert envelope gets the place and person of its device, so the station that covers
+    # it sees it; from the registry, since a gateway may name anyone's.
+    location = where.location if where is not None else None
+    resident = where.resident if where is not None else None
     life_safety = body.get("life_safety") is True
     subject = f"resident:{resident}" if resident else f"device:{first['device']}"
     return {

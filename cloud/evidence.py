@@ -2,10 +2,15 @@
 
 A gateway uploads the bytes with `PUT /ingest/evidence/{sha256}` (its site token as a bearer
 credential), then publishes an `evidence` envelope naming the hash and the alert it belongs
-to. The upload is hashed as it arrives and refused when the hash differs; a blob already held
-is answered 200 without being written again, so retries are free of side effects. Blobs are
-written to a temporary file, fsynced and renamed, so a crash never leaves half a file under a
-hash.
+to. The upload is hashed as it arrives and refused when the hash differs; a blob this site
+already uploaded is answered 200 without being read again, so retries are free of side effects.
+Blobs are written to a temporary file, fsynced and renamed, so a crash never leaves half a file
+under a hash.
+
+A blob is shared by hash, but not across sites: each site's upload is recorded
+(`evidence_uploads`), and an `evidence` envelope may name only a blob its own site uploaded. A
+site that sends a blob another site holds must send all of its bytes, which are hashed as any
+upload: knowing a hash is not having the picture.
 """
 
 from __future__ import annotations
@@ -16,13 +21,23 @@ import hmac
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from aiohttp import web
 from pydantic import Field
-from sqlalchemy import BigInteger, Column, Integer, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    exists,
+    select,
+)
 
 from cloud.schema import metadata
 from cloud.store import Store
@@ -49,6 +64,17 @@ evidence = Table(
     Column("alert_id", String(64), index=True),
     Column("captured_ts", BigInteger, nullable=False),
     Column("received_ms", BigInteger, nullable=False),
+)
+
+# Revision 0009: which site uploaded which blob (its bytes, hashed here).
+evidence_uploads = Table(
+    "evidence_uploads",
+    metadata,
+    Column("site", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("uploaded_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("site", "sha256"),
 )
 
 
@@ -125,6 +151,24 @@ class EvidenceStore:
         except FileNotFoundError:
             return False
 
+    async def uploaded(self, site: str, sha256: str, size: int) -> bool:
+        """Whether `site` uploaded this blob (and it is here, whole)."""
+        if not self.has(sha256, size):
+            return False
+        async with self.store.engine.connect() as conn:
+            return bool((await conn.execute(select(exists().where(
+                evidence_uploads.c.site == site, evidence_uploads.c.sha256 == sha256,
+            )))).scalar_one())
+
+    async def _record_upload(self, site: str, sha256: str, size: int) -> None:
+        stmt = (
+            self.store.insert(evidence_uploads)
+            .values(site=site, sha256=sha256, size=size, uploaded_ms=_now_ms())
+            .on_conflict_do_nothing(index_elements=["site", "sha256"])
+        )
+        async with self.store.engine.begin() as conn:
+            await conn.execute(stmt)
+
     def site_for(self, authorization: str | None) -> str | None:
         """The site whose token this is, or None; constant-time per comparison."""
         if not authorization or not authorization.startswith("Bearer "):
@@ -178,7 +222,7 @@ class EvidenceStore:
         length = request.content_length
         if length is not None and length > MAX_BYTES:
             return web.json_response({"error": f"over {MAX_BYTES} bytes"}, status=413)
-        if length is not None and self.has(sha256, length):
+        if length is not None and await self.uploaded(site, sha256, length):
             return web.json_response({"sha256": sha256, "stored": False}, status=200)
         final = self.path(sha256)
         partial = final.with_name(f"{sha256}.{os.getpid()}.{id(request)}.partial")
@@ -203,6 +247,8 @@ class EvidenceStore:
             await asyncio.to_thread(partial.replace, final)
         finally:
             await asyncio.to_thread(partial.unlink, True)
+        # After the bytes are in place: a crash in between is mended by the gateway's retry.
+        await self._record_upload(site, sha256, size)
         log.info("evidence stored", extra={"site": site, "sha256": sha256, "size": size})
         return web.json_response({"sha256": sha256, "stored": True}, status=201)
 
@@ -230,6 +276,10 @@ async def evidence_for_alert(
             out.append({k: r[k] for k in ("sha256", "size", "content_type", "captured_ts",
                                           "device")})
     return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _sync(f: Any) -> None:

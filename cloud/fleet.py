@@ -8,6 +8,7 @@ older than the state already stored.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
@@ -17,6 +18,7 @@ from cloud.store import Store, _now_ms
 from shouwang.protocol import Envelope
 
 log = logging.getLogger(__name__)
+GATEWAY_DEVICE = "gateway"  # how a gateway names itself (edge/uplink.py)
 DIMENSIONS = ("transport", "data", "health", "battery")
 # A device's last-seen is written again only once readings are this much newer (reading
 # time, not wall time): under load most batches then skip the update (bench/cloud_ingest.py).
@@ -34,6 +36,15 @@ _SEEN = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the cloud's own registry puts a device: who it is bound to, where, what it is."""
+
+    resident: str | None
+    location: str | None
+    profile: str | None
+
+
 class Fleet:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -46,6 +57,33 @@ class Fleet:
             return bool(
                 (await conn.execute(select(exists().where(sites.c.id == site)))).scalar_one()
             )
+
+    async def placement(self, site: str, device: str) -> Placement | None:
+        """The registry's word on `device` of `site`: as an admin imported it (`shouwang cloud
+        import devices`), or for the gateway itself the site's own location; None when it is
+        not registered to this site. A row a gateway's health report created (no profile) is
+        the gateway's word, not the registry's: None too."""
+        async with self.store.engine.connect() as conn:
+            if device == GATEWAY_DEVICE:
+                row = (await conn.execute(
+                    select(sites.c.location).where(sites.c.id == site))).first()
+                return None if row is None else Placement(None, row.location, None)
+            row = (await conn.execute(
+                select(devices.c.resident, devices.c.location, devices.c.profile).where(
+                    devices.c.site == site, devices.c.id == device,
+                    devices.c.profile.is_not(None),
+                ))).first()
+        return None if row is None else Placement(row.resident, row.location, row.profile)
+
+    async def profiles(self, site: str, ids: set[str]) -> dict[str, str]:
+        """The profile of each of `ids` imported to `site` (others are left out)."""
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(devices.c.id, devices.c.profile).where(
+                    devices.c.site == site, devices.c.id.in_(sorted(ids)),
+                    devices.c.profile.is_not(None),
+                ))).all()
+        return {row.id: row.profile for row in rows}
 
     async def gateway_report(self, env: Envelope, now_ms: int) -> None:
         """The gateway's own report: the site's last-seen and health; registers a new site."""

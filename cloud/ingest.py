@@ -10,6 +10,15 @@ transaction, so a message is stored whole or not at all. Messages are taken in r
 is queued and stored in their order; within a round, consecutive telemetry messages of one site
 are one write (whole or not at all, every reading keyed by its id) and consecutive new alerts
 one transaction, each run confirmed with one message per site listing its envelope ids.
+
+A gateway is trusted to speak for its own site only, and only of what the cloud's registry
+gives it (docs/security.md): an alert's resident and location are the registry's for its
+device (`Fleet.placement`), not what the envelope says; an alert or event from a device not
+registered to the site is refused (`unknown_device`, kept by the gateway until an admin
+imports it) unless `require_registered_sites` is off; a recorded event must be one its
+device's profile records, with its fields, and readings must fit their device's profile (where
+the registry has one); evidence may name only a blob its site uploaded, and only an alert of
+its site (`foreign_alert`).
 """
 
 from __future__ import annotations
@@ -17,17 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.alerts import check_alert_body
+from cloud.alerts import check_alert_body, placed
 from cloud.deadletter import DeadLetters
 from cloud.downlink import message as downlink_message
 from cloud.downlink import news_for
 from cloud.evidence import EvidenceStore, check_evidence_body
-from cloud.fleet import Fleet, check_device_state
+from cloud.fleet import Fleet
+from cloud.site_bodies import check_event_body, check_health_body, recorded_event
 from cloud.store import Store
 from cloud.telemetry import (
     SqlTelemetryStore,
@@ -48,16 +59,23 @@ from shouwang.clock import Clock, SystemClock
 from shouwang.logs import Throttled
 from shouwang.metrics import Metrics
 from shouwang.mqtt import Message, MqttClient, MqttError
+from shouwang.profiles import DeviceProfile, load_profiles
 from shouwang.protocol import Envelope, Rejection, parse_envelope, parse_site_topic, site_down_topic
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
 # Refusals that say nothing about the message itself: the cloud may accept it later (a site
-# registered after its gateway connected), so the gateway keeps it and sends it again.
-NOT_FINAL = frozenset({"unknown_site"})
+# or device registered after its gateway connected, evidence whose upload is still to come),
+# so the gateway keeps it and sends it again (and a life-safety alert it holds too long goes
+# to its local fallback).
+NOT_FINAL = frozenset({"unknown_site", "unknown_device", "evidence_missing"})
 # One round takes at most this many queued messages; telemetry of one site within it is
 # written at once, up to the telemetry store's `batch_readings` a write.
 BATCH_MESSAGES = 100
+# How long a worker takes a device's profile as read (readings are checked against it), and
+# how many devices' it keeps at most.
+PROFILE_TTL_S = 60.0
+MAX_PROFILES_KEPT = 100_000
 _T = TypeVar("_T")
 
 
@@ -70,7 +88,7 @@ class Ingest:
         on_alert: Callable[[dict[str, Any]], None],
         max_payload_bytes: int,
         telemetry: TelemetryStore | None = None,
-        require_registered_sites: bool = False,
+        require_registered_sites: bool = True,
         clock: Clock | None = None,
         evidence: EvidenceStore | None = None,
         on_update: Callable[[dict[str, Any], str], Awaitable[None]] | None = None,
@@ -86,7 +104,8 @@ class Ingest:
         self.clock = clock or SystemClock()
         self.evidence = evidence
         self.on_update = on_update or _ignore
-        self.dead_letters = DeadLetters(store)
+        self.dead_letters = DeadLetters(store, self.fleet)
+        self.profiles: dict[str, DeviceProfile] = load_profiles()
         self._complaints = Throttled(log)  # a rejection reason once per site a minute
         self.handlers: dict[str, Handler] = {
             "alert": self._alert,
@@ -101,6 +120,16 @@ class Ingest:
             "gateway": self._gateway,
             "gateway_offline": self._gateway_offline,
         }
+        # What the registry says of an envelope's device, site, alert: checked after the body.
+        self.registry_checks: dict[str, Callable[[Envelope], Awaitable[Envelope | Rejection]]] = {
+            "alert": self._place,
+            "event": self._check_event,
+            "evidence": self._check_evidence,
+            "telemetry": self._check_readings,
+        }
+        # (site, device) → (profile or None, when read): readings are the hot path, and a
+        # device's profile changes by an admin's import; a change applies within PROFILE_TTL_S.
+        self._profile_of: dict[tuple[str, str], tuple[str | None, float]] = {}
 
     async def run(self) -> None:
         """Take what is queued (up to BATCH_MESSAGES), store it in order, acknowledge each
@@ -176,27 +205,130 @@ class Ingest:
             self._confirm(message, stored=_envelope_id(message.payload))
 
     async def _admit(self, message: Message) -> Envelope | None:
-        """The message's envelope if it may be stored; a refusal is counted (and confirmed
-        to its gateway when final) and gives None."""
+        """The message's envelope if it may be stored (as the registry has it); a refusal is
+        counted (and confirmed to its gateway when final) and gives None."""
         result = self._validate(message)
-        if (
-            not isinstance(result, Rejection)
-            and self.require_registered_sites
-            and not await self.fleet.site_registered(result.site or "")
-        ):
-            result = Rejection("unknown_site", f"{message.topic}: site is not registered")
+        if not isinstance(result, Rejection):
+            result = await self._vouch(result, message.topic)
         if isinstance(result, Rejection):
             if result.reason not in NOT_FINAL:
                 self._confirm(message, rejected=result.reason)
             self._reject(result, message.topic.split("/", 2)[1] if "/" in message.topic else "")
             return None
-        env = result
-        if env.kind == "evidence" and not self._evidence_present(env):
-            # The gateway uploads before it publishes; without the bytes this is neither stored
-            # nor confirmed, so the gateway uploads and publishes it again.
-            self._reject(Rejection("evidence_missing", f"{message.topic} {env.id}"))
-            return None
-        self.metrics.received(env.kind)
+        self.metrics.received(result.kind)
+        return result
+
+    async def _vouch(self, env: Envelope, topic: str) -> Envelope | Rejection:
+        """What the cloud's own registry says of a well-formed envelope: its site registered
+        (when required), and what its kind's registry check makes of it."""
+        if self.require_registered_sites and not await self.fleet.site_registered(
+            env.site or ""
+        ):
+            return Rejection("unknown_site", f"{topic}: site is not registered")
+        check = self.registry_checks.get(env.kind)
+        return env if check is None else await check(env)
+
+    async def _place(self, env: Envelope) -> Envelope | Rejection:
+        """An alert with its resident and location as the registry has its device: a gateway
+        cannot put an alert into another station's jurisdiction, or onto another family."""
+        site = env.site or ""
+        where = await self.fleet.placement(site, env.device)
+        if where is None:
+            if self.require_registered_sites:
+                return Rejection(
+                    "unknown_device",
+                    f"site/{site}/up/alert {env.id}: device {env.device!r} is not registered "
+                    "to this site",
+                )
+            return env  # a lab cloud takes its gateways' word (require_registered_sites off)
+        body, differed = placed(env.body, where.resident, where.location)
+        if differed:
+            self._complaints.warning(
+                (site, "placement"), "site %s: alert %s of device %s named another resident "
+                "or location than the registry's; the registry's were stored",
+                site, env.id, env.device, extra={"reason": "placement"},
+            )
+        return replace(env, body=body)
+
+    async def _check_event(self, env: Envelope) -> Envelope | Rejection:
+        """A device's recorded event against its profile in the registry; a rule's notice
+        (no `event`) needs only a device of this site."""
+        site = env.site or ""
+        where = await self.fleet.placement(site, env.device)
+        if where is None and self.require_registered_sites:
+            return Rejection(
+                "unknown_device",
+                f"site/{site}/up/event {env.id}: device {env.device!r} is not registered",
+            )
+        name = recorded_event(env.body)
+        if name is None:
+            return env
+        if env.body.get("device", env.device) != env.device:
+            return Rejection("invalid_event", f"site/{site}/up/event {env.id}: body.device "
+                             "differs from the envelope's device")
+        profile = self.profiles.get(where.profile) if where and where.profile else None
+        if profile is None:
+            return env
+        spec = profile.events.get(name)
+        if spec is None or not spec.record:
+            return Rejection("unknown_event", f"site/{site}/up/event {env.id}: {profile.kind} "
+                             f"{env.device} records no event {name!r}")
+        for key, value in env.body.items():
+            if key in ("type", "event", "device"):
+                continue
+            field_spec = spec.fields.get(key)
+            problem = "unknown field" if field_spec is None else field_spec.check(value)
+            if problem is not None:
+                return Rejection("invalid_event", f"site/{site}/up/event {env.id}: event "
+                                 f"{name} field {key[:64]!r}: {problem}")
+        return env
+
+    async def _check_readings(self, env: Envelope) -> Envelope | Rejection:
+        """Each reading's values against its device's profile, where the registry has one
+        (a device not imported is stored as it comes: telemetry stays within its site)."""
+        site = env.site or ""
+        readings = env.body["readings"]
+        kinds = await self._profiles(site, {r["device"] for r in readings})
+        for i, r in enumerate(readings):
+            profile = self.profiles.get(kinds.get(r["device"]) or "")
+            if profile is None:
+                continue
+            for name, value in r["values"].items():
+                spec = profile.fields.get(name)
+                problem = "unknown field" if spec is None else spec.check(value)
+                if problem is not None:
+                    return Rejection("invalid_telemetry", f"site/{site}/up/telemetry {env.id}: "
+                                     f"readings[{i}] {profile.kind} {r['device']} field "
+                                     f"{name[:64]!r}: {problem}")
+        return env
+
+    async def _profiles(self, site: str, ids: set[str]) -> dict[str, str | None]:
+        now = self.clock.monotonic()
+        known = {d: self._profile_of.get((site, d)) for d in ids}
+        stale = {d for d, got in known.items() if got is None or now - got[1] > PROFILE_TTL_S}
+        if stale:
+            found = await self.fleet.profiles(site, stale)
+            if len(self._profile_of) > MAX_PROFILES_KEPT:
+                self._profile_of.clear()
+            for d in stale:
+                self._profile_of[(site, d)] = known[d] = (found.get(d), now)
+        return {d: got[0] for d, got in known.items() if got is not None}
+
+    async def _check_evidence(self, env: Envelope) -> Envelope | Rejection:
+        """Evidence of this site's alert, naming a blob this site uploaded."""
+        site, body = env.site or "", env.body
+        alert = body.get("alert")
+        owner = await self.store.alert_site(alert) if isinstance(alert, str) else None
+        if owner is not None and owner != site:
+            return Rejection("foreign_alert", f"site/{site}/up/evidence {env.id}: alert "
+                             f"{alert} is another site's")
+        if self.evidence is None or not await self.evidence.uploaded(
+            site, body["sha256"], body["size"]
+        ):
+            # The gateway uploads before it publishes; without this site's upload of the bytes
+            # this is neither stored nor confirmed, so the gateway uploads and publishes again.
+            return Rejection("evidence_missing", f"site/{site}/up/evidence {env.id}: "
+                             f"{body['sha256']} was not uploaded by this site")
         return env
 
     async def _store(self, message: Message, env: Envelope) -> dict[str, Any] | None:
@@ -264,13 +396,8 @@ class Ingest:
             log.warning("confirmation of %d envelope(s) of site %s not sent: %s",
                         len(body["stored"]) + len(body["rejected"]), site, err)
 
-    def _evidence_present(self, env: Envelope) -> bool:
-        return self.evidence is not None and self.evidence.has(
-            env.body["sha256"], env.body["size"]
-        )
-
     async def _evidence(self, env: Envelope) -> None:
-        assert self.evidence is not None  # _evidence_present checked it
+        assert self.evidence is not None  # _check_evidence checked it
         if not await self.evidence.insert(env, self.clock.now_ms()):
             self.metrics.reject("duplicate")
 
@@ -383,27 +510,19 @@ class Ingest:
             )
         if env.kind != kind:
             return Rejection("kind_mismatch", f"{message.topic}: envelope kind {env.kind!r}")
-        problem = BODY_CHECKS.get(kind, _no_check)(env.body)
+        problem = BODY_CHECKS[kind](env.body)
         if problem is not None:
             return Rejection(f"invalid_{kind}", f"{message.topic} {env.id}: {problem}")
         return env
 
 
-def _no_check(body: dict[str, Any]) -> str | None:
-    return None
-
-
-def _check_health(body: dict[str, Any]) -> str | None:
-    if body.get("type") == "device_state":
-        return check_device_state(body)
-    return None
-
-
-# What a body must hold before a handler may touch it; failures are `invalid_{kind}`.
+# What a body must hold before a handler may touch it; failures are `invalid_{kind}`. Every
+# kind a site sends has one (shouwang.protocol.SITE_KINDS).
 BODY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "alert": check_alert_body,
     "telemetry": check_telemetry_body,
-    "health": _check_health,
+    "health": check_health_body,
+    "event": check_event_body,
     "evidence": check_evidence_body,
 }
 

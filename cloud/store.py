@@ -195,6 +195,14 @@ class Store:
             rows = (await conn.execute(query)).mappings().all()
         return [_public(dict(r)) for r in rows]
 
+    async def alert_site(self, alert_id: str) -> str | None:
+        """The site an alert belongs to; None when no such alert is stored."""
+        async with self.engine.connect() as conn:
+            site = (
+                await conn.execute(select(alerts.c.site).where(alerts.c.id == alert_id))
+            ).scalar_one_or_none()
+        return None if site is None else str(site)
+
     async def get_alert(self, alert_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:
             row = (

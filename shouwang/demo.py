@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEMO_SITE = "demo-site-1"
 DEMO_LOCATION = "示范区/示范街道/阳光社区/网格01/3号楼/2单元/5层/502"
+DEMO_SITE_LOCATION = "示范区/示范街道/阳光社区"
+DEMO_RESIDENT = {"id": "r-demo-0001", "name": "示范居民", "location": DEMO_LOCATION,
+                 "tags": ["elderly", "living_alone"]}
 DEMO_DEVICES = [
     {
         "id": "btn-demo-0001",
@@ -206,6 +209,7 @@ class Demo:
             broker.start()
             self.brokers.append(broker)
         (self.dir / "cloud.yaml").write_text(yaml.safe_dump(cloud_cfg, allow_unicode=True))
+        asyncio.run(self._register_site(database_url))
         self.passwords = asyncio.run(self._demo_users(database_url))
         (self.dir / "edge.yaml").write_text(yaml.safe_dump(edge_cfg, allow_unicode=True))
 
@@ -253,6 +257,31 @@ class Demo:
         complete = all((files / f).exists() for f in (SITE_BROKER_PASSWORD, SITE_EVIDENCE_TOKEN))
         provision(accounts, DEMO_SITE, rotate=not complete)
         return files
+
+    async def _register_site(self, database_url: str) -> None:
+        """The demo site, its places, resident and devices (the camera too) in the cloud's
+        registry, as an admin imports them: the cloud takes an alert's place and person from
+        there, and refuses devices it does not know (docs/security.md)."""
+        from cloud.admin import import_rows
+        from cloud.store import Store
+        from shouwang.clock import SystemClock
+
+        devices = [*DEMO_DEVICES, {"id": DEMO_CAMERA, "profile": "camera",
+                                   "location": DEMO_CAMERA_LOCATION}]
+        rows: dict[str, list[dict[str, Any]]] = {
+            "sites": [{"id": DEMO_SITE, "name": "阳光社区 (demo)",
+                       "location": DEMO_SITE_LOCATION}],
+            "locations": [{"path": DEMO_LOCATION}, {"path": DEMO_CAMERA_LOCATION}],
+            "residents": [DEMO_RESIDENT],
+            "devices": [{"site": DEMO_SITE, **d} for d in devices],
+        }
+        store = await Store.connect(database_url)
+        try:
+            now = SystemClock().now_ms()
+            for kind, data in rows.items():  # idempotent: a second run updates nothing
+                await import_rows(store, kind, data, now, name=f"demo {kind}")
+        finally:
+            await store.close()
 
     async def _demo_users(self, database_url: str) -> dict[str, str]:
         """The demo accounts, with passwords generated once and kept in the demo directory."""

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from cloud.access.config import AccessConfig
 from cloud.access.users import Access, UserError
+from cloud.admin import import_rows
 from cloud.config import CloudConfig
 from cloud.server import CloudServer
 from cloud.store import Store
@@ -323,9 +324,13 @@ def cloud_config(
     database_url: str | None = None,
     **changes: Any,
 ) -> CloudConfig:
-    """A cloud on `cloud_broker`; SQLite in `data_dir` unless `database_url` is given."""
+    """A cloud on `cloud_broker`; SQLite in `data_dir` unless `database_url` is given.
+
+    Sites register themselves (`require_registered_sites: false`, a lab cloud): most tests
+    make up a site per test. Tests of the production default pass it true, as do the
+    scenarios (tests/scenarios/site.py), which register their site as an admin would."""
     return CloudConfig(
-        **changes,
+        **{"require_registered_sites": False, **changes},
         broker=broker_config(cloud_broker),
         database_url=database_url or f"sqlite+aiosqlite:///{data_dir}/cloud.sqlite",
         http=HttpConfig(port=0),
@@ -337,8 +342,35 @@ def api_config(database_url: str, worker: str | None = None, **extra: Any) -> Cl
     """A cloud that serves the API only (no broker): for API, access and escalation tests."""
     return CloudConfig.model_validate({
         "broker": {}, "database_url": database_url, "http": {"port": 0},
-        "worker_id": worker or unique("cloud"), "ingest": False, **extra,
+        "worker_id": worker or unique("cloud"), "ingest": False,
+        "require_registered_sites": False, **extra,
     })
+
+
+async def register_site(store: Store, econf: EdgeConfig, location: str | None = None) -> None:
+    """Import the site of `econf` with its devices (cameras too), their places and residents
+    into the cloud's registry, as an admin does with `shouwang cloud import`; a device bound
+    to no place is put at the site's `location`."""
+    now = SystemClock().now_ms()
+    places = sorted({d.location for d in econf.devices if d.location} | (
+        {location} if location else set()))
+    residents: dict[str, str | None] = {}
+    for d in econf.devices:
+        if d.resident is not None:
+            residents.setdefault(d.resident, d.location)
+    rows: dict[str, list[dict[str, Any]]] = {
+        "sites": [{"id": econf.site, "location": location}],
+        "locations": [{"path": p} for p in places],
+        "residents": [{"id": r, "name": r, "location": where} for r, where in residents.items()],
+        "devices": [
+            {"site": econf.site, "id": d.id, "profile": d.profile, "resident": d.resident,
+             "location": d.location or (location if d.resident is None else None)}
+            for d in econf.devices
+        ],
+    }
+    for kind, data in rows.items():
+        if data:
+            await import_rows(store, kind, data, now, name=f"{econf.site} {kind}")
 
 
 @contextlib.asynccontextmanager

@@ -37,11 +37,13 @@ from tests.conftest import (
     cloud_config,
     edge_config,
     ensure_test_admin,
+    register_site,
     unique,
     with_accounts,
 )
 from tests.integration.people import PASSWORD, Client
 
+COMMUNITY = "/".join(LOCATION.split("/")[:3])  # where the gateway is registered
 GRID = "/".join(LOCATION.split("/")[:4])
 STATION = "/".join(LOCATION.split("/")[:2])
 # Who lives it: the grid's worker, the station's duty officer, the elder's daughter.
@@ -142,7 +144,10 @@ async def community(
 ) -> AsyncIterator[Site]:
     """The community; `evidence=True` gives the gateway an upload token the cloud knows;
     `acl=True` runs both brokers with the accounts and ACLs `shouwang edge|cloud provision`
-    write (default: SHOUWANG_TEST_BROKER_ACL=1)."""
+    write (default: SHOUWANG_TEST_BROKER_ACL=1). The cloud runs as deployed: it takes
+    envelopes only from registered sites and devices, and the community is registered (its
+    site, places, residents and devices) before the gateway starts, as an admin imports
+    them."""
     accounts = tmp_path / "accounts"
     edge_broker = make_broker("edge", accounts=accounts / "edge-accounts" if acl else None,
                               start=not acl)
@@ -150,7 +155,8 @@ async def community(
                                start=not acl)
     port = free_port()  # its own (not 0): a restarted cloud is where the open boards left it
     econf = edge_config(edge_broker, cloud_broker, tmp_path / "edge")
-    cconf = cloud_config(cloud_broker, tmp_path).model_copy(update={"http": HttpConfig(port=port)})
+    cconf = cloud_config(cloud_broker, tmp_path, require_registered_sites=True).model_copy(
+        update={"http": HttpConfig(port=port)})
     if evidence:
         econf, cconf = _with_evidence(econf, cconf, tmp_path, port)
     econf, cconf = change_edge(econf), change_cloud(cconf)
@@ -170,6 +176,8 @@ async def community(
     try:
         edge = EdgeDaemon(econf, clock=edge_clock)
         assert cloud.access is not None
+        assert cloud.store is not None
+        await register_site(cloud.store, econf, location=COMMUNITY)
         await ensure_test_admin(cloud.access)
         for name, role, scope in PEOPLE:
             await cloud.access.add_user(name, PASSWORD, role, **scope)
