@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 
 from shouwang.config import Strict
 
@@ -28,8 +30,26 @@ class AccessConfig(Strict):
         description="Failed logins from one client address within the window before logins "
         "from it are refused (429)",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) besides the server's own from which a "
+        "browser may change state with the session cookie or open the WebSocket; needed "
+        "when a reverse proxy does not pass the browser's Host header through "
+        "(docs/security.md)",
+    )
     websocket_recheck_s: float = Field(
         30, gt=0, le=3600,
         description="An open WebSocket re-checks its session this often and closes (code "
         "4401) once the session has ended",
     )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip(
+                "/"
+            ) or parts.query:
+                raise ValueError(f"{origin!r} is not an origin like https://host[:port]")
+        return origins

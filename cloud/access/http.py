@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.access import origin
 from cloud.access.scope import Principal
 from cloud.access.users import Access, LoginRefused
 from cloud.hub import PRINCIPAL
@@ -38,6 +39,12 @@ def setup(app: web.Application, access: Access, metrics: Metrics) -> None:
         "shouwang_logins_total", "Login attempts, by outcome", ["outcome"]
     )
     app.middlewares.append(authenticate)
+    # After the login check, so that without a session every route still answers 401 alike.
+    origin.setup(app, access.config.allowed_origins, metrics.counter(
+        "shouwang_http_refused_total",
+        "Requests refused as cross-origin or not JSON (docs/security.md), by reason",
+        ["reason"],
+    ), COOKIE)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)

@@ -138,7 +138,7 @@ async def test_login_logout_cookie_and_bearer(database_url: str) -> None:
         assert cookie.value == token
         async with http.get(f"{base}/api/me") as res:  # the session's cookie jar
             assert (await res.json())["residents"] == ["r-a1"]
-        async with http.post(f"{base}/api/logout") as res:
+        async with http.post(f"{base}/api/logout", json={}) as res:
             assert res.status == 200
         async with http.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"}) as res:
             assert res.status == 401  # the token died with the session, not only the cookie
