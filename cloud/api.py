@@ -45,6 +45,7 @@ def build_app(
     app = web.Application(client_max_size=64 * 1024)
     app[STORE], app[HUB], app[METRICS], app[MQTT_STATE] = store, hub, metrics, mqtt_state
     app[LIFECYCLE] = lifecycle
+    app.middlewares.append(json_errors)
     app[BAD_REQUESTS] = metrics.counter(
         "shouwang_api_bad_requests_total", "API requests refused with 400, by parameter",
         ["param"],
@@ -106,6 +107,23 @@ def metrics_handler(metrics: Metrics, token: str | None) -> Callable[[web.Reques
         return await metrics.handle(request)
 
     return handle
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Under /api/, even aiohttp's own refusals (no such route, wrong method) answer JSON."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as err:
+        if not request.path.startswith("/api/") or err.status < 400:
+            raise
+        return web.json_response(
+            {"error": err.reason.lower()}, status=err.status, headers={
+                k: v for k, v in err.headers.items() if k in ("Allow", "Retry-After")}
+        )
 
 
 def _error(status: int, message: str) -> web.Response:
