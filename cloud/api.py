@@ -42,7 +42,7 @@ def build_app(
     *,
     metrics_token: str | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=openapi.MAX_BODY)
     app[STORE], app[HUB], app[METRICS], app[MQTT_STATE] = store, hub, metrics, mqtt_state
     app[LIFECYCLE] = lifecycle
     app.middlewares.append(json_errors)

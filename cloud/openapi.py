@@ -34,11 +34,13 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 UNAUTHORIZED = _error("Not logged in, or the session expired")
+MAX_BODY = 64 * 1024  # the API application's client_max_size (cloud/api.py)
 CROSS_ORIGIN = "a cross-origin request with the session cookie (docs/security.md)"
 # What the CSRF rules (cloud/access/origin.py) answer to any state-changing request.
 REFUSED = {
     "400": _error("No JSON object body, or a bad field, named"),
     "403": _error(f"Refused: {CROSS_ORIGIN}"),
+    "413": _error(f"Body over {MAX_BODY // 1024} KiB"),
     "415": _error("Content-Type is not application/json"),
 }
 _TEXT = {"type": "string"}
