@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from cloud import filters, openapi
-from cloud.access import audit
+from cloud.access import audit, clients
 from cloud.access import http as access_http
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound, IllegalTransition
@@ -38,10 +39,13 @@ def build_app(
     mqtt_state: Callable[[], bool | None],
     access: Access,
     lifecycle: Lifecycle,
+    *,
+    metrics_token: str | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=openapi.MAX_BODY)
     app[STORE], app[HUB], app[METRICS], app[MQTT_STATE] = store, hub, metrics, mqtt_state
     app[LIFECYCLE] = lifecycle
+    app.middlewares.append(json_errors)
     app[BAD_REQUESTS] = metrics.counter(
         "shouwang_api_bad_requests_total", "API requests refused with 400, by parameter",
         ["param"],
@@ -69,21 +73,57 @@ def build_app(
     places.add_routes(app)
     residents.add_routes(app)
     device_health.add_routes(app)
-    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_get("/metrics", metrics_handler(metrics, metrics_token))
     app.router.add_get("/healthz", health)
     return app
 
 
 def build_monitor_app(
-    hub: Hub, metrics: Metrics, mqtt_state: Callable[[], bool | None]
+    hub: Hub, metrics: Metrics, mqtt_state: Callable[[], bool | None], *,
+    metrics_token: str | None = None,
 ) -> web.Application:
     """For a worker without the API: only `/metrics` and `/healthz`, which hold no personal
     data, so an ingest-only worker is watched like any other."""
     app = web.Application(client_max_size=1024)
     app[HUB], app[METRICS], app[MQTT_STATE] = hub, metrics, mqtt_state
-    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_get("/metrics", metrics_handler(metrics, metrics_token))
     app.router.add_get("/healthz", health)
     return app
+
+
+def metrics_handler(metrics: Metrics, token: str | None) -> Callable[[web.Request], Any]:
+    """`/metrics` for the holder of `token` (`metrics_token_file`) or, without one, for a
+    client on this host: counts of users, sites and refusals are nobody else's business."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "metrics need the bearer token of metrics_token_file")
+        elif not clients.is_loopback_peer(request):
+            return _error(403, "metrics answer only this host without a token; set "
+                          "metrics_token_file to scrape them from elsewhere")
+        return await metrics.handle(request)
+
+    return handle
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Under /api/, even aiohttp's own refusals (no such route, wrong method) answer JSON."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as err:
+        if not request.path.startswith("/api/") or err.status < 400:
+            raise
+        return web.json_response(
+            {"error": err.reason.lower()}, status=err.status, headers={
+                k: v for k, v in err.headers.items() if k in ("Allow", "Retry-After")}
+        )
 
 
 def _error(status: int, message: str) -> web.Response:

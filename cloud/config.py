@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -13,7 +14,7 @@ from cloud.notify.config import NotifyConfig
 from cloud.telemetry.sql import SqlTelemetryConfig
 from cloud.telemetry.victoria import VictoriaMetricsConfig
 from cloud.watchdog import WatchdogConfig
-from shouwang.config import BrokerConfig, HttpConfig, Strict
+from shouwang.config import BrokerConfig, ConfigError, HttpConfig, Strict
 
 TelemetryConfig = Annotated[
     SqlTelemetryConfig | VictoriaMetricsConfig, Field(discriminator="backend")
@@ -85,6 +86,12 @@ class CloudConfig(Strict):
         "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
     )
 
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token Prometheus sends for `/metrics`; without "
+        "it, `/metrics` answers only clients on this host that came through no proxy",
+    )
+
     data_worker_nice: int = Field(
         10, ge=0, le=19,
         description="How much a worker that only ingests data (`streams: [data]`, `api: false`) "
@@ -103,6 +110,21 @@ class CloudConfig(Strict):
         """The CPU priority decrement `shouwang cloud run` applies at start."""
         data_only = not self.alert_duties and not self.api
         return self.data_worker_nice if data_only else 0
+
+    def metrics_token(self) -> str | None:
+        """The `/metrics` token, read at start so a missing file stops start-up."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            token = self.metrics_token_file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"metrics_token_file {self.metrics_token_file}: {err}") from err
+        if len(token) < 16:
+            raise ConfigError(
+                f"metrics_token_file {self.metrics_token_file}: the token needs at least 16 "
+                "characters"
+            )
+        return token
 
     @field_validator("streams")
     @classmethod

@@ -70,8 +70,11 @@ class EvidenceKey:
 
     async def handle_public_key(self, request: web.Request) -> web.Response:
         """Public, no login: whoever checks a package needs the key, not an account."""
-        if request.query.get("format") == "pem":
+        form = request.query.get("format", "json")
+        if form == "pem":
             return web.Response(text=self.pem, content_type="application/x-pem-file")
+        if form != "json":
+            return web.json_response({"error": "format: json or pem"}, status=400)
         return web.json_response({**self.info, "pem": self.pem})
 
 

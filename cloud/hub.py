@@ -107,9 +107,11 @@ class Hub:
                 ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
             )
 
-    async def serve(self, request: web.Request) -> web.WebSocketResponse:
+    async def serve(self, request: web.Request) -> web.StreamResponse:
         principal: Principal = request[PRINCIPAL]
         ws = web.WebSocketResponse(heartbeat=20)
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"error": "not a WebSocket upgrade"}, status=400)
         await ws.prepare(request)
         queue: Queue = asyncio.Queue(CLIENT_QUEUE)
         self._clients[ws] = (principal, queue)

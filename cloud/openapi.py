@@ -10,6 +10,7 @@ from typing import Any
 from cloud.alerts import STATES
 from cloud.filters import MAX_PAGE, ORDERS, PARAMS
 from cloud.lifecycle import MAX_NOTE, TARGET_STATE
+from cloud.notify.routes import MAX_ENDPOINT
 from shouwang.profiles import SEVERITIES
 
 
@@ -27,7 +28,43 @@ def _json(ref: str, description: str = "OK") -> dict[str, Any]:
     }
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every state-changing request carries a JSON object (docs/security.md)."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 UNAUTHORIZED = _error("Not logged in, or the session expired")
+MAX_BODY = 64 * 1024  # the API application's client_max_size (cloud/api.py)
+CROSS_ORIGIN = "a cross-origin request with the session cookie (docs/security.md)"
+# What the CSRF rules (cloud/access/origin.py) answer to any state-changing request.
+REFUSED = {
+    "400": _error("No JSON object body, or a bad field, named"),
+    "403": _error(f"Refused: {CROSS_ORIGIN}"),
+    "413": _error(f"Body over {MAX_BODY // 1024} KiB"),
+    "415": _error("Content-Type is not application/json"),
+}
+_TEXT = {"type": "string"}
+_NULLABLE_TEXT = {"type": "string", "nullable": True}
+_INT = {"type": "integer"}
+_NULLABLE_INT = {"type": "integer", "nullable": True}
+# Every field of an alert as the API and the WebSocket give it (cloud/store.py `_public`).
+_ALERT_FIELDS: dict[str, dict[str, Any]] = {
+    "id": _TEXT, "site": _TEXT, "type": _TEXT,
+    "severity": {"type": "string", "enum": list(SEVERITIES)},
+    "device": _TEXT, "subject": _TEXT, "dedup_key": _TEXT,
+    "resident": {**_NULLABLE_TEXT, "description": "null for alerts about no one (a gateway)"},
+    "location": {**_NULLABLE_TEXT, "description": "null when the device has no place"},
+    "life_safety": {"type": "boolean"}, "ts": _INT, "received_ms": _INT,
+    "state": {"type": "string", "enum": list(STATES)}, "state_changed_ms": _INT,
+    "version": _INT, "repeats": _INT,
+    "last_ms": {**_NULLABLE_INT, "description": "when the latest repeat happened"},
+    "ack_by": _NULLABLE_TEXT, "ack_role": _NULLABLE_TEXT,
+    "seen_by": _NULLABLE_TEXT, "seen_ms": _NULLABLE_INT,
+    "source_id": {**_NULLABLE_TEXT, "description": "the edge event that raised it; null for "
+                  "the cloud's own alerts"},
+    "raised_ms": _NULLABLE_INT,
+    "detail": {"type": "object", "description": "what your role may see (docs/access.md)"},
+}
 NOT_FOUND = _error("No such alert, or not in your scope (the two answers are identical)")
 ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -43,7 +80,9 @@ _QUERY = {
     "to": ("Event time to (exclusive), epoch ms", {"type": "integer", "minimum": 0}, ""),
     "limit": ("Page size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                             "default": 100}, ""),
-    "cursor": ("`next_cursor` of the previous page, in the same order", {"type": "string"}, ""),
+    "cursor": ("`next_cursor` of the previous page, in the same order",
+               {"type": "string", "pattern": r"^(u[0-9]{2}\.)?\d{1,15}\.[0-9A-Za-z_-]{1,64}$"},
+               ""),
     "q": ("Search: an alert id, a device id, a resident id or part of a resident's name, or "
           "part of the address (every character literal)", {"type": "string", "maxLength": 64},
           ""),
@@ -68,13 +107,13 @@ def _transition(action: str) -> dict[str, Any]:
         "post": {
             "summary": f"Move the alert to {TARGET_STATE[action]}",
             "parameters": [ALERT_ID],
-            "requestBody": {"content": {"application/json": {"schema": {
+            "requestBody": _body({
                 "type": "object", "properties": props, "additionalProperties": False,
                 **({"required": ["worker"]} if action == "dispatch" else {}),
-            }}}},
+            }),
             "responses": {
-                "200": _json("AlertDetail"), "400": _error("A bad field, named"),
-                "401": UNAUTHORIZED, "403": _error("Your role may not do this"),
+                **REFUSED, "200": _json("AlertDetail"),
+                "401": UNAUTHORIZED, "403": _error(f"Your role may not do this, or {CROSS_ORIGIN}"),
                 "404": NOT_FOUND, "409": _error("Illegal from the alert's state; says why"),
             },
         }
@@ -93,14 +132,9 @@ DOCUMENT: dict[str, Any] = {
         },
         "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-            "Alert": {"type": "object", "properties": {
-                k: {"type": "string"} for k in (
-                    "id", "site", "type", "severity", "device", "subject", "dedup_key",
-                    "resident", "location", "state", "source_id")
-            } | {"ts": {"type": "integer"}, "received_ms": {"type": "integer"},
-                 "state_changed_ms": {"type": "integer"}, "life_safety": {"type": "boolean"},
-                 "detail": {"type": "object",
-                            "description": "what your role may see (docs/access.md)"}}},
+            "Alert": {"type": "object", "properties": _ALERT_FIELDS,
+                      "required": sorted(k for k, v in _ALERT_FIELDS.items()
+                                         if not v.get("nullable"))},
             "AlertDetail": {"allOf": [{"$ref": "#/components/schemas/Alert"}, {
                 "type": "object", "properties": {
                     "timeline": {"type": "array", "items": {"type": "object"}},
@@ -137,14 +171,18 @@ DOCUMENT: dict[str, Any] = {
         "/api/login": {"post": {
             "summary": "Log in; sets an HttpOnly SameSite=Strict cookie and returns a bearer "
                        "token", "security": [],
-            "requestBody": {"content": {"application/json": {"schema": {
+            "requestBody": _body({
                 "type": "object", "required": ["username", "password"],
-                "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}}}},
-            "responses": {"200": {"description": "Logged in"}, "400": _error("Bad body"),
+                "properties": {k: {"type": "string", "minLength": 1, "maxLength": 256}
+                               for k in ("username", "password")}}),
+            "responses": {**REFUSED, "200": {"description": "Logged in"},
                           "401": _error("Wrong user name or password"),
-                          "429": _error("Too many failed logins; see Retry-After")}}},
+                          "429": _error("Logins for this user name must wait (the delay grows "
+                                        "with failures), or too many failures from this "
+                                        "address; Retry-After says how long")}}},
         "/api/logout": {"post": {"summary": "End this session",
-                                 "responses": {"200": {"description": "OK"},
+                                 "requestBody": _body({"type": "object"}),
+                                 "responses": {**REFUSED, "200": {"description": "OK"},
                                                "401": UNAUTHORIZED}}},
         "/api/vocabulary": {"get": {
             "summary": "Every alert type and its names in Chinese and English, life-safety "
@@ -219,7 +257,8 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": {"description": "{algorithm, public_key (raw, base64), "
                                                  "fingerprint, pem}, or the PEM alone",
                                   "content": {"application/json": {},
-                                              "application/x-pem-file": {}}}}}},
+                                              "application/x-pem-file": {}}},
+                          "400": _error("`format` is neither json nor pem")}}},
         "/api/alerts.csv": {"get": {
             "summary": "The filtered alert list as CSV (UTF-8 with BOM), newest first, at most "
                        "10,000 rows; the same filters and scope as /api/alerts; audited",
@@ -276,7 +315,8 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "field", "in": "query", "required": True,
-                 "schema": {"type": "string", "example": "heart_rate"}},
+                 "schema": {"type": "string", "example": "heart_rate",
+                            "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}},
                 {"name": "from", "in": "query", "schema": {"type": "integer"},
                  "description": "epoch ms; default 24 h before `to`"},
                 {"name": "to", "in": "query", "schema": {"type": "integer"},
@@ -318,7 +358,8 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [{"name": "devices", "in": "query",
                             "schema": {"type": "string", "enum": ["1"]}}],
             "responses": {"101": {"description": "Switching protocols"},
-                          "401": UNAUTHORIZED}}},
+                          "400": _error("Not a WebSocket upgrade"),
+                          "401": UNAUTHORIZED, "403": _error(f"Refused: {CROSS_ORIGIN}")}}},
         "/api/push/vapid-public-key": {"get": {
             "summary": "The cloud's VAPID public key, for a browser's push subscription",
             "responses": {"200": {"description": "{public_key}"}, "401": UNAUTHORIZED,
@@ -326,24 +367,26 @@ DOCUMENT: dict[str, Any] = {
         "/api/push/subscriptions": {
             "post": {
                 "summary": "Save this browser's push subscription for the logged-in user",
-                "requestBody": {"content": {"application/json": {"schema": {
+                "requestBody": _body({
                     "type": "object", "required": ["endpoint", "keys"],
-                    "properties": {"endpoint": {"type": "string", "format": "uri"},
+                    "properties": {"endpoint": {"type": "string", "format": "uri",
+                                                "maxLength": MAX_ENDPOINT},
                                    "keys": {"type": "object", "properties": {
                                        "p256dh": {"type": "string"},
-                                       "auth": {"type": "string"}}}}}}}},
-                "responses": {"201": {"description": "{id}"},
+                                       "auth": {"type": "string"}}}}}),
+                "responses": {**REFUSED, "201": {"description": "{id}"},
                               "400": _error("A bad subscription, named; or a push service "
                                             "not on the allowed list"),
                               "401": UNAUTHORIZED, "404": _error("Web Push is not enabled")}},
             "delete": {
                 "summary": "Remove one of the logged-in user's push subscriptions",
-                "requestBody": {"content": {"application/json": {"schema": {
+                "requestBody": _body({
                     "type": "object", "required": ["endpoint"],
-                    "properties": {"endpoint": {"type": "string"}}}}}},
-                "responses": {"204": {"description": "Removed"}, "400": _error("Bad body"),
+                    "properties": {"endpoint": {"type": "string", "maxLength": MAX_ENDPOINT}}}),
+                "responses": {**REFUSED, "204": {"description": "Removed"},
                               "401": UNAUTHORIZED,
-                              "404": _error("No such subscription for this user")}},
+                              "404": _error("No such subscription for this user, or Web "
+                                            "Push is not enabled")}},
         },
         "/family/": {"get": {"summary": "The family page (a PWA, HTML)", "security": [],
                              "responses": {"200": {"description": "HTML"}}}},

@@ -50,6 +50,7 @@ class CloudServer:
         self.notifier: Notifier | None = notifier
         self.dispatcher: Dispatcher | None = None
         self.policies = config.escalation.load()  # a bad policy file stops start-up here
+        self.metrics_token = config.metrics_token()  # and so does an unreadable token file
         self.metrics = Metrics("cloud")
         self.store: Store | None = None
         self.evidence: EvidenceStore | None = None
@@ -148,7 +149,8 @@ class CloudServer:
                 responders=self.policies.responders_for,
             )
             app = build_app(
-                self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle
+                self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle,
+                metrics_token=self.metrics_token,
             )
             # Made on the first start of an API worker, then read back by every worker.
             key = await EvidenceKey.load_or_create(self.store, self.clock.now_ms())
@@ -157,7 +159,9 @@ class CloudServer:
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)
         else:
-            app = build_monitor_app(self.hub, self.metrics, self._broker_state)
+            app = build_monitor_app(
+                self.hub, self.metrics, self._broker_state, metrics_token=self.metrics_token
+            )
         if self.config.api or self.config.ingest:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()

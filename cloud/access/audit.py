@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud.access.tables import audit_log
@@ -32,20 +32,6 @@ async def record(
             ts=ts, actor=actor, action=action, target=target, remote=remote, detail=detail
         )
     )
-
-
-async def count_since(
-    conn: AsyncConnection, action: str, since_ms: int, *, target: str | None = None,
-    remote: str | None = None,
-) -> int:
-    query = select(func.count()).select_from(audit_log).where(
-        audit_log.c.action == action, audit_log.c.ts >= since_ms
-    )
-    if target is not None:
-        query = query.where(audit_log.c.target == target)
-    if remote is not None:
-        query = query.where(audit_log.c.remote == remote)
-    return int((await conn.execute(query)).scalar_one())
 
 
 async def entries(

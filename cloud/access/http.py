@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.access import clients, origin
 from cloud.access.scope import Principal
 from cloud.access.users import Access, LoginRefused
 from cloud.hub import PRINCIPAL
@@ -34,10 +35,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def setup(app: web.Application, access: Access, metrics: Metrics) -> None:
     app[ACCESS] = access
+    clients.setup(app, clients.networks(access.config.trusted_proxies))  # before the rest
     app[LOGINS] = metrics.counter(
         "shouwang_logins_total", "Login attempts, by outcome", ["outcome"]
     )
     app.middlewares.append(authenticate)
+    # After the login check, so that without a session every route still answers 401 alike.
+    origin.setup(app, access.config.allowed_origins, metrics.counter(
+        "shouwang_http_refused_total",
+        "Requests refused as cross-origin or not JSON (docs/security.md), by reason",
+        ["reason"],
+    ), COOKIE)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
@@ -90,7 +98,7 @@ async def login(request: web.Request) -> web.Response:
             log.warning("login throttled for a user name or address (see the audit log)")
             return web.json_response(
                 {"error": str(err)}, status=429,
-                headers={"Retry-After": str(access.config.login_window_s)},
+                headers={"Retry-After": str(err.retry_after_s)},
             )
         counter.labels("failed").inc()
         return web.json_response({"error": str(err)}, status=401)
@@ -98,9 +106,12 @@ async def login(request: web.Request) -> web.Response:
     response = web.json_response(
         {"user": _me(session.principal), "token": session.token, "expires_ms": session.expires_ms}
     )
+    secure = access.config.cookie_secure
+    if secure == "auto":  # a browser keeps no Secure cookie from http://, except on loopback
+        secure = not clients.plain_http_on_loopback(request)
     response.set_cookie(
         COOKIE, session.token, max_age=access.config.session_ttl_s, httponly=True,
-        samesite="Strict", secure=access.config.cookie_secure, path="/",
+        samesite="Strict", secure=secure, path="/",
     )
     return response
 

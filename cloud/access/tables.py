@@ -72,6 +72,16 @@ audit_log = Table(
     Index("audit_action_remote_ts", "action", "remote", "ts"),
 )
 
+# A user name whose password is being checked right now. A login inserts the row before it
+# checks and deletes it after, so parallel guesses for one name take turns across every API
+# worker and each sees the failures before it; a row left by a crashed worker expires.
+login_claims = Table(
+    "login_claims",
+    metadata,
+    Column("username", String(256), primary_key=True),
+    Column("until_ms", BigInteger, nullable=False),
+)
+
 # An alert is planned once (even with no policy), so the planner's sweep skips it afterwards.
 escalation_plans = Table(
     "escalation_plans",

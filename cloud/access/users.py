@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import RowMapping, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,7 @@ from cloud.access.config import AccessConfig
 from cloud.access.passwords import dummy_verify, hash_password, verify_password
 from cloud.access.scope import ROLES, Principal, check_location_prefix
 from cloud.access.tables import sessions, user_scopes, users
+from cloud.access.throttle import LoginThrottle, Wait
 from shouwang.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ class UserError(ValueError):
 
 
 class LoginRefused(Exception):
-    def __init__(self, reason: str, *, throttled: bool = False) -> None:
+    def __init__(self, reason: str, *, throttled: bool = False, retry_after_s: int = 0) -> None:
         super().__init__(reason)
         self.throttled = throttled
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Access:
         self.engine = engine
         self.clock = clock
         self.config = config
+        self.throttle = LoginThrottle(engine, clock, config)
 
     # --- accounts ------------------------------------------------------------------------
 
@@ -154,28 +157,37 @@ class Access:
     # --- sessions ------------------------------------------------------------------------
 
     async def login(self, username: str, password: str, remote: str | None) -> Session:
-        now = self.clock.now_ms()
-        since = now - self.config.login_window_s * 1000
-        throttled = False
+        """`remote`: the client's address (behind trusted proxies, the one they forwarded)."""
+        async with self.engine.connect() as conn:  # most refusals end here, claiming nothing
+            wait = await self.throttle.check(conn, username, remote)
+        if wait is None:
+            async with self.throttle.turn(username) as mine:
+                if mine:
+                    return await self._login_claimed(username, password, remote)
+            wait = Wait(1, "busy")
+        await self._throttled(username, remote, wait)
+
+    async def _throttled(self, username: str, remote: str | None, wait: Wait) -> NoReturn:
         async with self.engine.begin() as conn:
-            by_user = await audit.count_since(conn, "login_failed", since, target=username)
-            by_addr = 0 if remote is None else await audit.count_since(
-                conn, "login_failed", since, remote=remote
+            await audit.record(
+                conn, ts=self.clock.now_ms(), actor=f"login:{username[:64]}",
+                action="login_throttled", target=username[:256], remote=remote,
+                detail={"by": wait.reason, "retry_after_s": wait.seconds},
             )
-            if (
-                by_user >= self.config.max_failures_per_user
-                or by_addr >= self.config.max_failures_per_address
-            ):
-                throttled = True
-                await audit.record(
-                    conn, ts=now, actor=f"login:{username[:64]}", action="login_throttled",
-                    target=username[:256], remote=remote,
-                )
+        # Raised after the commit, so the refusal stays in the audit log.
+        raise LoginRefused("too many failed logins; try again later", throttled=True,
+                           retry_after_s=wait.seconds)
+
+    async def _login_claimed(self, username: str, password: str, remote: str | None) -> Session:
+        """The password check, while this login holds the user name's claim."""
+        now = self.clock.now_ms()
+        async with self.engine.connect() as conn:  # again: a failure may have landed meanwhile
+            wait = await self.throttle.check(conn, username, remote)
             row = (
                 await conn.execute(select(users).where(users.c.username == username))
             ).mappings().first()
-        if throttled:  # raised after the commit, so the refusal stays in the audit log
-            raise LoginRefused("too many failed logins; try again later", throttled=True)
+        if wait is not None:
+            await self._throttled(username, remote, wait)
         if row is None:
             await asyncio.to_thread(dummy_verify, password)
             ok = False
@@ -185,8 +197,8 @@ class Access:
         if not ok or row is None:
             async with self.engine.begin() as conn:
                 await audit.record(
-                    conn, ts=now, actor=f"login:{username[:64]}", action="login_failed",
-                    target=username[:256], remote=remote,
+                    conn, ts=self.clock.now_ms(), actor=f"login:{username[:64]}",
+                    action="login_failed", target=username[:256], remote=remote,
                 )
             raise LoginRefused(BAD_LOGIN)
         async with self.engine.begin() as conn:

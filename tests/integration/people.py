@@ -86,6 +86,8 @@ class Client:
             return Reply(res.status, await res.json() if raw else None, raw)
 
     async def post(self, path: str, body: Any = None) -> Reply:
+        """A JSON body always (`{}` when there is nothing to say): the API takes no other."""
+        body = {} if body is None else body
         async with self.http.post(self.base + path, json=body, headers=self.headers) as res:
             raw = await res.read()
             return Reply(res.status, await res.json() if raw else None, raw)

@@ -25,7 +25,7 @@ def test_the_example_policy_loads_and_falls_back_to_the_catch_all() -> None:
 
 def test_the_example_cloud_config_validates() -> None:
     config = load_yaml(EXAMPLES / "cloud.yaml", CloudConfig)
-    assert config.access.cookie_secure is True
+    assert config.access.cookie_secure == "auto"
     assert config.escalation.file == Path("/etc/shouwang/escalation.yaml")
 
 

@@ -7,11 +7,14 @@ export class ApiError extends Error {
 }
 
 export async function api(path, { method = "GET", body } = {}) {
+  // Anything but a read carries a JSON object: the server refuses other bodies, and no body,
+  // so that no form on another page can act with this user's cookie (docs/security.md).
+  const reads = method === "GET" || method === "HEAD";
   const res = await fetch(path, {
     method,
     credentials: "same-origin",
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: reads ? {} : { "Content-Type": "application/json" },
+    body: reads ? undefined : JSON.stringify(body ?? {}),
   });
   const data = res.headers.get("Content-Type")?.includes("json") ? await res.json() : null;
   if (res.status === 401 && path !== "/api/login") onLoggedOut();
