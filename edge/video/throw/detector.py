@@ -56,7 +56,11 @@ class ThrowConfig(Strict):
     min_points: int = Field(7, ge=4, le=100, description="Sightings before the physical test")
     g_min: float = Field(4.0, gt=0, description="Least fitted downward acceleration (m/s²)")
     g_max: float = Field(16.0, gt=0, description="Most fitted downward acceleration (m/s²)")
-    min_drop_m: float = Field(2.5, gt=0, description="Least drop seen before an alarm (metres)")
+    min_drop_m: float = Field(3.5, gt=0, description="Least drop seen before an alarm (metres)")
+    min_duration_s: float = Field(0.6, gt=0, description="Least time a track is seen before an "
+                                  "alarm (a bird's bob fits a parabola for a moment, not longer)")
+    max_lateral_mps: float = Field(5.0, gt=0, description="Fastest sideways motion along the "
+                                   "façade (m/s): birds cross faster, thrown objects drift")
     residual_px: float = Field(2.5, gt=0, description="Largest RMS distance of the sightings "
                                "from the fitted parabola, in pixels")
     lateral_ratio: float = Field(0.5, gt=0, description="Largest sideways acceleration as a "
@@ -78,21 +82,31 @@ class Track:
     continuation: bool = False
 
     def predict(self, t_ms: int) -> tuple[float, float]:
+        """Where the object should be at `t_ms`: from 4 sightings on, a least-squares fit of
+        the last 12 (x straight, y a parabola); before that, the last step's velocity."""
         pts = self.points
         x, y = pts[-1][1], pts[-1][2]
         if len(pts) < 2:
             return x, y
+        if len(pts) >= 4:
+            recent = np.asarray(pts[-12:], dtype=np.float64)
+            t = (recent[:, 0] - recent[-1, 0]) / 1000.0
+            h = (t_ms - recent[-1, 0]) / 1000.0
+            fx = np.polyfit(t, recent[:, 1], 1)
+            fy = np.polyfit(t, recent[:, 2], 2)
+            return float(np.polyval(fx, h)), float(np.polyval(fy, h))
         t1, x1, y1 = pts[-1]
         t0, x0, y0 = pts[-2]
         dt = max(t1 - t0, 1)
-        vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
-        ay = 0.0
-        if len(pts) >= 3:
-            tm, _xm, ym = pts[-3]
-            vy0 = (y0 - ym) / max(t0 - tm, 1)
-            ay = (vy - vy0) / max((t1 - tm) / 2, 1)
         h = t_ms - t1
-        return x + vx * h, y + vy * h + 0.5 * max(ay, 0.0) * h * h
+        return x + (x1 - x0) / dt * h, y + (y1 - y0) / dt * h
+
+    def gate(self) -> float:
+        """How far from the prediction a sighting may be, pixels."""
+        size = self.sizes[-1] if self.sizes else 3.0
+        if len(self.points) >= 4:
+            return 3.0 + 0.15 * self.speed() + 0.3 * size + 3.0 * self.missed
+        return 8.0 + 0.8 * self.speed() + 0.3 * size + 4.0 * self.missed
 
     def speed(self) -> float:
         """Pixels per frame-ish (per 40 ms) of the last step."""
@@ -131,6 +145,8 @@ class ThrowDetector:
         self._done: list[tuple[int, Track]] = []  # confirmed tracks ended recently
         self.lighting_events = 0
         self.frames = 0
+        self.frame_ms = 40.0  # the stream's frame interval, learned
+        self._last_ms: int | None = None
         rng = np.random.default_rng(0)
         n = (y2 - y1) * (x2 - x1)
         self._sample = rng.choice(n, size=min(n, 4000), replace=False)
@@ -143,6 +159,9 @@ class ThrowDetector:
         if self._mask is not None:
             crop[self._mask] = 0
         self.frames += 1
+        if self._last_ms is not None and 0 < t_ms - self._last_ms < 1000:
+            self.frame_ms += 0.05 * (t_ms - self._last_ms - self.frame_ms)
+        self._last_ms = t_ms
         if self._bg is None or self._prev is None:
             self._bg, self._prev = crop.astype(np.float32), crop
             return []
@@ -183,12 +202,12 @@ class ThrowDetector:
         if self.tracks and len(cand):
             pred = np.asarray([t.predict(t_ms) for t in self.tracks])
             dist = np.linalg.norm(pred[:, None, :] - cand[None, :, :], axis=2)
-            gates = np.asarray([8.0 + 0.8 * t.speed() + 4.0 * t.missed for t in self.tracks])
+            gates = np.asarray([t.gate() for t in self.tracks])
             order = np.argsort(dist, axis=None)
             used_t = np.zeros(len(self.tracks), bool)
             for flat in order:
                 i, j = divmod(int(flat), len(cand))
-                if dist[i, j] > 80:
+                if dist[i, j] > 60:
                     break
                 if used_t[i] or not free[j] or dist[i, j] > gates[i]:
                     continue
@@ -215,7 +234,7 @@ class ThrowDetector:
                 if verdict.ok:
                     track.confirmed = True
                     events.append(self._event(track, verdict))
-        self._done = [(t, tr) for t, tr in self._done if t_ms - t < 2000]
+        self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         for j in np.flatnonzero(free)[:200]:
             track = Track([(t_ms, float(cand[j, 0]), float(cand[j, 1]))], [sizes[j]])
             track.continuation = self._continues(track, t_ms)
@@ -228,18 +247,16 @@ class ThrowDetector:
         return events
 
     def _continues(self, track: Track, t_ms: int) -> bool:
-        """A new track on the path of a confirmed one that was lost: the same object."""
+        """A new track below a confirmed one, on its line, within 3 s: the same object,
+        lost for a few frames (blur, a bright window behind it) and found again."""
         x, y = track.points[0][1], track.points[0][2]
-        for _, old in self._done:
-            px, py = old.predict(t_ms)
-            frames = (t_ms - old.points[-1][0]) / 40
-            if math.hypot(px - x, py - y) < 40 + 0.5 * old.speed() * frames:
+        for old in [tr for _, tr in self._done] + [tr for tr in self.tracks if tr.confirmed]:
+            t_last, _, y_last = old.points[-1]
+            if t_ms - t_last > 3000 or y < y_last - 20:
+                continue
+            px, _ = old.predict(t_ms)
+            if abs(px - x) < 40 + 0.15 * (y - y_last):
                 return True
-        for old in self.tracks:
-            if old.confirmed and old.missed > 0:
-                px, py = old.predict(t_ms)
-                if math.hypot(px - x, py - y) < 40 + 2 * old.speed() * old.missed:
-                    return True
         return False
 
     # --- the physical test --------------------------------------------------------------------
@@ -269,9 +286,21 @@ class ThrowDetector:
             return Verdict(False, "sideways acceleration")
         if xy[-1, 1] - xy[:, 1].min() < 8:
             return Verdict(False, "no drop")
+        if t[-1] < cfg.min_duration_s:
+            return Verdict(False, f"seen {t[-1]:.2f} s")
+        step = self.frame_ms / 1000.0
+        if len(t) < 0.75 * (t[-1] / step + 1):
+            return Verdict(False, "sighted in too few of its frames")
         if self.facade is None:
+            # No scale: the shape alone. Accelerating downward, a real drop, and by the end
+            # falling faster than it drifts sideways (a bird crosses, a body falls).
             if ay_px < cfg.min_accel_px:
                 return Verdict(False, f"acceleration {ay_px:.0f} px/s²")
+            if xy[-1, 1] - xy[:, 1].min() < 40:
+                return Verdict(False, "drop under 40 px")
+            v_down = -float(fy[1]) + ay_px * float(t[-1])
+            if abs(float(fx[1])) > 0.5 * v_down:
+                return Verdict(False, "drifts sideways more than it falls")
             score = 1.0 / (1.0 + res_px / tolerance)
             return Verdict(True, "falls (pixels)", score, fy * np.array([-1.0, -1.0, -1.0]))
         z = self.facade.metres(xy)
@@ -282,6 +311,12 @@ class ThrowDetector:
             return Verdict(False, f"drop {drop:.1f} m")
         if not cfg.g_min <= g_fit <= cfg.g_max:
             return Verdict(False, f"acceleration {g_fit:.1f} m/s²")
+        # Sideways speed, in metres with the vertical scale (a tilted view shortens the
+        # vertical, so this overstates it): a bird crosses at 5-15 m/s, a thrown object drifts.
+        m_per_px = drop / max(float(xy[-1, 1] - xy[:, 1].min()), 1.0)
+        lateral = abs(float(fx[1])) * m_per_px
+        if lateral > cfg.max_lateral_mps:
+            return Verdict(False, f"sideways at {lateral:.1f} m/s")
         score = math.exp(-((g_fit - G) / 6.0) ** 2) / (1.0 + res_px / tolerance)
         return Verdict(True, f"falls at {g_fit:.1f} m/s²", min(1.0, 0.5 + score), fz)
 
@@ -311,7 +346,7 @@ class ThrowDetector:
         _c, b, g_fit = (float(v) for v in fit)
         # Scale at the first sighting: metres per image pixel, vertically.
         p0 = pts[0, 1:3]
-        dz = facade.metres(np.array([p0, (*p0, 0, 1)]))
+        dz = facade.metres(np.stack([p0, p0 + np.array([0.0, 1.0])]))
         m_per_px = abs(float(dz[0] - dz[1])) or 0.1
         sigma_m = max(0.35, 2.5 * m_per_px)
         v0 = float(uv[0, 1])
