@@ -78,8 +78,9 @@ class Track:
     sizes: list[float] = field(default_factory=list)  # √area of each sighting's blob, pixels
     missed: int = 0
     confirmed: bool = False
-    rejected: bool = False
     continuation: bool = False
+    # The prediction's fit, kept until a sighting is added: (points, t_ref, line, parabola).
+    _fit: tuple[int, int, tuple[float, float], tuple[float, float, float]] | None = None
 
     def predict(self, t_ms: int) -> tuple[float, float]:
         """Where the object should be at `t_ms`: from 4 sightings on, a least-squares fit of
@@ -89,12 +90,11 @@ class Track:
         if len(pts) < 2:
             return x, y
         if len(pts) >= 4:
-            recent = np.asarray(pts[-12:], dtype=np.float64)
-            t = (recent[:, 0] - recent[-1, 0]) / 1000.0
-            h = (t_ms - recent[-1, 0]) / 1000.0
-            fx = np.polyfit(t, recent[:, 1], 1)
-            fy = np.polyfit(t, recent[:, 2], 2)
-            return float(np.polyval(fx, h)), float(np.polyval(fy, h))
+            if self._fit is None or self._fit[0] != len(pts):
+                self._fit = (len(pts), *_line_and_parabola(pts[-12:]))
+            _, t_ref, (bx, cx), (ay, by, cy) = self._fit
+            h = (t_ms - t_ref) / 1000.0
+            return cx + bx * h, cy + by * h + ay * h * h
         t1, x1, y1 = pts[-1]
         t0, x0, y0 = pts[-2]
         dt = max(t1 - t0, 1)
@@ -203,13 +203,12 @@ class ThrowDetector:
             pred = np.asarray([t.predict(t_ms) for t in self.tracks])
             dist = np.linalg.norm(pred[:, None, :] - cand[None, :, :], axis=2)
             gates = np.asarray([t.gate() for t in self.tracks])
-            order = np.argsort(dist, axis=None)
             used_t = np.zeros(len(self.tracks), bool)
-            for flat in order:
-                i, j = divmod(int(flat), len(cand))
-                if dist[i, j] > 60:
-                    break
-                if used_t[i] or not free[j] or dist[i, j] > gates[i]:
+            # Nearest pairs first, only those within the track's gate.
+            ii, jj = np.nonzero(dist <= gates[:, None])
+            for k in np.argsort(dist[ii, jj], kind="stable"):
+                i, j = int(ii[k]), int(jj[k])
+                if used_t[i] or not free[j]:
                     continue
                 used_t[i], free[j] = True, False
                 self.tracks[i].points.append((t_ms, float(cand[j, 0]), float(cand[j, 1])))
@@ -223,21 +222,25 @@ class ThrowDetector:
                 track.missed += 1
         alive = []
         for track in self.tracks:
-            if track.missed > self.config.max_missed:
+            # A track of a few sightings that loses its object is most likely noise (a rain
+            # streak, a flicker): it gets one frame of grace, an established one `max_missed`.
+            limit = self.config.max_missed if len(track.points) >= 4 else 1
+            if track.missed > limit:
                 if track.confirmed:
                     self._done.append((t_ms, track))
                 continue
             alive.append(track)
             if not track.confirmed and not track.continuation and track.missed == 0 and \
                     len(track.points) >= self.config.min_points:
-                verdict = self.judge(track)
+                verdict = self.judge_tail(track)
                 if verdict.ok:
                     track.confirmed = True
                     events.append(self._event(track, verdict))
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
+        confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
         for j in np.flatnonzero(free)[:200]:
             track = Track([(t_ms, float(cand[j, 0]), float(cand[j, 1]))], [sizes[j]])
-            track.continuation = self._continues(track, t_ms)
+            track.continuation = bool(confirmed) and self._continues(track, t_ms, confirmed)
             alive.append(track)
         # A storm of candidates (rain, snow) must not grow the tracks without bound.
         if len(alive) > 600:
@@ -246,11 +249,11 @@ class ThrowDetector:
         self.tracks = alive
         return events
 
-    def _continues(self, track: Track, t_ms: int) -> bool:
+    def _continues(self, track: Track, t_ms: int, confirmed: list[Track]) -> bool:
         """A new track below a confirmed one, on its line, within 3 s: the same object,
         lost for a few frames (blur, a bright window behind it) and found again."""
         x, y = track.points[0][1], track.points[0][2]
-        for old in [tr for _, tr in self._done] + [tr for tr in self.tracks if tr.confirmed]:
+        for old in confirmed:
             t_last, _, y_last = old.points[-1]
             if t_ms - t_last > 3000 or y < y_last - 20:
                 continue
@@ -261,13 +264,31 @@ class ThrowDetector:
 
     # --- the physical test --------------------------------------------------------------------
 
+    def judge_tail(self, track: Track) -> Verdict:
+        """`judge` the whole track or, failing that, its later part: a falling object can be
+        picked up by a track that held something else first (laundry at the window it left,
+        a light). A tail that passes becomes the track, so its first sighting is the launch."""
+        verdict = self.judge(track)
+        n = len(track.points)
+        for start in (n // 4, n // 2):
+            if verdict.ok or n - start < max(self.config.min_points, 2) or start == 0:
+                break
+            tail = Track(track.points[start:], track.sizes[start:])
+            verdict = self.judge(tail)
+            if verdict.ok:
+                del track.points[:start], track.sizes[:start]
+                track._fit = None
+        return verdict
+
     def judge(self, track: Track) -> Verdict:
         """Whether the track falls as a thrown or dropped body does."""
         cfg = self.config
         pts = np.asarray(track.points, dtype=np.float64)
         t = (pts[:, 0] - pts[0, 0]) / 1000.0
-        if t[-1] <= 0:
-            return Verdict(False, "no time")
+        if t[-1] < cfg.min_duration_s:
+            return Verdict(False, f"seen {t[-1]:.2f} s")
+        if len(t) < 0.75 * (t[-1] / (self.frame_ms / 1000.0) + 1):
+            return Verdict(False, "sighted in too few of its frames")
         xy = pts[:, 1:3]
         design = np.stack([np.ones_like(t), t, -0.5 * t * t], axis=1)
         # Image-space shape: downward, parabolic, little sideways acceleration.
@@ -286,11 +307,6 @@ class ThrowDetector:
             return Verdict(False, "sideways acceleration")
         if xy[-1, 1] - xy[:, 1].min() < 8:
             return Verdict(False, "no drop")
-        if t[-1] < cfg.min_duration_s:
-            return Verdict(False, f"seen {t[-1]:.2f} s")
-        step = self.frame_ms / 1000.0
-        if len(t) < 0.75 * (t[-1] / step + 1):
-            return Verdict(False, "sighted in too few of its frames")
         if self.facade is None:
             # No scale: the shape alone. Accelerating downward, a real drop, and by the end
             # falling faster than it drifts sideways (a bird crosses, a body falls).
@@ -396,3 +412,45 @@ def wire_fields(fields: dict[str, Any]) -> dict[str, Any]:
         step += 1
     out["track"] = ";".join(points[::step])
     return out
+
+
+def _line_and_parabola(
+    points: list[tuple[int, float, float]],
+) -> tuple[int, tuple[float, float], tuple[float, float, float]]:
+    """Least-squares x = bx·h + cx and y = ay·h² + by·h + cy over `points`, h in seconds from
+    the last one (plain sums: a few microseconds, where numpy's polyfit costs a hundred)."""
+    t_ref = points[-1][0]
+    n = len(points)
+    s1 = s2 = s3 = s4 = sx = sxt = sy = syt = syt2 = 0.0
+    for t_ms, x, y in points:
+        h = (t_ms - t_ref) / 1000.0
+        h2 = h * h
+        s1 += h
+        s2 += h2
+        s3 += h2 * h
+        s4 += h2 * h2
+        sx += x
+        sxt += x * h
+        sy += y
+        syt += y * h
+        syt2 += y * h2
+    det_line = n * s2 - s1 * s1
+    bx = (n * sxt - s1 * sx) / det_line if det_line else 0.0
+    cx = (sx - bx * s1) / n
+    # Normal equations of the parabola, by Cramer's rule.
+    m = ((s4, s3, s2), (s3, s2, s1), (s2, s1, float(n)))
+    r = (syt2, syt, sy)
+    det = _det3(m)
+    if abs(det) < 1e-12:
+        return t_ref, (bx, cx), (0.0, 0.0, points[-1][2])
+    coef = []
+    for k in range(3):
+        mk = tuple(tuple(r[i] if j == k else m[i][j] for j in range(3)) for i in range(3))
+        coef.append(_det3(mk) / det)
+    return t_ref, (bx, cx), (coef[0], coef[1], coef[2])
+
+
+def _det3(m: tuple[tuple[float, ...], ...]) -> float:
+    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
