@@ -22,7 +22,8 @@ exact (over found throws), delay from the object leaving the frame to the alarm 
 raised while it was still falling), and video seconds per CPU second (decode included, one
 thread; 2.0 means one 720p25 camera on half a core).
 
-    .venv/bin/python bench/throw.py            # the full set (about 20 min on 2 busy cores)
+    .venv/bin/python bench/throw.py            # 4 throw clips + 60 s of distractors per condition
+    .venv/bin/python bench/throw.py --throw-clips 20 --quiet-clips 10   # a bigger set
     .venv/bin/python bench/throw.py --quick    # one clip of each kind per condition
 """
 
@@ -226,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", choices=["measure", "tune"], default="measure",
                    help="measure: seeds from 100000 (never tuned on); tune: seeds from 0")
     p.add_argument("--throw-clips", type=int, default=None,
-                   help="clips with 2 throws per condition (default 8, quick 1)")
+                   help="clips with 2 throws per condition (default 4, quick 1)")
     p.add_argument("--quiet-clips", type=int, default=None,
-                   help="distractor-only clips of 60 s per condition (default 4, quick 1)")
+                   help="distractor-only clips of 60 s per condition (default 1, quick 1)")
     p.add_argument("--verbose", action="store_true", help="one line per throw")
     a = p.parse_args(argv)
-    n_throw = a.throw_clips if a.throw_clips is not None else (1 if a.quick else 8)
-    n_quiet = a.quiet_clips if a.quiet_clips is not None else (1 if a.quick else 4)
+    n_throw = a.throw_clips if a.throw_clips is not None else (1 if a.quick else 4)
+    n_quiet = a.quiet_clips if a.quiet_clips is not None else 1
     base_seed = MEASURING_SEEDS_FROM if a.seeds == "measure" else 0
     ours: dict[str, Score] = {c: Score() for c in CONDITIONS}
     base: dict[str, Score] = {c: Score() for c in CONDITIONS}

@@ -155,7 +155,7 @@ class ThrowDetector:
 
     def update(self, luma: np.ndarray, t_ms: int) -> list[CameraEvent]:
         x1, y1, x2, y2 = self.box
-        crop = np.ascontiguousarray(luma[y1:y2, x1:x2])
+        crop = luma[y1:y2, x1:x2].copy()  # the decoder reuses its buffer; masks write here
         if self._mask is not None:
             crop[self._mask] = 0
         self.frames += 1
