@@ -3,10 +3,11 @@
 Clips: simulators/facade.py, 1280×720 at 25 fps, H.264 (libx264 veryfast, no B-frames, a
 keyframe every 2 s, 1.8 Mbit/s: a camera's bit rate), day, dusk and rain, each with every
 distractor (birds, leaves and paper, insects on the lens, light changes, window lights,
-laundry, people and cars below, rain streaks in rain). Clips with throws (objects of 3–30 px
-from random windows) and clips of distractors only. Seeds: measured on 100000 and up
-(`--seeds measure`, the default); the detector was tuned on seeds below 100000 (`--seeds tune`),
-never on these. Clips are made once and kept in var/bench/throw/.
+laundry, people and cars below, rain streaks in rain). Per condition: clips of 20 s with two
+throws (objects of 3–30 px from random windows), one with two throws of 3–6 px (small objects
+are rare in the uniform sizes), and clips of 60 s with distractors only. Seeds: measured on
+100000 and up (`--seeds measure`, the default); the detector was tuned on seeds below 100000
+(`--seeds tune`), never on these. Clips are made once and kept in var/bench/throw/.
 
 Both detectors see the same decoded frames in the same run:
 - ours: the `Analyzer` of a `throw` camera (edge/video/analysis.py), as the worker and
@@ -123,10 +124,14 @@ class Baseline:
         return alarms
 
 
-def clip(seed: int, condition: str, throws: int, seconds: float) -> Path:
-    path = CACHE / f"facade-{condition}-seed{seed}-throws{throws}-{seconds:g}s.mp4"
+def clip(seed: int, condition: str, throws: int, seconds: float,
+         sizes: tuple[float, float] = (3.0, 30.0)) -> Path:
+    small = "" if sizes == (3.0, 30.0) else f"-{sizes[0]:g}to{sizes[1]:g}px"
+    path = CACHE / f"facade-{condition}-seed{seed}-throws{throws}-{seconds:g}s{small}.mp4"
     if not path.exists():
-        write_clip(Scene(seed, condition, seconds=seconds, throws=throws), path)  # type: ignore[arg-type]
+        scene = Scene(seed, condition, seconds=seconds, throws=throws,  # type: ignore[arg-type]
+                      sizes=sizes)
+        write_clip(scene, path)
     return path
 
 
@@ -230,18 +235,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="clips with 2 throws per condition (default 4, quick 1)")
     p.add_argument("--quiet-clips", type=int, default=None,
                    help="distractor-only clips of 60 s per condition (default 1, quick 1)")
+    p.add_argument("--small-clips", type=int, default=None,
+                   help="clips with 2 throws of 3-6 px per condition (default 1, quick 0)")
     p.add_argument("--verbose", action="store_true", help="one line per throw")
     a = p.parse_args(argv)
     n_throw = a.throw_clips if a.throw_clips is not None else (1 if a.quick else 4)
     n_quiet = a.quiet_clips if a.quiet_clips is not None else 1
+    n_small = a.small_clips if a.small_clips is not None else (0 if a.quick else 1)
     base_seed = MEASURING_SEEDS_FROM if a.seeds == "measure" else 0
     ours: dict[str, Score] = {c: Score() for c in CONDITIONS}
     base: dict[str, Score] = {c: Score() for c in CONDITIONS}
     for ci, condition in enumerate(CONDITIONS):
-        jobs = [(base_seed + 1000 * ci + i, 2, 20.0) for i in range(n_throw)]
-        jobs += [(base_seed + 1000 * ci + 500 + i, 0, 60.0) for i in range(n_quiet)]
-        for seed, throws, seconds in jobs:
-            path = clip(seed, condition, throws, seconds)
+        wide, tiny = (3.0, 30.0), (3.0, 6.0)
+        jobs = [(base_seed + 1000 * ci + i, 2, 20.0, wide) for i in range(n_throw)]
+        jobs += [(base_seed + 1000 * ci + 500 + i, 0, 60.0, wide) for i in range(n_quiet)]
+        jobs += [(base_seed + 1000 * ci + 800 + i, 2, 20.0, tiny) for i in range(n_small)]
+        for seed, throws, seconds, sizes in jobs:
+            path = clip(seed, condition, throws, seconds, sizes)
             truth = json.loads(path.with_suffix(".json").read_text())
             r_ours, r_base, decode_s, video_s = run(path)
             ours[condition].add(truth, r_ours, decode_s, video_s)
