@@ -8,7 +8,10 @@ Motion runs on each analysed frame; camera health (tamper) judges one a second, 
 that frame is a tiny colour copy made (is the camera in its IR mode?) by an FFmpeg scaler kept
 for the camera. Analytics run only where and when something moved: `face`
 (edge/video/face/) looks for faces in the moving regions of the full-resolution frame and
-matches them against the gateway's watchlist. A frame that is not planar YUV (a test's BGR
+matches them against the gateway's watchlist. The exception is `throw`: a falling object
+crosses a floor in a few frames, so the thrown-object detector (edge/video/throw/) sees every
+frame, on the luma plane the decoder already has, cropped to the façade; motion, tamper and
+faces still run at `detect.fps`. A frame that is not planar YUV (a test's BGR
 frame) is made grey by a kept FFmpeg scaler. Making a new scaler per frame, as
 `VideoFrame.reformat` does, cost 2.8 ms of a 720p frame (bench/video.py, docs/video.md
 "Benchmark"); the Y plane and `shrink` take 0.16 ms.
@@ -33,6 +36,8 @@ from edge.video.face.pipeline import FaceMatch, FacePipeline, WatchlistSource
 from edge.video.frames import polygon_mask, scaled_size, shrink
 from edge.video.health import CameraHealth, is_colour
 from edge.video.motion import Box, MotionDetector
+from edge.video.throw.calibration import Facade
+from edge.video.throw.detector import ThrowDetector
 
 log = logging.getLogger(__name__)
 # Decoded formats whose first plane is the luma (grey) picture, 8 bits a pixel.
@@ -53,6 +58,7 @@ class Analysed:
     events: list[CameraEvent] = field(default_factory=list)
     motion: list[Box] = field(default_factory=list)
     faces: list[FaceMatch] = field(default_factory=list)  # its events are in `events` too
+    detected: bool = False  # motion and tamper ran on this frame (detect.fps of them a second)
 
 
 class Analyzer:
@@ -75,24 +81,40 @@ class Analyzer:
             source = watchlist or WatchlistSource(None, config.face.reload_s,
                                                   config.face.embedder.model)
             self.face = FacePipeline(config.face, source)
+        self.every_frame = "throw" in config.analytics
+        self.throw: ThrowDetector | None = None
+        self.facade_problem: str | None = None  # the façade does not fit this stream's frame
 
     def due(self, t_ms: int) -> bool:
-        """Whether the frame at `t_ms` is one to analyse (detect.fps of them a second)."""
+        """Whether the frame at `t_ms` is one to analyse: every frame for a `throw` camera,
+        else detect.fps of them a second."""
+        return self.every_frame or self._detect_due(t_ms)
+
+    def _detect_due(self, t_ms: int) -> bool:
         return self._next_ms is None or t_ms >= self._next_ms
 
     def analyse(self, frame: Any, t_ms: int) -> Analysed:
         """Analyse a decoded frame (av.VideoFrame) taken at stream time `t_ms`."""
-        self._next_ms = (self._next_ms or t_ms) + self.interval_ms
-        if self._next_ms <= t_ms:  # fell behind (a slow frame, a gap): do not catch up
-            self._next_ms = t_ms + self.interval_ms
         size = (int(frame.width), int(frame.height))
         if size != self.size:
             self._resize(size)
+        out = Analysed(t_ms)
+        if self.throw is not None:
+            out.events.extend(self.throw.update(luma(frame), t_ms))
+        if self._detect_due(t_ms):
+            self._detect(frame, t_ms, out)
+        return out
+
+    def _detect(self, frame: Any, t_ms: int, out: Analysed) -> None:
+        """Motion and tamper, detect.fps frames a second."""
+        out.detected = True
+        self._next_ms = (self._next_ms or t_ms) + self.interval_ms
+        if self._next_ms <= t_ms:  # fell behind (a slow frame, a gap): do not catch up
+            self._next_ms = t_ms + self.interval_ms
         grey = self.grey(frame)
         if self._mask is not None:
             grey[self._mask > 0] = 0
         self.analysed += 1
-        out = Analysed(t_ms)
         assert self._motion is not None
         out.motion = self._motion.detect(grey)
         colour = None
@@ -102,13 +124,12 @@ class Analyzer:
         events = self._health.update(grey, t_ms, colour=colour)
         # One tamper alert per camera whatever the causes: it clears when the last one does.
         active = self._health.active
-        out.events = [e for e in events if e.type != "tamper_cleared" or not active]
+        out.events.extend(e for e in events if e.type != "tamper_cleared" or not active)
         if self.face is not None:
             motion = [self.scale_box(b) for b in out.motion]
             if motion or self.face.tracker.tracks:
                 out.faces = self.face.process(self._colour(frame), motion, t_ms)
                 out.events += [f.event for f in out.faces]
-        return out
 
     def _colour(self, frame: Any) -> np.ndarray:
         """The full-resolution BGR frame, privacy masks blacked out (faces are looked for
@@ -151,9 +172,36 @@ class Analyzer:
         sx, sy = self._work[0] / size[0], self._work[1] / size[1]
         scaled = [[(round(x * sx), round(y * sy)) for x, y in poly] for poly in masks]
         self._motion = MotionDetector(*self._work, self.config.motion, masks=scaled)
+        if self.every_frame:
+            self._start_throw(size)
+
+    def _start_throw(self, size: tuple[int, int]) -> None:
+        """The thrown-object detector for this frame size; without a façade that fits the
+        frame, it runs uncalibrated (floor unknown) and says why once."""
+        facade = None
+        calibration = self.config.facade
+        self.facade_problem = None if calibration is None else calibration.outside(*size)
+        if calibration is not None and self.facade_problem is None:
+            facade = Facade(calibration)
+        elif self.facade_problem:
+            log.error("camera %s: %s; thrown objects are detected with the floor unknown",
+                      self.config.id, self.facade_problem)
+        full_mask = polygon_mask(self.config.privacy_masks, size[0], size[1], size, grow=1)
+        self.throw = ThrowDetector(self.config.throw, size[0], size[1], facade, full_mask)
 
     def scale_box(self, box: Box) -> Box:
         """A motion box from analysed-frame pixels to the source frame's."""
         assert self.size is not None
         sx, sy = self.size[0] / self._work[0], self.size[1] / self._work[1]
         return Box(int(box.x1 * sx), int(box.y1 * sy), int(box.x2 * sx), int(box.y2 * sy))
+
+
+def luma(frame: Any) -> np.ndarray:
+    """The frame's grey image without a conversion: the Y plane of a YUV frame (a view of the
+    decoder's buffer, valid until the next frame), else FFmpeg's grey conversion."""
+    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "nv12"):
+        plane = frame.planes[0]
+        rows: np.ndarray = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        return rows[:, : frame.width]
+    grey: np.ndarray = frame.to_ndarray(format="gray")
+    return grey

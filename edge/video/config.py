@@ -30,6 +30,8 @@ from pydantic import Field, field_validator, model_validator
 from edge.video.face.config import FaceConfig
 from edge.video.health import HealthConfig
 from edge.video.motion import MotionConfig
+from edge.video.throw.calibration import FacadeConfig
+from edge.video.throw.detector import ThrowConfig
 from shouwang.config import ConfigError, Strict
 
 Analytic = Literal["face", "throw"]
@@ -109,6 +111,11 @@ class CameraConfig(Strict):
     face: FaceConfig = Field(
         default_factory=FaceConfig, description="Face watchlist analytics (`analytics: [face]`)"
     )
+    facade: FacadeConfig | None = Field(
+        None, description="Façade calibration of a `throw` camera: corners, floors, columns "
+        "(without it, thrown objects are detected with the floor unknown)",
+    )
+    throw: ThrowConfig = Field(default_factory=ThrowConfig, description="Thrown-object tuning")
 
     @field_validator("url")
     @classmethod
@@ -138,6 +145,11 @@ class CameraConfig(Strict):
             raise ValueError("give password_file or password_env, not both")
         if (self.password_file or self.password_env) and not self.username:
             raise ValueError("a password needs a username")
+        if self.facade is not None:
+            for i, (x, _) in enumerate(self.facade.corners):
+                if x > self.max_width:
+                    raise ValueError(f"facade.corners: corner {i + 1} x={x} is outside any "
+                                     f"frame this camera may send (max_width {self.max_width})")
         return self
 
     def password(self) -> str | None:

@@ -1,7 +1,9 @@
 """`shouwang video analyze`: one camera's analytics over a file (or a live URL for a while).
 
 The same `Analyzer` the worker runs, fed as fast as the machine decodes, writing one JSON
-object per line per event: `{"type": "tamper", "t_ms": 8120, "cause": "occluded"}`. `t_ms` is
+object per line per event: `{"type": "tamper", "t_ms": 8120, "cause": "occluded"}`; on a
+façade camera (`analytics: [throw]`) one line per thrown object, `t_ms` at its first sighting,
+with its floor, column, confidence, ranked candidates and track. `t_ms` is
 milliseconds from the start of the input (the stream's own timestamps, not the wall clock),
 so a replayed clip gives the same events at the same times as the daemon did live. The
 format is an interface (docs/video.md): installers tune a camera with it, testers and
@@ -23,6 +25,8 @@ from typing import IO, Any
 
 import av
 import av.error
+import cv2
+import numpy as np
 import orjson
 
 from edge.video.analysis import Analyzer
@@ -30,6 +34,7 @@ from edge.video.config import CameraConfig
 from edge.video.face.pipeline import WatchlistSource
 from edge.video.face.store import WatchlistError, WatchlistStore
 from edge.video.stream import StreamError, open_stream
+from edge.video.throw.calibration import Facade, draw_grid
 from shouwang.config import ConfigError, load_yaml
 
 EXIT_BAD_INPUT = 2
@@ -73,7 +78,10 @@ def analyze(
                 last_t = t_ms
                 if not analyzer.due(t_ms):
                     continue
-                for event in analyzer.analyse(frame, t_ms).events:
+                result = analyzer.analyse(frame, t_ms)
+                if analyzer.facade_problem:
+                    raise StreamError(f"{camera.id}: {analyzer.facade_problem}")
+                for event in result.events:
                     out.write(orjson.dumps(event.as_json(), option=orjson.OPT_APPEND_NEWLINE))
                     counts["events"] += 1
     finally:
@@ -100,6 +108,17 @@ def add_parser(sub: Any) -> None:
                     help="the gateway data directory whose enrolled faces it matches "
                     "(`shouwang face enroll --data-dir`); default var/edge")
     va.set_defaults(fn=cmd_analyze)
+    vc = video.add_parser(
+        "calibrate", help="draw a façade camera's floor and column grid over a frame, to check "
+        "its calibration (facade: in CAMERA.yaml) by eye"
+    )
+    vc.add_argument("--camera", type=Path, required=True,
+                    help="CAMERA.yaml: one entry of site.yaml's cameras:, with facade:")
+    vc.add_argument("--input", default=None,
+                    help="a video file or rtsp:// URL to take the frame from (default: the "
+                    "camera's url; without one, a blank frame)")
+    vc.add_argument("--out", type=Path, required=True, help="GRID.png to write")
+    vc.set_defaults(fn=cmd_calibrate)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -127,4 +146,51 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"{summary['events']} events, {summary['bad_packets']} undecodable packets",
         file=sys.stderr,
     )
+    return 0
+
+
+def first_frame(camera: CameraConfig, source: str | None) -> np.ndarray:
+    """The first decodable frame (BGR) of `source`, or of the camera's own stream."""
+    opened = open_stream(camera, source=source, timeout_s=10.0)
+    try:
+        for packet in opened.container.demux(opened.stream):
+            try:
+                for frame in packet.decode():
+                    image: np.ndarray = frame.to_ndarray(format="bgr24")
+                    return image
+            except av.error.InvalidDataError:
+                continue
+    finally:
+        opened.container.close()
+    raise StreamError(f"camera {camera.id}: {source or camera.redacted_url}: no frame decoded")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    camera = load_yaml(args.camera, CameraConfig)
+    if camera.facade is None:
+        raise ConfigError(f"{args.camera}: facade: is missing; nothing to draw")
+    if args.input is not None and not args.input.startswith(("rtsp://", "rtsps://")) and \
+            not Path(args.input).is_file():
+        print(f"shouwang: {args.input}: no such file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.input is None and camera.url is None:
+        x2, y2 = np.ceil(np.max(camera.facade.corners, axis=0)).astype(int)
+        image = np.full((int(y2) + 40, int(x2) + 40, 3), 96, np.uint8)
+    else:
+        try:
+            image = first_frame(camera, args.input)
+        except StreamError as err:
+            print(f"shouwang: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    problem = camera.facade.outside(image.shape[1], image.shape[0])
+    if problem:
+        print(f"shouwang: {args.camera}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    grid = draw_grid(image, Facade(camera.facade))
+    if not cv2.imwrite(str(args.out), grid):
+        print(f"shouwang: {args.out}: cannot write the image", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    low, high = camera.facade.floors
+    print(f"wrote {args.out}: floors {low}-{high}, {camera.facade.columns} columns over a "
+          f"{image.shape[1]}x{image.shape[0]} frame", file=sys.stderr)
     return 0

@@ -56,6 +56,7 @@ from edge.video.stream import (
     StreamUnsupported,
     open_stream,
 )
+from edge.video.throw.detector import wire_fields
 from shouwang import logs
 from shouwang.config import BrokerConfig, ConfigError, validate
 from shouwang.protocol import device_topic, make_envelope
@@ -245,13 +246,14 @@ class CameraWorker:
         t_ms = now_ms - self.started_ms  # the live stream's clock: monotonic over reconnects
         if not self.analyzer.due(t_ms):
             return
-        self._window["analysed"] += 1
         try:
             result = self.analyzer.analyse(frame, t_ms)
         except ValueError as err:
             self.counts["errors"] += 1
             log.warning("camera %s: frame not analysed: %s", self.camera.id, err)
             return
+        if result.detected:
+            self._window["analysed"] += 1
         for event in result.events:
             if event.type != FACE_MATCH:  # sent as watchlist_hit, with its crops, below
                 self._event(event, frame, now_ms)
@@ -276,8 +278,11 @@ class CameraWorker:
                       ts=now_ms)
 
     def _event(self, event: CameraEvent, frame: Any, now_ms: int) -> None:
-        log.info("camera %s: %s %s", self.camera.id, event.type, dict(event.fields))
-        self.send("event", {"event": event.type, **event.fields}, ts=now_ms)
+        fields = dict(event.fields)
+        if event.type == "thrown_object":
+            fields = wire_fields(fields)
+        log.info("camera %s: %s %s", self.camera.id, event.type, fields)
+        self.send("event", {"event": event.type, **fields}, ts=now_ms)
         if event.type in EVIDENCE_EVENTS:
             self._evidence(event.type, frame, now_ms)
 

@@ -1,0 +1,88 @@
+"""The thrown-object detector's physical test on exact tracks (no video): a body under gravity
+seen through the calibrated view is one event at its floor; what does not fall like one is
+nothing. Positions are fed as candidates, 25 a second, as the frame stage would give them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge.video.throw.calibration import Facade, FacadeConfig
+from edge.video.throw.detector import ThrowConfig, ThrowDetector
+
+FLOOR_M = 2.9
+# Looking up at floors 3-18: the top is narrower, as from the ground.
+FACADE = FacadeConfig(corners=((520, 60), (760, 60), (800, 700), (480, 700)), floors=(3, 18),
+                      columns=6, floor_height_m=FLOOR_M)
+
+
+def run(path: list[tuple[float, float]], seconds: float) -> list[dict[str, object]]:
+    """Feed façade positions (u columns, height in metres from the façade's bottom) at 25 fps."""
+    facade = Facade(FACADE)
+    detector = ThrowDetector(ThrowConfig(), 1280, 720, facade)
+    events = []
+    for n in range(int(seconds * 25)):
+        t_ms = n * 40
+        found, sizes = [], []
+        if n < len(path):
+            u, z = path[n]
+            if z >= 0:
+                x, y = facade.image_points(np.array([[u, z / FLOOR_M]]))[0]
+                found, sizes = [(float(x), float(y))], [4.0]
+        events += [e.fields | {"t_ms": e.t_ms} for e in detector._advance(found, sizes, t_ms)]
+    return events
+
+
+def fall(floor: int, column: int, vx: float = 0.5, vz: float = 1.0, drag_vt: float = 40.0,
+         seconds: float = 4.0) -> list[tuple[float, float]]:
+    """A body leaving (floor, column) 1.2 m above its floor, with quadratic drag."""
+    z = (floor - 3) * FLOOR_M + 1.2
+    u = column - 0.5
+    v_u, v_z = vx / 3.6, vz  # columns of 3.6 m
+    out: list[tuple[float, float]] = []
+    dt = 0.04
+    k = 9.81 / drag_vt**2  # quadratic drag: terminal velocity drag_vt
+    for _ in range(int(seconds / dt)):
+        out.append((u, z))
+        v_z += (-9.81 - k * abs(v_z) * v_z) * dt
+        u += v_u * dt
+        z += v_z * dt
+    return out
+
+
+@pytest.mark.parametrize(("floor", "column"), [(15, 2), (9, 5), (5, 3)])
+def test_a_body_falling_from_a_window_is_one_event_at_that_floor_and_column(
+    floor: int, column: int
+) -> None:
+    events = run(fall(floor, column), 5)
+    assert len(events) == 1, events
+    assert events[0]["floor"] == floor
+    assert events[0]["column"] == column
+    assert events[0]["t_ms"] == 0  # the first sighting
+
+
+def test_steady_motion_downward_is_not_a_fall() -> None:
+    """Rain, a gliding bird, a lift's light: downward at a constant speed."""
+    path = [(3.0, 40.0 - 6.0 * n * 0.04) for n in range(100)]
+    assert run(path, 4) == []
+
+
+def test_a_bird_crossing_with_a_bobbing_flight_is_not_a_fall() -> None:
+    path = [(0.2 + 8.0 / 3.6 * n * 0.04, 30 + 0.4 * math.sin(2 * math.pi * 1.3 * n * 0.04))
+            for n in range(100)]
+    assert run(path, 4) == []
+
+
+def test_a_leaf_fluttering_down_is_not_a_fall() -> None:
+    path = [(3 + 0.3 * math.sin(2 * math.pi * 0.8 * n * 0.04), 35 - 1.5 * n * 0.04)
+            for n in range(150)]
+    assert run(path, 6) == []
+
+
+def test_a_body_falling_at_twice_gravity_is_not_a_throw() -> None:
+    """What moves like that is not a dropped object (a calibration off by a factor of two
+    would look so too: the test says no rather than report a wrong floor)."""
+    path = [(3.0, 40 - 0.5 * 2 * 9.81 * (n * 0.04) ** 2) for n in range(100)]
+    assert run(path, 4) == []
