@@ -38,8 +38,15 @@ log = logging.getLogger(__name__)
 DEMO_SITE = "demo-site-1"
 DEMO_LOCATION = "示范区/示范街道/阳光社区/网格01/3号楼/2单元/5层/502"
 DEMO_SITE_LOCATION = "示范区/示范街道/阳光社区"
-DEMO_RESIDENT = {"id": "r-demo-0001", "name": "示范居民", "location": DEMO_LOCATION,
-                 "tags": ["elderly", "living_alone"]}
+# A made-up elder (name and numbers are fictional; 100… is no real Chinese number), so every
+# screen of the demo shows what a real deployment would: a name, tags, numbers to call.
+DEMO_RESIDENT = {"id": "r-demo-0001", "name": "王秀兰（示范）", "location": DEMO_LOCATION,
+                 "tags": ["elderly", "living_alone"], "birth_year": 1942,
+                 "phone": "100 0000 0001",
+                 "contacts": [{"name": "李华（示范）", "relation": "daughter",
+                               "phone": "100 0000 0002"},
+                              {"name": "张阿姨（示范）", "relation": "neighbour",
+                               "phone": "100 0000 0003"}]}
 DEMO_DEVICES = [
     {
         "id": "btn-demo-0001",

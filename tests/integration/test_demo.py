@@ -59,6 +59,11 @@ def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path
                 evidence = _get(port, token, f"/api/alerts/{tampers[0]['id']}")["evidence"]
             time.sleep(1)
         assert sorted(str(e["content_type"]) for e in evidence) == ["image/jpeg", "video/mp4"]
+        # The demo's elder has a name, tags and numbers to call, as a real deployment would.
+        [elder] = _get(port, token, "/api/residents?ids=r-demo-0001")["residents"]
+        assert elder["name"] == "王秀兰（示范）"
+        assert elder["tags"] == ["elderly", "living_alone"]
+        assert [c["relation"] for c in elder["contacts"]] == ["daughter"]  # police: the first
         # Both brokers run with accounts and ACLs: a client without one is turned away, and
         # the button's account may not speak for the wearable.
         edge = yaml.safe_load((tmp_path / "edge.yaml").read_text())
