@@ -25,6 +25,9 @@ PROBLEMS = {  # what each count means: the dimension and its bad states
     "low_battery": ("battery", ("low",)),
 }
 MAX_DEVICES = 5000
+# Where a device is: its own place, or its resident's home (select from WITH_HOMES).
+PLACE = func.coalesce(devices.c.location, residents.c.location)
+WITH_HOMES = devices.outerjoin(residents, residents.c.id == devices.c.resident)
 
 
 async def device_health(request: web.Request) -> web.Response:
@@ -32,12 +35,12 @@ async def device_health(request: web.Request) -> web.Response:
         if key != "location":
             return api._bad(request, key, f"{key}: unknown parameter; known: location")
     who = access_http.principal(request)
-    place = func.coalesce(devices.c.location, residents.c.location)
+    place = PLACE
     query = (
         select(devices.c.site, devices.c.id, devices.c.profile, devices.c.resident,
                place.label("location"), devices.c.transport, devices.c.data,
                devices.c.health, devices.c.battery, devices.c.last_seen_ms)
-        .select_from(devices.outerjoin(residents, residents.c.id == devices.c.resident))
+        .select_from(WITH_HOMES)
         .where(who.where(location=place, resident=devices.c.resident))
         .order_by(place, devices.c.site, devices.c.id)
         .limit(MAX_DEVICES + 1)

@@ -23,18 +23,17 @@ from cloud import api, filters
 from cloud.access import http as access_http
 from cloud.schema import residents
 from shouwang.explain import explain
-from shouwang.vocabulary import alert_types
+from shouwang.vocabulary import SEVERITY_NAMES, alert_types
 
 MAX_ROWS = 10_000
 COLUMNS = ("id", "time", "type", "severity", "state", "resident", "location", "device",
            "handled_by", "times", "why", "ts_ms")
-NAMES = {
-    "zh": {"critical": "紧急", "high": "高", "medium": "中", "low": "低", "info": "提示",
-           "open": "待处理", "acknowledged": "已确认", "dispatched": "已派单",
+# State names (severities and types come from the one vocabulary, shouwang/vocabulary.py).
+STATE_NAMES = {
+    "zh": {"open": "待处理", "acknowledged": "已确认", "dispatched": "已派单",
            "resolved": "已办结", "false_alarm": "误报"},
-    "en": {"critical": "critical", "high": "high", "medium": "medium", "low": "low",
-           "info": "info", "open": "open", "acknowledged": "acknowledged",
-           "dispatched": "dispatched", "resolved": "resolved", "false_alarm": "false alarm"},
+    "en": {"open": "open", "acknowledged": "acknowledged", "dispatched": "dispatched",
+           "resolved": "resolved", "false_alarm": "false alarm"},
 }
 
 
@@ -51,7 +50,7 @@ async def export_alerts(request: web.Request) -> web.Response:
     except filters.BadQuery as err:
         return api._bad(request, err.param, str(err))
     lang = request.query.get("lang", "zh")
-    if lang not in NAMES:
+    if lang not in STATE_NAMES:
         return api._bad(request, "lang", "lang: zh or en")
     try:
         zone = zoneinfo.ZoneInfo(request.query.get("tz", "UTC"))
@@ -67,7 +66,7 @@ async def export_alerts(request: web.Request) -> web.Response:
         rows += [who.view(a) for a in page]
         if len(page) < 500:
             break
-        after = _key(page[-1], q.order)
+        after = filters.sort_key(page[-1], q.order)
     names = await _names(store, {a["resident"] for a in rows if a.get("resident")})
     out = io.StringIO()
     writer = csv.writer(out)
@@ -77,8 +76,9 @@ async def export_alerts(request: web.Request) -> web.Response:
         known = types.get(a["type"])
         writer.writerow([_cell(v) for v in (
             a["id"], dt.datetime.fromtimestamp(a["ts"] / 1000, zone).isoformat(timespec="seconds"),
-            getattr(known, lang) if known else a["type"], NAMES[lang].get(a["severity"]),
-            NAMES[lang].get(a["state"]), names.get(a.get("resident") or "", a.get("resident")),
+            getattr(known, lang) if known else a["type"],
+            getattr(SEVERITY_NAMES[a["severity"]], lang), STATE_NAMES[lang].get(a["state"]),
+            names.get(a.get("resident") or "", a.get("resident")),
             a.get("location"), a["device"], a.get("ack_by"), (a.get("repeats") or 0) + 1,
             explain(a, lang), a["ts"],
         )])
@@ -90,10 +90,6 @@ async def export_alerts(request: web.Request) -> web.Response:
         body=("\ufeff" + out.getvalue()).encode(), content_type="text/csv", charset="utf-8",
         headers={"Content-Disposition": 'attachment; filename="shouwang-alerts.csv"',
                  "Cache-Control": "no-store"})
-
-
-def _key(alert: dict[str, Any], order: str) -> Any:
-    return filters.parse_cursor(filters.cursor_of(alert, order), order)
 
 
 async def _names(store: Any, ids: set[str]) -> dict[str, str]:

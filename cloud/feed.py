@@ -18,8 +18,9 @@ from collections import deque
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from cloud.device_health import PLACE, WITH_HOMES
 from cloud.hub import Hub
-from cloud.schema import devices, residents
+from cloud.schema import devices
 from cloud.store import Store, _public, alert_transitions, alerts
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,14 @@ class ChangeFeed:
     async def poll_devices(self) -> int:
         """Device liveness changes since the last read, each to the dashboards whose scope
         holds the device (its place, or its resident's home); the Devices tab refreshes."""
-        place = func.coalesce(devices.c.location, residents.c.location)
         since = self.devices_last - DEVICE_LOOKBACK_MS
         async with self.store.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(devices.c.site, devices.c.id, devices.c.resident,
-                           place.label("location"), devices.c.changed_ms, devices.c.transport,
+                           PLACE.label("location"), devices.c.changed_ms, devices.c.transport,
                            devices.c.data, devices.c.health, devices.c.battery)
-                    .select_from(devices.outerjoin(residents,
-                                                   residents.c.id == devices.c.resident))
+                    .select_from(WITH_HOMES)
                     .where(devices.c.changed_ms > since)
                     .order_by(devices.c.changed_ms)
                     .limit(BATCH)

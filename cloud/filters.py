@@ -119,12 +119,23 @@ def parse_cursor(raw: str, order: str) -> tuple[int, str] | tuple[int, int, int,
     return (int(m.group(1)), m.group(2))
 
 
-def cursor_of(alert: Mapping[str, object], order: str = "time") -> str:
+def sort_key(
+    alert: Mapping[str, object], order: str = "time"
+) -> tuple[int, str] | tuple[int, int, int, str]:
+    """Where `alert` stands in `order`: what `after` takes to page on from it."""
+    ts, alert_id = int(str(alert["ts"])), str(alert["id"])
     if order == "urgency":
         state = STATE_RANK[str(alert["state"])]
         severity = SEVERITY_RANK.get(str(alert["severity"]), 9)
-        return f"u{state}{severity}.{alert['ts']}.{alert['id']}"
-    return f"{alert['ts']}.{alert['id']}"
+        return (state, severity, ts, alert_id)
+    return (ts, alert_id)
+
+
+def cursor_of(alert: Mapping[str, object], order: str = "time") -> str:
+    key = sort_key(alert, order)
+    if len(key) == 4:
+        return f"u{key[0]}{key[1]}.{key[2]}.{key[3]}"
+    return f"{key[0]}.{key[1]}"
 
 
 def _choices(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> list[str]:

@@ -17,8 +17,8 @@ from sqlalchemy import func, literal, or_, select
 from cloud import api
 from cloud.access import http as access_http
 from cloud.access.scope import check_location_prefix, under
-from cloud.device_health import PROBLEMS
-from cloud.schema import devices, residents
+from cloud.device_health import PLACE, PROBLEMS, WITH_HOMES
+from cloud.schema import devices
 from cloud.schema import locations as places
 from cloud.store import alerts
 
@@ -127,11 +127,11 @@ async def building(request: web.Request) -> web.Response:
                alerts.c.state.in_(ACTIVE))
         .group_by(alerts.c.location, alerts.c.severity)
     )
-    place = func.coalesce(devices.c.location, residents.c.location)
+    place = PLACE
     bad = or_(*(devices.c[dim].in_(states) for dim, states in PROBLEMS.values()))
     troubled = (
         select(place, func.count())
-        .select_from(devices.outerjoin(residents, residents.c.id == devices.c.resident))
+        .select_from(WITH_HOMES)
         .where(who.where(location=place, resident=devices.c.resident),
                under(place, path, strictly=True), bad)
         .group_by(place)
