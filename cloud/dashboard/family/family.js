@@ -3,14 +3,13 @@ import { api, whenLoggedOut } from "/static/js/api.js";
 import {
   currentLang, fmtAgo, fmtTime, label, loadVocabulary, onLangChange, setLang, t, translate,
 } from "/static/js/i18n.js";
-import { urgencyCompare } from "/static/js/board.js";
+import { SEVERITY_RANK, urgencyCompare } from "/static/js/board.js";
 
 // For a family the gravest case leads, even while someone handles it (a fall being handled
 // says more than a tamper nobody has looked at yet); then the board's urgency.
-const SEVERITY = ["critical", "high", "medium", "low", "info"];
 const closed = (a) => (ACTIVE.includes(a.state) ? 0 : 1);
 const gravest = (a, b) => closed(a) - closed(b)
-  || SEVERITY.indexOf(a.severity) - SEVERITY.indexOf(b.severity) || urgencyCompare(a, b);
+  || (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9) || urgencyCompare(a, b);
 
 const $ = (sel) => document.querySelector(sel);
 const ACTIVE = ["open", "acknowledged", "dispatched"];

@@ -23,7 +23,7 @@ const ACTIVE = ["open", "acknowledged", "dispatched"];
 // Urgency first, as the server orders `order=urgency` (cloud/alerts.py): open, acknowledged,
 // dispatched, then closed; critical first within each; then newest first.
 const STATE_RANK = { open: 0, acknowledged: 1, dispatched: 2, resolved: 3, false_alarm: 3 };
-const SEVERITY_RANK = { critical: 0, high: 1, medium: 2, low: 3, info: 4 };
+export const SEVERITY_RANK = { critical: 0, high: 1, medium: 2, low: 3, info: 4 };
 const rank = (a) => [STATE_RANK[a.state] ?? 9, SEVERITY_RANK[a.severity] ?? 9];
 export const cursorOf = (a) => `u${rank(a).join("")}.${a.ts}.${a.id}`;
 
