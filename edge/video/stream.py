@@ -98,3 +98,59 @@ def open_stream(config: CameraConfig, source: str | Path | None = None,
 
 def _strerror(err: BaseException) -> str:
     return str(getattr(err, "strerror", None) or err)
+
+
+class FrameClock:
+    """When each frame was taken, on the gateway's clock (ms), from the stream's own timestamps.
+
+    A decoder that falls behind (a busy gateway, a burst after a network stall) hands frames
+    over in bursts: forty milliseconds of the camera's time may arrive two apart, and whatever
+    measures motion over time (a falling body's acceleration) would be misled by arrival
+    times. The stream's timestamps keep the camera's spacing. They are anchored to the
+    gateway's clock at a connection's first frame; anchored again, never backwards, when they
+    jump (back in time, or forward by more than `max_lag_ms`: a camera or stream restart) or
+    fall more than `max_lag_ms` behind (a gateway that cannot keep up); and drawn back by at
+    most `SLEW_MS` a frame while they run ahead of the gateway's clock (the first frame came
+    late, the camera's clock runs fast), so a frame's spacing changes by a fraction of a
+    percent, never its order. The times given are strictly increasing.
+    """
+
+    SLEW_MS = 0.2
+
+    def __init__(self, max_lag_ms: int = 5000) -> None:
+        self.max_lag_ms = max_lag_ms
+        self._anchor: float | None = None
+        self._stamp: float | None = None  # the last frame's stamp, ms
+        self._step = 40.0  # the last forward step between stamps, ms
+        self._last: int | None = None
+
+    def restart(self) -> None:
+        """A new connection: its timestamps start afresh."""
+        self._anchor = self._stamp = None
+
+    def at(self, stream_s: float | None, now_ms: int) -> int:
+        """The time of a frame stamped `stream_s` (seconds; None if unstamped) that came at
+        `now_ms`."""
+        if stream_s is None:
+            return self._give(float(now_ms))
+        stamp = stream_s * 1000.0
+        step = None if self._stamp is None else stamp - self._stamp
+        self._stamp = stamp
+        if self._anchor is None or step is None or step < 0 or step > self.max_lag_ms or \
+                now_ms - (self._anchor + stamp) > self.max_lag_ms:
+            floor = now_ms if self._last is None else max(now_ms, self._last + self._step)
+            self._anchor = floor - stamp
+        else:
+            if step > 0:
+                self._step = step
+            ahead = self._anchor + stamp - now_ms
+            if ahead > 0:
+                self._anchor -= min(ahead, self.SLEW_MS)
+        return self._give(self._anchor + stamp)
+
+    def _give(self, t: float) -> int:
+        out = round(t)
+        if self._last is not None and out <= self._last:
+            out = self._last + 1
+        self._last = out
+        return out

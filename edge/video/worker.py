@@ -50,6 +50,7 @@ from edge.video.face.pipeline import FaceMatch, WatchlistSource
 from edge.video.face.store import WatchlistStore
 from edge.video.recorder import ClipJob, PacketRing, keep, snapshot, write_clip
 from edge.video.stream import (
+    FrameClock,
     Opened,
     StreamAuthError,
     StreamError,
@@ -135,6 +136,7 @@ class CameraWorker:
         self.last_frame_ms: int | None = None
         self.gap_start_ms: int | None = None
         self.started_ms = int(clock() * 1000)
+        self.frame_clock = FrameClock()  # frames timed as the camera took them
         self.counts = {"frames": 0, "bytes": 0, "bad_packets": 0, "corrupt_frames": 0,
                        "reconnects": 0, "errors": 0}
         self._report_at = clock() + FIRST_REPORT_S  # soon: the gateway learns it streams
@@ -182,6 +184,7 @@ class CameraWorker:
     def _stream(self, opened: Opened) -> bool:
         """Read one connection until it ends; whether any frame came."""
         self.ring.clear()
+        self.frame_clock.restart()
         self._template = opened.stream
         got = False
         bad_in_a_row = 0
@@ -243,7 +246,9 @@ class CameraWorker:
             self.send("event", {"event": "stream_restored"})
             self.lost = self.auth_failed = False
         self.last_frame_ms = now_ms
-        t_ms = now_ms - self.started_ms  # the live stream's clock: monotonic over reconnects
+        # The stream's clock, monotonic over reconnects: the camera's spacing of frames even
+        # when they are decoded in a burst (physics needs it), anchored to the gateway's clock.
+        t_ms = self.frame_clock.at(frame.time, now_ms) - self.started_ms
         if not self.analyzer.due(t_ms):
             return
         try:
