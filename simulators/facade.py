@@ -101,6 +101,7 @@ class Scene:
     fps: int = 25
     seconds: float = 20.0
     throws: int = 1
+    lead_s: float = 1.5  # seconds before the first throw
     distractors: bool = True
     sizes: tuple[float, float] = (3.0, 30.0)
     rng: np.random.Generator = field(init=False)
@@ -180,8 +181,8 @@ class Scene:
         r = self.rng
         times = []
         for i in range(self.throws):
-            slot = (self.seconds - 6.0) / max(self.throws, 1)
-            times.append(1.5 + i * slot + r.uniform(0, max(slot - 5.0, 0.1)))
+            slot = (self.seconds - self.lead_s - 4.5) / max(self.throws, 1)
+            times.append(self.lead_s + i * slot + r.uniform(0, max(slot - 5.0, 0.1)))
         for t0 in times:
             self.movers.append(self._throw(t0))
         if not self.distractors:

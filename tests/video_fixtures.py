@@ -59,7 +59,8 @@ def camera_sim(tmp_path: Path) -> Iterator[Callable[..., CameraSimulator]]:
 
 @pytest.fixture(scope="session")
 def facade_clip(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """`facade_clip(seed=3, condition="day", throws=1, seconds=12, distractors=True)` → a real
+    """`facade_clip(seed=3, condition="day", throws=1, seconds=12, distractors=True,
+    lead_s=1.5)` → a real
     H.264 MP4 of a façade (simulators/facade.py) with `.json` ground truth beside it (the
     camera entry with its calibration, and the throws). Tests use tuning seeds (< 1000)."""
     from simulators.facade import Scene, write_clip
@@ -68,12 +69,13 @@ def facade_clip(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
     directory = Path(cache) if cache else tmp_path_factory.mktemp("facade-clips")
 
     def clip(seed: int = 3, condition: str = "day", throws: int = 1, seconds: float = 12.0,
-             distractors: bool = True) -> Path:
+             distractors: bool = True, lead_s: float = 1.5) -> Path:
         path = directory / (f"facade-{condition}-seed{seed}-throws{throws}-{seconds:g}s"
-                            f"{'' if distractors else '-clean'}.mp4")
+                            f"{'' if distractors else '-clean'}"
+                            f"{'' if lead_s == 1.5 else f'-lead{lead_s:g}s'}.mp4")
         if not path.exists():
             scene = Scene(seed, condition, seconds=seconds, throws=throws,  # type: ignore[arg-type]
-                          distractors=distractors)
+                          distractors=distractors, lead_s=lead_s)
             write_clip(scene, path)
         return path
 
