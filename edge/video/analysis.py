@@ -47,6 +47,7 @@ FULL_RANGE = frozenset({"yuvj420p", "yuvj422p", "yuvj444p", "gray"})
 AVCOL_RANGE_JPEG = 2  # FFmpeg's colour range of a full-range (0–255) frame
 # Video range (16–235 luma) to full range (0–255), as FFmpeg's scaler makes grey.
 VIDEO_TO_FULL = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(np.uint8)
+CHROMA_TO_FULL = np.clip((np.arange(256) - 128) * 255 / 224 + 128.5, 0, 255).astype(np.uint8)
 TINY = (64, 36)  # the colour copy that tells day (colour) from IR (grey)
 
 
@@ -119,8 +120,7 @@ class Analyzer:
         out.motion = self._motion.detect(grey)
         colour = None
         if self._health.due(t_ms):  # a judged frame: is the camera in colour or in IR?
-            tiny = self._tiny.reformat(frame, width=TINY[0], height=TINY[1], format="bgr24")
-            colour = is_colour(tiny.to_ndarray())
+            colour = is_colour(self.tiny_colour(frame))
         events = self._health.update(grey, t_ms, colour=colour)
         # One tamper alert per camera whatever the causes: it clears when the last one does.
         active = self._health.active
@@ -130,6 +130,26 @@ class Analyzer:
             if motion or self.face.tracker.tracks:
                 out.faces = self.face.process(self._colour(frame), motion, t_ms)
                 out.events += [f.event for f in out.faces]
+
+    def tiny_colour(self, frame: Any) -> np.ndarray:
+        """A TINY BGR copy of the frame, enough to tell colour from IR. From a YUV 4:2:0
+        frame of even size (every camera's), its planes are averaged down and converted by
+        OpenCV, closer to the picture and faster than FFmpeg's scaler, used for the rest."""
+        name = frame.format.name
+        w, h = int(frame.width), int(frame.height)
+        if name not in ("yuv420p", "yuvj420p") or w % 2 or h % 2:  # odd: planes misalign
+            tiny: np.ndarray = self._tiny.reformat(
+                frame, width=TINY[0], height=TINY[1], format="bgr24").to_ndarray()
+            return tiny
+        cw, ch = w // 2, h // 2
+        y, u, v = (_plane(frame, i, *dims) for i, dims in enumerate(((w, h), (cw, ch),
+                                                                      (cw, ch))))
+        ty, tu, tv = (shrink(p, TINY, last=cv2.INTER_AREA) for p in (y, u, v))
+        if name not in FULL_RANGE and getattr(frame, "color_range", 0) != AVCOL_RANGE_JPEG:
+            ty = cv2.LUT(ty, VIDEO_TO_FULL)
+            tu, tv = cv2.LUT(tu, CHROMA_TO_FULL), cv2.LUT(tv, CHROMA_TO_FULL)
+        bgr: np.ndarray = cv2.cvtColor(cv2.merge([ty, tv, tu]), cv2.COLOR_YCrCb2BGR)
+        return bgr
 
     def _colour(self, frame: Any) -> np.ndarray:
         """The full-resolution BGR frame, privacy masks blacked out (faces are looked for
@@ -194,6 +214,13 @@ class Analyzer:
         assert self.size is not None
         sx, sy = self.size[0] / self._work[0], self.size[1] / self._work[1]
         return Box(int(box.x1 * sx), int(box.y1 * sy), int(box.x2 * sx), int(box.y2 * sy))
+
+
+def _plane(frame: Any, index: int, width: int, height: int) -> np.ndarray:
+    """Plane `index` of a planar frame as a (height, width) view of the decoder's buffer."""
+    plane = frame.planes[index]
+    rows: np.ndarray = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)
+    return rows[:, :width]
 
 
 def luma(frame: Any) -> np.ndarray:

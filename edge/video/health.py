@@ -176,7 +176,9 @@ def _gradient(img: np.ndarray) -> np.ndarray:
 
 
 def _p90(values: np.ndarray) -> float:
-    flat = values.reshape(-1)
+    """The 90th percentile, from every 4th value: as good an estimate from 58k of 230k
+    gradients, at a quarter of the cost (it runs once a second per camera)."""
+    flat = values.reshape(-1)[::4]
     k = int(0.9 * (flat.size - 1))
     return float(np.partition(flat, k)[k])
 

@@ -115,7 +115,9 @@ class MotionDetector:
         self._watched_cells = watched_px >= 0.25 * full_px
         self._cell_area = watched_px[self._watched_cells].astype(np.float64)
         watched = np.arange(sw * sh) if self._valid is None else np.flatnonzero(self._valid)
-        self._sample = watched[::8]
+        # A fixed sample of about 2,000 watched pixels for the light fit's median: its
+        # estimate is as good as the median of all 25k, at a tenth of the cost.
+        self._sample = watched[:: max(1, watched.size // 2048)]
         self._kernel = np.ones((3, 3), np.uint8)
         self._background: np.ndarray | None = None
         # Frames in a row each pixel of the small frame moved.
@@ -179,8 +181,6 @@ class MotionDetector:
         does not explain most pixels (the IR switch changes contrast too), fit gain and offset
         by least squares instead.
         """
-        # A fixed sample of an eighth of the watched pixels: a median of 25k values would cost
-        # more than the rest of the detector, and the sample's median is as good an estimate.
         cur = current.reshape(-1)[self._sample]
         bg = background.reshape(-1)[self._sample]
         diff = cur - bg
