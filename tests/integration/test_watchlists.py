@@ -11,17 +11,20 @@ applied.
 from __future__ import annotations
 
 import base64
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import orjson
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.config import CloudConfig
-from cloud.watchlist_store import WatchlistsConfig, cloud_keys
+from cloud.schema import complete_metadata
+from cloud.watchlist_store import WatchlistsConfig, cloud_keys, watchlist_people
 from edge.config import EdgeConfig
 from edge.daemon import EdgeDaemon
 from edge.video.face.store import WatchlistError, WatchlistStore
@@ -45,8 +48,8 @@ def photo(name: str) -> bytes:
     return face_photos.photo(name).read_bytes()
 
 
-def keyed(tmp_path: Path) -> tuple[Callable[[EdgeConfig], EdgeConfig],
-                                   Callable[[CloudConfig], CloudConfig]]:
+def keyed(tmp_path: Path, database_url: str | None = None) -> tuple[
+        Callable[[EdgeConfig], EdgeConfig], Callable[[CloudConfig], CloudConfig]]:
     """The cloud's watchlist keys (made as on its first start) and the gateway told the
     public half of the signing key, as an installer copies it."""
     conf = WatchlistsConfig(key_file=tmp_path / "cloud-keys" / "watchlist.key",
@@ -59,7 +62,8 @@ def keyed(tmp_path: Path) -> tuple[Callable[[EdgeConfig], EdgeConfig],
         return c.model_copy(update={"cloud_watchlist_key": public})
 
     def cloud(c: CloudConfig) -> CloudConfig:
-        return c.model_copy(update={"watchlists": conf})
+        return c.model_copy(update={"watchlists": conf,
+                                    "database_url": database_url or c.database_url})
 
     return edge, cloud
 
@@ -95,9 +99,9 @@ async def delete(site: Site, user: str, path: str) -> int:
 
 
 async def test_enrolment_reaches_the_gateway_and_removal_too(
-    make_broker: Callable[..., Mosquitto], tmp_path: Path
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, database_url: str
 ) -> None:
-    edge, cloud = keyed(tmp_path)
+    edge, cloud = keyed(tmp_path, database_url)
     async with community(make_broker, tmp_path, change_edge=edge, change_cloud=cloud) as site:
         reply = await enrol(site, "daughter-r1", "missing_elder", ELDER, [photo("obama")])
         assert reply.status == 201, reply.body
@@ -107,6 +111,8 @@ async def test_enrolment_reaches_the_gateway_and_removal_too(
         assert entry["consent"] == "CF-2026-0042"
         assert entry["entered_by"] == "daughter-r1"
         assert entry["until_ms"] - entry["entered_ms"] == 30 * 86400 * 1000
+        again = await enrol(site, "worker-li", "missing_elder", ELDER, [photo("obama2")])
+        assert again.status == 409, again.body
         # The gateway's sealed file, opened with the gateway's own key, holds the person.
         assert await eventually(lambda: gateway_people(site) == [(ELDER, "missing_elder")])
         held = WatchlistStore(site.edge.config.data_dir).load()
@@ -215,29 +221,46 @@ async def test_roles_scope_consent_and_bad_photos(
         assert STATION  # the station's scope is the default for its officer
 
 
+def sqlite_files(where: Path) -> bytes:
+    return b"".join(f.read_bytes() for f in where.glob("cloud.sqlite*"))  # -wal, -shm too
+
+
+async def everything(engine: AsyncEngine) -> bytes:
+    """Every value of every table of the cloud's database, as bytes."""
+    out = bytearray()
+    async with engine.connect() as conn:
+        for table in complete_metadata().sorted_tables:
+            for row in (await conn.execute(select(table))).all():
+                for value in row:
+                    out += value if isinstance(value, bytes) else repr(value).encode()
+                    out += b"\n"
+    return bytes(out)
+
+
 async def test_cloud_copy_unreadable_without_the_key(
-    make_broker: Callable[..., Mosquitto], tmp_path: Path
+    make_broker: Callable[..., Mosquitto], tmp_path: Path, database_url: str
 ) -> None:
-    edge, cloud = keyed(tmp_path)
+    edge, cloud = keyed(tmp_path, database_url)
     async with community(make_broker, tmp_path, change_edge=edge, change_cloud=cloud) as site:
         original = photo("obama")
         reply = await enrol(site, "daughter-r1", "missing_elder", ELDER, [original])
         assert reply.status == 201, reply.body
         assert await eventually(lambda: gateway_people(site) == [(ELDER, "missing_elder")])
-        descriptor = np.asarray(WatchlistStore(site.edge.config.data_dir).load()[0].embeddings[0],
-                                np.float32)
-        db = sqlite3.connect(tmp_path / "cloud.sqlite")
-        try:
-            (sealed_embeddings, sealed_photo), = db.execute(
-                "SELECT embeddings, photo FROM watchlist_people").fetchall()
-            dump = b"\n".join(line.encode() for line in db.iterdump())
-        finally:
-            db.close()
+        held = WatchlistStore(site.edge.config.data_dir).load()[0]
+        descriptor = np.asarray(held.embeddings[0], np.float32)
+        assert site.cloud.store is not None
+        engine = site.cloud.store.engine
+        async with engine.connect() as conn:
+            (sealed_embeddings, sealed_photo), = (await conn.execute(select(
+                watchlist_people.c.embeddings, watchlist_people.c.photo))).all()
+        dump = await everything(engine)
+        if database_url.startswith("sqlite"):  # and the file itself, free pages and all
+            dump += sqlite_files(tmp_path)
         # Neither the photo nor the descriptor (as float32, float64 or text) is in the rows,
         # nor anywhere in the database.
         for needle in (original[:64], original[2000:2064], descriptor.tobytes()[:32],
                        descriptor.astype(np.float64).tobytes()[:32],
-                       f"{descriptor[0]:.5f}".encode()):
+                       orjson.dumps([held.embeddings])[:40]):  # the plaintext sealed
             assert needle not in sealed_photo
             assert needle not in sealed_embeddings
             assert needle not in dump
