@@ -32,7 +32,7 @@ from shouwang.mqtt import MqttClient
 from shouwang.protocol import site_down_topic
 from shouwang.services import Mosquitto
 from tests import face_photos
-from tests.conftest import TEST_ADMIN, TEST_PASSWORD, broker_config, eventually, unique
+from tests.conftest import TEST_ADMIN, TEST_PASSWORD, eventually, unique
 from tests.integration.people import Client
 from tests.scenarios.site import GRID, STATION, Site, community
 
@@ -343,7 +343,9 @@ async def test_forged_stale_and_foreign_messages_are_refused(
             "stale_version": keys.signed({**good, "version": 0}),
             "bad_format": keys.signed({**good, "entries": [{"id": "x"}]}),
         }
-        client = MqttClient(broker_config(site.cloud_broker), client_id=unique("forger"))
+        # With the cloud's own broker account (under SHOUWANG_TEST_BROKER_ACL=1 nobody else
+        # may publish there): the signature must stop what the broker lets through.
+        client = MqttClient(site.cloud_config.broker, client_id=unique("forger"))
         await client.start()
         try:
             await client.wait_connected(10)
