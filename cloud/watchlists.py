@@ -258,6 +258,24 @@ async def _row(request: web.Request, list_name: str) -> Any:
             watchlist_people.c.person == request.match_info["person"]))).mappings().first()
 
 
+async def _may_change(request: web.Request, who: Principal, row: Any) -> bool:
+    """Removal asks what enrolment asked: the family's own elder, the worker of the elder's
+    grid (not every worker who sees the entry at the community gate), the police of the
+    whole scope; or an admin."""
+    if who.role == "admin":
+        return True
+    if who.role not in ENROLLERS[row["list"]]:
+        return False
+    if who.role == "family":
+        return bool(row["person"] in who.residents)
+    if who.role == "police":
+        return any(prefix_matches(row["scope"], p) for p in who.locations)
+    async with request.app[api.STORE].engine.connect() as conn:
+        home = (await conn.execute(select(residents.c.location).where(
+            residents.c.id == row["person"]))).scalar_one_or_none()
+    return who.allows({"resident": row["person"], "location": home})
+
+
 async def list_people(request: web.Request) -> web.Response:
     list_name = _list(request)
     if isinstance(list_name, web.Response):
@@ -290,8 +308,9 @@ async def remove_person(request: web.Request) -> web.Response:
     row = await _row(request, list_name)
     if row is None or not visible(who, row):
         return web.json_response(NOT_FOUND, status=404)
-    if who.role != "admin" and who.role not in ENROLLERS[list_name]:
-        return _refuse(403, f"a {who.role} user does not remove people from {list_name}")
+    if not await _may_change(request, who, row):
+        return _refuse(403, f"only who may enrol {row['person']} on {list_name} (or an admin) "
+                       "removes them")
     access = request.app[access_http.ACCESS]
     if not await remove(request.app[api.STORE], row, actor=who.actor, remote=request.remote,
                         now_ms=access.clock.now_ms()):

@@ -214,6 +214,16 @@ async def test_roles_scope_consent_and_bad_photos(
         reply = await enrol(site, "worker-li", "missing_elder", ELDER, good)
         assert reply.status == 201, reply.body
         assert await eventually(lambda: gateway_people(site) == [(ELDER, "missing_elder")])
+        # A worker of another grid of the community sees her (she is watched for at their
+        # gate, and they may be on duty there) but does not remove her; police do neither.
+        far = await as_(site, "worker-far")
+        listed = await far.get("/api/watchlists/missing_elder/people")
+        assert [p["person"] for p in listed.body["people"]] == [ELDER]
+        path = f"/api/watchlists/missing_elder/people/{ELDER}"
+        assert await delete(site, "worker-far", path) == 403
+        assert await delete(site, "police-wang", path) == 404
+        assert await delete(site, "daughter-r9", path) == 404
+        assert gateway_people(site) == [(ELDER, "missing_elder")]
         # Police scope a police enrolment to their own jurisdiction, not another's.
         reply = await enrol(site, "police-wang", "police", "P-7", [photo("biden")],
                             scope="other-district")
