@@ -40,8 +40,10 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud.access import audit
 from cloud.access.scope import prefix_matches
@@ -192,6 +194,15 @@ def _key_file(path: Path, make: Any) -> bytes:
 
 # --- changes ------------------------------------------------------------------------------------
 
+async def _in_order(conn: AsyncConnection) -> None:
+    """Changes commit in `seq` order: PostgreSQL hands out a sequence value at insert, so a
+    change could otherwise commit after a later one and a downlink round that already sent
+    the later version would never send it (the version would not move). One change at a
+    time (they are rare); readers are not blocked. SQLite has one writer at a time anyway."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("LOCK TABLE watchlist_changes IN SHARE ROW EXCLUSIVE MODE"))
+
+
 async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes,
                 embeddings: list[list[float]], *, remote: str | None) -> None:
     """Store one enrolment, its change and its audit entry in one transaction."""
@@ -199,6 +210,7 @@ async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes
               "photo": keys.seal_photo(photo, row["id"])}
     try:
         async with store.engine.begin() as conn:
+            await _in_order(conn)
             await conn.execute(watchlist_people.insert().values(**row, **sealed))
             await conn.execute(watchlist_changes.insert().values(
                 ts=row["entered_ms"], action="enrol", list=row["list"], person=row["person"],
@@ -215,6 +227,7 @@ async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes
 
 async def remove(store: Store, row: Any, *, actor: str, remote: str | None, now_ms: int) -> bool:
     async with store.engine.begin() as conn:
+        await _in_order(conn)
         gone = (await conn.execute(delete(watchlist_people).where(
             watchlist_people.c.id == row["id"]))).rowcount
         if not gone:
