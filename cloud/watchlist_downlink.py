@@ -22,9 +22,26 @@ from cloud.watchlist_store import CloudKeys, latest, site_message, site_versions
 from shouwang.clock import Clock
 from shouwang.mqtt import MqttClient, MqttError
 from shouwang.protocol import site_down_topic
+from shouwang.watchlist_message import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
+
+
+_too_large: set[tuple[str, int]] = set()
+
+
+def fits(site: str, version: int, payload: bytes) -> bool:
+    """Whether the brokers will carry it; a list too large for one message is logged once
+    per site and version (the gateway keeps the list it has; docs/face.md, Limits)."""
+    if len(payload) <= MAX_MESSAGE_BYTES:
+        return True
+    if (site, version) not in _too_large:
+        _too_large.add((site, version))
+        log.error("watchlist version %d for site %s is %d bytes, over the %d one message may "
+                  "carry: not sent; the gateway keeps the list it has", version, site,
+                  len(payload), MAX_MESSAGE_BYTES)
+    return False
 
 
 class WatchlistDownlink:
@@ -74,6 +91,8 @@ class WatchlistDownlink:
                 continue
             payload = await site_message(self.store, self.keys, site, location, version,
                                          self.clock.now_ms())
+            if not fits(site, version, payload):
+                continue
             try:
                 await self.client.publish(site_down_topic(site, "watchlist"), payload, qos=1,
                                           timeout=PUBLISH_TIMEOUT_S)
@@ -100,6 +119,8 @@ async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site:
     if version <= held:
         return False
     payload = await site_message(store, keys, site, location, version, now_ms)
+    if not fits(site, version, payload):
+        return False
     try:
         client.publish_nowait(site_down_topic(site, "watchlist"), payload, qos=1)
     except MqttError as err:

@@ -50,7 +50,7 @@ from cloud.access.scope import prefix_matches
 from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import sign
+from shouwang.watchlist_message import pack, sign
 
 NONCE_BYTES = 12
 
@@ -284,7 +284,7 @@ async def site_message(store: Store, keys: CloudKeys, site: str, location: str |
         {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
          "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
          "photos": list(r["photo_hashes"]),
-         "embeddings": keys.open_embeddings(r["embeddings"], r["id"])}
+         "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
         for r in rows if overlaps(r["scope"], location)
     ]
     return keys.signed({"v": 1, "site": site, "version": version, "entries": entries})

@@ -100,4 +100,6 @@ def _iso(ms: int) -> str:
 def _enrolment(e: Entry) -> Enrolment:
     return Enrolment(id=e.id, person=e.person, list=e.list, consent=e.consent,
                      entered_by="cloud", entered_at=_iso(e.entered_ms), until=_iso(e.until_ms),
-                     model=e.model, photos=e.photos, embeddings=e.embeddings, origin="cloud")
+                     model=e.model, photos=e.photos, origin="cloud",
+                     # float32 on the wire; the 6 decimals the cloud and `face enroll` keep
+                     embeddings=[[round(x, 6) for x in v] for v in e.embeddings])
