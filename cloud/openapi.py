@@ -115,7 +115,8 @@ _WATCHLISTS: dict[str, Any] = {
                           "409": _error("Already on this list"),
                           "413": _error("Body over 28 MiB"),
                           "415": _error("Content-Type is not application/json"),
-                          "503": _NO_WATCHLISTS}},
+                          "503": _error("This server keeps no watchlists (`watchlists` not "
+                                        "configured), or its face models are missing")}},
         "get": {
             "summary": "The people on a list you may see (no descriptors, no photos), the "
                        "list's purpose and retention, and the version each gateway in your "

@@ -44,6 +44,7 @@ from cloud.watchlist_store import (
 )
 from edge.video.face.enrol import Enroller, PhotoRefused
 from edge.video.face.store import DEFAULT_LISTS
+from edge.video.models import ModelError
 
 log = logging.getLogger(__name__)
 # Who may enrol on each list (docs/face.md); the lists and their retention are the gateway's.
@@ -76,6 +77,7 @@ class Faces:
         """(SHA-256, descriptor, model) of the one face in a photo, or PhotoRefused."""
         async with self._lock:  # one at a time: CPU work, on a 2-core server
             if self._enroller is None:
+                # ModelError (files missing or altered) goes to the caller: a 503 naming it.
                 self._enroller = await asyncio.to_thread(Enroller)
             enroller = self._enroller
             digest, vector = await asyncio.to_thread(enroller.describe_bytes, name, data)
@@ -232,6 +234,9 @@ async def enrol_person(request: web.Request) -> web.Response:
             digest, vector, model = await faces.describe(f"photos[{i}]", data)
         except PhotoRefused as err:
             return api._bad(request, "photos", f"refused, nothing enrolled: {err}")
+        except ModelError as err:
+            log.error("watchlist enrolment: the face models cannot be loaded: %s", err)
+            return _refuse(503, f"this server cannot check faces: {err} (make models)")
         hashes.append(digest)
         vectors.append(vector)
     now = request.app[access_http.ACCESS].clock.now_ms()
