@@ -377,3 +377,15 @@ def _other_signer() -> Any:
 
     return Ed25519PrivateKey.generate()
 
+
+
+async def test_a_gateway_without_the_clouds_key_applies_nothing_and_counts_it(
+    make_broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    _, cloud = keyed(tmp_path)  # the cloud keeps watchlists; the gateway was not given its key
+    async with community(make_broker, tmp_path, change_cloud=cloud) as site:
+        reply = await enrol(site, "daughter-r1", "missing_elder", ELDER, [photo("obama")])
+        assert reply.status == 201, reply.body
+        assert await eventually(
+            lambda: site.edge.metrics.rejected_count("watchlist_no_key") >= 1)
+        assert not WatchlistStore(site.edge.config.data_dir).path.exists()
