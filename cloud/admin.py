@@ -343,11 +343,18 @@ async def _write_locations(
             })
         wanted[r.path]["label"] = r.label
     known = await _keys(conn, locations.c.path)
-    implicit = [v for p, v in wanted.items() if p not in known and p not in {r.path for r in rows}]
-    if implicit:
-        await conn.execute(store.insert(locations).on_conflict_do_nothing(), implicit)
-    explicit = sorted((wanted[r.path] for r in rows), key=lambda v: v["level"])
-    new = await _upsert(store, conn, locations, ["path"], explicit)
+    named = {r.path for r in rows}
+    implicit = [v for p, v in wanted.items() if p not in known and p not in named]
+    explicit = [wanted[p] for p in sorted(named)]
+    # Level by level, implied and named together: an implied grid below a named community
+    # needs the community first (PostgreSQL checks the parent key on each insert).
+    new = 0
+    for level in sorted({v["level"] for v in [*implicit, *explicit]}):
+        implied_here = [v for v in implicit if v["level"] == level]
+        if implied_here:
+            await conn.execute(store.insert(locations).on_conflict_do_nothing(), implied_here)
+        new += await _upsert(store, conn, locations, ["path"],
+                             [v for v in explicit if v["level"] == level])
     return new, len(implicit)
 
 

@@ -67,12 +67,14 @@ def build_app(
         export,
         places,
         residents,
+        watchlists,
     )
 
     export.add_routes(app)
     places.add_routes(app)
     residents.add_routes(app)
     device_health.add_routes(app)
+    watchlists.add_routes(app)
     app.router.add_get("/metrics", metrics_handler(metrics, metrics_token))
     app.router.add_get("/healthz", health)
     return app

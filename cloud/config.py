@@ -14,6 +14,7 @@ from cloud.notify.config import NotifyConfig
 from cloud.telemetry.sql import SqlTelemetryConfig
 from cloud.telemetry.victoria import VictoriaMetricsConfig
 from cloud.watchdog import WatchdogConfig
+from cloud.watchlist_store import WatchlistsConfig
 from shouwang.config import BrokerConfig, ConfigError, HttpConfig, Strict
 
 TelemetryConfig = Annotated[
@@ -86,6 +87,13 @@ class CloudConfig(Strict):
         "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
     )
 
+    watchlists: WatchlistsConfig | None = Field(
+        None,
+        description="Gate face watchlists (docs/face.md): the key that seals descriptors and "
+        "reference photos at rest and the key that signs the lists sent to gateways; both "
+        "files are made on the first start. Without it the watchlist API answers 503 and no "
+        "watchlist goes to any gateway",
+    )
     metrics_token_file: Path | None = Field(
         None,
         description="File holding the bearer token Prometheus sends for `/metrics`; without "

@@ -55,6 +55,8 @@ from cloud.updates import (
     resolve,
     update_of,
 )
+from cloud.watchlist_downlink import answer_report
+from cloud.watchlist_store import CloudKeys
 from shouwang.clock import Clock, SystemClock
 from shouwang.logs import Throttled
 from shouwang.metrics import Metrics
@@ -92,8 +94,10 @@ class Ingest:
         clock: Clock | None = None,
         evidence: EvidenceStore | None = None,
         on_update: Callable[[dict[str, Any], str], Awaitable[None]] | None = None,
+        watchlist_keys: CloudKeys | None = None,
     ) -> None:
         self.client = client
+        self.watchlist_keys = watchlist_keys
         self.store = store
         self.metrics = metrics
         self.on_alert = on_alert
@@ -492,6 +496,10 @@ class Ingest:
             except MqttError as err:
                 log.warning("news of %d alert(s) for site %s not sent: %s", len(news),
                             env.site, err)
+        # And the version of the watchlists it holds: the current one if that is older.
+        if self.watchlist_keys is not None:
+            await answer_report(self.store, self.watchlist_keys, self.client, env.site or "",
+                                env.body.get("watchlist"), self.clock.now_ms())
 
     async def _gateway_offline(self, env: Envelope) -> None:
         await self.fleet.gateway_offline(env, self.clock.now_ms())

@@ -11,6 +11,7 @@ from cloud.alerts import STATES
 from cloud.filters import MAX_PAGE, ORDERS, PARAMS
 from cloud.lifecycle import MAX_NOTE, TARGET_STATE
 from cloud.notify.routes import MAX_ENDPOINT
+from edge.video.face.store import DEFAULT_LISTS
 from shouwang.profiles import SEVERITIES
 
 
@@ -67,6 +68,83 @@ _ALERT_FIELDS: dict[str, dict[str, Any]] = {
 }
 NOT_FOUND = _error("No such alert, or not in your scope (the two answers are identical)")
 ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+# Gate face watchlists (cloud/watchlists.py, docs/face.md).
+_LIST = {"name": "list", "in": "path", "required": True,
+         "schema": {"type": "string", "enum": sorted(DEFAULT_LISTS)}}
+_PERSON = {"name": "person", "in": "path", "required": True, "schema": {"type": "string"}}
+_NO_WATCHLISTS = _error("This server keeps no watchlists (`watchlists` not configured)")
+_NO_PERSON = _error("No such list, no such person on it, or not in your scope (identical)")
+_WATCHLIST_ENTRY = ("{id, list, person, scope, consent, entered_by, entered_ms, until_ms, "
+                    "model, photos}")
+_WATCHLISTS: dict[str, Any] = {
+    "/api/watchlists/{list}/people": {
+        "post": {
+            "summary": "Enrol a person on a watchlist with reference photos: missing_elder "
+                       "by the resident's family or their grid's worker, police by an officer "
+                       "for their jurisdiction; a consent reference is required; each photo "
+                       "must show one face, big, sharp and frontal enough; audited, and sent "
+                       "to the gateways of the scope (descriptors and ids only)",
+            "parameters": [_LIST],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["person", "consent", "photos"],
+                "additionalProperties": False,
+                "properties": {
+                    "person": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+                               "description": "the person's id, never a name (missing_elder: "
+                                              "the resident id)"},
+                    "consent": {"type": "string", "minLength": 1, "maxLength": 128,
+                                "pattern": "\\S",
+                                "description": "the signed consent form's reference"},
+                    "photos": {"type": "array", "minItems": 1, "maxItems": 5,
+                               "items": {"type": "string", "format": "byte"},
+                               "description": "JPEG or PNG, base64; the first is kept (sealed) "
+                                              "as the reference photo"},
+                    "scope": {"type": "string",
+                              "description": "police only: the part of your jurisdiction "
+                                             "whose gates watch (default: your jurisdiction "
+                                             "when you have one)"}}}}}},
+            "responses": {"201": {"description": _WATCHLIST_ENTRY},
+                          "400": _error("A bad field, named: no consent, not an image, no "
+                                        "face, several faces, a face too small, blurred or "
+                                        "turned away, a huge image"),
+                          "401": UNAUTHORIZED,
+                          "403": _error("Your role does not enrol on this list, the person "
+                                        "or scope is not yours, or a cross-origin request"),
+                          "404": _error("No such list"),
+                          "409": _error("Already on this list"),
+                          "413": _error("Body over 28 MiB"),
+                          "415": _error("Content-Type is not application/json"),
+                          "503": _error("This server keeps no watchlists (`watchlists` not "
+                                        "configured), or its face models are missing")}},
+        "get": {
+            "summary": "The people on a list you may see (no descriptors, no photos), the "
+                       "list's purpose and retention, and the version each gateway in your "
+                       "scope acknowledged",
+            "parameters": [_LIST],
+            "responses": {"200": {"description": "{list, description, retention_days, "
+                                                 f"version, people: [{_WATCHLIST_ENTRY}], "
+                                                 "sites: [{site, version, acked_version}]}"},
+                          "401": UNAUTHORIZED, "404": _error("No such list")}},
+    },
+    "/api/watchlists/{list}/people/{person}": {"delete": {
+        "summary": "Remove a person from a list (who may enrol them, or an admin); audited; "
+                   "every gateway of the scope drops them",
+        "parameters": [_LIST, _PERSON],
+        "requestBody": _body({"type": "object"}),
+        "responses": {**REFUSED, "204": {"description": "Removed"}, "401": UNAUTHORIZED,
+                      "403": _error("Your role does not remove from this list, or a "
+                                    "cross-origin request"),
+                      "404": _NO_PERSON}}},
+    "/api/watchlists/{list}/people/{person}/photo": {"get": {
+        "summary": "The enrolled reference photo, for whoever confirms a hit beside the crops "
+                   "(the entry's viewers); every view and refusal audited",
+        "parameters": [_LIST, _PERSON],
+        "responses": {"200": {"description": "The photo",
+                              "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                          for t in ("image/jpeg", "image/png")}},
+                      "401": UNAUTHORIZED, "404": _NO_PERSON, "503": _NO_WATCHLISTS}}},
+}
 
 _QUERY = {
     "state": ("Comma-separated states", {"type": "string", "example": "open,acknowledged"},
@@ -331,6 +409,7 @@ DOCUMENT: dict[str, Any] = {
                           "403": _error("Police do not see residents"),
                           "404": _error("No such resident, or not in your scope (identical)"),
                           "503": _error("This server has no telemetry store for the API")}}},
+        **_WATCHLISTS,
         "/api/devices/health": {"get": {
             "summary": "Device health by building within your scope: counts of offline, "
                        "stale, faulty and low-battery devices, and those devices",

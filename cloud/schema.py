@@ -222,7 +222,8 @@ dead_letters = Table(
 
 # Subsystems keep their tables beside their code, on this same metadata.
 TABLE_MODULES = (
-    "cloud.access.tables", "cloud.notify.tables", "cloud.evidence", "cloud.evidence_key"
+    "cloud.access.tables", "cloud.notify.tables", "cloud.evidence", "cloud.evidence_key",
+    "cloud.watchlist_store",
 )
 
 

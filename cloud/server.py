@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud import residents
+from cloud import residents, watchlists
 from cloud.access.scope import Principal
 from cloud.access.users import Access
 from cloud.api import build_app, build_monitor_app
@@ -30,6 +30,8 @@ from cloud.notify.routes import family_routes, push_routes
 from cloud.store import Store
 from cloud.telemetry import TelemetryStore, open_telemetry
 from cloud.watchdog import Watchdog
+from cloud.watchlist_downlink import WatchlistDownlink
+from cloud.watchlist_store import CloudKeys, cloud_keys
 from shouwang import heap
 from shouwang.clock import Clock, SystemClock
 from shouwang.metrics import Metrics
@@ -58,6 +60,11 @@ class CloudServer:
         self.scheduler: Scheduler | None = None
         self.repeats: RepeatNotifier | None = None
         self.downlink: Downlink | None = None
+        # Read at start, so a key file others may read (or that is not a key) stops start-up.
+        self.watchlist_keys: CloudKeys | None = (
+            cloud_keys(config.watchlists) if config.watchlists is not None else None
+        )
+        self.watchlist_downlink: WatchlistDownlink | None = None
         self.watchdog: Watchdog | None = None
         self.hub = Hub(
             snapshot=self._snapshot, recheck=self._session_valid,
@@ -87,6 +94,11 @@ class CloudServer:
         """A person changed an alert (acknowledged, dispatched, resolved, saw it)."""
         self.hub.broadcast({"type": "alert_updated", "alert": alert})
         self._tell_gateways()
+
+    def _watchlists_changed(self) -> None:
+        """An enrolment or removal here: its gateways hear of it now, not at the poll."""
+        if self.watchlist_downlink is not None:
+            self.watchlist_downlink.wake()
 
     def _tell_gateways(self) -> None:
         if self.downlink is not None:
@@ -156,6 +168,8 @@ class CloudServer:
             key = await EvidenceKey.load_or_create(self.store, self.clock.now_ms())
             add_routes(app, self.evidence, key)
             app[residents.TELEMETRY] = self.telemetry  # vitals charts read it
+            app[watchlists.FACES].keys = self.watchlist_keys
+            app[watchlists.FACES].changed = self._watchlists_changed
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)
         else:
@@ -191,6 +205,13 @@ class CloudServer:
                     self._tasks.append(
                         asyncio.create_task(self.downlink.run(), name="cloud-downlink")
                     )
+                    if self.watchlist_keys is not None:
+                        self.watchlist_downlink = WatchlistDownlink(
+                            self.store, self.watchlist_keys, client, self.config.feed_poll_s,
+                            self.clock,
+                        )
+                        self._tasks.append(asyncio.create_task(
+                            self.watchlist_downlink.run(), name="cloud-watchlist-downlink"))
                 ingest = Ingest(
                     client,
                     self.store,
@@ -202,6 +223,7 @@ class CloudServer:
                     telemetry=self.telemetry,
                     require_registered_sites=self.config.require_registered_sites,
                     clock=self.clock,
+                    watchlist_keys=self.watchlist_keys,
                 )
                 self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
 

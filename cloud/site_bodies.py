@@ -98,6 +98,7 @@ HEALTH: dict[str, Shape] = {
         "outbox_critical": (_bool, False, "a boolean"),
         "edge_broker": (_bool, False, "a boolean"),
         "alerts": (_versions, False, "a list of [alert id, version]"),
+        "watchlist": (_int, False, "the watchlist version held, an integer"),
     },
     "gateway_offline": {"reason": (_optional(_text(64)), False, "a short text")},
     "device_state": {

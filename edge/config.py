@@ -111,6 +111,13 @@ class EdgeConfig(Strict):
         "in the outbox's bulk class",
     )
     max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected")
+    cloud_watchlist_key: Path | None = Field(
+        None,
+        description="The cloud's public watchlist key (PEM, Ed25519; `watchlist-signing.pub.pem` "
+        "beside the cloud's `watchlists.signing_key_file`): watchlists from the cloud "
+        "(`site/{site}/down/watchlist`) are applied only when signed with it; without it none "
+        "is applied (docs/face.md)",
+    )
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
     cameras: list[CameraConfig] = Field(
         default_factory=list,

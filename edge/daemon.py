@@ -25,6 +25,8 @@ from edge.pipeline import Outcome, Pipeline
 from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
+from edge.video.face.downlink import CloudWatchlists
+from edge.video.face.store import WatchlistStore
 from edge.video.supervisor import CameraSupervisor
 from shouwang import heap, logs
 from shouwang.clock import Clock, SystemClock
@@ -167,9 +169,15 @@ class EdgeDaemon:
         self.uploader = (
             EvidenceUploader(config.evidence, self.evidence) if config.evidence else None
         )
+        # The cloud's watchlists for this site, into the store the camera workers read.
+        self.watchlists = CloudWatchlists(
+            WatchlistStore(config.data_dir), config.site, config.cloud_watchlist_key,
+            self.metrics,
+        )
         self.uplink = Uplink(
             self.outbox, self.cloud_mqtt, config.uplink, config.site, self.uploader,
             on_news=self._follow_cloud, on_refused=self._refused,
+            on_down={"watchlist": self._watchlist},
         )
         self.news = self.metrics.counter(
             "shouwang_alert_news_total",
@@ -238,6 +246,7 @@ class EdgeDaemon:
             "shouwang_disk_reserve_bytes", "Bytes the disk reserve holds for life-safety now"
         ).set_function(lambda: float(disk.reserve.held()))
         await self.evidence.sweep()
+        await self.watchlists.start()
         if self.outbox.damaged is not None:
             body = {"type": "outbox_damaged", "kept_as": self.outbox.damaged.name}
             try:
@@ -935,6 +944,12 @@ class EdgeDaemon:
                              word.version)
             await self.rules.save()
 
+    async def _watchlist(self, payload: bytes) -> None:
+        """`site/{site}/down/watchlist`: applied, the next report (at once) acknowledges it."""
+        if await self.watchlists.handle(payload):
+            self._report_now = True
+            self._wake_watch.set()
+
     async def _refused(self, ids: list[str]) -> None:
         """The cloud refused these for good: an alert among them has nothing to fold into."""
         async with self._rules_lock:
@@ -1021,6 +1036,9 @@ class EdgeDaemon:
             # The alerts this gateway holds open and the version of each it has heard of: the
             # cloud answers with what it missed (cloud/downlink.py).
             "alerts": self.rules.book.versions(),
+            # The version of the cloud's watchlists this gateway holds: the acknowledgement,
+            # and the cloud sends the current one when it is older (cloud/watchlists.py).
+            "watchlist": self.watchlists.held,
         }
 
     def _telemetry_row(self, readings: list[Reading]) -> NewRow:

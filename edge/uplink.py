@@ -115,6 +115,7 @@ class Uplink:
         evidence: EvidenceUploader | None = None,
         on_news: Callable[[bytes], Awaitable[None]] | None = None,
         on_refused: Callable[[list[str]], Awaitable[None]] | None = None,
+        on_down: dict[str, Callable[[bytes], Awaitable[None]]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -127,10 +128,15 @@ class Uplink:
         self.refused: dict[str, int] = {}  # envelopes the cloud refused for good, by reason
         self.resent = 0  # envelopes published again for want of a confirmation
         self.ack_topic = site_down_topic(site, "ack")
-        # The cloud's word on this site's alerts (cloud/downlink.py), for the rules' book.
-        self.news_topic = site_down_topic(site, "alert")
-        self.on_news = on_news
         self.on_refused = on_refused
+        # The cloud's other words to this gateway, by downlink kind: `alert` (its word on
+        # this site's alerts, cloud/downlink.py, for the rules' book), `watchlist` (the
+        # site's watchlists, cloud/watchlists.py).
+        self.listeners: dict[str, Callable[[bytes], Awaitable[None]]] = {
+            site_down_topic(site, kind): handler for kind, handler in {
+                **({"alert": on_news} if on_news is not None else {}), **(on_down or {}),
+            }.items()
+        }
         self._awaiting: dict[str, _Sent] = {}
         self._report: _Report | None = None
         self._reconnected = False
@@ -144,8 +150,9 @@ class Uplink:
         self._wake = asyncio.Event()
         if config.confirm == "cloud" and client is not None:
             client.subscribe(self.ack_topic, 1)
-        if on_news is not None and client is not None:
-            client.subscribe(self.news_topic, 1)
+        if client is not None:
+            for topic in self.listeners:
+                client.subscribe(topic, 1)
 
     @property
     def awaiting(self) -> int:
@@ -163,11 +170,12 @@ class Uplink:
 
     async def receive_confirmations(self) -> None:
         """Delete what the cloud confirmed (stored, or refused for good) from the outbox;
-        hand the cloud's word on alerts to `on_news`."""
+        hand the cloud's other words to their listeners."""
         while True:
             message = await self.client.messages()
-            if message.topic == self.news_topic and self.on_news is not None:
-                await self.on_news(message.payload)
+            listener = self.listeners.get(message.topic)
+            if listener is not None:
+                await listener(message.payload)
             else:
                 await self.handle_confirmation(message)
 

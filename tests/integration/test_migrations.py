@@ -15,7 +15,7 @@ from cloud.store import Store
 
 pytestmark = pytest.mark.integration
 metadata = complete_metadata()  # every subsystem's tables, as migrations must produce them
-HEAD = "0010"
+HEAD = "0011"
 
 ALERT = {
     "type": "sos", "severity": "critical", "subject": "resident:r-1",

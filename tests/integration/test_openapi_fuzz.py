@@ -99,7 +99,10 @@ def _run(cases: Any, base: str, token: str, excluded: list[Any]) -> None:
 
 async def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"  # the API is the same on both stores
-    async with running_cloud(api_config(url)) as cloud, aiohttp.ClientSession() as http:
+    keys = {"key_file": str(tmp_path / "watchlist.key"),
+            "signing_key_file": str(tmp_path / "watchlist-signing.pem")}
+    async with running_cloud(api_config(url, watchlists=keys)) as cloud, \
+            aiohttp.ClientSession() as http:
         await add_people(cloud)
         assert cloud.store is not None
         acked = await add_alert(cloud)

@@ -244,3 +244,33 @@ def test_a_community_defines_its_own_lists_and_a_bad_lists_file_is_named(tmp_pat
                      " cooldown_s: 0, retention_days: 1}\n")
     with pytest.raises(WatchlistError, match=r"lists.yaml: lists.x.threshold"):
         store.lists()
+
+
+def test_the_clouds_list_replaces_the_clouds_part_only_in_one_write(tmp_path):
+    """`site/{site}/down/watchlist` (edge/video/face/downlink.py): the cloud's entries are
+    replaced whole, a person enrolled on the gateway's command line stays, each change is
+    audited by `cloud`, and the version held is sealed with them."""
+    store = WatchlistStore(tmp_path)
+    local = unit(np.arange(1, 129, dtype=np.float32))
+    store.enrol(person="p-local", list_name="police", consent="CF-1", entered_by="officer-1",
+                photos=[], embeddings=local[None], model=MODEL)
+    assert store.cloud_version() == 0
+
+    def cloud(person: str) -> Enrolment:
+        e = enrolment(person, "missing_elder", [unit(np.arange(128, 0, -1, dtype=np.float32))])
+        e.id, e.origin = f"id-{person}", "cloud"
+        return e
+
+    assert store.replace_cloud([cloud("r-1"), cloud("r-2")], 7) == (2, 0)
+    assert store.replace_cloud([cloud("r-2")], 9) == (0, 1)
+    held, version = store.load_all()
+    assert version == 9
+    assert sorted((e.person, e.origin) for e in held) == [("p-local", "local"), ("r-2", "cloud")]
+    lines = [orjson.loads(line) for line in store.audit_path.read_bytes().splitlines()]
+    assert [(x["action"], x["person"], x["by"]) for x in lines] == [
+        ("enrol", "p-local", "officer-1"), ("enrol", "r-1", "cloud"), ("enrol", "r-2", "cloud"),
+        ("remove", "r-1", "cloud")]
+    # A local removal keeps the cloud's version; the cloud's part is untouched.
+    store.remove(person="p-local", list_name=None, by="officer-1")
+    assert store.load_all()[1] == 9
+    assert [e.person for e in store.load()] == ["r-2"]

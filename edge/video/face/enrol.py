@@ -53,7 +53,14 @@ class Enroller:
             raise PhotoRefused(f"{path}: cannot read: {err.strerror}") from None
         if size > MAX_BYTES:
             raise PhotoRefused(f"{path}: {size} bytes, more than {MAX_BYTES} (a huge image)")
-        data = path.read_bytes()
+        return self.describe_bytes(str(path), path.read_bytes())
+
+    def describe_bytes(self, name: str, data: bytes) -> tuple[str, np.ndarray]:
+        """`describe` for a photo already in memory (the cloud API's); `name` heads the
+        reason of a refusal."""
+        if len(data) > MAX_BYTES:
+            raise PhotoRefused(f"{name}: {len(data)} bytes, more than {MAX_BYTES} (a huge image)")
+        path = name
         image = _decode(path, data)
         faces = self.detector.detect(image)
         if len(faces) == 0:
@@ -78,7 +85,7 @@ _REASON_TEXT = {
 }
 
 
-def _decode(path: Path, data: bytes) -> np.ndarray:
+def _decode(path: str, data: bytes) -> np.ndarray:
     header = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if header is None:
         raise PhotoRefused(f"{path}: not an image (JPEG, PNG, BMP, WebP or TIFF expected)")

@@ -92,12 +92,16 @@ class Enrolment:
     model: str  # the descriptor model (descriptors of different models are not comparable)
     photos: builtins.list[str]  # SHA-256 of each enrolled photo (the photos are not kept)
     embeddings: builtins.list[builtins.list[float]]
+    # "local" (`shouwang face enroll` on this gateway) or "cloud" (the cloud's watchlists for
+    # this site, `site/{site}/down/watchlist`): a cloud update replaces only the cloud's part.
+    origin: str = "local"
 
     def public(self) -> dict[str, Any]:
         """Everything but the descriptors (for `face list`)."""
         return {"id": self.id, "person": self.person, "list": self.list, "consent": self.consent,
                 "entered_by": self.entered_by, "entered_at": self.entered_at,
-                "until": self.until, "model": self.model, "photos": len(self.photos)}
+                "until": self.until, "model": self.model, "photos": len(self.photos),
+                "origin": self.origin}
 
 
 class WatchlistStore:
@@ -156,10 +160,18 @@ class WatchlistStore:
 
     def load(self) -> list[Enrolment]:
         """Every enrolment (none when nothing was ever enrolled)."""
+        return self.load_all()[0]
+
+    def cloud_version(self) -> int:
+        """The version of the cloud's watchlists this file holds (0: none yet)."""
+        return self.load_all()[1]
+
+    def load_all(self) -> tuple[list[Enrolment], int]:
+        """(every enrolment, the cloud version applied)."""
         try:
             sealed = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            return [], 0
         key = self._key(create=False)
         try:
             plain = AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], FORMAT)
@@ -168,11 +180,14 @@ class WatchlistStore:
                 f"{self.path} does not open with the key in {self.key_file}: a wrong key or a "
                 "damaged file"
             ) from None
-        return [Enrolment(**row) for row in orjson.loads(plain)["enrolments"]]
+        document = orjson.loads(plain)
+        return ([Enrolment(**row) for row in document["enrolments"]],
+                int(document.get("cloud_version", 0)))
 
-    def _save(self, enrolments: list[Enrolment]) -> None:
+    def _save(self, enrolments: list[Enrolment], cloud_version: int) -> None:
         key = self._key(create=True)
-        plain = orjson.dumps({"enrolments": [_row(e) for e in enrolments]})
+        plain = orjson.dumps({"enrolments": [_row(e) for e in enrolments],
+                              "cloud_version": cloud_version})
         nonce = os.urandom(NONCE_BYTES)
         sealed = nonce + AESGCM(key).encrypt(nonce, plain, FORMAT)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -212,9 +227,9 @@ class WatchlistStore:
             model=model,
             photos=photos, embeddings=[[round(float(v), 6) for v in row] for row in embeddings],
         )
-        enrolments = self.load()
+        enrolments, cloud_version = self.load_all()
         enrolments.append(enrolment)
-        self._save(enrolments)
+        self._save(enrolments, cloud_version)
         self._audit("enrol", enrolment, entered_by, now)
         return enrolment
 
@@ -222,14 +237,33 @@ class WatchlistStore:
                now: dt.datetime | None = None) -> list[Enrolment]:
         """Remove a person's enrolments (on one list, or on all); those removed."""
         now = now or dt.datetime.now(dt.UTC)
-        enrolments = self.load()
+        enrolments, cloud_version = self.load_all()
         gone = [e for e in enrolments if e.person == person and list_name in (None, e.list)]
         if gone:
             ids = {e.id for e in gone}
-            self._save([e for e in enrolments if e.id not in ids])
+            self._save([e for e in enrolments if e.id not in ids], cloud_version)
             for e in gone:
                 self._audit("remove", e, by, now)
         return gone
+
+    def replace_cloud(self, enrolments: list[Enrolment], version: int,
+                      now: dt.datetime | None = None) -> tuple[int, int]:
+        """Put the cloud's watchlists for this site (`version`) in place of the cloud's part
+        held, in one write: a crash leaves the old set or the new one. Local enrolments stay.
+        Each person added or removed is audited (by "cloud"); (added, removed)."""
+        now = now or dt.datetime.now(dt.UTC)
+        held, _ = self.load_all()
+        local = [e for e in held if e.origin != "cloud"]
+        old = {e.id: e for e in held if e.origin == "cloud"}
+        new = {e.id: e for e in enrolments}
+        self._save(local + enrolments, cloud_version=version)
+        for e in enrolments:
+            if e.id not in old:
+                self._audit("enrol", e, "cloud", now)
+        for e in old.values():
+            if e.id not in new:
+                self._audit("remove", e, "cloud", now)
+        return len(new.keys() - old.keys()), len(old.keys() - new.keys())
 
     def version(self) -> float | None:
         """The file's modification time: a worker reloads when it changes."""

@@ -1,0 +1,130 @@
+"""The cloud's watchlists to each gateway: `site/{site}/down/watchlist`, as down/alert does it.
+
+Two roads, both carrying a site's whole watchlist at its current version (so a gateway that
+missed any number of changes is whole again after one message; shouwang/watchlist_message.py):
+- live: the alerts worker watches `watchlist_changes` (woken at once by an enrolment or
+  removal made in this process, else every `feed_poll_s`) and publishes, with QoS 1 to the
+  gateway's persistent session, to each site whose version moved;
+- replay: each gateway report says which version the gateway holds (`watchlist`); a report
+  that holds an older one is answered with the current one. A change made while a gateway
+  was away, or lost with a broker restart, reaches it with its next report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud.store import Store
+from cloud.watchlist_store import CloudKeys, latest, site_message, site_versions
+from shouwang.clock import Clock
+from shouwang.mqtt import MqttClient, MqttError
+from shouwang.protocol import site_down_topic
+from shouwang.watchlist_message import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+PUBLISH_TIMEOUT_S = 10.0
+
+
+_too_large: set[tuple[str, int]] = set()
+
+
+def fits(site: str, version: int, payload: bytes) -> bool:
+    """Whether the brokers will carry it; a list too large for one message is logged once
+    per site and version (the gateway keeps the list it has; docs/face.md, Limits)."""
+    if len(payload) <= MAX_MESSAGE_BYTES:
+        return True
+    if (site, version) not in _too_large:
+        _too_large.add((site, version))
+        log.error("watchlist version %d for site %s is %d bytes, over the %d one message may "
+                  "carry: not sent; the gateway keeps the list it has", version, site,
+                  len(payload), MAX_MESSAGE_BYTES)
+    return False
+
+
+class WatchlistDownlink:
+    def __init__(self, store: Store, keys: CloudKeys, client: MqttClient, poll_s: float,
+                 clock: Clock) -> None:
+        self.store = store
+        self.keys = keys
+        self.client = client
+        self.poll_s = poll_s
+        self.clock = clock
+        self.published = 0
+        self.last = -1  # the newest change published everywhere it goes
+        self.sent: dict[str, int] = {}  # version last published per site, by this worker
+        self._wake = asyncio.Event()
+        self._failing = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.round()
+                if self._failing:
+                    log.warning("watchlist downlink: database reachable again")
+                    self._failing = False
+            except SQLAlchemyError as err:
+                if not self._failing:
+                    log.error("watchlist downlink: database error, retrying: %s", err)
+                    self._failing = True
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def round(self) -> int:
+        """Publish each site's watchlist whose version moved; the number of sites sent to."""
+        newest = await latest(self.store)
+        if newest == self.last:
+            return 0
+        complete = True
+        count = 0
+        for site, (location, version, held) in (await site_versions(self.store)).items():
+            if version <= max(self.sent.get(site, 0), held or 0):
+                continue
+            payload = await site_message(self.store, self.keys, site, location, version,
+                                         self.clock.now_ms())
+            if not fits(site, version, payload):
+                continue
+            try:
+                await self.client.publish(site_down_topic(site, "watchlist"), payload, qos=1,
+                                          timeout=PUBLISH_TIMEOUT_S)
+            except MqttError as err:
+                # Tried again next round; the gateway's next report would bring it anyway.
+                log.warning("watchlist version %d for site %s not sent: %s", version, site, err)
+                complete = False
+                continue
+            self.sent[site] = version
+            self.published += 1
+            count += 1
+        if complete:
+            self.last = newest
+        return count
+
+
+async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site: str,
+                        held: object, now_ms: int) -> bool:
+    """A gateway reported the version it holds (`held`): send the current one if it is newer.
+    True when one was sent."""
+    if type(held) is not int:  # a gateway that does not take watchlists says nothing
+        return False
+    location, version, _ = (await site_versions(store, site)).get(site, (None, 0, None))
+    if version <= held:
+        return False
+    payload = await site_message(store, keys, site, location, version, now_ms)
+    if not fits(site, version, payload):
+        return False
+    try:
+        client.publish_nowait(site_down_topic(site, "watchlist"), payload, qos=1)
+    except MqttError as err:
+        log.warning("watchlist version %d for site %s not sent: %s", version, site, err)
+        return False
+    log.info("site %s holds watchlist version %d: sent %d", site, held, version)
+    return True

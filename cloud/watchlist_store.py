@@ -1,0 +1,291 @@
+"""The cloud's watchlists at rest: who is on which list, sealed, and what each gateway gets.
+
+A row of `watchlist_people` is one person on one list, with who entered them, when, under which
+consent reference, for which jurisdiction (`scope`, a location prefix) and until when. The
+face descriptors and the reference photo are sealed with AES-256-GCM under the key in
+`watchlists.key_file` (a file of its own, 0600, never in a log or this database), bound to
+the row's id, so a database dump or backup holds no face and a sealed photo moved to another
+row does not open. `watchlist_changes` counts every enrolment and removal: the largest
+`seq` among the changes that touch a site's place is the version of that site's watchlist.
+
+A gateway gets the entries whose scope and the site's place overlap (one is a prefix of the
+other, by whole segments): an elder's community gate, every gate of a station's jurisdiction.
+It acknowledges the version it holds in its reports (`watchlist`, kept in
+`sites.last_health`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import Field
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloud.access import audit
+from cloud.access.scope import prefix_matches
+from cloud.schema import PATH_LEN, metadata, sites
+from cloud.store import Store
+from shouwang.config import ConfigError, Strict
+from shouwang.watchlist_message import pack, sign
+
+NONCE_BYTES = 12
+
+watchlist_people = Table(
+    "watchlist_people",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("list", String(64), nullable=False),
+    Column("person", String(64), nullable=False),  # an id, never a name
+    Column("scope", String(PATH_LEN), nullable=False),  # the gates that watch for them
+    Column("consent", String(128), nullable=False),  # the signed consent form's reference
+    Column("entered_by", String(128), nullable=False),  # the user's name (an account id)
+    Column("entered_ms", BigInteger, nullable=False),
+    Column("until_ms", BigInteger, nullable=False),  # entered + the list's retention
+    Column("model", String(64), nullable=False),  # the descriptor model
+    Column("photo_hashes", JSON, nullable=False),  # SHA-256 of every photo enrolled
+    Column("photo_type", String(32), nullable=False),  # image/jpeg or image/png
+    Column("embeddings", LargeBinary, nullable=False),  # sealed: JSON list of descriptors
+    Column("photo", LargeBinary, nullable=False),  # sealed: the first reference photo
+    UniqueConstraint("list", "person", name="uq_watchlist_people_list_person"),
+)
+
+watchlist_changes = Table(
+    "watchlist_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False),  # enrol | remove
+    Column("list", String(64), nullable=False),
+    Column("person", String(64), nullable=False),
+    Column("scope", String(PATH_LEN), nullable=False),
+)
+
+
+class WatchlistsConfig(Strict):
+    key_file: Path = Field(
+        description="AES-256 key (32 bytes, mode 0600) sealing descriptors and reference photos "
+        "in the database; made on first start. Keep it out of database backups: without it "
+        "the watchlists cannot be read (or restored)",
+    )
+    signing_key_file: Path = Field(
+        description="Ed25519 private key (PEM, 0600) signing every watchlist message to "
+        "gateways; made on first start, its public half written beside it as "
+        "`<name>.pub.pem` for the gateways' `cloud_watchlist_key`",
+    )
+
+
+class AlreadyEnrolled(Exception):
+    pass
+
+
+def overlaps(a: str | None, b: str | None) -> bool:
+    """One place is the other or within it (whole segments)."""
+    return a is not None and b is not None and (prefix_matches(a, b) or prefix_matches(b, a))
+
+
+# --- the keys ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CloudKeys:
+    aead_key: bytes
+    signer: Ed25519PrivateKey
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.signer.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def _seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + AESGCM(self.aead_key).encrypt(nonce, data, aad)
+
+    def _open(self, sealed: bytes, aad: bytes) -> bytes:
+        try:
+            return AESGCM(self.aead_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+        except (InvalidTag, ValueError):
+            raise ValueError("the sealed watchlist data does not open with this key (a wrong "
+                             "key file, or data moved from another row)") from None
+
+    def seal_photo(self, photo: bytes, entry_id: str) -> bytes:
+        return self._seal(photo, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
+
+    def open_photo(self, sealed: bytes, entry_id: str) -> bytes:
+        return self._open(sealed, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
+
+    def seal_embeddings(self, vectors: list[list[float]], entry_id: str) -> bytes:
+        return self._seal(orjson.dumps(vectors),
+                          b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
+
+    def open_embeddings(self, sealed: bytes, entry_id: str) -> list[list[float]]:
+        plain = self._open(sealed, b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
+        vectors: list[list[float]] = orjson.loads(plain)
+        return vectors
+
+    def signed(self, message: dict[str, Any]) -> bytes:
+        return sign(message, self.signer)
+
+
+def cloud_keys(config: WatchlistsConfig) -> CloudKeys:
+    """Read both keys, making each on the first start; ConfigError naming the file when one
+    is unreadable, readable by others, or not a key."""
+    aead = _key_file(config.key_file, lambda: AESGCM.generate_key(bit_length=256))
+    if len(aead) != 32:
+        raise ConfigError(f"watchlists.key_file {config.key_file}: {len(aead)} bytes, not a "
+                          "256-bit key")
+    pem = _key_file(config.signing_key_file, lambda: Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    try:
+        signer = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as err:
+        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: {err}") from err
+    if not isinstance(signer, Ed25519PrivateKey):
+        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: not Ed25519")
+    keys = CloudKeys(aead, signer)
+    public = config.signing_key_file.with_name(config.signing_key_file.stem + ".pub.pem")
+    if not public.exists():
+        public.write_bytes(keys.public_pem)
+    return keys
+
+
+def _key_file(path: Path, make: Any) -> bytes:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it first: read theirs
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(make())
+            f.flush()
+            os.fsync(f.fileno())
+        return path.read_bytes()
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"watchlist key file {path} may be read by others (mode "
+                          f"{stat.S_IMODE(mode):o}); make it 0600")
+    return path.read_bytes()
+
+
+# --- changes ------------------------------------------------------------------------------------
+
+async def _in_order(conn: AsyncConnection) -> None:
+    """Changes commit in `seq` order: PostgreSQL hands out a sequence value at insert, so a
+    change could otherwise commit after a later one and a downlink round that already sent
+    the later version would never send it (the version would not move). One change at a
+    time (they are rare); readers are not blocked. SQLite has one writer at a time anyway."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("LOCK TABLE watchlist_changes IN SHARE ROW EXCLUSIVE MODE"))
+
+
+async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes,
+                embeddings: list[list[float]], *, remote: str | None) -> None:
+    """Store one enrolment, its change and its audit entry in one transaction."""
+    sealed = {"embeddings": keys.seal_embeddings(embeddings, row["id"]),
+              "photo": keys.seal_photo(photo, row["id"])}
+    try:
+        async with store.engine.begin() as conn:
+            await _in_order(conn)
+            await conn.execute(watchlist_people.insert().values(**row, **sealed))
+            await conn.execute(watchlist_changes.insert().values(
+                ts=row["entered_ms"], action="enrol", list=row["list"], person=row["person"],
+                scope=row["scope"]))
+            await audit.record(
+                conn, ts=row["entered_ms"], actor=f"user:{row['entered_by']}",
+                action="watchlist_enrol", target=f"{row['list']}:{row['person']}",
+                remote=remote, detail={"id": row["id"], "consent": row["consent"],
+                                       "scope": row["scope"], "until_ms": row["until_ms"],
+                                       "photos": len(row["photo_hashes"])})
+    except IntegrityError as err:
+        raise AlreadyEnrolled(f"{row['person']} is already on {row['list']}") from err
+
+
+async def remove(store: Store, row: Any, *, actor: str, remote: str | None, now_ms: int) -> bool:
+    async with store.engine.begin() as conn:
+        await _in_order(conn)
+        gone = (await conn.execute(delete(watchlist_people).where(
+            watchlist_people.c.id == row["id"]))).rowcount
+        if not gone:
+            return False
+        await conn.execute(watchlist_changes.insert().values(
+            ts=now_ms, action="remove", list=row["list"], person=row["person"],
+            scope=row["scope"]))
+        await audit.record(conn, ts=now_ms, actor=actor, action="watchlist_remove",
+                           target=f"{row['list']}:{row['person']}", remote=remote,
+                           detail={"id": row["id"], "consent": row["consent"]})
+    return True
+
+
+# --- what each gateway gets ---------------------------------------------------------------------
+
+PUBLIC_COLUMNS = tuple(c for c in watchlist_people.c if c.name not in ("embeddings", "photo"))
+
+
+async def latest(store: Store) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(func.max(watchlist_changes.c.seq)))).scalar() or 0)
+
+
+async def site_versions(
+    store: Store, only: str | None = None
+) -> dict[str, tuple[str | None, int, int | None]]:
+    """Every site (or `only` that one): (its place, the version of its watchlist, the version
+    it acknowledged in its latest report)."""
+    query = select(sites.c.id, sites.c.location, sites.c.last_health)
+    if only is not None:
+        query = query.where(sites.c.id == only)
+    async with store.engine.connect() as conn:
+        places = (await conn.execute(query)).all()
+        changes = (await conn.execute(select(watchlist_changes.c.scope,
+                                             func.max(watchlist_changes.c.seq))
+                                      .group_by(watchlist_changes.c.scope))).all()
+    out = {}
+    for site, location, health in places:
+        version = max((int(seq) for scope, seq in changes if overlaps(scope, location)),
+                      default=0)
+        held = health.get("watchlist") if isinstance(health, dict) else None
+        out[site] = (location, version, held if isinstance(held, int) else None)
+    return out
+
+
+async def site_message(store: Store, keys: CloudKeys, site: str, location: str | None,
+                       version: int, now_ms: int) -> bytes:
+    """The signed watchlist of `site` at `version`: its entries in force, ids and
+    descriptors only."""
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(watchlist_people).where(
+            watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
+    entries = [
+        {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
+         "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
+         "photos": list(r["photo_hashes"]),
+         "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
+        for r in rows if overlaps(r["scope"], location)
+    ]
+    return keys.signed({"v": 1, "site": site, "version": version, "entries": entries})
+

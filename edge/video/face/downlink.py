@@ -1,0 +1,105 @@
+"""The cloud's watchlists for this site (`site/{site}/down/watchlist`) put in the gateway's store.
+
+Each message is the site's whole cloud watchlist, signed (shouwang/watchlist_message.py). It
+is checked whole (signature, format version, site, watchlist version, every entry) and then
+written in one atomic replacement of the sealed file (edge/video/face/store.py), which the
+camera workers reload (`face.reload_s`); enrolments made on this gateway's command line stay.
+A refused message changes nothing, is counted (`watchlist_<reason>` in the edge's rejection
+counter) and logged once per reason and version. The version applied goes into every gateway
+report: that is the acknowledgement, and the cloud answers a report that holds an older one
+with the current list (a message lost in an outage is replayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.video.face.store import Enrolment, WatchlistError, WatchlistStore
+from shouwang.metrics import Metrics
+from shouwang.watchlist_message import Entry, Refused, WatchlistMessage, parse
+
+log = logging.getLogger(__name__)
+
+
+class CloudWatchlists:
+    def __init__(self, store: WatchlistStore, site: str, public_key_file: Path | None,
+                 metrics: Metrics) -> None:
+        self.store = store
+        self.site = site
+        self.public_key_file = public_key_file
+        self.metrics = metrics
+        self.held = 0  # the cloud version in the store (read at start)
+        self.applied = 0  # messages applied since start
+        self._lock = asyncio.Lock()
+        self._said: set[tuple[str, int]] = set()
+
+    async def start(self) -> None:
+        try:
+            self.held = await asyncio.to_thread(self.store.cloud_version)
+        except WatchlistError as err:
+            log.error("watchlist: %s; the cloud's list will be applied again when it comes", err)
+
+    def _key(self) -> Ed25519PublicKey | Refused:
+        if self.public_key_file is None:
+            return Refused("no_key", "no cloud_watchlist_key configured: this gateway cannot "
+                           "tell the cloud's watchlists from forged ones and applies none")
+        try:
+            key = serialization.load_pem_public_key(self.public_key_file.read_bytes())
+        except (OSError, ValueError) as err:
+            return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: {err}")
+        if not isinstance(key, Ed25519PublicKey):
+            return Refused("no_key",
+                           f"cloud_watchlist_key {self.public_key_file}: not an Ed25519 key")
+        return key
+
+    async def handle(self, payload: bytes) -> bool:
+        """Apply one message; True when the gateway should report (applied or already held)."""
+        async with self._lock:
+            key = self._key()
+            outcome = key if isinstance(key, Refused) else parse(
+                payload, key=key, site=self.site, held=self.held)
+            if isinstance(outcome, Refused):
+                self._refuse(outcome, payload)
+                return False
+            if outcome.version == self.held:
+                return True  # a repeat: nothing to write; the report says we hold it
+            try:
+                added, removed = await asyncio.to_thread(self._apply, outcome)
+            except WatchlistError as err:
+                self._refuse(Refused("store", str(err)), payload)
+                return False
+            self.held = outcome.version
+            self.applied += 1
+            log.info("watchlist version %d from the cloud applied: %d entries, %d added, "
+                     "%d removed", outcome.version, len(outcome.entries), added, removed)
+            return True
+
+    def _apply(self, message: WatchlistMessage) -> tuple[int, int]:
+        return self.store.replace_cloud([_enrolment(e) for e in message.entries],
+                                        message.version)
+
+    def _refuse(self, refused: Refused, payload: bytes) -> None:
+        self.metrics.reject(f"watchlist_{refused.reason}")
+        said = (refused.reason, len(payload))
+        if said not in self._said:  # once per kind of refusal, not once per redelivery
+            self._said.add(said)
+            log.error("watchlist message from the cloud refused (%s), nothing applied: %s",
+                      refused.reason, refused.detail)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def _enrolment(e: Entry) -> Enrolment:
+    return Enrolment(id=e.id, person=e.person, list=e.list, consent=e.consent,
+                     entered_by="cloud", entered_at=_iso(e.entered_ms), until=_iso(e.until_ms),
+                     model=e.model, photos=e.photos, origin="cloud",
+                     # float32 on the wire; the 6 decimals the cloud and `face enroll` keep
+                     embeddings=[[round(x, 6) for x in v] for v in e.embeddings])

@@ -1,0 +1,60 @@
+"""A face enrolled through the cloud API is recognised at the gate: API → downlink → camera worker.
+
+The station's officer enrols a person on the police list with one photo (`obama.jpg`); the
+cloud sends the gateway its list on `site/{site}/down/watchlist`; the camera worker reloads
+the sealed store and, when the person walks past in another photo (`obama2.jpg`), raises one
+`watchlist_hit` for the id the officer entered. Nothing was enrolled on the gateway itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config import EdgeConfig
+from edge.video.face.store import WatchlistStore
+from shouwang.services import Mosquitto
+from simulators.camera import CameraSimulator, CameraSpec
+from tests.conftest import eventually
+from tests.face_scene import gate_clip
+from tests.integration.test_watchlists import b64, keyed, photo
+from tests.scenarios.site import community
+from tests.video.test_face_road import GATE, watchlist_alerts, with_face_camera
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_face_enrolled_through_the_cloud_is_one_watchlist_hit_at_the_gate(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path,
+    camera_sim: Callable[..., CameraSimulator],
+) -> None:
+    clip = await asyncio.to_thread(gate_clip, tmp_path / "gate.mp4",
+                                   [("obama2", 1.0, 4.0), ("biden", 5.0, 8.0)])
+    sim = camera_sim([CameraSpec(id=GATE, kind="file", file=clip)])
+    keyed_edge, keyed_cloud = keyed(tmp_path)
+    camera = with_face_camera(sim)
+
+    def change_edge(config: EdgeConfig) -> EdgeConfig:
+        return keyed_edge(camera(config))
+
+    async with community(make_broker, tmp_path, evidence=True, change_edge=change_edge,
+                         change_cloud=keyed_cloud) as site:
+        assert WatchlistStore(site.edge.config.data_dir).load() == []
+        officer = await site.as_("police-wang")
+        reply = await officer.post("/api/watchlists/police/people", {
+            "person": "P-0042", "consent": "CF-2026-0099", "photos": [b64(photo("obama"))]})
+        assert reply.status == 201, reply.body
+
+        async def one() -> dict[str, Any] | None:
+            found = await watchlist_alerts(site)
+            return found[0] if len(found) == 1 else None
+
+        alert = await eventually(one, timeout=120)
+        why = alert["detail"]["why"]["data"]
+        assert (why["person"], why["watchlist"]) == ("P-0042", "police")
+        [held] = WatchlistStore(site.edge.config.data_dir).load()
+        assert (held.origin, held.id) == ("cloud", reply.body["id"])
