@@ -296,8 +296,15 @@ class Lifecycle:
                     .order_by(notifications.c.ts, users.c.username)
                 )
             ).mappings().all()
+        more: dict[str, Any] = {}
+        if alert.get("match") is not None:
+            # Who may confirm or reject it (the board shows them the buttons).
+            kind = variant(alert["type"], alert.get("detail"))
+            more["match"] = {**alert["match"],
+                             "confirmers": sorted(self.responders(alert["type"], kind))}
         return {
             **alert,
+            **more,
             "dispatched_to": assigned,
             "notifications": [dict(t) for t in told],
             # Each delivery try on each channel, targets redacted; the evidence's references.

@@ -198,8 +198,10 @@ DOCUMENT: dict[str, Any] = {
                                                "401": UNAUTHORIZED}}},
         "/api/vocabulary": {"get": {
             "summary": "Every alert type and its names in Chinese and English, life-safety "
-                       "first (shouwang/alert_types.yaml); no login needed", "security": [],
-            "responses": {"200": {"description": "{types: [{type, zh, en}]}"}}}},
+                       "first (shouwang/alert_types.yaml), and every watchlist's "
+                       "(shouwang/explanations.yaml); no login needed", "security": [],
+            "responses": {"200": {"description": "{types: [{type, zh, en}], watchlists: "
+                                                 "[{list, zh, en}]}"}}}},
         "/api/me": {"get": {"summary": "Who is logged in, with role and scope",
                             "responses": {"200": _json("Me"), "401": UNAUTHORIZED}}},
         "/api/alerts": {"get": {

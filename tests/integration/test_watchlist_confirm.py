@@ -137,7 +137,8 @@ async def test_a_missing_elder_match_reaches_the_family_only_after_the_worker_co
         assert entry["detail"]["list"] == "missing_elder"
         assert entry["detail"]["camera"] == "cam-gate-a"
         detail = (await admin.get(f"/api/alerts/{hit['id']}")).body
-        assert detail["match"] == {"list": "missing_elder", "person": "r-a1", "score": 0.71}
+        assert detail["match"] == {"list": "missing_elder", "person": "r-a1", "score": 0.71,
+                                   "confirmers": ["admin", "worker"]}
         assert [(s["from_state"], s["to_state"], s["note"]) for s in detail["timeline"]][1] == (
             "open", "open", "confirmed: 是她，穿蓝外套")
 
