@@ -98,6 +98,10 @@ class Policy(Strict):
         return self
 
 
+# A watchlist_hit without a policy of its own: the grid's workers only, nobody more on confirm.
+UNCONFIRMED_DEFAULT = Policy(stages=[Stage(name="duty-worker", after_s=0, notify=["worker"])])
+
+
 class Policies(Strict):
     policies: dict[str, Policy] = Field(
         default_factory=dict,
@@ -113,7 +117,11 @@ class Policies(Strict):
 
     def for_type(self, alert_type: str, variant: str | None = None) -> Policy | None:
         found = self.policies.get(f"{alert_type}/{variant}") if variant else None
-        return found or self.policies.get(alert_type) or self.policies.get(ANY_TYPE)
+        found = found or self.policies.get(alert_type)
+        if found is None and alert_type in CONFIRMED_TYPES:
+            # Never the catch-all's family or police stages for a match nobody confirmed.
+            return UNCONFIRMED_DEFAULT
+        return found or self.policies.get(ANY_TYPE)
 
     def responders_for(self, alert_type: str, variant: str | None = None) -> frozenset[str]:
         """The roles that acknowledge alerts of `alert_type` (others only mark them seen),

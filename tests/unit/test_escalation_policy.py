@@ -64,3 +64,16 @@ def test_confirmed_stage_names_may_not_repeat_the_first_ones(tmp_path: Path) -> 
         "confirmed": [{"name": "duty", "after_s": 0, "notify": ["family"]}]}}}))
     with pytest.raises(ConfigError, match="stage names must be unique"):
         EscalationConfig(file=path).load()
+
+
+def test_a_match_without_a_policy_of_its_own_never_takes_the_catch_alls_stages(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "escalation.yaml"
+    path.write_text(yaml.safe_dump({"policies": {"*": {"stages": [
+        {"name": "family", "after_s": 0, "notify": ["family"]},
+        {"name": "police", "after_s": 60, "notify": ["police"]}]}}}))
+    policy = EscalationConfig(file=path).load().for_type("watchlist_hit", "police")
+    assert policy is not None
+    assert [(s.name, s.notify) for s in policy.stages] == [("duty-worker", ["worker"])]
+    assert policy.confirmed == []
