@@ -12,6 +12,7 @@ from playwright.async_api import Browser, Page, expect
 
 from cloud.server import CloudServer
 from tests.browser.conftest import log_in, screenshots
+from tests.browser.test_accessibility import violations
 from tests.conftest import api_config, running_cloud
 from tests.evidence_media import attach, jpeg_snapshot
 from tests.integration.people import PASSWORD, Client, add_people
@@ -65,6 +66,7 @@ async def test_the_duty_worker_sees_the_crops_beside_the_reference_and_confirms(
         await expect(match.locator("img.reference")).to_have_count(0)
         actions = page.locator("#detail .actions button")
         await expect(actions).to_have_text(["确认是本人", "否认（误报）"])
+        assert await violations(page) == []
         await page.locator("#detail").screenshot(
             path=str(screenshots(tmp_path) / "dashboard-watchlist.png"))
         await page.fill("#note", "是她，穿蓝外套")
