@@ -19,6 +19,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "false_alarm": frozenset(),
 }
 
+# Alert types a person confirms before anyone acts on them (cloud/lifecycle.py `confirm` and
+# `reject`): a face match may be the wrong person (docs/face.md).
+CONFIRMED_TYPES = frozenset({"watchlist_hit"})
+
 
 class IllegalTransition(Exception):
     def __init__(self, alert_id: str, current: str, target: str) -> None:

@@ -16,7 +16,7 @@ from cloud.access import http as access_http
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound, IllegalTransition
 from cloud.hub import Hub
-from cloud.lifecycle import TARGET_STATE, BadField, Forbidden, Lifecycle
+from cloud.lifecycle import ACTIONS, BadField, Forbidden, Lifecycle
 from cloud.store import Store
 from shouwang.metrics import Metrics
 from shouwang.vocabulary import vocabulary
@@ -59,7 +59,7 @@ def build_app(
     app.router.add_get("/api/alerts/{id}", get_alert)
     app.router.add_get("/api/alerts/{id}/workers", alert_workers)
     app.router.add_get("/api/audit", audit_entries)
-    for action in TARGET_STATE:
+    for action in ACTIONS:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_get("/api/ws", hub.serve)
     from cloud import (  # they build on this module's keys
@@ -67,6 +67,7 @@ def build_app(
         export,
         places,
         residents,
+        watchlist_hits,
         watchlists,
     )
 
@@ -75,6 +76,7 @@ def build_app(
     residents.add_routes(app)
     device_health.add_routes(app)
     watchlists.add_routes(app)
+    watchlist_hits.add_routes(app)
     app.router.add_get("/metrics", metrics_handler(metrics, metrics_token))
     app.router.add_get("/healthz", health)
     return app

@@ -14,6 +14,7 @@ from cloud.notify.config import NotifyConfig
 from cloud.telemetry.sql import SqlTelemetryConfig
 from cloud.telemetry.victoria import VictoriaMetricsConfig
 from cloud.watchdog import WatchdogConfig
+from cloud.watchlist_retention import RetentionConfig
 from cloud.watchlist_store import WatchlistsConfig
 from shouwang.config import BrokerConfig, ConfigError, HttpConfig, Strict
 
@@ -85,6 +86,11 @@ class CloudConfig(Strict):
         default_factory=WatchdogConfig,
         description="The gateway watchdog: one gateway_offline alert for a silent site "
         "(`gateway_silence_s`, `will_grace_s`, `poll_s`)",
+    )
+    watchlist_retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Deletes a watchlist match's evidence at its list's retention, each "
+        "deletion audited (`enabled`, `poll_s`, `unknown_list_days`)",
     )
 
     watchlists: WatchlistsConfig | None = Field(

@@ -9,6 +9,12 @@ Acknowledging means a responder has the case: the roles the escalation policy na
 (`responders`, by default worker, police and admin). Anyone else's acknowledgement (a daughter
 far away pressing "我知道了") is recorded as "seen" (who and when, on the alert and in its
 timeline) and changes no state, so the escalation goes on to the people who can come.
+
+A watchlist match (`CONFIRMED_TYPES`) is confirmed by a person before anyone acts on it: until
+then only `confirm` and `reject` apply, by the roles its policy names as `responders`.
+`confirm` keeps it open, records who, makes a missing elder's match their case (the alert's
+resident, so their family sees it) and plans the policy's `confirmed` stages; `reject` closes
+it as a false alarm with the reason, a false match counted per list and camera.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from sqlalchemy import select
 from cloud.access.scope import Principal
 from cloud.access.tables import assignments, notifications, users
 from cloud.access.users import Access
-from cloud.alerts import AlertNotFound
-from cloud.escalation.policy import DEFAULT_RESPONDERS
+from cloud.alerts import CONFIRMED_TYPES, AlertNotFound, IllegalTransition
+from cloud.escalation.policy import DEFAULT_RESPONDERS, variant
 from cloud.evidence import evidence_for_alert
 from cloud.notify.tables import alert_attempts
 from cloud.store import Store
@@ -37,12 +43,30 @@ TARGET_STATE = {
     "resolve": "resolved",
     "false_alarm": "false_alarm",
 }
+# A watchlist match's own actions: `reject` closes it as a false alarm, `confirm` keeps it open.
+MATCH_TARGET = {"confirm": "open", "reject": "false_alarm"}
+ACTIONS = (*TARGET_STATE, *MATCH_TARGET)  # every action a person takes (a route each)
+SUMMARIES = {
+    **{a: f"Move the alert to {state}" for a, state in TARGET_STATE.items()},
+    "reject": "A watchlist match is not the person: close it as a false alarm with the reason "
+              "(`note`), counted as a false match of its list and camera",
+    "confirm": "A watchlist match is the person: route it on (the policy's confirmed stages; a "
+               "missing elder's family sees it)",
+}
 MAX_NOTE = 2000
 ACTIVE = ("open", "acknowledged", "dispatched")
 
 
 class Forbidden(Exception):
     """The user sees this alert but their role may not do this to it."""
+
+
+class NotNow(IllegalTransition):
+    """The action does not apply to this alert as it is (409), with a sentence saying why."""
+
+    def __init__(self, alert_id: str, current: str, target: str, why: str) -> None:
+        super().__init__(alert_id, current, target)
+        self.args = (why,)
 
 
 class BadField(ValueError):
@@ -58,13 +82,17 @@ class Lifecycle:
         access: Access,
         on_change: Callable[[dict[str, Any]], None],
         on_left_open: Callable[[str], Awaitable[None]] | None = None,
-        responders: Callable[[str], frozenset[str]] | None = None,
+        responders: Callable[[str, str | None], frozenset[str]] | None = None,
+        on_confirmed: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_false_match: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.access = access
         self.on_change = on_change
         self.on_left_open = on_left_open
         self.responders = responders or _default_responders
+        self.on_confirmed = on_confirmed
+        self.on_false_match = on_false_match
 
     async def visible(
         self, principal: Principal, alert_id: str, remote: str | None, action: str
@@ -112,13 +140,27 @@ class Lifecycle:
         alert = await self._visible(principal, alert_id, remote, action)
         if not principal.may(action):
             raise Forbidden(f"a {principal.role} user may not {action.replace('_', ' ')} alerts")
-        if action == "ack" and principal.role not in self.responders(alert["type"]):
+        kind = variant(alert["type"], alert.get("detail"))
+        detail: dict[str, Any] = {}
+        if alert["type"] in CONFIRMED_TYPES:
+            self._check_confirmation(principal, alert, action, kind, note)
+            match = alert.get("match") or {}
+            detail = {"list": match.get("list"), "camera": alert["device"]}
+            if action == "confirm":
+                return await self._confirm(principal, alert, note, detail, remote)
+            if action == "reject":
+                detail["reason"] = note
+        elif action in ("confirm", "reject"):
+            raise NotNow(alert_id, alert["state"], action,
+                         f"alert {alert_id} is a {alert['type']}: only a watchlist match is "
+                         f"confirmed or rejected")
+        if action == "ack" and principal.role not in self.responders(alert["type"], kind):
             return await self._seen(principal, alert, remote)
         worker: Principal | None = None
         if action == "dispatch":
             worker = await self._worker_for(alert, body.get("worker"))
-        target = TARGET_STATE[action]
-        detail: dict[str, Any] = {"to": target}
+        target = TARGET_STATE.get(action) or MATCH_TARGET[action]
+        detail = {"to": target, **detail}
         also = []
         if worker is not None:
             detail["worker"] = worker.username
@@ -134,9 +176,69 @@ class Lifecycle:
         )
         await self.access.audit(principal.actor, "alert_" + action, alert_id, remote, detail)
         log.info("alert %s is %s (by %s)", alert_id, target, principal.username)
+        if target == "false_alarm" and alert["type"] in CONFIRMED_TYPES and (
+            self.on_false_match is not None
+        ):
+            self.on_false_match(str(detail.get("list")), alert["device"])
         if self.on_left_open is not None:
             await self.on_left_open(alert_id)
         full = await self._with_people(alert)
+        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
+        return principal.view(full)
+
+    def _check_confirmation(
+        self, principal: Principal, alert: dict[str, Any], action: str, kind: str | None,
+        note: str | None,
+    ) -> None:
+        """Before a person confirms a match only `confirm` and `reject` apply, by the roles
+        its policy names; after, those two no longer do."""
+        confirmed = alert.get("confirmed")
+        if action not in ("confirm", "reject"):
+            if not confirmed:
+                raise NotNow(alert["id"], alert["state"], action,
+                             f"alert {alert['id']} is a watchlist match nobody has confirmed: "
+                             "confirm or reject it first")
+            return
+        if principal.role not in self.responders(alert["type"], kind):
+            raise Forbidden(f"a {principal.role} user may not {action} matches of the "
+                            f"{kind or 'unnamed'} list; its responders: "
+                            f"{', '.join(sorted(self.responders(alert['type'], kind)))}")
+        if confirmed:
+            raise NotNow(alert["id"], alert["state"], action,
+                         f"alert {alert['id']} was confirmed by {confirmed.get('by')}")
+        if alert["state"] != "open":
+            raise NotNow(alert["id"], alert["state"], action,
+                         f"alert {alert['id']} is {alert['state']}; only an open match is "
+                         f"confirmed or rejected")
+        if action == "reject" and not (note or "").strip():
+            raise BadField("note", "a rejection says why it is not the person")
+
+    async def _confirm(
+        self, principal: Principal, alert: dict[str, Any], note: str | None,
+        detail: dict[str, Any], remote: str | None,
+    ) -> dict[str, Any]:
+        """The match is the person: recorded once, routed on by the policy's confirmed
+        stages; a missing elder's match becomes their case (their family sees it)."""
+        now = self.access.clock.now_ms()
+        match = alert.get("match") or {}
+        person = match.get("person")
+        resident = person if (match.get("list") in RESIDENT_LISTS and isinstance(person, str)
+                              and alert.get("resident") is None) else None
+        changed = await self.store.confirm(
+            alert["id"], actor=principal.actor,
+            note=f"confirmed: {note}" if note else "confirmed",
+            confirmed={"by": principal.username, "role": principal.role, "ms": now},
+            resident=resident,
+        )
+        if changed is None:  # someone else confirmed or closed it meanwhile
+            current = await self.store.get_alert(alert["id"])
+            raise NotNow(alert["id"], current["state"], "confirm",
+                         f"alert {alert['id']} was confirmed or closed meanwhile")
+        await self.access.audit(principal.actor, "alert_confirm", alert["id"], remote, detail)
+        log.info("alert %s confirmed (by %s)", alert["id"], principal.username)
+        if self.on_confirmed is not None:
+            await self.on_confirmed(changed)
+        full = await self._with_people(changed)
         self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
@@ -194,8 +296,15 @@ class Lifecycle:
                     .order_by(notifications.c.ts, users.c.username)
                 )
             ).mappings().all()
+        more: dict[str, Any] = {}
+        if alert.get("match") is not None:
+            # Who may confirm or reject it (the board shows them the buttons).
+            kind = variant(alert["type"], alert.get("detail"))
+            more["match"] = {**alert["match"],
+                             "confirmers": sorted(self.responders(alert["type"], kind))}
         return {
             **alert,
+            **more,
             "dispatched_to": assigned,
             "notifications": [dict(t) for t in told],
             # Each delivery try on each channel, targets redacted; the evidence's references.
@@ -204,5 +313,9 @@ class Lifecycle:
         }
 
 
-def _default_responders(alert_type: str) -> frozenset[str]:
+# Lists whose people are the community's residents: a confirmed match is that resident's case.
+RESIDENT_LISTS = frozenset({"missing_elder"})
+
+
+def _default_responders(alert_type: str, variant: str | None = None) -> frozenset[str]:
     return frozenset(DEFAULT_RESPONDERS)

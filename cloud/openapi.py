@@ -9,7 +9,7 @@ from typing import Any
 
 from cloud.alerts import STATES
 from cloud.filters import MAX_PAGE, ORDERS, PARAMS
-from cloud.lifecycle import MAX_NOTE, TARGET_STATE
+from cloud.lifecycle import ACTIONS, MAX_NOTE, SUMMARIES
 from cloud.notify.routes import MAX_ENDPOINT
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.profiles import SEVERITIES
@@ -65,6 +65,10 @@ _ALERT_FIELDS: dict[str, dict[str, Any]] = {
                   "the cloud's own alerts"},
     "raised_ms": _NULLABLE_INT,
     "detail": {"type": "object", "description": "what your role may see (docs/access.md)"},
+    "confirmed": {"type": "object", "nullable": True, "description": "watchlist_hit only: "
+                  "who confirmed the match ({by, role, ms}); null until someone does"},
+    "match": {"type": "object", "nullable": True, "description": "watchlist_hit only: "
+              "{list, person (an id), score}"},
 }
 NOT_FOUND = _error("No such alert, or not in your scope (the two answers are identical)")
 ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -178,21 +182,29 @@ def _list_parameters() -> list[dict[str, Any]]:
 
 def _transition(action: str) -> dict[str, Any]:
     props: dict[str, Any] = {"note": {"type": "string", "maxLength": MAX_NOTE}}
+    required = ["worker"] if action == "dispatch" else []
+    if action == "reject":
+        props["note"] = {"type": "string", "minLength": 1, "maxLength": MAX_NOTE,
+                         "pattern": r"\S", "description": "why it is not the person"}
+        required = ["note"]
     if action == "dispatch":
         props["worker"] = {"type": "string", "description": "user name of a community worker "
                            "whose grid covers the alert"}
     return {
         "post": {
-            "summary": f"Move the alert to {TARGET_STATE[action]}",
+            "summary": SUMMARIES[action],
             "parameters": [ALERT_ID],
             "requestBody": _body({
                 "type": "object", "properties": props, "additionalProperties": False,
-                **({"required": ["worker"]} if action == "dispatch" else {}),
+                **({"required": required} if required else {}),
             }),
             "responses": {
                 **REFUSED, "200": _json("AlertDetail"),
                 "401": UNAUTHORIZED, "403": _error(f"Your role may not do this, or {CROSS_ORIGIN}"),
-                "404": NOT_FOUND, "409": _error("Illegal from the alert's state; says why"),
+                "404": NOT_FOUND,
+                "409": _error("Illegal from the alert's state (an unconfirmed watchlist match "
+                              "takes only confirm or reject; only a watchlist match is "
+                              "confirmed or rejected); says why"),
             },
         }
     }
@@ -264,8 +276,10 @@ DOCUMENT: dict[str, Any] = {
                                                "401": UNAUTHORIZED}}},
         "/api/vocabulary": {"get": {
             "summary": "Every alert type and its names in Chinese and English, life-safety "
-                       "first (shouwang/alert_types.yaml); no login needed", "security": [],
-            "responses": {"200": {"description": "{types: [{type, zh, en}]}"}}}},
+                       "first (shouwang/alert_types.yaml), and every watchlist's "
+                       "(shouwang/explanations.yaml); no login needed", "security": [],
+            "responses": {"200": {"description": "{types: [{type, zh, en}], watchlists: "
+                                                 "[{list, zh, en}]}"}}}},
         "/api/me": {"get": {"summary": "Who is logged in, with role and scope",
                             "responses": {"200": _json("Me"), "401": UNAUTHORIZED}}},
         "/api/alerts": {"get": {
@@ -428,7 +442,15 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": {"description": "{prefix, level, children: [{path, name, "
                                                  "label, alerts, active, critical_active}]}"},
                           "400": _error("A bad parameter, named"), "401": UNAUTHORIZED}}},
-        **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in TARGET_STATE},
+        **{f"/api/alerts/{{id}}/{a}": _transition(a) for a in ACTIONS},
+        "/api/watchlists/false-matches": {"get": {
+            "summary": "Watchlist matches per list and camera within your scope: hits, "
+                       "confirmed, false matches (rejected or marked false) and awaiting a "
+                       "person; for tuning a list's threshold",
+            "responses": {"200": {"description": "{counts: [{list, camera, hits, confirmed, "
+                                                 "false_matches, awaiting}]}"},
+                          "400": _error("An unknown parameter, named"), "401": UNAUTHORIZED,
+                          "403": _error("Families do not read these counts")}}},
         "/api/ws": {"get": {
             "summary": "WebSocket: a snapshot of your scope, then live alert and "
                        "alert_updated messages in your scope; with devices=1 also device "

@@ -31,6 +31,8 @@ from cloud.store import Store
 from cloud.telemetry import TelemetryStore, open_telemetry
 from cloud.watchdog import Watchdog
 from cloud.watchlist_downlink import WatchlistDownlink
+from cloud.watchlist_hits import FalseMatches
+from cloud.watchlist_retention import EvidenceRetention
 from cloud.watchlist_store import CloudKeys, cloud_keys
 from shouwang import heap
 from shouwang.clock import Clock, SystemClock
@@ -66,6 +68,8 @@ class CloudServer:
         )
         self.watchlist_downlink: WatchlistDownlink | None = None
         self.watchdog: Watchdog | None = None
+        self.retention: EvidenceRetention | None = None
+        self.false_matches = FalseMatches(self.metrics)
         self.hub = Hub(
             snapshot=self._snapshot, recheck=self._session_valid,
             recheck_s=config.access.websocket_recheck_s,
@@ -119,6 +123,13 @@ class CloudServer:
         if self.scheduler is not None:
             await self.scheduler.timers.cancel(alert_id)
 
+    async def _confirmed(self, alert: dict[str, Any]) -> None:
+        """A person confirmed a watchlist match: its policy's confirmed stages, now."""
+        if self.scheduler is not None:
+            await self.scheduler.timers.plan_confirmed(
+                alert["id"], alert["type"], alert["detail"], self.clock.now_ms())
+            self.scheduler.wake()
+
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
         self.evidence = EvidenceStore(self.config.evidence, self.store)
@@ -149,6 +160,11 @@ class CloudServer:
         )
         if duties and self.config.watchdog.enabled:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
+        self.retention = EvidenceRetention(
+            self.store, self.evidence, self.clock, self.config.watchlist_retention)
+        if duties and self.config.watchlist_retention.enabled:
+            self._tasks.append(
+                asyncio.create_task(self.retention.run(), name="cloud-watchlist-retention"))
         self.telemetry = await open_telemetry(self.config.telemetry, self.store)
         if self.config.api:
             feed = ChangeFeed(self.store, self.hub, self.config.feed_poll_s)
@@ -159,6 +175,8 @@ class CloudServer:
                 on_change=self._on_change,
                 on_left_open=self._left_open,
                 responders=self.policies.responders_for,
+                on_confirmed=self._confirmed,
+                on_false_match=self.false_matches.count,
             )
             app = build_app(
                 self.store, self.hub, self.metrics, self._broker_state, self.access, lifecycle,

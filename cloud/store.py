@@ -13,7 +13,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloud import migrate
-from cloud.alerts import SEVERITY_RANK, STATE_RANK, TRANSITIONS, AlertNotFound, IllegalTransition
+from cloud.alerts import (
+    CONFIRMED_TYPES,
+    SEVERITY_RANK,
+    STATE_RANK,
+    TRANSITIONS,
+    AlertNotFound,
+    IllegalTransition,
+)
 from cloud.schema import alert_transitions, alerts, drop_reports, events, metadata
 from shouwang.protocol import Envelope
 
@@ -260,6 +267,44 @@ class Store:
             )
         return await self.get_alert(alert_id)
 
+    async def confirm(
+        self, alert_id: str, *, actor: str, note: str, confirmed: dict[str, Any],
+        resident: str | None,
+    ) -> dict[str, Any] | None:
+        """A person confirmed an open alert (a watchlist match): `confirmed` kept in its body,
+        its resident set when given, a line in its timeline. Once: None when it is no longer
+        open or was confirmed already (the version compare-and-set settles two at once)."""
+        now = _now_ms()
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(alerts.c.state, alerts.c.version, alerts.c.body)
+                    .where(alerts.c.id == alert_id)
+                )
+            ).first()
+            if row is None:
+                raise AlertNotFound(alert_id)
+            state, version, body = row
+            if state != "open" or (body or {}).get("confirmed"):
+                return None
+            values: dict[str, Any] = {"body": {**body, "confirmed": confirmed}}
+            if resident is not None:
+                values["resident"] = resident
+            result = await conn.execute(
+                update(alerts)
+                .where(alerts.c.id == alert_id, alerts.c.version == version)
+                .values(version=version + 1, **values)
+            )
+            if result.rowcount != 1:
+                return None
+            await conn.execute(
+                alert_transitions.insert().values(
+                    alert_id=alert_id, from_state=state, to_state=state, actor=actor, ts=now,
+                    note=note,
+                )
+            )
+        return await self.get_alert(alert_id)
+
     async def transition(
         self, alert_id: str, target: str, *, actor: str, note: str | None = None,
         also: Sequence[Executable] = (), values: dict[str, Any] | None = None,
@@ -317,7 +362,22 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     out["source_id"] = body.get("source_id")
     out["raised_ms"] = body.get("raised_ms")
     out["detail"] = body.get("detail", {})
+    if out["type"] in CONFIRMED_TYPES:
+        # Who confirmed it (null until someone does), and the match, for every role: the list,
+        # the person's id and the score (not the rule's other data, docs/access.md).
+        out["confirmed"] = body.get("confirmed")
+        out["match"] = match_of(out["detail"])
     return out
+
+
+def match_of(detail: Any) -> dict[str, Any] | None:
+    """A watchlist_hit's match from the edge rule's data: list, person id, score."""
+    why = detail.get("why") if isinstance(detail, dict) else None
+    data = why.get("data") if isinstance(why, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return {"list": data.get("watchlist"), "person": data.get("person"),
+            "score": data.get("confidence")}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -26,6 +26,7 @@ from edge.rules.book import Notice, parse_news
 from edge.rules.engine import RuleEngine, RuleOutput
 from edge.uplink import GATEWAY_DEVICE, Uplink
 from edge.video.face.downlink import CloudWatchlists
+from edge.video.face.expiry import EnrolmentExpiry
 from edge.video.face.store import WatchlistStore
 from edge.video.supervisor import CameraSupervisor
 from shouwang import heap, logs
@@ -93,6 +94,8 @@ class EdgeDaemon:
         self.watch_rounds = 0  # completed watch-loop rounds (a scenario waits on it)
         self._complaints = logs.Throttled(log)  # a rejection reason once per device a minute
         self.metrics = Metrics("edge")
+        # Enrolled faces leave the watchlist at the end of their retention (docs/face.md).
+        self.face_expiry = EnrolmentExpiry(config.data_dir, self.clock, self.metrics)
         self.outbox_depth = self.metrics.gauge(
             "shouwang_outbox_depth", "Messages waiting in the outbox, by priority class", ["klass"]
         )
@@ -972,6 +975,7 @@ class EdgeDaemon:
                 for up in changes:
                     pending.add(self.rules.broker_changed(up))
                 rows += self._rule_rows(pending)
+                expire = now >= next_report
                 if now >= next_report or self._report_now:
                     self._report_now = False
                     rows.append(self._health_row(await self._gateway_body(), now_ms()))
@@ -981,6 +985,8 @@ class EdgeDaemon:
                     self.uplink.notify()
                 await self.rules.save()
                 self._rearm()
+            if expire:  # with the report, each minute; outside the lock (file I/O)
+                await self.face_expiry.check()
             self.watch_rounds += 1
             await self._check_critical()
             if self.fallback.active():

@@ -79,11 +79,24 @@ DEMO_USERS = [
     {"username": "demo-family", "role": "family", "locations": [], "residents": ["r-demo-0001"]},
 ]
 # The demo's escalation: notifications go to cloud.log (no delivery channel in the demo).
-DEMO_ESCALATION = {"policies": {"*": {"stages": [
-    {"name": "family", "after_s": 0, "notify": ["family"]},
-    {"name": "grid-worker", "after_s": 60, "notify": ["worker"]},
-    {"name": "police", "after_s": 120, "notify": ["police"]},
-]}}}
+# A face match goes to its duty person only until confirmed (as deploy/examples/escalation.yaml).
+DEMO_ESCALATION = {"policies": {
+    "*": {"stages": [
+        {"name": "family", "after_s": 0, "notify": ["family"]},
+        {"name": "grid-worker", "after_s": 60, "notify": ["worker"]},
+        {"name": "police", "after_s": 120, "notify": ["police"]},
+    ]},
+    "watchlist_hit": {
+        "stages": [{"name": "duty-worker", "after_s": 0, "notify": ["worker"]}],
+        "confirmed": [{"name": "family-and-worker", "after_s": 0, "notify": ["family", "worker"]}],
+        "responders": ["worker", "admin"],
+    },
+    "watchlist_hit/police": {
+        "stages": [{"name": "duty-officer", "after_s": 0, "notify": ["police"]}],
+        "confirmed": [{"name": "station", "after_s": 0, "notify": ["police"]}],
+        "responders": ["police", "admin"],
+    },
+}}
 
 
 def _die_with_parent() -> None:

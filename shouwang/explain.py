@@ -28,6 +28,7 @@ class Sentences(Strict):
     times: TypeNames
     rules: dict[str, TypeNames]
     fields: dict[str, TypeNames]
+    watchlists: dict[str, TypeNames]
 
 
 class _File(RootModel[Sentences]):

@@ -1,4 +1,5 @@
-"""The one vocabulary of alert types: names in 中文 and English (shouwang/alert_types.yaml)."""
+"""The one vocabulary of alert types: names in 中文 and English (shouwang/alert_types.yaml),
+and of the watchlists a face match names (shouwang/explanations.yaml `watchlists`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,13 @@ def alert_types() -> dict[str, TypeNames]:
 
 
 def vocabulary() -> dict[str, object]:
-    """What the dashboards fetch: every type's names, in order."""
-    return {"types": [{"type": t, **n.model_dump()} for t, n in alert_types().items()]}
+    """What the dashboards fetch: every type's names, in order; every watchlist's."""
+    from shouwang.explain import sentences  # it builds on this module
+
+    return {
+        "types": [{"type": t, **n.model_dump()} for t, n in alert_types().items()],
+        "watchlists": [{"list": k, **n.model_dump()} for k, n in sentences().watchlists.items()],
+    }
 
 
 SEVERITY_NAMES = {

@@ -31,6 +31,10 @@ ACTIONS: dict[str, frozenset[str]] = {
     "resolve": frozenset(ROLES),
     "false_alarm": frozenset(ROLES),
     "export_package": frozenset({"police", "worker", "admin"}),
+    # A watchlist match is confirmed or rejected by its duty person (the policy's responders
+    # narrow it per list: the police list's by police), never by a family.
+    "confirm": frozenset({"police", "worker", "admin"}),
+    "reject": frozenset({"police", "worker", "admin"}),
 }
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal

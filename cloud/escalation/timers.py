@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.access.tables import escalation_plans, escalation_stages, notifications
-from cloud.escalation.policy import Policies
+from cloud.escalation.policy import Policies, Stage, variant
 from cloud.store import Store, alerts
 from shouwang.clock import Clock
 
@@ -36,7 +36,7 @@ class Timers:
     async def plan_pending(self) -> int:
         """Plan every open alert that has no plan yet; the number planned."""
         query = (
-            select(alerts.c.id, alerts.c.type, alerts.c.received_ms)
+            select(alerts.c.id, alerts.c.type, alerts.c.received_ms, alerts.c.body)
             .outerjoin(escalation_plans, escalation_plans.c.alert_id == alerts.c.id)
             .where(escalation_plans.c.alert_id.is_(None), alerts.c.state == "open")
             .limit(PLAN_BATCH)
@@ -44,24 +44,41 @@ class Timers:
         insert = self.store.insert
         async with self.engine.begin() as conn:
             todo = (await conn.execute(query)).all()
-            for alert_id, alert_type, received_ms in todo:
-                policy = self.policies.for_type(alert_type)
-                for position, stage in enumerate(policy.stages if policy else []):
-                    await conn.execute(
-                        insert(escalation_stages)
-                        .values(
-                            alert_id=alert_id, stage=stage.name, position=position,
-                            targets=list(stage.notify),
-                            due_ms=received_ms + round(stage.after_s * 1000),
-                        )
-                        .on_conflict_do_nothing(index_elements=["alert_id", "stage"])
-                    )
+            for alert_id, alert_type, received_ms, body in todo:
+                policy = self.policies.for_type(
+                    alert_type, variant(alert_type, (body or {}).get("detail")))
+                await self._plan(conn, alert_id, policy.stages if policy else [], 0,
+                                 received_ms)
                 await conn.execute(
                     insert(escalation_plans)
                     .values(alert_id=alert_id, planned_ms=self.clock.now_ms())
                     .on_conflict_do_nothing(index_elements=["alert_id"])
                 )
         return len(todo)
+
+    async def plan_confirmed(
+        self, alert_id: str, alert_type: str, detail: dict[str, Any], confirmed_ms: int
+    ) -> int:
+        """A person confirmed the alert: its policy's `confirmed` stages, due from now."""
+        policy = self.policies.for_type(alert_type, variant(alert_type, detail))
+        if policy is None or not policy.confirmed:
+            return 0
+        async with self.engine.begin() as conn:
+            await self._plan(conn, alert_id, policy.confirmed, len(policy.stages), confirmed_ms)
+        return len(policy.confirmed)
+
+    async def _plan(
+        self, conn: Any, alert_id: str, stages: list[Stage], first: int, from_ms: int
+    ) -> None:
+        for position, stage in enumerate(stages, start=first):
+            await conn.execute(
+                self.store.insert(escalation_stages)
+                .values(
+                    alert_id=alert_id, stage=stage.name, position=position,
+                    targets=list(stage.notify), due_ms=from_ms + round(stage.after_s * 1000),
+                )
+                .on_conflict_do_nothing(index_elements=["alert_id", "stage"])
+            )
 
     def _claimable(self, now: int) -> Any:
         s = escalation_stages.c

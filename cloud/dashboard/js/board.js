@@ -12,7 +12,11 @@ export const typeText = (a) => label("type", a.type)
 
 // Who has it: "已确认 · worker-li"; still open but seen by family: "待处理 · 家属已查看".
 // The board has a column of its own for who handles it (`withWho` false).
+// A watchlist match nobody has confirmed or rejected yet: nobody acts on it until then.
+export const awaitsConfirmation = (a) => Boolean(a.match) && !a.confirmed && a.state === "open";
+
 export function stateText(a, withWho = true) {
+  if (awaitsConfirmation(a)) return t("state.awaiting_confirmation");
   const state = label("state", a.state);
   if (withWho && a.ack_by && a.state !== "open") return `${state} · ${a.ack_by}`;
   if (a.seen_by && a.state === "open") return `${state} · ${t("board.seen", { who: a.seen_by })}`;
@@ -203,7 +207,7 @@ export class Board {
     open.textContent = t("action.detail");
     open.addEventListener("click", (e) => { e.stopPropagation(); this.onOpen(alert.id); });
     actions.append(open);
-    if (alert.state === "open") {
+    if (alert.state === "open" && !awaitsConfirmation(alert)) {
       const ack = document.createElement("button");
       ack.type = "button";
       ack.className = "ack";

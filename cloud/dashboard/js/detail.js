@@ -1,8 +1,10 @@
 // One alert in full: who and where, why, evidence, the timeline of transitions and
 // notifications, and the actions the user's role allows in the alert's state, with a note.
+// A watchlist match shows its crops beside the enrolled reference photo, and until a person
+// confirms or rejects it, those are its only actions (docs/face.md).
 import { api, enc } from "./api.js";
 import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
-import { stateText, typeText } from "./board.js";
+import { awaitsConfirmation, stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
 import { fetchPeople, person, telLink } from "./people.js";
 
@@ -151,6 +153,7 @@ export class Detail {
       return el("figure", { class: image ? "snapshot" : "clip" }, media,
         el("figcaption", {}, `${fmtTime(e.captured_ts)} · ${e.device} · ${e.sha256.slice(0, 12)}…`));
     });
+    const match = a.match ? this.match() : null;
     const evidence = section("evidence", shots.length ? el("div", { class: "shots" }, ...shots)
       : el("p", {}, t("detail.no_evidence")));
     if (EXPORT_ROLES.includes(this.me.role)) {
@@ -159,8 +162,34 @@ export class Detail {
         download: `shouwang-evidence-${a.id}.zip`, title: t("detail.export_hint") }, t("detail.export")));
     }
     this.root.replaceChildren(head, el("div", { class: "cols" },
-      el("div", {}, who, where, why, evidence),
+      el("div", {}, match, who, where, why, evidence),
       el("div", {}, this.actions(), section("timeline", this.timeline()))));
+  }
+
+  // The match as a person checks it: the list in words, the score, the track's best crops (the
+  // alert's pictures) beside the photo the person was enrolled with.
+  match() {
+    const a = this.alert;
+    const m = a.match;
+    const reference = el("img", { class: "reference", alt: t("match.reference"),
+      src: `/api/watchlists/${enc(m.list)}/people/${enc(m.person)}/photo` });
+    reference.addEventListener("error", () => reference.replaceWith(
+      el("p", { class: "no-reference" }, t("match.no_reference"))));
+    const crops = (a.evidence || []).filter((e) => e.content_type.startsWith("image/")).map((e) =>
+      el("figure", { class: "crop" },
+        el("img", { src: `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`, alt: t("match.crop") }),
+        el("figcaption", {}, t("match.crop"))));
+    const score = typeof m.score === "number" ? m.score.toFixed(2) : m.score;
+    const facts = pairs([
+      [t("match.list"), label("watchlist", m.list)],
+      [t("match.person"), m.person],
+      [t("match.score"), score],
+      [t("match.confirmed"), a.confirmed ? `${a.confirmed.by} · ${fmtTime(a.confirmed.ms)}`
+        : a.state === "open" ? t("match.awaiting") : null],
+    ]);
+    return section("match", facts, el("div", { class: "compare" },
+      el("figure", { class: "reference" }, reference, el("figcaption", {}, t("match.reference"))),
+      ...(crops.length ? crops : [el("p", {}, t("match.no_crops"))])));
   }
 
   timeline() {
@@ -171,6 +200,9 @@ export class Detail {
         : t("tl.transition", { from: label("state", step.from_state), to: label("state", step.to_state) });
       let note = step.note;
       if (step.from_state === step.to_state && step.note === "seen") { text = t("tl.seen"); note = null; }
+      else if (step.from_state === step.to_state && /^confirmed(: |$)/.test(step.note || "")) {
+        text = t("tl.confirmed"); note = step.note.slice("confirmed: ".length) || null;
+      }
       else if (step.from_state === step.to_state && (step.note || "").startsWith("repeated")) {
         text = t("tl.repeated"); note = null;
       }
@@ -192,7 +224,10 @@ export class Detail {
 
   actions() {
     const a = this.alert;
-    const allowed = (NEXT[a.state] || []).filter((x) => (ROLE_MAY[this.me.role] || [x]).includes(x));
+    // An unconfirmed match: only confirm or reject, by the roles its policy names.
+    const allowed = awaitsConfirmation(a)
+      ? ((a.match.confirmers || []).includes(this.me.role) ? ["confirm", "reject"] : [])
+      : (NEXT[a.state] || []).filter((x) => (ROLE_MAY[this.me.role] || [x]).includes(x));
     const part = section("actions");
     if (!allowed.length) return part;
     const note = el("textarea", { id: "note", rows: "2", maxlength: "2000", placeholder: t("action.note") });
@@ -214,6 +249,11 @@ export class Detail {
       const b = el("button", { type: "button", class: `do-${action}` }, t(`action.${action}`));
       b.addEventListener("click", async () => {
         error.textContent = "";
+        if (action === "reject" && !note.value.trim()) {  // the reason is the record
+          error.textContent = t("match.reason_needed");
+          note.focus();
+          return;
+        }
         buttons.querySelectorAll("button").forEach((x) => { x.disabled = true; });
         const body = note.value.trim() ? { note: note.value.trim() } : {};
         if (action === "dispatch") body.worker = worker.value;

@@ -37,10 +37,16 @@ let types = [];
 export async function loadVocabulary() {
   const res = await fetch("/api/vocabulary");
   if (!res.ok) throw new Error(`vocabulary: HTTP ${res.status}`);
-  ({ types } = await res.json());
+  const vocabulary = await res.json();
+  ({ types } = vocabulary);
   for (const { type, zh: zhName, en: enName } of types) {
     LANGUAGES["zh-CN"][`type.${type}`] = zhName;
     LANGUAGES.en[`type.${type}`] = enName;
+  }
+  // The watchlists a face match names (label("watchlist", id); a list without a name: its id).
+  for (const { list, zh: zhName, en: enName } of vocabulary.watchlists || []) {
+    LANGUAGES["zh-CN"][`watchlist.${list}`] = zhName;
+    LANGUAGES.en[`watchlist.${list}`] = enName;
   }
   return types.map((x) => x.type);
 }

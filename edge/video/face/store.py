@@ -10,7 +10,8 @@ file, never an empty watchlist that silently matches no one.
 
 Every change is written to a new file and renamed over the old one, so a crash leaves the old
 watchlist or the new one, never half of each. `{data_dir}/face/audit.jsonl` records each
-enrolment and removal (ids, list, by, at: no descriptor, no photo).
+enrolment and removal (ids, list, by, at: no descriptor, no photo), and each enrolment the
+retention removed at its `until` (`expire`, run each minute by the edge daemon).
 
 The lists and their tiers (threshold, margin, hits a track needs, cooldown, retention) come
 from `{data_dir}/face/lists.yaml` when it exists, else `DEFAULT_LISTS`.
@@ -264,6 +265,18 @@ class WatchlistStore:
             if e.id not in new:
                 self._audit("remove", e, "cloud", now)
         return len(new.keys() - old.keys()), len(old.keys() - new.keys())
+
+    def expire(self, now: dt.datetime, by: str = "retention") -> list[Enrolment]:
+        """Remove every enrolment whose `until` has passed (its list's retention), each
+        removal a line in the audit log; those removed. One atomic write, as any change."""
+        enrolments, cloud_version = self.load_all()
+        gone = [e for e in enrolments if dt.datetime.fromisoformat(e.until) <= now]
+        if gone:
+            ids = {e.id for e in gone}
+            self._save([e for e in enrolments if e.id not in ids], cloud_version)
+            for e in gone:
+                self._audit("expire", e, by, now)
+        return gone
 
     def version(self) -> float | None:
         """The file's modification time: a worker reloads when it changes."""
