@@ -48,6 +48,7 @@ from edge.video.events import CameraEvent
 from edge.video.face.pipeline import EVENT as FACE_MATCH
 from edge.video.face.pipeline import FaceMatch, WatchlistSource
 from edge.video.face.store import WatchlistStore
+from edge.video.frames import polygon_mask
 from edge.video.recorder import ClipJob, PacketRing, keep, snapshot, write_clip
 from edge.video.stream import (
     FrameClock,
@@ -57,7 +58,9 @@ from edge.video.stream import (
     StreamUnsupported,
     open_stream,
 )
+from edge.video.throw.calibration import Facade
 from edge.video.throw.detector import wire_fields
+from edge.video.throw.evidence import launch_area, mark
 from shouwang import logs
 from shouwang.config import BrokerConfig, ConfigError, validate
 from shouwang.protocol import device_topic, make_envelope
@@ -289,20 +292,45 @@ class CameraWorker:
         log.info("camera %s: %s %s", self.camera.id, event.type, fields)
         self.send("event", {"event": event.type, **fields}, ts=now_ms)
         if event.type in EVIDENCE_EVENTS:
-            self._evidence(event.type, frame, now_ms)
+            throw = dict(event.fields) if event.type == "thrown_object" else None
+            self._evidence(event.type, frame, now_ms, throw)
 
-    def _evidence(self, alert: str, frame: Any, now_ms: int) -> None:
-        """A masked snapshot now; a clip of pre_s before and post_s after, when it is over."""
+    def _evidence(self, alert: str, frame: Any, now_ms: int,
+                  throw: dict[str, Any] | None = None) -> None:
+        """A masked snapshot now; a clip of pre_s before and post_s after, when it is over.
+        A thrown object's marked snapshot and launch area are drawn on the clip thread."""
         try:
-            jpeg = snapshot(frame.to_ndarray(format="bgr24"), self.camera.privacy_masks)
+            bgr = frame.to_ndarray(format="bgr24")
+            jpeg = snapshot(bgr, self.camera.privacy_masks)
             digest = keep(self.evidence_dir, jpeg, ".jpg")
             self.send("event", {"event": "evidence", "alert": alert, "snapshot": digest},
                       ts=now_ms)
+            if throw is not None:
+                facade = self.analyzer.throw.facade if self.analyzer.throw else None
+                self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms)
         except (ValueError, OSError) as err:
             log.error("camera %s: snapshot not kept: %s", self.camera.id, err)
         job = ClipJob(alert, now_ms, now_ms + int(self.camera.record.post_s * 1000),
                       self.ring.packets())
         self.clips.append(job)
+
+    def _throw_pictures(self, bgr: Any, fields: dict[str, Any], facade: Facade | None,
+                        now_ms: int) -> None:
+        """The snapshot with the track and candidate windows drawn, and the launch area
+        enlarged (edge/video/throw/evidence.py), masked like every stored picture."""
+        h, w = bgr.shape[:2]
+        hidden = polygon_mask(self.camera.privacy_masks, w, h, (w, h), grow=1)
+        if hidden is not None:
+            bgr[hidden > 0] = 0  # masked before drawing: the crop of the launch area too
+        for kind, draw in (("marked", mark), ("launch", launch_area)):
+            try:
+                digest = keep(self.evidence_dir, snapshot(draw(bgr, fields, facade)), ".jpg")
+            except (ValueError, OSError, cv2.error) as err:
+                log.error("camera %s: %s picture of a thrown object not kept: %s",
+                          self.camera.id, kind, err)
+                continue
+            self.send("event", {"event": "evidence", "alert": "thrown_object", kind: digest},
+                      ts=now_ms)
 
     def _feed_clips(self, packet: Any, now_ms: int) -> None:
         for job in list(self.clips):
