@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -299,19 +300,20 @@ class CameraWorker:
                   throw: dict[str, Any] | None = None) -> None:
         """A masked snapshot now; a clip of pre_s before and post_s after, when it is over.
         A thrown object's marked snapshot and launch area are drawn on the clip thread."""
+        bgr = frame.to_ndarray(format="bgr24")  # a copy: the decoder's buffer moves on
         try:
-            bgr = frame.to_ndarray(format="bgr24")
             jpeg = snapshot(bgr, self.camera.privacy_masks)
             digest = keep(self.evidence_dir, jpeg, ".jpg")
             self.send("event", {"event": "evidence", "alert": alert, "snapshot": digest},
                       ts=now_ms)
-            if throw is not None:
-                facade = self.analyzer.throw.facade if self.analyzer.throw else None
-                self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms)
         except (ValueError, OSError) as err:
             log.error("camera %s: snapshot not kept: %s", self.camera.id, err)
         job = ClipJob(alert, now_ms, now_ms + int(self.camera.record.post_s * 1000),
                       self.ring.packets())
+        if throw is not None:
+            facade = self.analyzer.throw.facade if self.analyzer.throw else None
+            self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms)
+            job.draw = partial(mark, fields=throw, facade=facade)
         self.clips.append(job)
 
     def _throw_pictures(self, bgr: Any, fields: dict[str, Any], facade: Facade | None,
@@ -351,6 +353,24 @@ class CameraWorker:
             log.error("camera %s: clip of %s not kept: %s", self.camera.id, job.name, err)
             return
         self.send("event", {"event": "evidence", "alert": job.name, "clip": digest},
+                  ts=job.started_ms)
+        if job.draw is not None:
+            self._write_marked_clip(job, template)
+
+    def _write_marked_clip(self, job: ClipJob, template: Any) -> None:
+        """The same clip decoded, the track drawn on every frame and encoded again (libx264,
+        ultrafast): CPU for the clip's length, on this thread, after the remuxed clip is
+        safe (docs/video.md has the cost)."""
+        path = self.evidence_dir / f"clip-{job.started_ms}-marked.mp4"
+        try:
+            write_clip(path, template, job.packets, self.camera.privacy_masks, job.draw)
+            digest = keep(self.evidence_dir, path.read_bytes(), ".mp4")
+            path.unlink()
+        except (ValueError, OSError, av.error.FFmpegError, cv2.error) as err:
+            log.error("camera %s: marked clip of %s not kept: %s", self.camera.id, job.name,
+                      err)
+            return
+        self.send("event", {"event": "evidence", "alert": job.name, "marked_clip": digest},
                   ts=job.started_ms)
 
     # --- between frames -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import pytest
 
@@ -64,11 +65,12 @@ async def test_a_generated_throw_is_one_critical_alert_with_its_floor_in_the_clo
         assert data["column"] == truth["throws"][0]["column"], data
         assert data["candidates"].startswith(f"{data['floor']}:{data['column']}:")
         # Its evidence: the snapshot as seen, the snapshot marked (track, candidate windows), the
-        # launch area enlarged, and the clip as the camera sent it.
+        # launch area enlarged, the clip as the camera sent it and the clip with the track drawn.
         async def kinds() -> dict[str, dict[str, Any]] | None:
             assert site.cloud.evidence is not None
             found = {e["kind"]: e for e in await site.cloud.evidence.for_alert(alert["id"])}
-            return found if {"snapshot", "marked", "launch", "clip"} <= set(found) else None
+            wanted = {"snapshot", "marked", "launch", "clip", "marked_clip"}
+            return found if wanted <= set(found) else None
 
         kept = await eventually(kinds, timeout=120)
         assert site.cloud.evidence is not None
@@ -85,6 +87,12 @@ async def test_a_generated_throw_is_one_critical_alert_with_its_floor_in_the_clo
         assert len(red) >= 3, track
         assert sum(red) >= 0.8 * len(red), (red, track)
         assert not all(_red(plain[y, x]) for x, y in points)
+        for kind in ("clip", "marked_clip"):
+            assert kept[kind]["content_type"] == "video/mp4"
+        with av.open(str(site.cloud.evidence.path(kept["marked_clip"]["sha256"]))) as played:
+            frames = [f.to_ndarray(format="bgr24") for f in played.decode(video=0)]
+        assert len(frames) >= 25  # pre_s + post_s: 4 s at 25 fps, from a keyframe
+        assert sum(_red(frames[-1][y, x]) for x, y in points) >= 0.8 * len(points)
         # Seen again on the next loops of the clip: still one alert.
         await eventually(lambda: _loops(sim), timeout=120)
         assert len(await thrown(site)) == 1
