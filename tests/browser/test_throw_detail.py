@@ -29,6 +29,7 @@ from edge.video.throw.calibration import Facade
 from edge.video.throw.detector import wire_fields
 from edge.video.throw.evidence import launch_area, mark
 from tests.browser.conftest import log_in, screenshots
+from tests.browser.test_accessibility import violations
 from tests.conftest import api_config, running_cloud
 from tests.evidence_media import attach
 from tests.integration.people import PASSWORD, Client, add_people, add_throw
@@ -138,6 +139,8 @@ async def test_a_throw_shows_its_marked_snapshot_floor_and_candidates_and_takes_
         await expect(step).to_contain_text(f"{floor + 1} 层 第 {column} 列")
         await expect(step).to_contain_text("worker-a")
         await expect(step.locator("blockquote")).to_have_text("住户承认扔了花盆")
+        # The part is usable without sight: the pictures named, the form labelled (WCAG 2 AA).
+        assert await violations(page) == []
         await page.locator("#detail").screenshot(
             path=str(screenshots(tmp_path) / "dashboard-throw.png"))
         admin = await Client.login(http, cloud, "admin")
