@@ -68,7 +68,7 @@ evidence = Table(
     Column("alert_id", String(64), index=True),
     Column("captured_ts", BigInteger, nullable=False),
     Column("received_ms", BigInteger, nullable=False),
-    # Revision 0011: what it is (KINDS); null from gateways that do not say.
+    # Revision 0012: what it is (KINDS); null from gateways that do not say.
     Column("kind", String(16)),
 )
 

@@ -1,8 +1,8 @@
 """高空抛物: the flat confirmed after investigation, kept on the alert; what each piece of
 evidence is (snapshot, marked snapshot, launch area, clip, marked clip, face crop).
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05 12:00:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0011'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
