@@ -16,7 +16,7 @@ from cloud.access import http as access_http
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound, IllegalTransition
 from cloud.hub import Hub
-from cloud.lifecycle import ACTIONS, BadField, Forbidden, Lifecycle
+from cloud.lifecycle import ACTIONS, BadField, Conflict, Forbidden, Lifecycle
 from cloud.store import Store
 from shouwang.metrics import Metrics
 from shouwang.vocabulary import vocabulary
@@ -61,6 +61,7 @@ def build_app(
     app.router.add_get("/api/audit", audit_entries)
     for action in ACTIONS:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
+    app.router.add_post("/api/alerts/{id}/confirm_flat", confirm_flat)
     app.router.add_get("/api/ws", hub.serve)
     from cloud import (  # they build on this module's keys
         device_health,
@@ -236,6 +237,25 @@ def _transition_handler(action: str) -> Callable[[web.Request], Any]:
 
     handler.__name__ = f"{action}_alert"
     return handler
+
+
+async def confirm_flat(request: web.Request) -> web.Response:
+    """高空抛物: the flat a thrown object came from, as found after investigation."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        alert = await request.app[LIFECYCLE].confirm_flat(
+            access_http.principal(request), request.match_info["id"], body, request.remote)
+    except AlertNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+    except BadField as err:
+        return _bad(request, err.field, str(err))
+    except Forbidden as err:
+        return _error(403, str(err))
+    except Conflict as err:
+        return _error(409, str(err))
+    return web.json_response(alert)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:

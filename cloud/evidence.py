@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
 MAX_BYTES = 64 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What a piece of evidence is, as the camera worker names it (docs/video.md): the snapshot as
+# seen, the snapshot with a thrown object's track and candidate windows drawn, the launch area
+# enlarged, the clip as the camera sent it, the clip with the track drawn, a face crop.
+KINDS = ("snapshot", "marked", "launch", "clip", "marked_clip", "crop")
 
 evidence = Table(
     "evidence",
@@ -64,6 +68,8 @@ evidence = Table(
     Column("alert_id", String(64), index=True),
     Column("captured_ts", BigInteger, nullable=False),
     Column("received_ms", BigInteger, nullable=False),
+    # Revision 0012: what it is (KINDS); null from gateways that do not say.
+    Column("kind", String(16)),
 )
 
 # Revision 0009: which site uploaded which blob (its bytes, hashed here).
@@ -130,6 +136,8 @@ def check_evidence_body(body: dict[str, Any]) -> str | None:
         return "body.alert must be an alert id or null"
     if type(body.get("captured_ts")) is not int:
         return "body.captured_ts must be integer milliseconds"
+    if body.get("kind") is not None and body["kind"] not in KINDS:
+        return f"body.kind must be one of {', '.join(KINDS)}, or absent"
     return None
 
 
@@ -194,6 +202,7 @@ class EvidenceStore:
                 alert_id=body.get("alert"),
                 captured_ts=body["captured_ts"],
                 received_ms=received_ms,
+                kind=body.get("kind"),
             )
             .on_conflict_do_nothing(index_elements=["id"])
         )
@@ -274,7 +283,7 @@ async def evidence_for_alert(
         if r["sha256"] not in seen:  # one blob named twice (two envelopes) is one item
             seen.add(r["sha256"])
             out.append({k: r[k] for k in ("sha256", "size", "content_type", "captured_ts",
-                                          "device")})
+                                          "device", "kind")})
     return out
 
 

@@ -55,6 +55,8 @@ SUMMARIES = {
 }
 MAX_NOTE = 2000
 ACTIVE = ("open", "acknowledged", "dispatched")
+# A confirmed flat: floors and window columns as the camera profile numbers them.
+FLAT_LIMITS = {"floor": (1, 200), "column": (1, 200)}
 
 
 class Forbidden(Exception):
@@ -67,6 +69,10 @@ class NotNow(IllegalTransition):
     def __init__(self, alert_id: str, current: str, target: str, why: str) -> None:
         super().__init__(alert_id, current, target)
         self.args = (why,)
+
+
+class Conflict(Exception):
+    """The request does not fit this alert (its type, its state): 409, saying why."""
 
 
 class BadField(ValueError):
@@ -242,6 +248,36 @@ class Lifecycle:
         self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
+    async def confirm_flat(
+        self, principal: Principal, alert_id: str, body: dict[str, Any], remote: str | None,
+    ) -> dict[str, Any]:
+        """A thrown object's flat as found after investigation (高空抛物): kept on the alert
+        (the latest stands), a line in its timeline, audited. Any state but a false alarm:
+        the finding often comes after the alert is resolved."""
+        flat = _flat(body)
+        alert = await self._visible(principal, alert_id, remote, "confirm_flat")
+        if not principal.may("confirm_flat"):
+            raise Forbidden(f"a {principal.role} user may not record a confirmed flat")
+        if alert["type"] != "thrown_object":
+            raise Conflict("only a thrown_object alert has a flat to confirm; "
+                           f"alert {alert_id} is {alert['type']}")
+        kept = {**flat, "by": principal.username, "ts": self.access.clock.now_ms()}
+        line = f"flat {flat['floor']}:{flat['column']}" + (
+            f": {flat['note']}" if flat["note"] else "")
+        changed = await self.store.note(
+            alert_id, actor=principal.actor, note=line,
+            states=(*ACTIVE, "resolved"), values={"confirmed_flat": kept},
+        )
+        if changed is None:
+            raise Conflict(f"alert {alert_id} is a false alarm: nothing was thrown, "
+                           "no flat to confirm")
+        await self.access.audit(principal.actor, "alert_confirm_flat", alert_id, remote,
+                                {"floor": flat["floor"], "column": flat["column"]})
+        log.info("alert %s: flat confirmed (by %s)", alert_id, principal.username)
+        full = await self._with_people(changed)
+        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
+        return principal.view(full)
+
     async def _seen(
         self, principal: Principal, alert: dict[str, Any], remote: str | None
     ) -> dict[str, Any]:
@@ -315,6 +351,25 @@ class Lifecycle:
 
 # Lists whose people are the community's residents: a confirmed match is that resident's case.
 RESIDENT_LISTS = frozenset({"missing_elder"})
+
+
+def _flat(body: dict[str, Any]) -> dict[str, Any]:
+    """`{"floor", "column", "note"?}` checked, or BadField naming the first wrong one."""
+    out: dict[str, Any] = {}
+    for name, (low, high) in FLAT_LIMITS.items():
+        value = body.get(name)
+        if type(value) is not int or not low <= value <= high:
+            raise BadField(name, f"must be a whole number from {low} to {high}, got "
+                           f"{'nothing' if value is None else repr(value)[:40]}")
+        out[name] = value
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise BadField("note", f"must be a string of at most {MAX_NOTE} characters")
+    out["note"] = (note.strip() or None) if isinstance(note, str) else None
+    unknown = set(body) - {"floor", "column", "note"}
+    if unknown:
+        raise BadField(sorted(unknown)[0], "unknown field; known: floor, column, note")
+    return out
 
 
 def _default_responders(alert_type: str, variant: str | None = None) -> frozenset[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from cloud.alerts import STATES
 from cloud.filters import MAX_PAGE, ORDERS, PARAMS
-from cloud.lifecycle import ACTIONS, MAX_NOTE, SUMMARIES
+from cloud.lifecycle import ACTIONS, FLAT_LIMITS, MAX_NOTE, SUMMARIES
 from cloud.notify.routes import MAX_ENDPOINT
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.profiles import SEVERITIES
@@ -64,6 +64,10 @@ _ALERT_FIELDS: dict[str, dict[str, Any]] = {
     "source_id": {**_NULLABLE_TEXT, "description": "the edge event that raised it; null for "
                   "the cloud's own alerts"},
     "raised_ms": _NULLABLE_INT,
+    "confirmed_flat": {"type": "object", "nullable": True, "description": "a thrown object's "
+                       "flat as found after investigation (the latest recorded)",
+                       "properties": {"floor": _INT, "column": _INT, "note": _NULLABLE_TEXT,
+                                      "by": _TEXT, "ts": _INT}},
     "detail": {"type": "object", "description": "what your role may see (docs/access.md)"},
     "confirmed": {"type": "object", "nullable": True, "description": "watchlist_hit only: "
                   "who confirmed the match ({by, role, ms}); null until someone does"},
@@ -236,7 +240,14 @@ DOCUMENT: dict[str, Any] = {
                                      "sha256": {"type": "string"}, "size": {"type": "integer"},
                                      "content_type": {"type": "string"},
                                      "captured_ts": {"type": "integer"},
-                                     "device": {"type": "string"}}}},
+                                     "device": {"type": "string"},
+                                     "kind": {"type": "string", "nullable": True,
+                                              "description": "snapshot, marked (the "
+                                              "snapshot with a thrown object's track and "
+                                              "candidate windows drawn), launch (the "
+                                              "launch area, enlarged), clip, "
+                                              "marked_clip, crop (a face); null from "
+                                              "gateways that do not say"}}}},
                     "dispatched_to": {"type": "string", "nullable": True}}}]},
             "Page": {"type": "object", "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
@@ -292,6 +303,23 @@ DOCUMENT: dict[str, Any] = {
             "summary": "One alert with its timeline (audited)", "parameters": [ALERT_ID],
             "responses": {"200": _json("AlertDetail"), "401": UNAUTHORIZED,
                           "404": NOT_FOUND}}},
+        "/api/alerts/{id}/confirm_flat": {"post": {
+            "summary": "高空抛物: record the flat a thrown object came from, as found after "
+                       "investigation (police, workers, admins; any state but false alarm; "
+                       "the latest stands; in the timeline; audited: alert_confirm_flat)",
+            "parameters": [ALERT_ID],
+            "requestBody": _body({
+                "type": "object", "required": ["floor", "column"],
+                "additionalProperties": False, "properties": {
+                    **{k: {"type": "integer", "minimum": lo, "maximum": hi}
+                       for k, (lo, hi) in FLAT_LIMITS.items()},
+                    "note": {"type": "string", "maxLength": MAX_NOTE}}}),
+            "responses": {
+                **REFUSED, "200": _json("AlertDetail"),
+                "401": UNAUTHORIZED, "403": _error(f"Your role may not do this, or {CROSS_ORIGIN}"),
+                "404": NOT_FOUND,
+                "409": _error("Not a thrown_object alert, or a false alarm; says which"),
+            }}},
         "/api/alerts/{id}/workers": {"get": {
             "summary": "Community workers whose grid covers the alert (dispatch candidates)",
             "parameters": [ALERT_ID],

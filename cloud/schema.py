@@ -63,6 +63,9 @@ alerts = Table(
     Column("ack_role", String(16)),
     Column("seen_by", String(128)),  # the latest family member who said "seen", and when
     Column("seen_ms", BigInteger),
+    # Revision 0012: a thrown object's flat as found by whoever investigated (floor, column,
+    # note, by, ts); the latest stands, every one is in the timeline and the audit log.
+    Column("confirmed_flat", JSON),
     Index("alerts_state_ts", "state", "ts"),
     Index("alerts_ts", "ts"),
 )

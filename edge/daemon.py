@@ -764,7 +764,8 @@ class EdgeDaemon:
         spool, with the alert it shows. Its envelope id comes from the message, so a
         redelivery adds nothing."""
         kind = {"clip": ("video/mp4", ".mp4"), "snapshot": ("image/jpeg", ".jpg"),
-                "crop": ("image/jpeg", ".jpg")}
+                "crop": ("image/jpeg", ".jpg"), "marked": ("image/jpeg", ".jpg"),
+                "launch": ("image/jpeg", ".jpg"), "marked_clip": ("video/mp4", ".mp4")}
         for field_name, (content_type, suffix) in kind.items():
             digest = event.data.get(field_name)
             if not isinstance(digest, str) or self.video is None:
@@ -781,7 +782,7 @@ class EdgeDaemon:
             try:
                 kept = await self.evidence.add(
                     data, content_type=content_type, device=event.device, ts=event.ts,
-                    alert=alert_id, now_ms=now_ms(),
+                    alert=alert_id, now_ms=now_ms(), kind=field_name,
                     envelope_id=derived_id(event.ts, self.config.site, event.id, field_name),
                 )
             except ValueError as err:  # empty or over the size limit: the worker's fault

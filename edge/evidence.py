@@ -85,9 +85,11 @@ class EvidenceSpool:
         alert: str | None = None,
         now_ms: int,
         envelope_id: str | None = None,
+        kind: str | None = None,
     ) -> str | None:
         """Keep `data` and queue it for the cloud; returns its SHA-256 (hex). `envelope_id`
-        (derived from what asked for it) makes a second add of the same evidence a no-op.
+        (derived from what asked for it) makes a second add of the same evidence a no-op;
+        `kind` says what it is (cloud/evidence.py KINDS: snapshot, marked, launch, clip, ...).
 
         None when it could not be kept: the disk is full (evidence is bulk, the first class
         a full disk sheds, and a clip must not take the room held for life-safety) or a write
@@ -114,6 +116,8 @@ class EvidenceSpool:
             "alert": alert,
             "captured_ts": ts,
         }
+        if kind is not None:
+            body["kind"] = kind
         envelope = make_envelope(
             site=self.site, device=device, kind="evidence", body=body, ts=ts, id=envelope_id
         )

@@ -51,6 +51,7 @@ async def jpeg_snapshot(path: Path, size: str = "320x240") -> bytes:
 async def attach(
     cloud: CloudServer, alert: dict[str, Any], data: bytes, content_type: str, *,
     device: str = "cam-door-1", captured_ts: int = 1_795_000_000_000, site: str | None = None,
+    kind: str | None = None,
 ) -> str:
     """Store `data` as the cloud does after an upload and link it to `alert` (its envelope)."""
     assert cloud.evidence is not None
@@ -61,5 +62,6 @@ async def attach(
     await cloud.evidence.insert(make_envelope(
         site=site or alert["site"], device=device, kind="evidence", ts=captured_ts, body={
             "sha256": sha, "size": len(data), "content_type": content_type,
-            "alert": alert["id"], "captured_ts": captured_ts}), received_ms=captured_ts)
+            "alert": alert["id"], "captured_ts": captured_ts,
+            **({"kind": kind} if kind else {})}), received_ms=captured_ts)
     return sha

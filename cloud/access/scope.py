@@ -35,6 +35,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     # narrow it per list: the police list's by police), never by a family.
     "confirm": frozenset({"police", "worker", "admin"}),
     "reject": frozenset({"police", "worker", "admin"}),
+    # The flat a thrown object came from, once someone went and found it (高空抛物).
+    "confirm_flat": frozenset({"police", "worker", "admin"}),
 }
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal
@@ -46,6 +48,12 @@ SHARED_DETAIL = frozenset({"event", "profile", "reason", "summary", "who", "what
                            "evidence"})
 SHARED_WHY = frozenset({"rule", "type", "event", "cancel_window_s", "reason"})
 FULL_DETAIL_ROLES = frozenset({"family", "admin"})
+# Of `why.data`, the keys police and workers receive, by alert type. A thrown object's estimate
+# of the window it left (floor, column, ranked candidates, the track it fell along) is where to
+# go and look: the case itself, not a reading about a person.
+SHARED_DATA: dict[str, frozenset[str]] = {
+    "thrown_object": frozenset({"floor", "column", "candidates", "track", "confidence"}),
+}
 
 
 def under(
@@ -125,6 +133,11 @@ class Principal:
                     {k: v for k, v in why.items() if k in SHARED_WHY}
                     if isinstance(why, dict) else {}
                 )
+                data = why.get("data") if isinstance(why, dict) else None
+                shared = SHARED_DATA.get(str(alert.get("type")))
+                if shared and isinstance(data, dict):
+                    out["detail"]["why"]["data"] = {
+                        k: v for k, v in data.items() if k in shared}
         # Why it was raised, as a sentence, from what this role may see (shouwang/explain.py).
         out["explain"] = {lang: explain(out, lang) for lang in LANGUAGES}
         return out

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -79,20 +79,24 @@ class ClipJob:
     started_ms: int
     until_ms: int
     packets: list[Any] = field(default_factory=list)
+    # Drawn on every frame of a second, re-encoded copy (a thrown object's track), if any.
+    draw: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def write_clip(
-    path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon] = ()
+    path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon] = (),
+    draw: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Path:
     """`packets` (from a keyframe on) as an MP4 at `path`; remuxed, or re-encoded when the
-    camera has privacy masks. Raises ValueError when nothing decodable is there."""
+    camera has privacy masks or something is to be `draw`n on every frame (after the masks).
+    Raises ValueError when nothing decodable is there."""
     first = next((i for i, p in enumerate(packets) if p.is_keyframe), None)
     if first is None:
         raise ValueError("no keyframe among the packets: nothing a player could start from")
     packets = list(packets[first:])
     partial = path.with_name(path.name + ".partial")
-    if masks:
-        _encode_masked(partial, template, packets, masks)
+    if masks or draw is not None:
+        _encode_masked(partial, template, packets, masks, draw)
     else:
         _remux(partial, template, packets)
     os.replace(partial, path)
@@ -116,7 +120,8 @@ def _remux(path: Path, template: Any, packets: Sequence[Any]) -> None:
 
 
 def _encode_masked(
-    path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon]
+    path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon],
+    draw: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
     ctx = av.CodecContext.create(template.codec_context.name, "r")
     ctx.extradata = template.codec_context.extradata
@@ -126,15 +131,19 @@ def _encode_masked(
         stream = out.add_stream("libx264", rate=rate)
         stream.options = {"preset": "ultrafast", "crf": "23"}
         mask: np.ndarray | None = None
+        started = False
         for p in packets:
             for frame in ctx.decode(p):
                 image = frame.to_ndarray(format="bgr24")
-                if mask is None:
+                if not started:  # the first frame sets the size (a mask may be None)
+                    started = True
                     h, w = image.shape[:2]
                     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                     mask = polygon_mask(masks, w, h, (w, h), grow=1)
                 if mask is not None:
                     image[mask > 0] = 0
+                if draw is not None:
+                    image = draw(image)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
                     out.mux(packet)
         for packet in stream.encode(None):

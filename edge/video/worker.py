@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from edge.video.events import CameraEvent
 from edge.video.face.pipeline import EVENT as FACE_MATCH
 from edge.video.face.pipeline import FaceMatch, WatchlistSource
 from edge.video.face.store import WatchlistStore
+from edge.video.frames import polygon_mask
 from edge.video.recorder import ClipJob, PacketRing, keep, snapshot, write_clip
 from edge.video.stream import (
     FrameClock,
@@ -57,7 +59,9 @@ from edge.video.stream import (
     StreamUnsupported,
     open_stream,
 )
+from edge.video.throw.calibration import Facade
 from edge.video.throw.detector import wire_fields
+from edge.video.throw.evidence import launch_area, mark
 from shouwang import logs
 from shouwang.config import BrokerConfig, ConfigError, validate
 from shouwang.protocol import device_topic, make_envelope
@@ -289,12 +293,16 @@ class CameraWorker:
         log.info("camera %s: %s %s", self.camera.id, event.type, fields)
         self.send("event", {"event": event.type, **fields}, ts=now_ms)
         if event.type in EVIDENCE_EVENTS:
-            self._evidence(event.type, frame, now_ms)
+            throw = dict(event.fields) if event.type == "thrown_object" else None
+            self._evidence(event.type, frame, now_ms, throw)
 
-    def _evidence(self, alert: str, frame: Any, now_ms: int) -> None:
-        """A masked snapshot now; a clip of pre_s before and post_s after, when it is over."""
+    def _evidence(self, alert: str, frame: Any, now_ms: int,
+                  throw: dict[str, Any] | None = None) -> None:
+        """A masked snapshot now; a clip of pre_s before and post_s after, when it is over.
+        A thrown object's marked snapshot and launch area are drawn on the clip thread."""
+        bgr = frame.to_ndarray(format="bgr24")  # a copy: the decoder's buffer moves on
         try:
-            jpeg = snapshot(frame.to_ndarray(format="bgr24"), self.camera.privacy_masks)
+            jpeg = snapshot(bgr, self.camera.privacy_masks)
             digest = keep(self.evidence_dir, jpeg, ".jpg")
             self.send("event", {"event": "evidence", "alert": alert, "snapshot": digest},
                       ts=now_ms)
@@ -302,7 +310,29 @@ class CameraWorker:
             log.error("camera %s: snapshot not kept: %s", self.camera.id, err)
         job = ClipJob(alert, now_ms, now_ms + int(self.camera.record.post_s * 1000),
                       self.ring.packets())
+        if throw is not None:
+            facade = self.analyzer.throw.facade if self.analyzer.throw else None
+            self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms)
+            job.draw = partial(mark, fields=throw, facade=facade)
         self.clips.append(job)
+
+    def _throw_pictures(self, bgr: Any, fields: dict[str, Any], facade: Facade | None,
+                        now_ms: int) -> None:
+        """The snapshot with the track and candidate windows drawn, and the launch area
+        enlarged (edge/video/throw/evidence.py), masked like every stored picture."""
+        h, w = bgr.shape[:2]
+        hidden = polygon_mask(self.camera.privacy_masks, w, h, (w, h), grow=1)
+        if hidden is not None:
+            bgr[hidden > 0] = 0  # masked before drawing: the crop of the launch area too
+        for kind, draw in (("marked", mark), ("launch", launch_area)):
+            try:
+                digest = keep(self.evidence_dir, snapshot(draw(bgr, fields, facade)), ".jpg")
+            except (ValueError, OSError, cv2.error) as err:
+                log.error("camera %s: %s picture of a thrown object not kept: %s",
+                          self.camera.id, kind, err)
+                continue
+            self.send("event", {"event": "evidence", "alert": "thrown_object", kind: digest},
+                      ts=now_ms)
 
     def _feed_clips(self, packet: Any, now_ms: int) -> None:
         for job in list(self.clips):
@@ -323,6 +353,24 @@ class CameraWorker:
             log.error("camera %s: clip of %s not kept: %s", self.camera.id, job.name, err)
             return
         self.send("event", {"event": "evidence", "alert": job.name, "clip": digest},
+                  ts=job.started_ms)
+        if job.draw is not None:
+            self._write_marked_clip(job, template)
+
+    def _write_marked_clip(self, job: ClipJob, template: Any) -> None:
+        """The same clip decoded, the track drawn on every frame and encoded again (libx264,
+        ultrafast): CPU for the clip's length, on this thread, after the remuxed clip is
+        safe (docs/video.md has the cost)."""
+        path = self.evidence_dir / f"clip-{job.started_ms}-marked.mp4"
+        try:
+            write_clip(path, template, job.packets, self.camera.privacy_masks, job.draw)
+            digest = keep(self.evidence_dir, path.read_bytes(), ".mp4")
+            path.unlink()
+        except (ValueError, OSError, av.error.FFmpegError, cv2.error) as err:
+            log.error("camera %s: marked clip of %s not kept: %s", self.camera.id, job.name,
+                      err)
+            return
+        self.send("event", {"event": "evidence", "alert": job.name, "marked_clip": digest},
                   ts=job.started_ms)
 
     # --- between frames -----------------------------------------------------------------------

@@ -96,3 +96,39 @@ class Client:
         reply = await self.get(f"/api/alerts?{query}")
         assert reply.status == 200, reply.body
         return [a["id"] for a in reply.body["alerts"]]
+
+
+# A thrown_object alert as the edge raises it from a façade camera's event (edge/rules/events.py,
+# the fields flattened by edge/video/throw/detector.py `wire_fields`).
+THROW_DATA = {
+    "confidence": 0.93, "floor": 12, "column": 3,
+    "candidates": "12:3:0.71 13:3:0.18 11:3:0.06",
+    "track": "3040,616,221;3080,616,222;3120,617,226;3160,617,233;3200,618,243;3240,618,256",
+}
+
+
+async def add_throw(
+    cloud: CloudServer, *, location: str = f"{GRID_A}/b1", device: str = "cam-facade",
+    data: dict[str, Any] | None = None, ts: int | None = None,
+) -> dict[str, Any]:
+    n = next(_seq)
+    # `data` overrides THROW_DATA; a None drops the field (floor unknown: no floor, no column).
+    fields = {k: v for k, v in {**THROW_DATA, **(data or {})}.items() if v is not None}
+    why = {"rule": "thrown_object", "type": "event_alert", "event": "thrown_object",
+           "data": fields}
+    env = make_envelope(
+        site="s-1", device=device, kind="alert", ts=ts or 1_795_000_000_000 + n,
+        body={
+            "type": "thrown_object", "severity": "critical", "subject": f"device:{device}",
+            "dedup_key": f"device:{device}|thrown_object", "life_safety": True,
+            "source_id": f"m-{n}", "resident": None, "location": location,
+            "detail": {"who": {"device": device, "kind": "camera", "resident": None, "tags": [],
+                               "location": location},
+                       "what": "camera reported thrown_object", "why": why,
+                       "evidence": [f"m-{n}"]},
+        },
+    )
+    assert cloud.store is not None
+    alert = await cloud.store.insert_alert(env)
+    assert alert is not None
+    return alert

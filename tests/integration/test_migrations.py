@@ -15,7 +15,7 @@ from cloud.store import Store
 
 pytestmark = pytest.mark.integration
 metadata = complete_metadata()  # every subsystem's tables, as migrations must produce them
-HEAD = "0011"
+HEAD = "0012"
 
 ALERT = {
     "type": "sos", "severity": "critical", "subject": "resident:r-1",

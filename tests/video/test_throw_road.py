@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
+import cv2
 import pytest
 
 from edge.config import EdgeConfig
@@ -62,9 +64,43 @@ async def test_a_generated_throw_is_one_critical_alert_with_its_floor_in_the_clo
         assert data["floor"] == truth["throws"][0]["floor"], data
         assert data["column"] == truth["throws"][0]["column"], data
         assert data["candidates"].startswith(f"{data['floor']}:{data['column']}:")
+        # Its evidence: the snapshot as seen, the snapshot marked (track, candidate windows), the
+        # launch area enlarged, the clip as the camera sent it and the clip with the track drawn.
+        async def kinds() -> dict[str, dict[str, Any]] | None:
+            assert site.cloud.evidence is not None
+            found = {e["kind"]: e for e in await site.cloud.evidence.for_alert(alert["id"])}
+            wanted = {"snapshot", "marked", "launch", "clip", "marked_clip"}
+            return found if wanted <= set(found) else None
+
+        kept = await eventually(kinds, timeout=120)
+        assert site.cloud.evidence is not None
+        for kind in ("snapshot", "marked", "launch"):
+            assert kept[kind]["content_type"] == "image/jpeg"
+        marked = cv2.imread(str(site.cloud.evidence.path(kept["marked"]["sha256"])))
+        plain = cv2.imread(str(site.cloud.evidence.path(kept["snapshot"]["sha256"])))
+        assert marked.shape == plain.shape
+        # The track is drawn red where the object was seen (the plain snapshot is not red there).
+        track = [[int(v) for v in p.split(",")[1:]] for p in data["track"].split(";")]
+        # Beyond the ring that marks the first sighting.
+        points = [(x, y) for x, y in track if abs(x - track[0][0]) + abs(y - track[0][1]) > 17]
+        red = [_red(marked[y, x]) for x, y in points]
+        assert len(red) >= 3, track
+        assert sum(red) >= 0.8 * len(red), (red, track)
+        assert not all(_red(plain[y, x]) for x, y in points)
+        for kind in ("clip", "marked_clip"):
+            assert kept[kind]["content_type"] == "video/mp4"
+        with av.open(str(site.cloud.evidence.path(kept["marked_clip"]["sha256"]))) as played:
+            frames = [f.to_ndarray(format="bgr24") for f in played.decode(video=0)]
+        assert len(frames) >= 25  # pre_s + post_s: 4 s at 25 fps, from a keyframe
+        assert sum(_red(frames[-1][y, x]) for x, y in points) >= 0.8 * len(points)
         # Seen again on the next loops of the clip: still one alert.
         await eventually(lambda: _loops(sim), timeout=120)
         assert len(await thrown(site)) == 1
+
+
+def _red(bgr: Any) -> bool:
+    b, g, r = (int(v) for v in bgr)
+    return r > 170 and g < 100 and b < 100
 
 
 def _loops(sim: CameraSimulator) -> bool:

@@ -7,6 +7,7 @@ import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
 import { awaitsConfirmation, stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
 import { fetchPeople, person, telLink } from "./people.js";
+import { THROW_KINDS, flatStep, throwSection } from "./throw.js";
 
 // What each state allows (cloud/alerts.py TRANSITIONS), by action.
 const NEXT = {
@@ -141,7 +142,13 @@ export class Detail {
     // A live change re-renders the detail; the media elements are kept (moved into the new
     // figure within the same task), so a clip playing goes on playing instead of starting over.
     if (!this.media || this.media.id !== a.id) this.media = { id: a.id, nodes: new Map() };
-    const shots = (a.evidence || []).map((e) => {
+    // A thrown object: where it came from, its marked pictures and the confirmed flat.
+    const thrown = a.type === "thrown_object" ? throwSection(a, {
+      el, section, role: this.me.role,
+      onChanged: (updated) => { this.alert = updated; this.render(); this.onChanged(updated); },
+    }) : null;
+    const listed = (a.evidence || []).filter((e) => !thrown || !THROW_KINDS.includes(e.kind));
+    const shots = listed.map((e) => {
       const src = `/api/alerts/${enc(a.id)}/evidence/${e.sha256}`;
       const image = e.content_type.startsWith("image/");
       // A clip plays from byte ranges (the server answers Range); "metadata" fetches only the
@@ -151,7 +158,8 @@ export class Detail {
         : el("video", { src, controls: "", preload: "metadata", playsinline: "" }));
       this.media.nodes.set(e.sha256, media);
       return el("figure", { class: image ? "snapshot" : "clip" }, media,
-        el("figcaption", {}, `${fmtTime(e.captured_ts)} · ${e.device} · ${e.sha256.slice(0, 12)}…`));
+        el("figcaption", {}, [e.kind ? label("evidence", e.kind) : null, fmtTime(e.captured_ts),
+          e.device, `${e.sha256.slice(0, 12)}…`].filter(Boolean).join(" · ")));
     });
     const match = a.match ? this.match() : null;
     const evidence = section("evidence", shots.length ? el("div", { class: "shots" }, ...shots)
@@ -162,7 +170,7 @@ export class Detail {
         download: `shouwang-evidence-${a.id}.zip`, title: t("detail.export_hint") }, t("detail.export")));
     }
     this.root.replaceChildren(head, el("div", { class: "cols" },
-      el("div", {}, match, who, where, why, evidence),
+      el("div", {}, match, who, where, why, thrown, evidence),
       el("div", {}, this.actions(), section("timeline", this.timeline()))));
   }
 
@@ -205,6 +213,9 @@ export class Detail {
       }
       else if (step.from_state === step.to_state && (step.note || "").startsWith("repeated")) {
         text = t("tl.repeated"); note = null;
+      }
+      else if (step.from_state === step.to_state && flatStep(step.note)) {
+        ({ text, note } = flatStep(step.note));
       }
       items.push([step.ts, "transition", text, step.actor, note]);
     }
