@@ -113,7 +113,7 @@ class Board:
             data = orjson.loads(msg.data)
             if data.get("type") in ("alert", "alert_updated"):
                 self.alerts.append((time.time() * 1000, data["alert"]))
-        raise SystemExit(f"bench: the dashboard's WebSocket closed ({self.ws.close_code}, {self.ws.exception()!r}, after {len(self.alerts)} alerts)")
+        raise SystemExit(f"bench: the dashboard's WebSocket closed ({self.ws.close_code})")
 
     def find(self, match: Any) -> tuple[float, dict[str, Any]] | None:
         if self.task.done():

@@ -27,6 +27,7 @@ import orjson
 from pydantic import Field, HttpUrl
 
 from edge.outbox import NewRow, Outbox, Priority
+from shouwang.backoff import Backoff
 from shouwang.config import ConfigError, Strict
 from shouwang.protocol import make_envelope, site_up_topic
 
@@ -192,7 +193,7 @@ class EvidenceUploader:
         self._token = config.token()
         self._session: aiohttp.ClientSession | None = None
         self._retry_at = 0.0
-        self._backoff = 1.0
+        self._backoff = Backoff(1.0, max(1.0, self.config.retry_max_s))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -235,7 +236,7 @@ class EvidenceUploader:
             ) as res:
                 if res.status in (200, 201):
                     self.uploaded += 1
-                    self._backoff = 1.0
+                    self._backoff.reset()
                     return
                 detail = (await res.text())[:200]
                 self._failed()
@@ -250,5 +251,4 @@ class EvidenceUploader:
 
     def _failed(self) -> None:
         self.failures += 1
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.config.retry_max_s)
+        self._retry_at = time.monotonic() + self._backoff.next()

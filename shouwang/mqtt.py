@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shouwang.backoff import Backoff
 from shouwang.config import BrokerConfig, ConfigError
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,7 @@ class MqttClient:
         self._runner: asyncio.Task[None] | None = None
         self._socket_closed = asyncio.Event()  # set while paho has no socket
         self._socket_closed.set()
-        self._reconnect_min_s = 1.0
-        self._reconnect_max_s = float(config.reconnect_max_s)
-        self._reconnect_delay_s = self._reconnect_min_s
+        self._reconnect = Backoff(1.0, float(config.reconnect_max_s))
 
         self._client = _Client(
             CallbackAPIVersion.VERSION2,
@@ -262,9 +261,9 @@ class MqttClient:
                     self._client.loop_misc()  # keepalive: PINGREQ, or give up on a dead link
             if self._closed:
                 return
-            # As paho's own loop did: wait, doubling up to the maximum; reset by a CONNACK.
-            await asyncio.sleep(self._reconnect_delay_s)
-            self._reconnect_delay_s = min(self._reconnect_delay_s * 2, self._reconnect_max_s)
+            # Wait, doubling up to the maximum, jittered (gateways that lost the same broker
+            # do not knock again in step); reset by a CONNACK.
+            await asyncio.sleep(self._reconnect.next())
 
     async def _connect(self) -> None:
         assert self._loop is not None
@@ -451,7 +450,7 @@ class MqttClient:
             self.client_id,
             flags.session_present,
         )
-        self._reconnect_delay_s = self._reconnect_min_s
+        self._reconnect.reset()
         if not self._subscriptions:
             self._call(self._set_connected, True)
             return

@@ -30,6 +30,7 @@ from edge.adapters.polling import (
     RawFrame,
     Sample,
 )
+from shouwang.backoff import Backoff
 from shouwang.config import ConfigError
 from shouwang.ids import new_id
 from shouwang.profiles import DeviceProfile
@@ -192,7 +193,7 @@ class _Bus:
         self._seen = 0
         self._counters = counters
         self._timeout: asyncio.Timeout | None = None
-        self._connect_backoff_s = _CONNECT_BACKOFF_MIN_S
+        self._connect_backoff = Backoff(_CONNECT_BACKOFF_MIN_S, _CONNECT_BACKOFF_MAX_S, rng=rng)
         self._next_connect_at = 0.0
         self._rng = rng
         self.client = AsyncModbusTcpClient(
@@ -295,13 +296,11 @@ class _Bus:
             pass
         if not ok:
             self.client.close()
-            delay = self._connect_backoff_s
-            self._next_connect_at = loop.time() + self._rng.uniform(delay / 2, delay)
-            self._connect_backoff_s = min(delay * 2, _CONNECT_BACKOFF_MAX_S)
+            self._next_connect_at = loop.time() + self._connect_backoff.next()
             raise DeviceUnavailable(
                 device, "connect_failed", f"cannot connect to {self.name}", meter.frames
             )
-        self._connect_backoff_s = _CONNECT_BACKOFF_MIN_S
+        self._connect_backoff.reset()
 
     async def read(self, meter: _Meter, req: ReadRequest) -> list[int]:
         """One read request; the caller holds `lock`."""

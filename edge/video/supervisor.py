@@ -27,6 +27,7 @@ from typing import IO, Any
 import orjson
 
 from edge.video.config import CameraConfig
+from shouwang.backoff import Backoff
 from shouwang.config import BrokerConfig
 from shouwang.metrics import Metrics
 
@@ -92,7 +93,7 @@ class CameraSupervisor:
 
     async def _keep_running(self, camera: CameraConfig) -> None:
         recent: deque[float] = deque()
-        backoff = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self._stopping:
             started = time.monotonic()
             proc = await self._spawn(camera)
@@ -109,12 +110,12 @@ class CameraSupervisor:
                           "not restarted", camera.id, self.directory(camera.id) / "worker.log")
                 return
             if time.monotonic() - started > RESTART_WINDOW_S:
-                backoff = 1.0  # it ran a good while: this is a new failure, not a storm
+                backoff.reset()  # it ran a good while: this is a new failure, not a storm
             now = time.monotonic()
             recent.append(now)
             while recent and now - recent[0] > RESTART_WINDOW_S:
                 recent.popleft()
-            wait = backoff
+            wait = backoff.next()
             if len(recent) > self.max_restarts:
                 wait = max(wait, RESTART_WINDOW_S - (now - recent[0]))
                 log.error("camera %s: worker died %d times in a minute (last exit %s); "
@@ -123,7 +124,6 @@ class CameraSupervisor:
                 log.warning("camera %s: worker exited with %s; restarting in %.0f s",
                             camera.id, code, wait)
             await asyncio.sleep(wait)
-            backoff = min(backoff * 2, 30.0)
             self.restarts[camera.id] += 1
             self._restarted.labels(camera.id).inc()
 

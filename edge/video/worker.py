@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import random
 import signal
 import sys
 import threading
@@ -63,6 +62,7 @@ from edge.video.throw.calibration import Facade
 from edge.video.throw.detector import wire_fields
 from edge.video.throw.evidence import launch_area, mark
 from shouwang import logs
+from shouwang.backoff import Backoff
 from shouwang.config import BrokerConfig, ConfigError, validate
 from shouwang.protocol import device_topic, make_envelope
 
@@ -150,33 +150,30 @@ class CameraWorker:
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        backoff = self.camera.reconnect.first_s
+        r = self.camera.reconnect
+        retry = Backoff(r.first_s, max(r.first_s, r.max_s))
+        refused = Backoff(r.first_s, max(r.first_s, r.auth_max_s))  # a locked account: slower
         while not self.stopping.is_set():
             try:
                 opened = open_stream(self.camera, timeout_s=self.io_timeout_s)
             except StreamAuthError as err:
                 self._on_auth_failure(err)
-                self._wait(self._jitter(min(backoff, self.camera.reconnect.auth_max_s)))
-                backoff = min(backoff * 2, self.camera.reconnect.auth_max_s)
+                self._wait(refused.next())
                 continue
             except StreamError as err:
                 self._on_error(err)
-                self._wait(self._jitter(backoff))
-                backoff = min(backoff * 2, self.camera.reconnect.max_s)
+                self._wait(retry.next())
                 continue
             had_frames = self._stream(opened)
             self.counts["reconnects"] += 1
-            if had_frames:
-                backoff = self.camera.reconnect.first_s  # it worked: start the back-off over
-            self._wait(self._jitter(backoff))
-            backoff = min(backoff * 2, self.camera.reconnect.max_s)
+            if had_frames:  # it worked: start the back-off over
+                retry.reset()
+                refused.reset()
+            self._wait(retry.next())
         self._writer.shutdown(wait=True)
 
     def stop(self) -> None:
         self.stopping.set()
-
-    def _jitter(self, seconds: float) -> float:
-        return seconds * random.uniform(0.5, 1.0)
 
     def _wait(self, seconds: float) -> None:
         """Sleep between tries, in short steps: a stall must be told on time meanwhile."""
