@@ -44,8 +44,8 @@ class BrokerConfig(Strict):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
     reconnect_max_s: int = Field(
         4, ge=1, le=300,
-        description="Reconnect backoff cap: doubling from 1 s, never more than this between "
-        "attempts (an SOS waits at most this long after the broker is back)",
+        description="Reconnect backoff cap: doubling from 1–2 s (jittered), never more than "
+        "this between attempts (an SOS waits at most this long after the broker is back)",
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; plain TCP when absent")
 
