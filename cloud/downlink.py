@@ -20,7 +20,6 @@ Message: `{"v": 1, "alerts": [{"id", "dedup_key", "state", "version", "type", "s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -28,8 +27,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
+from cloud.rounds import Rounds
 from cloud.schema import alert_transitions, alerts
 from cloud.store import Store
 from shouwang.mqtt import MqttClient, MqttError
@@ -79,22 +78,18 @@ async def news_for(store: Store, site: str, known: Iterable[Any]) -> list[dict[s
     return [word(r) for r in rows if r.version > versions[r.id]]
 
 
-class Downlink:
+class Downlink(Rounds):
     """Publishes every alert change to its site's gateway, as changes are committed."""
 
+    name = "downlink"
+
     def __init__(self, store: Store, client: MqttClient, poll_s: float) -> None:
+        super().__init__(poll_s)
         self.store = store
         self.client = client
-        self.poll_s = poll_s
         self.last = 0
         self.published = 0
         self._seen: deque[int] = deque(maxlen=LOOKBACK + BATCH)
-        self._wake = asyncio.Event()
-        self._failing = False
-
-    def wake(self) -> None:
-        """A change was committed in this process: tell its gateway now, not at the poll."""
-        self._wake.set()
 
     async def start_position(self) -> None:
         """Start after what exists: gateways catch up on older changes through their reports."""
@@ -102,24 +97,6 @@ class Downlink:
             self.last = int(
                 (await conn.execute(select(func.max(alert_transitions.c.seq)))).scalar() or 0
             )
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-                if self._failing:
-                    log.warning("downlink: database reachable again")
-                    self._failing = False
-            except SQLAlchemyError as err:
-                if not self._failing:
-                    log.error("downlink: database error, retrying: %s", err)
-                    self._failing = True
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
 
     async def round(self) -> int:
         """Publish the changes committed since the last round; the number published."""

@@ -11,15 +11,14 @@ a higher `seq`: each read looks back over the last LOOKBACK rows and skips those
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.device_health import PLACE, WITH_HOMES
 from cloud.hub import Hub
+from cloud.rounds import Rounds
 from cloud.schema import devices
 from cloud.store import Store, _public, alert_transitions, alerts
 
@@ -33,14 +32,15 @@ BATCH = 1000
 DEVICE_LOOKBACK_MS = 5_000
 
 
-class ChangeFeed:
+class ChangeFeed(Rounds):
+    name = "change feed"
+
     def __init__(self, store: Store, hub: Hub, poll_s: float) -> None:
+        super().__init__(poll_s)
         self.store = store
         self.hub = hub
-        self.poll_s = poll_s
         self.last = 0
         self._seen: deque[int] = deque(maxlen=LOOKBACK + BATCH)
-        self._failing = False
         self.devices_last = 0
         self._devices_seen: dict[tuple[str, str, int], None] = {}
 
@@ -54,19 +54,9 @@ class ChangeFeed:
                 (await conn.execute(select(func.max(devices.c.changed_ms)))).scalar() or 0
             )
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-                await self.poll_devices()
-                if self._failing:
-                    log.warning("change feed: database reachable again")
-                    self._failing = False
-            except SQLAlchemyError as err:
-                if not self._failing:
-                    log.error("change feed: database error, retrying: %s", err)
-                    self._failing = True
-            await asyncio.sleep(self.poll_s)
+    async def round(self) -> int:
+        """Alert changes, then device changes; how many were handed to the hub."""
+        return await self.poll() + await self.poll_devices()
 
     async def poll(self) -> int:
         """One read; the number of changes handed to the hub."""

@@ -16,16 +16,15 @@ A site that never reported is not watched.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import Field
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.alerts import IllegalTransition
+from cloud.rounds import Rounds
 from cloud.schema import alerts, sites
 from cloud.store import Store
 from shouwang.clock import Clock
@@ -61,33 +60,22 @@ def alert_id(site: str, silent_since_ms: int) -> str:
     return derived_id(silent_since_ms, site, ALERT_TYPE)
 
 
-class Watchdog:
+class Watchdog(Rounds):
+    name = "gateway watchdog"
+
     def __init__(
         self, store: Store, clock: Clock, config: WatchdogConfig,
         on_alert: Callable[[dict[str, Any]], None],
         on_change: Callable[[dict[str, Any]], None],
         on_left_open: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__(config.poll_s)
         self.store = store
         self.clock = clock
         self.config = config
         self.on_alert = on_alert
         self.on_change = on_change
         self.on_left_open = on_left_open
-        self._failing = False
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-                if self._failing:
-                    log.warning("gateway watchdog: database reachable again")
-                    self._failing = False
-            except SQLAlchemyError as err:
-                if not self._failing:  # once, not every round
-                    log.error("gateway watchdog: database error, retrying each round: %s", err)
-                    self._failing = True
-            await asyncio.sleep(self.config.poll_s)
 
     async def round(self) -> tuple[int, int]:
         """One pass over every watched site: (alerts this worker raised, alerts it resolved)."""

@@ -12,11 +12,9 @@ missed any number of changes is whole again after one message; shouwang/watchlis
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from cloud.rounds import Rounds
 from cloud.store import Store
 from cloud.watchlist_store import CloudKeys, latest, site_message, site_versions
 from shouwang.clock import Clock
@@ -44,40 +42,19 @@ def fits(site: str, version: int, payload: bytes) -> bool:
     return False
 
 
-class WatchlistDownlink:
+class WatchlistDownlink(Rounds):
+    name = "watchlist downlink"
+
     def __init__(self, store: Store, keys: CloudKeys, client: MqttClient, poll_s: float,
                  clock: Clock) -> None:
+        super().__init__(poll_s)
         self.store = store
         self.keys = keys
         self.client = client
-        self.poll_s = poll_s
         self.clock = clock
         self.published = 0
         self.last = -1  # the newest change published everywhere it goes
         self.sent: dict[str, int] = {}  # version last published per site, by this worker
-        self._wake = asyncio.Event()
-        self._failing = False
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-                if self._failing:
-                    log.warning("watchlist downlink: database reachable again")
-                    self._failing = False
-            except SQLAlchemyError as err:
-                if not self._failing:
-                    log.error("watchlist downlink: database error, retrying: %s", err)
-                    self._failing = True
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
 
     async def round(self) -> int:
         """Publish each site's watchlist whose version moved; the number of sites sent to."""

@@ -12,12 +12,11 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound
 from cloud.escalation.timers import Timers
 from cloud.notify.dispatcher import Dispatcher
+from cloud.rounds import Rounds
 from cloud.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,41 +56,19 @@ class DispatchNotifier:
             raise NotDelivered("; ".join(reasons) or "no channel answered")
 
 
-class Scheduler:
+class Scheduler(Rounds):
+    name = "escalation"
+
     def __init__(
         self, timers: Timers, store: Store, access: Access, notifier: Notifier,
         poll_s: float, notify_timeout_s: float,
     ) -> None:
+        super().__init__(poll_s)  # woken when a new alert is stored: planned and fired now
         self.timers = timers
         self.store = store
         self.access = access
         self.notifier = notifier
-        self.poll_s = poll_s
         self.notify_timeout_s = notify_timeout_s
-        self._wake = asyncio.Event()
-        self._failing = False
-
-    def wake(self) -> None:
-        """A new alert was stored: plan and fire now rather than at the next round."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-                if self._failing:
-                    log.warning("escalation: database reachable again")
-                    self._failing = False
-            except SQLAlchemyError as err:
-                if not self._failing:  # once, not every round
-                    log.error("escalation: database error, retrying each round: %s", err)
-                    self._failing = True
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
 
     async def round(self) -> int:
         """One pass; the number of stages this worker fired."""
