@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from cloud.access import http as access_http
 from cloud.access.users import Access
 from cloud.alerts import AlertNotFound, IllegalTransition
 from cloud.hub import Hub
-from cloud.lifecycle import ACTIONS, BadField, Conflict, Forbidden, Lifecycle
+from cloud.lifecycle import ACTIONS, BadField, Forbidden, Lifecycle
 from cloud.store import Store
 from shouwang.metrics import Metrics
 from shouwang.vocabulary import vocabulary
@@ -215,25 +215,31 @@ async def audit_entries(request: web.Request) -> web.Response:
     return web.json_response({"entries": entries})
 
 
+async def _acted(request: web.Request,
+                 act: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> web.Response:
+    """A person's action on one alert, and what its refusals mean over HTTP: 404 unseen,
+    400 naming the field, 403 not for this role, 409 not for this alert as it is."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        alert = await act(body)
+    except AlertNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+    except BadField as err:
+        return _bad(request, err.field, str(err))
+    except Forbidden as err:
+        return _error(403, str(err))
+    except IllegalTransition as err:
+        return _error(409, str(err))
+    return web.json_response(alert)
+
+
 def _transition_handler(action: str) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            alert = await request.app[LIFECYCLE].act(
-                access_http.principal(request), request.match_info["id"], action, body,
-                request.remote,
-            )
-        except AlertNotFound:
-            return web.json_response(NOT_FOUND, status=404)
-        except BadField as err:
-            return _bad(request, err.field, str(err))
-        except Forbidden as err:
-            return _error(403, str(err))
-        except IllegalTransition as err:
-            return _error(409, str(err))
-        return web.json_response(alert)
+        return await _acted(request, lambda body: request.app[LIFECYCLE].act(
+            access_http.principal(request), request.match_info["id"], action, body,
+            request.remote))
 
     handler.__name__ = f"{action}_alert"
     return handler
@@ -241,21 +247,8 @@ def _transition_handler(action: str) -> Callable[[web.Request], Any]:
 
 async def confirm_flat(request: web.Request) -> web.Response:
     """高空抛物: the flat a thrown object came from, as found after investigation."""
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        alert = await request.app[LIFECYCLE].confirm_flat(
-            access_http.principal(request), request.match_info["id"], body, request.remote)
-    except AlertNotFound:
-        return web.json_response(NOT_FOUND, status=404)
-    except BadField as err:
-        return _bad(request, err.field, str(err))
-    except Forbidden as err:
-        return _error(403, str(err))
-    except Conflict as err:
-        return _error(409, str(err))
-    return web.json_response(alert)
+    return await _acted(request, lambda body: request.app[LIFECYCLE].confirm_flat(
+        access_http.principal(request), request.match_info["id"], body, request.remote))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:

@@ -64,15 +64,12 @@ class Forbidden(Exception):
 
 
 class NotNow(IllegalTransition):
-    """The action does not apply to this alert as it is (409), with a sentence saying why."""
+    """The action does not apply to this alert as it is (its type, its state): 409, with a
+    sentence saying why."""
 
     def __init__(self, alert_id: str, current: str, target: str, why: str) -> None:
         super().__init__(alert_id, current, target)
         self.args = (why,)
-
-
-class Conflict(Exception):
-    """The request does not fit this alert (its type, its state): 409, saying why."""
 
 
 class BadField(ValueError):
@@ -259,8 +256,9 @@ class Lifecycle:
         if not principal.may("confirm_flat"):
             raise Forbidden(f"a {principal.role} user may not record a confirmed flat")
         if alert["type"] != "thrown_object":
-            raise Conflict("only a thrown_object alert has a flat to confirm; "
-                           f"alert {alert_id} is {alert['type']}")
+            raise NotNow(alert_id, alert["state"], "confirm_flat",
+                         f"only a thrown_object alert has a flat to confirm; alert {alert_id} "
+                         f"is {alert['type']}")
         kept = {**flat, "by": principal.username, "ts": self.access.clock.now_ms()}
         line = f"flat {flat['floor']}:{flat['column']}" + (
             f": {flat['note']}" if flat["note"] else "")
@@ -269,8 +267,9 @@ class Lifecycle:
             states=(*ACTIVE, "resolved"), values={"confirmed_flat": kept},
         )
         if changed is None:
-            raise Conflict(f"alert {alert_id} is a false alarm: nothing was thrown, "
-                           "no flat to confirm")
+            raise NotNow(alert_id, "false_alarm", "confirm_flat",
+                         f"alert {alert_id} is a false alarm: nothing was thrown, no flat to "
+                         "confirm")
         await self.access.audit(principal.actor, "alert_confirm_flat", alert_id, remote,
                                 {"floor": flat["floor"], "column": flat["column"]})
         log.info("alert %s: flat confirmed (by %s)", alert_id, principal.username)
