@@ -46,6 +46,7 @@ from shouwang.protocol import Envelope
 
 if TYPE_CHECKING:
     from cloud.evidence_key import EvidenceKey
+    from shouwang.metrics import Metrics
 
 log = logging.getLogger(__name__)
 CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
@@ -120,6 +121,85 @@ class EvidenceConfig(Strict):
         return dict(data)
 
 
+class SiteTokens:
+    """The sites' upload token hashes, followed as `shouwang cloud provision` rewrites them.
+
+    `provision --site ID` (a new site), `--rotate` and `--revoke` take effect at the next
+    upload, without restarting the cloud: each upload stats the file (microseconds) and reads it
+    again when it changed (the provisioning writes it to a new file and renames it, so a
+    change shows as another inode, size or time). A file written within `RACY_S` of its reading
+    could change again without its time changing on a coarse clock, so until it is older than
+    that it is read at every upload (git's "racily clean" rule). A file that cannot be read or
+    parsed any more refuses every token until it is mended: a revocation must never be undone
+    by a broken file.
+    """
+
+    RACY_S = 2.0
+
+    def __init__(self, config: EvidenceConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.path = config.site_tokens_file
+        self._hashes = config.token_hashes()  # a broken file at start stops start-up
+        self._seen = self._signature()
+        self._racy = self._is_racy(self._seen)
+        self._failed: tuple[int, int, int, int] | None = None
+        self._reloads = self._count = None
+        if metrics is not None:
+            self._reloads = metrics.counter(
+                "shouwang_evidence_token_reloads",
+                "Times the site tokens file was read again after a change, by result",
+                ["result"])
+            self._count = metrics.gauge(
+                "shouwang_evidence_site_tokens", "Sites with an evidence upload token now")
+            self._count.set(len(self._hashes))
+
+    def hashes(self) -> dict[str, str]:
+        """Site -> SHA-256 of its token, as the file says now."""
+        if self.path is None:
+            return self._hashes
+        signature = self._signature()
+        if signature != self._seen or self._racy:
+            self._reload(signature)
+        return self._hashes
+
+    def _reload(self, signature: tuple[int, int, int, int] | None) -> None:
+        try:
+            hashes = self.config.token_hashes()
+        except ConfigError as err:
+            self._hashes = {}
+            if signature != self._failed:  # once per broken version, not once per upload
+                log.error("%s; every evidence upload is refused until it is mended", err)
+                self._failed = signature
+            self._mark("failed")
+        else:
+            changed = hashes != self._hashes
+            self._hashes, self._failed = hashes, None
+            if changed:
+                log.info("evidence site tokens re-read from %s: %d sites", self.path,
+                         len(hashes))
+                self._mark("ok")
+        self._seen, self._racy = signature, self._is_racy(signature)
+
+    def _mark(self, result: str) -> None:
+        if self._reloads is not None and self._count is not None:
+            self._reloads.labels(result).inc()
+            self._count.set(len(self._hashes))
+
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None  # gone: read (and refuse) until it is back
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _is_racy(self, signature: tuple[int, int, int, int] | None) -> bool:
+        if signature is None:
+            return self.path is not None
+        return time.time_ns() - max(signature[2], signature[3]) < self.RACY_S * 1e9
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -144,11 +224,12 @@ def check_evidence_body(body: dict[str, Any]) -> str | None:
 class EvidenceStore:
     """Blobs on disk by hash, and their metadata rows in the SQL store."""
 
-    def __init__(self, config: EvidenceConfig, store: Store) -> None:
+    def __init__(self, config: EvidenceConfig, store: Store,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
         self.directory = config.dir
-        self._tokens = config.token_hashes()
+        self.tokens = SiteTokens(config, metrics)
 
     def path(self, sha256: str) -> Path:
         return self.directory / sha256[:2] / sha256
@@ -182,7 +263,7 @@ class EvidenceStore:
         if not authorization or not authorization.startswith("Bearer "):
             return None
         presented = hash_token(authorization[len("Bearer ") :].strip())
-        for site, expected in self._tokens.items():
+        for site, expected in self.tokens.hashes().items():
             if hmac.compare_digest(presented, expected):
                 return site
         return None

@@ -136,7 +136,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         if args.revoke:
             found = revoke(directory, args.site)
             print(f"site {args.site}: {'revoked' if found else 'had no account'}; "
-                  "reload the broker (systemctl reload mosquitto) and restart the cloud")
+                  "reload the broker (systemctl reload mosquitto). The running cloud refuses "
+                  "the site's evidence token from its next upload (no restart).")
             return 0 if found else 1
         issued = provision(directory, args.site, rotate=args.rotate,
                            broker_user=args.broker_user)

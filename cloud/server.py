@@ -132,7 +132,7 @@ class CloudServer:
 
     async def start(self) -> None:
         self.store = await Store.connect(self.config.database_url)
-        self.evidence = EvidenceStore(self.config.evidence, self.store)
+        self.evidence = EvidenceStore(self.config.evidence, self.store, self.metrics)
         self.access = Access(self.store.engine, self.clock, self.config.access)
         duties = self.config.alert_duties  # the database decides who fires what
         self.dispatcher = build_notify(self.config.notify, self.store, self.clock)

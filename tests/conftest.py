@@ -530,3 +530,14 @@ async def webhook() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
         yield port, received
     finally:
         await runner.cleanup()
+
+
+def split_retry(reason: str) -> tuple[str, float]:
+    """A notification attempt's reason "busy; retry 2 in 1.375 s" -> ("busy; retry 2", 1.375).
+
+    The wait is jittered (shouwang/backoff.py), so tests read it rather than assume it.
+    """
+    head, sep, tail = reason.rpartition(" in ")
+    assert sep, reason
+    assert tail.endswith(" s"), reason
+    return head, float(tail.removesuffix(" s"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from cloud.notify.message import AlertSummary, Message, Outcome, Target
 from cloud.notify.ratelimit import RateLimiter
 from cloud.notify.registry import Context, Notifier, discover
 from cloud.store import Store
+from shouwang.backoff import Backoff
 from shouwang.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ class Dispatcher:
     Critical and life-safety alerts go out at once over every channel, never limited or
     digested. Severities in `digest.severities` are collected into one message per recipient
     per window. Others go out at once while the recipient's token bucket allows, and into the
-    next digest when it does not. Transient failures are retried with backoff.
+    next digest when it does not. Transient failures are retried with the shared back-off
+    (`shouwang/backoff.py`): jittered, so targets that failed together are not retried together.
 
     Digest items and retries live in the database (`notification_pending`), so a restart
     keeps them and any worker's `tick` sends them; the token buckets are per process.
@@ -51,6 +54,8 @@ class Dispatcher:
         store: Store,
         clock: Clock,
         notifiers: list[Notifier] | None = None,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -59,6 +64,10 @@ class Dispatcher:
         self._given = notifiers is not None
         self.attempts = AttemptLog(store)
         self.limiter = RateLimiter(config.rate_limit, clock)
+        retry = config.retry
+        # The attempt number is stored with each retry, so the wait is the back-off's n-th,
+        # computed from it: a restart does not start a failing target's back-off over.
+        self._retry_backoff = Backoff(min(retry.base_s, retry.max_s), retry.max_s, rng=rng)
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -247,18 +256,19 @@ class Dispatcher:
         retry = self.config.retry
         if attempt >= retry.max_attempts:
             return f"gave up after {attempt} attempts"
-        delay = min(retry.max_s, retry.base_s * 2 ** (attempt - 1))
+        delay_ms = round(self._retry_backoff.delay(attempt) * 1000)
         await pending.add(self.store, {
             "kind": pending.RETRY,
             "recipient": recipient,
-            "due_ms": self.clock.now_ms() + int(delay * 1000),
+            "due_ms": self.clock.now_ms() + delay_ms,
             "stage": stage,
             "channel": target.channel,
             "target_key": target.key,
             "attempt": attempt + 1,
             "body": {"message": message.to_json(), "alert_ids": list(alert_ids)},
         })
-        return f"retry {attempt + 1} in {delay:g} s"
+        shown = f"{delay_ms / 1000:.3f}".rstrip("0").rstrip(".")  # exact to the ms: 2, 1.375
+        return f"retry {attempt + 1} in {shown} s"
 
     # --- what is due ----------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from edge.adapters.polling import (
     RawFrame,
     Sample,
 )
+from shouwang.backoff import Backoff
 from shouwang.config import ConfigError
 from shouwang.ids import new_id
 from shouwang.profiles import DeviceProfile
@@ -96,12 +97,15 @@ class Cjt188Client:
         di_order: DiOrder = "little",
         match_ser: bool = True,
         log_availability: bool = True,
+        rng: random.Random | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.retries = retries
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        # Between the tries of one request, jittered: meters polled in step drift apart.
+        self._backoff = Backoff(backoff_s, max(backoff_s, backoff_max_s), rng=rng)
         self.queue_timeout_s = queue_timeout_s
         self.reconnect_after_timeouts = reconnect_after_timeouts
         self.history = history
@@ -207,9 +211,7 @@ class Cjt188Client:
             last: Cjt188Error | None = None
             for attempt in range(self.retries + 1):
                 if attempt:
-                    await asyncio.sleep(
-                        min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-                    )
+                    await asyncio.sleep(self._backoff.delay(attempt))
                 try:
                     frame = await self._exchange(request, history, timeout_s)
                 except _RETRYABLE as err:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import Field, model_validator
 
+from shouwang.backoff import Backoff
 from shouwang.config import Strict
 from shouwang.profiles import DeviceProfile, FieldSpec
 from shouwang.records import Reading
@@ -169,6 +170,19 @@ class Poller(Generic[D]):
         self.counters = PollCounters()
         self._rng = rng or random.Random()
         self._devices: dict[str, D] = {d.id: d for d in devices}
+        # The one back-off (shouwang/backoff.py), asked for the n-th wait: the counts are the
+        # device's (its retry within a poll, its failed polls in a row).
+        self._retry_backoff = {
+            d.id: Backoff(d.config.retry_backoff_s,
+                          d.config.retry_backoff_s * 2 ** max(0, d.config.retries - 1),
+                          rng=self._rng)
+            for d in devices
+        }
+        self._unavailable_backoff = {
+            d.id: Backoff(d.config.poll_interval_s, d.config.unavailable_backoff_max_s,
+                          rng=self._rng)
+            for d in devices
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
@@ -286,9 +300,10 @@ class Poller(Generic[D]):
                 self._miss(d, skipped)
                 deadline += skipped * interval
             return deadline
+        # The first poll after the device became unavailable waits one interval (jittered),
+        # then the waits double up to unavailable_backoff_max_s.
         level = d.consecutive_failures - cfg.unavailable_after
-        backoff = min(cfg.unavailable_backoff_max_s, interval * 2.0 ** min(level, 30))
-        return now + self._rng.uniform(backoff / 2, backoff)
+        return now + self._unavailable_backoff[d.id].delay(max(1, level + 1))
 
     def _miss(self, d: D, n: int) -> None:
         d.counters.deadline_misses += n
@@ -313,8 +328,7 @@ class Poller(Generic[D]):
             attempt += 1
             d.counters.retries += 1
             self.counters.retries += 1
-            base = d.config.retry_backoff_s * 2 ** (attempt - 1)
-            await asyncio.sleep(self._rng.uniform(base / 2, base))
+            await asyncio.sleep(self._retry_backoff[d.id].delay(attempt))
 
         values, problems = _check(d.profile, sample)
         self._track_fields(d, values, problems)

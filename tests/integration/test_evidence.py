@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+ROOT = str(Path(__file__).resolve().parents[2])  # this tree's code, however it is installed
 SNAPSHOT = b"\xff\xd8\xff\xe0" + os.urandom(200_000) + b"\xff\xd9"  # JPEG markers around noise
 
 
@@ -119,3 +122,67 @@ async def test_the_cloud_refuses_bytes_that_do_not_match_their_hash_or_token(
             assert (res.status, (await res.json())["stored"]) == (200, False)  # idempotent
         assert cloud.evidence.path(digest).read_bytes() == SNAPSHOT
         assert [p.name for p in cloud.evidence.path(digest).parent.iterdir()] == [digest]
+
+
+async def shouwang_cli(*argv: str) -> tuple[int, str]:
+    """The operator's command, as its own process: the running cloud shares nothing with it
+    but the files it writes."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shouwang", *argv, env={**os.environ, "PYTHONPATH": path},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def upload(http: aiohttp.ClientSession, port: int, site: str, token: str, n: int) -> int:
+    blob = b"\xff\xd8\xff\xe0" + f"evidence {n}".encode() + os.urandom(1000) + b"\xff\xd9"
+    url = f"http://127.0.0.1:{port}/ingest/evidence/{hashlib.sha256(blob).hexdigest()}"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg",
+               "X-Shouwang-Site": site}
+    async with http.put(url, data=blob, headers=headers) as res:
+        return res.status
+
+
+async def test_a_rotated_or_revoked_site_token_takes_effect_without_restarting_the_cloud(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """A stolen gateway's token is refused at its next upload once the operator revokes it,
+    and a rotated token works at once: the running cloud re-reads `site-tokens.yaml`."""
+    cloud_broker = make_broker("cloud")
+    port = free_port()
+    _, cconf = configs(cloud_broker, cloud_broker, tmp_path, port)
+    accounts = tmp_path / "cloud-broker"
+    code, out = await shouwang_cli("cloud", "provision", "--site", "site-a", "--dir", str(accounts))
+    assert code == 0, out
+    cconf = cconf.model_copy(update={"evidence": CloudEvidenceConfig(
+        dir=tmp_path / "blobs", site_tokens_file=accounts / "site-tokens.yaml")})
+    token_of = {site: accounts / "sites" / site / "evidence.token" for site in ("site-a", "site-b")}
+    old = token_of["site-a"].read_text().strip()
+    async with running_cloud(cconf) as cloud, aiohttp.ClientSession() as http:
+        assert await upload(http, port, "site-a", old, 1) == 201
+
+        code, out = await shouwang_cli("cloud", "provision", "--site", "site-a", "--rotate",
+                                       "--dir", str(accounts))
+        assert code == 0, out
+        new = token_of["site-a"].read_text().strip()
+        assert new != old
+        assert await upload(http, port, "site-a", old, 2) == 401
+        assert await upload(http, port, "site-a", new, 2) == 201
+
+        # A site provisioned while the cloud runs uploads at once.
+        code, out = await shouwang_cli("cloud", "provision", "--site", "site-b",
+                                       "--dir", str(accounts))
+        assert code == 0, out
+        b_token = token_of["site-b"].read_text().strip()
+        assert await upload(http, port, "site-b", b_token, 3) == 201
+
+        code, out = await shouwang_cli("cloud", "provision", "--site", "site-a", "--revoke",
+                                       "--dir", str(accounts))
+        assert code == 0, out
+        assert "restart the cloud" not in out
+        assert await upload(http, port, "site-a", new, 4) == 401
+        assert await upload(http, port, "site-b", b_token, 4) == 201  # the others go on
+        assert cloud.metrics.registry.get_sample_value(
+            "shouwang_evidence_site_tokens") == 1

@@ -21,6 +21,7 @@ from cloud.store import Store
 from shouwang.clock import ManualClock
 from shouwang.services import free_port
 from simulators.push_service import BrowserSubscription, PushService, running_push_service
+from tests.conftest import split_retry
 
 pytestmark = pytest.mark.integration
 
@@ -136,12 +137,22 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(cloud: Clo
     await cloud.subscribe("u-1", sub)
     cloud.push.answers[sub.id] = [500, 503]
     rows = await cloud.dispatcher.notify("user:u-1", alert("A1", "r-1"), stage="family")
-    assert rows[0]["reason"] == "push service answered 500; retry 2 in 2 s"
+    reason, wait = split_retry(rows[0]["reason"])
+    assert reason == "push service answered 500; retry 2"
+    assert 1 <= wait <= 2  # base_s 2, jittered within [d/2, d]
     await cloud.dispatcher.tick()  # not due yet
     assert cloud.push.requests == 1
-    cloud.clock.advance(2_000)
+    cloud.clock.advance(round(wait * 1000) - 1)
     await cloud.dispatcher.tick()
-    cloud.clock.advance(3_999)
+    assert cloud.push.requests == 1
+    cloud.clock.advance(1)
+    await cloud.dispatcher.tick()
+    assert cloud.push.requests == 2
+    second = (await alert_attempts(cloud.store, "A1"))[1]["reason"]
+    reason, wait = split_retry(second)
+    assert reason == "push service answered 503; retry 3"
+    assert 2 <= wait <= 4  # doubled
+    cloud.clock.advance(round(wait * 1000) - 1)
     await cloud.dispatcher.tick()
     assert cloud.push.requests == 2
     cloud.clock.advance(1)
@@ -165,10 +176,9 @@ async def test_a_retry_for_an_unsubscribed_browser_is_dropped_and_says_so(cloud:
     cloud.clock.advance(2_000)
     await cloud.dispatcher.tick()
     timeline = await alert_attempts(cloud.store, "A1")
-    assert [(t["attempt"], t["result"], t["reason"]) for t in timeline] == [
-        (1, "failed", "push service answered 500; retry 2 in 2 s"),
-        (2, "failed", "target no longer configured: not retried"),
-    ]
+    assert [(t["attempt"], t["result"]) for t in timeline] == [(1, "failed"), (2, "failed")]
+    assert split_retry(timeline[0]["reason"])[0] == "push service answered 500; retry 2"
+    assert timeline[1]["reason"] == "target no longer configured: not retried"
     assert cloud.push.requests == 1
 
 
@@ -185,7 +195,9 @@ async def test_client_errors_and_refused_connections(cloud: Cloud) -> None:
     dead["endpoint"] = f"http://127.0.0.1:{free_port()}/push/x"
     assert (await cloud.subscribe("u-3", dead))[0] == 201
     rows = await cloud.dispatcher.notify("user:u-3", alert("A2", "r-3"), stage="family")
-    assert rows[0]["reason"] == "push service unreachable: ClientConnectorError; retry 2 in 2 s"
+    assert split_retry(rows[0]["reason"])[0] == (
+        "push service unreachable: ClientConnectorError; retry 2"
+    )
     assert rows[0]["http_status"] is None
     assert await cloud.dispatcher.pending_count("retry") == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from edge.adapters.cjt188 import (
     UNIT_M3,
     ChecksumError,
     Cjt188Error,
+    Cjt188Timeout,
     DiOrder,
     FieldError,
     Frame,
@@ -41,6 +43,7 @@ from edge.adapters.cjt188 import (
     to_reading,
     valve_request,
 )
+from edge.adapters.cjt188_client import Cjt188Client
 
 
 def h(text: str) -> bytes:
@@ -433,3 +436,32 @@ def test_one_changed_byte_never_decodes_to_a_different_answer(
     except Cjt188Error:
         return
     assert decoded == resp  # only a changed preamble byte may pass, and then nothing changed
+
+
+async def test_the_clients_retries_wait_by_the_shared_back_off_with_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Meters read in step on one line that time out together must not retry in step: each
+    wait is drawn from [d/2, d], d doubling from backoff_s to backoff_max_s."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    async def no_answer(*args: object) -> None:
+        raise Cjt188Timeout("no reply")
+
+    monkeypatch.setattr("edge.adapters.cjt188_client.asyncio.sleep", sleep)
+    client = Cjt188Client("127.0.0.1", 1, retries=3, backoff_s=0.1, backoff_max_s=0.3)
+    monkeypatch.setattr(client, "_exchange", no_answer)
+    for _ in range(20):
+        with pytest.raises(Cjt188Timeout):
+            await client.read_data("12345678901234")
+    await client.close()
+    assert len(slept) == 60
+    for n, nominal in enumerate((0.1, 0.2, 0.3)):
+        nth = slept[n::3]
+        assert all(nominal / 2 <= w <= nominal for w in nth)
+        assert len(set(nth)) == 20

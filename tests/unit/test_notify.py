@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from cloud.config import CloudConfig
 from cloud.notify import pending
@@ -22,7 +23,7 @@ from cloud.notify.tables import alert_attempts
 from cloud.store import Store
 from shouwang.clock import ManualClock, SystemClock
 from shouwang.config import ConfigError, validate
-from tests.conftest import eventually
+from tests.conftest import eventually, split_retry
 
 
 class Fake(Notifier):
@@ -218,7 +219,9 @@ async def test_nobody_to_reach_and_a_notifier_that_raises_are_recorded(store: St
         ]
         fake.script = [RuntimeError("bug"), Outcome(False, status=400, reason="bad request")]
         rows = await d.notify("user:u1", alert(2, "critical"), "family")
-        assert rows[0]["reason"] == "RuntimeError in the notifier; retry 2 in 2 s"
+        reason, wait = split_retry(rows[0]["reason"])
+        assert reason == "RuntimeError in the notifier; retry 2"
+        assert 1 <= wait <= 2
         clock.advance(2_000)
         await d.tick()
         timeline = await alert_attempts(store, "A002")
@@ -242,10 +245,58 @@ async def test_retries_stop_at_max_attempts(store: Store) -> None:
             clock.advance(1_500)
             await d.tick()
         reasons = [t["reason"] for t in await alert_attempts(store, "A001")]
-        assert reasons == ["busy; retry 2 in 1 s", "busy; retry 3 in 1.5 s",
-                           "busy; gave up after 3 attempts"]
+        assert len(reasons) == 3
+        assert reasons[2] == "busy; gave up after 3 attempts"
+        (first, wait1), (second, wait2) = split_retry(reasons[0]), split_retry(reasons[1])
+        assert (first, second) == ("busy; retry 2", "busy; retry 3")
+        assert 0.5 <= wait1 <= 1
+        assert 0.75 <= wait2 <= 1.5
     finally:
         await d.stop()
+
+
+async def retry_waits_ms(store: Store, now_ms: int) -> dict[str, tuple[int, int]]:
+    """Each pending retry's recipient -> (its attempt number, ms from now until it is due)."""
+    async with store.engine.begin() as conn:
+        rows = (await conn.execute(select(pending.pending).where(
+            pending.pending.c.kind == pending.RETRY))).mappings().all()
+    return {r["recipient"]: (r["attempt"], r["due_ms"] - now_ms) for r in rows}
+
+
+async def test_targets_that_failed_together_are_retried_apart_and_a_restart_keeps_the_count(
+    store: Store,
+) -> None:
+    """A provider outage fails a hundred messages at one instant: their retries are spread
+    over [base/2, base], not sent back in one burst; the next ones over [base, 2 base], also
+    after a restart (the attempt number is stored, the wait is computed from it)."""
+    clock = ManualClock()
+    d, fake = await make(store, clock, retry={"base_s": 10, "max_s": 300})
+    busy = Outcome(False, status=503, reason="busy", transient=True)
+    try:
+        fake.script = [busy] * 100
+        await asyncio.gather(*(d.notify(f"user:u{n}", alert(n, "critical"), "family")
+                               for n in range(100)))
+        waits = await retry_waits_ms(store, clock.now_ms())
+    finally:
+        await d.stop()
+    assert len(waits) == 100
+    assert {attempt for attempt, _ in waits.values()} == {2}
+    assert all(5_000 <= ms <= 10_000 for _, ms in waits.values())
+    spread = sorted(ms for _, ms in waits.values())
+    assert spread[-1] - spread[0] > 2_500  # over most of the window, not one instant
+    assert len(set(spread)) > 80
+
+    clock.advance(10_000)  # every retry is due; the workers restarted meanwhile
+    d, fake = await make(store, clock, retry={"base_s": 10, "max_s": 300})
+    try:
+        fake.script = [busy] * 100
+        await d.tick()
+        assert len(fake.sent) == 100
+        waits = await retry_waits_ms(store, clock.now_ms())
+    finally:
+        await d.stop()
+    assert {attempt for attempt, _ in waits.values()} == {3}
+    assert all(10_000 <= ms <= 20_000 for _, ms in waits.values())
 
 
 async def test_sends_finishing_together_are_all_recorded(store: Store) -> None:

@@ -181,6 +181,41 @@ def test_while_unavailable_the_interval_doubles_up_to_its_cap() -> None:
     assert waits[-1] >= 5.0  # no busy loop against a dead device, however long it stays dead
 
 
+def test_devices_unavailable_together_are_polled_again_apart() -> None:
+    """A bus that failed takes a hundred meters down at once: their next polls spread over
+    [d/2, d] of the shared back-off, not one burst on the recovering bus."""
+    poller = FakePoller({f"m{n}": link(poll_interval_s=1.0, unavailable_backoff_max_s=60.0)
+                         for n in range(100)})
+    waits = []
+    for device in poller._devices.values():
+        device.available = False
+        device.consecutive_failures = 5  # 2 polls after it became unavailable: d = 4 s
+        waits.append(poller._next_deadline(device, 0.0, 100.0) - 100.0)
+    assert all(2.0 <= w <= 4.0 for w in waits)
+    assert max(waits) - min(waits) > 1.0
+    assert len({round(w, 2) for w in waits}) > 80
+
+
+async def test_retries_within_a_poll_double_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    poller = FakePoller({"m": link(retries=3, retry_backoff_s=0.1)})
+    poller.error = lambda device: DeviceUnavailable(device, "timeout", "no reply")
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("edge.adapters.polling.asyncio.sleep", sleep)
+    for _ in range(20):
+        await poller._poll(poller._devices["m"])
+    assert len(slept) == 60
+    for n, nominal in enumerate((0.1, 0.2, 0.4)):
+        nth = slept[n::3]
+        assert all(nominal / 2 <= w <= nominal for w in nth)
+        assert len(set(nth)) == 20  # jittered: no two polls retry in step
+
+
 def test_an_overrun_skips_lost_slots_and_counts_them() -> None:
     poller = FakePoller({"m": link(poll_interval_s=1.0, unavailable_backoff_max_s=1.0)})
     device = poller._devices["m"]
