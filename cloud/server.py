@@ -161,7 +161,8 @@ class CloudServer:
         if duties and self.config.watchdog.enabled:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
         self.retention = EvidenceRetention(
-            self.store, self.evidence, self.clock, self.config.watchlist_retention)
+            self.store, self.evidence, self.clock, self.config.watchlist_retention,
+            on_expired=self._watchlists_changed)
         if duties and self.config.watchlist_retention.enabled:
             self._tasks.append(
                 asyncio.create_task(self.retention.run(), name="cloud-watchlist-retention"))

@@ -1,5 +1,14 @@
-"""A watchlist match's evidence is deleted when its list's retention has passed, each deletion
-audited (issue 16; the face rules ask for the shortest retention, docs/privacy.md).
+"""A watchlist's data in the cloud is deleted when its retention has passed, each deletion
+audited (issue 16; the face rules ask for the shortest retention, docs/privacy.md): a match's
+evidence at its list's retention, and the cloud's own copy of an enrolment at its `until`.
+
+An enrolment (its row of `watchlist_people`: ids, consent, the sealed descriptors and reference
+photo) is deleted once `until_ms` has passed, by one `DELETE ... WHERE id AND until_ms <= now`
+in a transaction that also records the change (the site's watchlist version moves, so each
+gateway of the entry's scope is sent its list without the person: cloud/watchlist_downlink.py)
+and one audit row `watchlist_expire` by `system:retention` (list:person; the id, consent
+reference, scope, until and the list's days). Only the worker whose delete removed the row
+writes them.
 
 Every worker with alert duties runs the round, like the gateway watchdog; the database keeps
 it to one deletion: an evidence row is deleted by one `DELETE ... WHERE id`, and only the
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -28,6 +38,7 @@ from cloud.access import audit
 from cloud.evidence import EvidenceStore, evidence, evidence_uploads
 from cloud.schema import alerts
 from cloud.store import Store, match_of
+from cloud.watchlist_store import expire, watchlist_people
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.clock import Clock
 from shouwang.config import Strict
@@ -50,12 +61,14 @@ class RetentionConfig(Strict):
 
 class EvidenceRetention:
     def __init__(
-        self, store: Store, evidence_store: EvidenceStore, clock: Clock, config: RetentionConfig
+        self, store: Store, evidence_store: EvidenceStore, clock: Clock, config: RetentionConfig,
+        on_expired: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.evidence = evidence_store
         self.clock = clock
         self.config = config
+        self.on_expired = on_expired  # enrolments expired: the gateways' lists changed
         self._failing = False
 
     def days(self, list_name: str | None) -> int:
@@ -76,7 +89,34 @@ class EvidenceRetention:
             await asyncio.sleep(self.config.poll_s)
 
     async def round(self) -> int:
-        """Delete what is due; the number of evidence items this worker deleted."""
+        """Delete what is due; the number of evidence items and enrolments this worker
+        deleted."""
+        return await self.evidence_round() + await self.enrolments_round()
+
+    async def enrolments_round(self) -> int:
+        """Delete the cloud's enrolments whose `until` has passed; the number deleted."""
+        now = self.clock.now_ms()
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(watchlist_people.c.id, watchlist_people.c.list,
+                       watchlist_people.c.person, watchlist_people.c.scope,
+                       watchlist_people.c.consent, watchlist_people.c.entered_ms,
+                       watchlist_people.c.until_ms)
+                .where(watchlist_people.c.until_ms <= now)
+                .order_by(watchlist_people.c.until_ms).limit(BATCH))).mappings().all()
+        deleted = 0
+        for row in rows:
+            days = round((row["until_ms"] - row["entered_ms"]) / DAY_MS)
+            if await expire(self.store, row, now_ms=now, retention_days=days):
+                deleted += 1
+                log.info("watchlist enrolment %s (person %s, list %s) expired and was deleted",
+                         row["id"], row["person"], row["list"])
+        if deleted:
+            self.on_expired()
+        return deleted
+
+    async def evidence_round(self) -> int:
+        """Delete the match evidence that is due; the number of items this worker deleted."""
         now = self.clock.now_ms()
         shortest = min([self.config.unknown_list_days,
                         *(p.retention_days for p in DEFAULT_LISTS.values())])

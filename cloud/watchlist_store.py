@@ -78,7 +78,7 @@ watchlist_changes = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("ts", BigInteger, nullable=False),
-    Column("action", String(16), nullable=False),  # enrol | remove
+    Column("action", String(16), nullable=False),  # enrol | remove | expire
     Column("list", String(64), nullable=False),
     Column("person", String(64), nullable=False),
     Column("scope", String(PATH_LEN), nullable=False),
@@ -238,6 +238,29 @@ async def remove(store: Store, row: Any, *, actor: str, remote: str | None, now_
         await audit.record(conn, ts=now_ms, actor=actor, action="watchlist_remove",
                            target=f"{row['list']}:{row['person']}", remote=remote,
                            detail={"id": row["id"], "consent": row["consent"]})
+    return True
+
+
+async def expire(store: Store, row: Any, *, now_ms: int, retention_days: int | None) -> bool:
+    """Delete an enrolment whose `until` has passed (row, sealed descriptors and photo), with
+    its change (so each gateway of its scope is sent its list without it) and one audit row
+    by the retention, in one transaction. False when it was gone already (removed, or another
+    worker expired it first and audited it)."""
+    async with store.engine.begin() as conn:
+        await _in_order(conn)
+        gone = (await conn.execute(delete(watchlist_people).where(
+            watchlist_people.c.id == row["id"],
+            watchlist_people.c.until_ms <= now_ms))).rowcount
+        if gone != 1:
+            return False
+        await conn.execute(watchlist_changes.insert().values(
+            ts=now_ms, action="expire", list=row["list"], person=row["person"],
+            scope=row["scope"]))
+        await audit.record(conn, ts=now_ms, actor="system:retention", action="watchlist_expire",
+                           target=f"{row['list']}:{row['person']}",
+                           detail={"id": row["id"], "consent": row["consent"],
+                                   "scope": row["scope"], "until_ms": row["until_ms"],
+                                   "retention_days": retention_days})
     return True
 
 
