@@ -16,9 +16,10 @@ It acknowledges the version it holds in its reports (`watchlist`, kept in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from shouwang.config import ConfigError, Strict
 from shouwang.watchlist_message import pack, sign
 
 NONCE_BYTES = 12
+log = logging.getLogger(__name__)
 
 watchlist_people = Table(
     "watchlist_people",
@@ -108,37 +110,132 @@ def overlaps(a: str | None, b: str | None) -> bool:
 
 
 # --- the keys ----------------------------------------------------------------------------------
+#
+# Rotation (cloud/watchlist_keys.py, `shouwang cloud watchlist-keys`) stages the next key
+# beside the current one (`watchlist.next.key`, `watchlist-signing.next.pem`) before it is put
+# in place; a worker reads the files again when they change, so a running cloud follows a
+# rotation without a restart: it opens a row with either sealing key (the AES-GCM tag tells
+# which), seals with the staged one when there is one, and signs with whatever
+# `signing_key_file` holds now.
 
-@dataclass(frozen=True)
+
+def staged(path: Path) -> Path:
+    """Where the next key of `path` waits during a rotation: `watchlist.next.key`."""
+    return path.with_name(f"{path.stem}.next{path.suffix}")
+
+
+def public_path(path: Path) -> Path:
+    """The public half of a signing key file: `watchlist-signing.pub.pem`."""
+    return path.with_name(path.stem + ".pub.pem")
+
+
+def load_signer(path: Path) -> Ed25519PrivateKey:
+    pem = _key_file(path, None)
+    try:
+        signer = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as err:
+        raise ConfigError(f"watchlist signing key {path}: {err}") from err
+    if not isinstance(signer, Ed25519PrivateKey):
+        raise ConfigError(f"watchlist signing key {path}: not Ed25519")
+    return signer
+
+
+def public_pem(signer: Ed25519PrivateKey) -> bytes:
+    return signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _aead(path: Path) -> bytes:
+    key = _key_file(path, None)
+    if len(key) != 32:
+        raise ConfigError(f"watchlist key file {path}: {len(key)} bytes, not a 256-bit key")
+    return key
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class CloudKeys:
-    aead_key: bytes
-    signer: Ed25519PrivateKey
+    """The cloud's two watchlist keys: AES-256-GCM sealing descriptors and reference photos at
+    rest, Ed25519 signing what goes to gateways. Made from `WatchlistsConfig` (`cloud_keys`)
+    it follows the key files; made from keys (`CloudKeys(aead, signer)`) it holds those."""
+
+    def __init__(self, aead_key: bytes, signer: Ed25519PrivateKey,
+                 config: WatchlistsConfig | None = None) -> None:
+        self.aead_key = aead_key
+        self.signer = signer
+        self.config = config
+        self._aeads: list[bytes] = [aead_key]
+        self._stamps = self._file_stamps()
+
+    def _file_stamps(self) -> tuple[Any, ...]:
+        if self.config is None:
+            return ()
+        return tuple(_stamp(p) for p in (self.config.key_file, staged(self.config.key_file),
+                                          self.config.signing_key_file))
+
+    def reload(self) -> None:
+        """Read the key files again when any changed (a rotation); a staged sealing key is
+        tried after the current one."""
+        if self.config is None:
+            return
+        stamps = self._file_stamps()
+        if stamps == self._stamps:
+            return
+        current = _aead(self.config.key_file)
+        try:
+            nxt = [_aead(staged(self.config.key_file))]
+        except (ConfigError, FileNotFoundError, OSError):
+            nxt = []
+        self.aead_key, self._aeads = current, [current, *nxt]
+        self.signer = load_signer(self.config.signing_key_file)
+        self._stamps = stamps
+
+    def sealing_key(self) -> bytes:
+        """The key a new seal is made with: the staged one during a rotation (the rotation
+        re-seals nothing twice and leaves nothing under the key it retires), else the current."""
+        self.reload()
+        return self._aeads[-1]
 
     @property
     def public_pem(self) -> bytes:
-        return self.signer.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.reload()
+        return public_pem(self.signer)
 
-    def _seal(self, data: bytes, aad: bytes) -> bytes:
+    def _seal(self, data: bytes, aad: bytes, key: bytes | None = None) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + AESGCM(self.aead_key).encrypt(nonce, data, aad)
+        return nonce + AESGCM(key or self.sealing_key()).encrypt(nonce, data, aad)
 
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
-        try:
-            return AESGCM(self.aead_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
-        except (InvalidTag, ValueError):
-            raise ValueError("the sealed watchlist data does not open with this key (a wrong "
-                             "key file, or data moved from another row)") from None
+        for attempt in range(2):
+            for key in self._aeads:
+                try:
+                    return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+                except (InvalidTag, ValueError):
+                    continue
+            if attempt == 0:
+                before = self._stamps
+                self.reload()  # rotated since: read the files again, once
+                if self._stamps == before:
+                    break
+        raise ValueError("the sealed watchlist data does not open with this key (a wrong "
+                         "key file, or data moved from another row)")
 
-    def seal_photo(self, photo: bytes, entry_id: str) -> bytes:
-        return self._seal(photo, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
+    def seal_photo(self, photo: bytes, entry_id: str, key: bytes | None = None) -> bytes:
+        return self._seal(photo, b"shouwang-watchlist-photo-v1:" + entry_id.encode(), key)
 
     def open_photo(self, sealed: bytes, entry_id: str) -> bytes:
         return self._open(sealed, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
 
-    def seal_embeddings(self, vectors: list[list[float]], entry_id: str) -> bytes:
+    def seal_embeddings(self, vectors: list[list[float]], entry_id: str,
+                        key: bytes | None = None) -> bytes:
         return self._seal(orjson.dumps(vectors),
-                          b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
+                          b"shouwang-watchlist-embeddings-v1:" + entry_id.encode(), key)
 
     def open_embeddings(self, sealed: bytes, entry_id: str) -> list[list[float]]:
         plain = self._open(sealed, b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
@@ -146,36 +243,60 @@ class CloudKeys:
         return vectors
 
     def signed(self, message: dict[str, Any]) -> bytes:
+        self.reload()
         return sign(message, self.signer)
 
 
 def cloud_keys(config: WatchlistsConfig) -> CloudKeys:
     """Read both keys, making each on the first start; ConfigError naming the file when one
-    is unreadable, readable by others, or not a key."""
-    aead = _key_file(config.key_file, lambda: AESGCM.generate_key(bit_length=256))
-    if len(aead) != 32:
-        raise ConfigError(f"watchlists.key_file {config.key_file}: {len(aead)} bytes, not a "
-                          "256-bit key")
-    pem = _key_file(config.signing_key_file, lambda: Ed25519PrivateKey.generate().private_bytes(
+    is unreadable, readable by others, or not a key. The signing key's public half is
+    (re)written beside it when missing or not its own (after a rotation)."""
+    _key_file(config.key_file, lambda: AESGCM.generate_key(bit_length=256))
+    _key_file(config.signing_key_file, lambda: Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
-    try:
-        signer = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as err:
-        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: {err}") from err
-    if not isinstance(signer, Ed25519PrivateKey):
-        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: not Ed25519")
-    keys = CloudKeys(aead, signer)
-    public = config.signing_key_file.with_name(config.signing_key_file.stem + ".pub.pem")
-    if not public.exists():
-        public.write_bytes(keys.public_pem)
+    keys = CloudKeys(_aead(config.key_file), load_signer(config.signing_key_file), config)
+    keys._stamps = ()  # read the staged key too, if a rotation left one
+    keys.reload()
+    public = public_path(config.signing_key_file)
+    if not public.exists() or public.read_bytes() != keys.public_pem:
+        write_atomically(public, keys.public_pem, 0o644)
+    if staged(config.key_file).exists():
+        log.warning("a rotation of the watchlist sealing key was interrupted (%s exists): "
+                    "run `shouwang cloud watchlist-keys --rotate` again to finish it",
+                    staged(config.key_file))
     return keys
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """`path` holds `data` whole or is as it was: a temporary file, synced, renamed over it,
+    the directory synced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    sync_dir(path.parent)
+
+
+def sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _key_file(path: Path, make: Any) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if make is None:
+            raise
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -205,16 +326,20 @@ async def _in_order(conn: AsyncConnection) -> None:
 
 async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes,
                 embeddings: list[list[float]], *, remote: str | None) -> None:
-    """Store one enrolment, its change and its audit entry in one transaction."""
-    sealed = {"embeddings": keys.seal_embeddings(embeddings, row["id"]),
-              "photo": keys.seal_photo(photo, row["id"])}
+    """Store one enrolment, its change and its audit entry in one transaction. Sealed after
+    the transaction holds the lock a key rotation takes (PostgreSQL: `_in_order`; SQLite: the
+    first write), so the key is the one that stays: a rotation either re-seals this row or
+    has staged its key already."""
     try:
         async with store.engine.begin() as conn:
             await _in_order(conn)
-            await conn.execute(watchlist_people.insert().values(**row, **sealed))
             await conn.execute(watchlist_changes.insert().values(
                 ts=row["entered_ms"], action="enrol", list=row["list"], person=row["person"],
                 scope=row["scope"]))
+            key = await asyncio.to_thread(keys.sealing_key)
+            sealed = {"embeddings": keys.seal_embeddings(embeddings, row["id"], key),
+                      "photo": keys.seal_photo(photo, row["id"], key)}
+            await conn.execute(watchlist_people.insert().values(**row, **sealed))
             await audit.record(
                 conn, ts=row["entered_ms"], actor=f"user:{row['entered_by']}",
                 action="watchlist_enrol", target=f"{row['list']}:{row['person']}",

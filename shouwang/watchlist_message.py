@@ -25,6 +25,7 @@ import base64
 import binascii
 import builtins
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,24 @@ def sign(message: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
     return orjson.dumps({**message, "sig": sig})
 
 
-def parse(payload: bytes, *, key: Ed25519PublicKey, site: str,
+def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
+             data: dict[str, Any]) -> bool:
+    """Signed by the key, or by one of the keys (during a rotation of the cloud's key)."""
+    try:
+        raw = base64.b64decode(str(sig), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    body = canonical(data)
+    for one in [key] if isinstance(key, Ed25519PublicKey) else key:
+        try:
+            one.verify(raw, body)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey], site: str,
           held: int) -> WatchlistMessage | Refused:
     """Check one message for the gateway of `site` that holds version `held`; never raises.
     Order: it is JSON, it is signed by the cloud, it is our version of the format, for us,
@@ -111,10 +129,7 @@ def parse(payload: bytes, *, key: Ed25519PublicKey, site: str,
         return Refused("not_json", f"not JSON: {err}")
     if not isinstance(data, dict):
         return Refused("not_json", "not a JSON object")
-    sig = data.get("sig")
-    try:
-        key.verify(base64.b64decode(str(sig), validate=True), canonical(data))
-    except (InvalidSignature, binascii.Error, ValueError):
+    if not verified(key, data.get("sig"), data):
         return Refused("bad_signature",
                        "the signature is missing or not the cloud's watchlist key's")
     if data.get("v") != VERSION:

@@ -66,3 +66,16 @@ def test_older_than_held_is_stale_and_the_same_is_a_repeat() -> None:
     stale = check(message, held=6)
     assert isinstance(stale, Refused)
     assert stale.reason == "stale_version"
+
+
+def test_during_a_key_rotation_either_of_the_cloud_keys_signs() -> None:
+    new = Ed25519PrivateKey.generate()
+    stranger = Ed25519PrivateKey.generate()
+    message = {"v": 1, "site": "s-1", "version": 3, "entries": [entry()]}
+    both = [KEY.public_key(), new.public_key()]
+    for signer in (KEY, new):
+        assert isinstance(parse(sign(message, signer), key=both, site="s-1", held=0),
+                          WatchlistMessage)
+    got = parse(sign(message, stranger), key=both, site="s-1", held=0)
+    assert isinstance(got, Refused)
+    assert got.reason == "bad_signature"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from shouwang.metrics import Metrics
 from shouwang.watchlist_message import Entry, Refused, WatchlistMessage, parse
 
 log = logging.getLogger(__name__)
+_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
 
 
 class CloudWatchlists:
@@ -45,18 +47,32 @@ class CloudWatchlists:
         except WatchlistError as err:
             log.error("watchlist: %s; the cloud's list will be applied again when it comes", err)
 
-    def _key(self) -> Ed25519PublicKey | Refused:
+    def _key(self) -> list[Ed25519PublicKey] | Refused:
+        """The cloud's public keys: the file holds one PEM public key, or several while the
+        cloud's signing key is rotated (docs/face.md): a message signed by any is taken."""
         if self.public_key_file is None:
             return Refused("no_key", "no cloud_watchlist_key configured: this gateway cannot "
                            "tell the cloud's watchlists from forged ones and applies none")
         try:
-            key = serialization.load_pem_public_key(self.public_key_file.read_bytes())
-        except (OSError, ValueError) as err:
+            text = self.public_key_file.read_bytes()
+        except OSError as err:
             return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: {err}")
-        if not isinstance(key, Ed25519PublicKey):
-            return Refused("no_key",
-                           f"cloud_watchlist_key {self.public_key_file}: not an Ed25519 key")
-        return key
+        blocks = _PEM.findall(text)
+        if not blocks:
+            return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: no PEM "
+                           "public key in it")
+        keys = []
+        for i, block in enumerate(blocks):
+            try:
+                key = serialization.load_pem_public_key(block)
+            except ValueError as err:
+                return Refused("no_key",
+                               f"cloud_watchlist_key {self.public_key_file}, key {i + 1}: {err}")
+            if not isinstance(key, Ed25519PublicKey):
+                return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}, key "
+                               f"{i + 1}: not an Ed25519 key")
+            keys.append(key)
+        return keys
 
     async def handle(self, payload: bytes) -> bool:
         """Apply one message; True when the gateway should report (applied or already held)."""
