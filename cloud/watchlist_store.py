@@ -51,7 +51,7 @@ from cloud.access.scope import prefix_matches
 from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import pack, sign
+from shouwang.watchlist_message import build, pack, sign
 
 NONCE_BYTES = 12
 log = logging.getLogger(__name__)
@@ -421,19 +421,34 @@ async def site_versions(
     return out
 
 
-async def site_message(store: Store, keys: CloudKeys, site: str, location: str | None,
-                       version: int, now_ms: int) -> bytes:
-    """The signed watchlist of `site` at `version`: its entries in force, ids and
-    descriptors only."""
+_too_large: set[tuple[str, int]] = set()
+
+
+async def site_messages(store: Store, keys: CloudKeys, site: str, location: str | None,
+                        version: int, now_ms: int) -> list[bytes] | None:
+    """The signed watchlist of `site` at `version`, its entries in force, ids and descriptors
+    only: one message, or the parts of a list too large for one (shouwang/watchlist_message.py
+    `build`), each at most MAX_MESSAGE_BYTES. None for a list over even that (logged once per
+    site and version; the gateway keeps the list it has)."""
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(watchlist_people).where(
             watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
-    entries = [
-        {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
-         "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
-         "photos": list(r["photo_hashes"]),
-         "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
-        for r in rows if overlaps(r["scope"], location)
-    ]
-    return keys.signed({"v": 1, "site": site, "version": version, "entries": entries})
 
+    def messages() -> list[bytes]:  # CPU work (5,000 people: unseal, pack, sign): a thread
+        entries = [
+            {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
+             "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
+             "photos": list(r["photo_hashes"]),
+             "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
+            for r in rows if overlaps(r["scope"], location)
+        ]
+        return build(site, version, entries, keys.signed)
+
+    try:
+        return await asyncio.to_thread(messages)
+    except ValueError as err:
+        if (site, version) not in _too_large:
+            _too_large.add((site, version))
+            log.error("watchlist version %d for site %s not sent: %s; the gateway keeps the "
+                      "list it has", version, site, err)
+        return None
