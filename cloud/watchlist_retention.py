@@ -18,8 +18,9 @@ blob itself goes when no other evidence row names it (a picture shared with anot
 stays for that one). The alert stays: the case record, with ids and a score, no face.
 
 The retention of a list is the gateway's definition (edge/video/face/store.py
-`DEFAULT_LISTS`: missing_elder 30 days, police 90); a community list the cloud does not know
-gets `unknown_list_days`. Counted from when the cloud stored the alert (`received_ms`), on
+`DEFAULT_LISTS`: missing_elder 30 days, police 90), or for a community's own list its
+`retention_days` in cloud.yaml `watchlists.lists`; a list the cloud does not know gets
+`unknown_list_days`. Counted from when the cloud stored the alert (`received_ms`), on
 the injected clock.
 """
 
@@ -62,18 +63,21 @@ class RetentionConfig(Strict):
 class EvidenceRetention:
     def __init__(
         self, store: Store, evidence_store: EvidenceStore, clock: Clock, config: RetentionConfig,
-        on_expired: Callable[[], None] = lambda: None,
+        on_expired: Callable[[], None] = lambda: None, lists: dict[str, int] | None = None,
     ) -> None:
         self.store = store
         self.evidence = evidence_store
         self.clock = clock
         self.config = config
         self.on_expired = on_expired  # enrolments expired: the gateways' lists changed
+        self.lists = lists or {}  # the communities' own lists (cloud.yaml): their days
         self._failing = False
 
     def days(self, list_name: str | None) -> int:
         policy = DEFAULT_LISTS.get(list_name or "")
-        return policy.retention_days if policy else self.config.unknown_list_days
+        if policy is not None:
+            return policy.retention_days
+        return self.lists.get(list_name or "", self.config.unknown_list_days)
 
     async def run(self) -> None:
         while True:
@@ -118,7 +122,7 @@ class EvidenceRetention:
     async def evidence_round(self) -> int:
         """Delete the match evidence that is due; the number of items this worker deleted."""
         now = self.clock.now_ms()
-        shortest = min([self.config.unknown_list_days,
+        shortest = min([self.config.unknown_list_days, *self.lists.values(),
                         *(p.retention_days for p in DEFAULT_LISTS.values())])
         query = (
             select(evidence.c.id, evidence.c.sha256, evidence.c.content_type, alerts.c.id,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -54,6 +55,7 @@ from shouwang.config import ConfigError, Strict
 from shouwang.watchlist_message import build, pack, sign
 
 NONCE_BYTES = 12
+LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 log = logging.getLogger(__name__)
 
 watchlist_people = Table(
@@ -87,6 +89,17 @@ watchlist_changes = Table(
 )
 
 
+class CommunityList(Strict):
+    description: str = Field(min_length=1, max_length=200,
+                             description="What the list is for (its purpose, shown to people)")
+    retention_days: int = Field(ge=1, le=3650,
+                                description="How long an enrolment (and its match evidence) "
+                                "is kept")
+    community: str = Field(min_length=1, max_length=PATH_LEN,
+                           description="The community's place (a location prefix): its "
+                           "workers enrol on the list, its gates watch for the people on it")
+
+
 class WatchlistsConfig(Strict):
     key_file: Path = Field(
         description="AES-256 key (32 bytes, mode 0600) sealing descriptors and reference photos "
@@ -98,6 +111,24 @@ class WatchlistsConfig(Strict):
         "gateways; made on first start, its public half written beside it as "
         "`<name>.pub.pem` for the gateways' `cloud_watchlist_key`",
     )
+    lists: dict[str, CommunityList] = Field(
+        default_factory=dict,
+        description="A community's own lists besides missing_elder and police: name → "
+        "description, retention_days, community. Its workers (and admins) enrol on it "
+        "through the API; each gateway that watches needs the same name in its "
+        "face/lists.yaml (threshold, margin, hits, cooldown)",
+    )
+
+    @field_validator("lists")
+    @classmethod
+    def _names(cls, lists: dict[str, CommunityList]) -> dict[str, CommunityList]:
+        for name in lists:
+            if name in ("missing_elder", "police"):
+                raise ValueError(f"{name!r} is a built-in list; a community list needs a "
+                                 "name of its own")
+            if not LIST_NAME.match(name):
+                raise ValueError(f"list name {name!r}: 1-64 of [a-z0-9_] starting with a letter")
+        return lists
 
 
 class AlreadyEnrolled(Exception):
