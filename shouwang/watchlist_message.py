@@ -10,7 +10,7 @@ atomic replacement, and a lost message is repaired by any later one):
 
 A descriptor travels as base64 of its float32 values (1 KB for 192 values, against 2.3 KB
 as JSON numbers): the shipped brokers take packets up to 1 MiB (`max_packet_size`), and the
-cloud sends no message over MAX_MESSAGE_BYTES. A list too large for one message (about 760
+cloud sends no message over MAX_MESSAGE_BYTES. A list too large for one message (over 768
 one-photo entries) goes in parts (`build`), each signed on its own:
 
     {"v": 2, "site", "version", "part": 1, "parts": 7, "digest": "<16 hex>", "entries": [...],
