@@ -18,8 +18,17 @@ from sqlalchemy import select
 
 from cloud.access import audit
 from cloud.config import CloudConfig
-from cloud.watchlist_retention import RetentionConfig
-from cloud.watchlist_store import site_versions, watchlist_people
+from cloud.evidence import EvidenceConfig, EvidenceStore
+from cloud.store import Store
+from cloud.watchlist_retention import EvidenceRetention, RetentionConfig
+from cloud.watchlist_store import (
+    WatchlistsConfig,
+    cloud_keys,
+    latest,
+    site_versions,
+    watchlist_people,
+)
+from cloud.watchlist_store import enrol as enrol_row
 from edge.daemon import EdgeDaemon
 from edge.video.face.store import WatchlistStore
 from shouwang.clock import ManualClock
@@ -206,3 +215,35 @@ async def test_the_clouds_enrolment_is_deleted_at_its_until_and_the_gateway_told
 
         await eventually(none_left)
         assert await eventually(lambda: gateway_people(site) == [])
+
+
+async def test_two_workers_expire_an_enrolment_once(database_url: str, tmp_path: Path) -> None:
+    """Every worker with alert duties runs the round: on SQLite and PostgreSQL the row goes
+    once, with one change and one audit row, however many rounds race for it."""
+    clock = ManualClock()
+    keys = cloud_keys(WatchlistsConfig(key_file=tmp_path / "k" / "watchlist.key",
+                                       signing_key_file=tmp_path / "k" / "signing.pem"))
+    store = await Store.connect(database_url)
+    try:
+        now = clock.now_ms()
+        for person, days in (("r-1", 30), ("P-1", 90)):
+            row = {"id": person + "-id", "list": "missing_elder" if days == 30 else "police",
+                   "person": person, "scope": "d/s/c", "consent": "CF-1", "entered_by": "u",
+                   "entered_ms": now, "until_ms": now + days * DAY_MS, "model": "m",
+                   "photo_hashes": [], "photo_type": "image/jpeg"}
+            await enrol_row(store, keys, row, b"photo", [[0.5] * 192], remote=None)
+        before = await latest(store)
+        workers = [EvidenceRetention(store, EvidenceStore(EvidenceConfig(dir=tmp_path / "b"),
+                                                          store), clock, RetentionConfig())
+                   for _ in range(3)]
+        clock.advance(30 * DAY_MS)
+        counts = await asyncio.gather(*(w.enrolments_round() for w in workers))
+        assert sorted(counts) == [0, 0, 1]
+        assert await latest(store) == before + 1
+        expired = await audit.entries(store.engine, action="watchlist_expire")
+        assert [e["target"] for e in expired] == ["missing_elder:r-1"]
+        async with store.engine.connect() as conn:
+            left = (await conn.execute(select(watchlist_people.c.person))).scalars().all()
+        assert left == ["P-1"]
+    finally:
+        await store.close()
