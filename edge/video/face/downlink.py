@@ -83,8 +83,9 @@ class CloudWatchlists:
         """Apply one message; True when the gateway should report (applied or already held)."""
         async with self._lock:
             key = self._key()
-            outcome = key if isinstance(key, Refused) else parse(
-                payload, key=key, site=self.site, held=self.held)
+            # Checking a part of a large list (768 descriptors) takes a while: not on the loop.
+            outcome = key if isinstance(key, Refused) else await asyncio.to_thread(
+                parse, payload, key=key, site=self.site, held=self.held)
             if isinstance(outcome, Refused):
                 self._refuse(outcome, payload)
                 return False
