@@ -161,7 +161,10 @@ class CloudServer:
         if duties and self.config.watchdog.enabled:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="cloud-watchdog"))
         self.retention = EvidenceRetention(
-            self.store, self.evidence, self.clock, self.config.watchlist_retention)
+            self.store, self.evidence, self.clock, self.config.watchlist_retention,
+            on_expired=self._watchlists_changed,
+            lists={name: own.retention_days for name, own in (
+                self.config.watchlists.lists.items() if self.config.watchlists else ())})
         if duties and self.config.watchlist_retention.enabled:
             self._tasks.append(
                 asyncio.create_task(self.retention.run(), name="cloud-watchlist-retention"))
@@ -187,6 +190,8 @@ class CloudServer:
             add_routes(app, self.evidence, key)
             app[residents.TELEMETRY] = self.telemetry  # vitals charts read it
             app[watchlists.FACES].keys = self.watchlist_keys
+            if self.config.watchlists is not None:
+                app[watchlists.FACES].lists = dict(self.config.watchlists.lists)
             app[watchlists.FACES].changed = self._watchlists_changed
             push_routes(app, _current_user, self.dispatcher)
             family_routes(app)

@@ -1,7 +1,8 @@
 """The cloud's watchlists to each gateway: `site/{site}/down/watchlist`, as down/alert does it.
 
 Two roads, both carrying a site's whole watchlist at its current version (so a gateway that
-missed any number of changes is whole again after one message; shouwang/watchlist_message.py):
+missed any number of changes is whole again after one message, or after the parts of a list
+too large for one; shouwang/watchlist_message.py):
 - live: the alerts worker watches `watchlist_changes` (woken at once by an enrolment or
   removal made in this process, else every `feed_poll_s`) and publishes, with QoS 1 to the
   gateway's persistent session, to each site whose version moved;
@@ -16,30 +17,13 @@ import logging
 
 from cloud.rounds import Rounds
 from cloud.store import Store
-from cloud.watchlist_store import CloudKeys, latest, site_message, site_versions
+from cloud.watchlist_store import CloudKeys, latest, site_messages, site_versions
 from shouwang.clock import Clock
 from shouwang.mqtt import MqttClient, MqttError
 from shouwang.protocol import site_down_topic
-from shouwang.watchlist_message import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
-
-
-_too_large: set[tuple[str, int]] = set()
-
-
-def fits(site: str, version: int, payload: bytes) -> bool:
-    """Whether the brokers will carry it; a list too large for one message is logged once
-    per site and version (the gateway keeps the list it has; docs/face.md, Limits)."""
-    if len(payload) <= MAX_MESSAGE_BYTES:
-        return True
-    if (site, version) not in _too_large:
-        _too_large.add((site, version))
-        log.error("watchlist version %d for site %s is %d bytes, over the %d one message may "
-                  "carry: not sent; the gateway keeps the list it has", version, site,
-                  len(payload), MAX_MESSAGE_BYTES)
-    return False
 
 
 class WatchlistDownlink(Rounds):
@@ -66,13 +50,14 @@ class WatchlistDownlink(Rounds):
         for site, (location, version, held) in (await site_versions(self.store)).items():
             if version <= max(self.sent.get(site, 0), held or 0):
                 continue
-            payload = await site_message(self.store, self.keys, site, location, version,
-                                         self.clock.now_ms())
-            if not fits(site, version, payload):
+            payloads = await site_messages(self.store, self.keys, site, location, version,
+                                           self.clock.now_ms())
+            if payloads is None:
                 continue
             try:
-                await self.client.publish(site_down_topic(site, "watchlist"), payload, qos=1,
-                                          timeout=PUBLISH_TIMEOUT_S)
+                for payload in payloads:  # one, or the parts of a large list in order
+                    await self.client.publish(site_down_topic(site, "watchlist"), payload,
+                                              qos=1, timeout=PUBLISH_TIMEOUT_S)
             except MqttError as err:
                 # Tried again next round; the gateway's next report would bring it anyway.
                 log.warning("watchlist version %d for site %s not sent: %s", version, site, err)
@@ -95,11 +80,12 @@ async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site:
     location, version, _ = (await site_versions(store, site)).get(site, (None, 0, None))
     if version <= held:
         return False
-    payload = await site_message(store, keys, site, location, version, now_ms)
-    if not fits(site, version, payload):
+    payloads = await site_messages(store, keys, site, location, version, now_ms)
+    if payloads is None:
         return False
     try:
-        client.publish_nowait(site_down_topic(site, "watchlist"), payload, qos=1)
+        for payload in payloads:
+            client.publish_nowait(site_down_topic(site, "watchlist"), payload, qos=1)
     except MqttError as err:
         log.warning("watchlist version %d for site %s not sent: %s", version, site, err)
         return False

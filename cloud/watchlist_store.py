@@ -16,9 +16,11 @@ It acknowledges the version it holds in its reports (`watchlist`, kept in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -50,9 +52,11 @@ from cloud.access.scope import prefix_matches
 from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import pack, sign
+from shouwang.watchlist_message import build, pack, sign
 
 NONCE_BYTES = 12
+LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+log = logging.getLogger(__name__)
 
 watchlist_people = Table(
     "watchlist_people",
@@ -78,11 +82,22 @@ watchlist_changes = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("ts", BigInteger, nullable=False),
-    Column("action", String(16), nullable=False),  # enrol | remove
+    Column("action", String(16), nullable=False),  # enrol | remove | expire
     Column("list", String(64), nullable=False),
     Column("person", String(64), nullable=False),
     Column("scope", String(PATH_LEN), nullable=False),
 )
+
+
+class CommunityList(Strict):
+    description: str = Field(min_length=1, max_length=200,
+                             description="What the list is for (its purpose, shown to people)")
+    retention_days: int = Field(ge=1, le=3650,
+                                description="How long an enrolment (and its match evidence) "
+                                "is kept")
+    community: str = Field(min_length=1, max_length=PATH_LEN,
+                           description="The community's place (a location prefix): its "
+                           "workers enrol on the list, its gates watch for the people on it")
 
 
 class WatchlistsConfig(Strict):
@@ -96,6 +111,24 @@ class WatchlistsConfig(Strict):
         "gateways; made on first start, its public half written beside it as "
         "`<name>.pub.pem` for the gateways' `cloud_watchlist_key`",
     )
+    lists: dict[str, CommunityList] = Field(
+        default_factory=dict,
+        description="A community's own lists besides missing_elder and police: name → "
+        "description, retention_days, community. Its workers (and admins) enrol on it "
+        "through the API; each gateway that watches needs the same name in its "
+        "face/lists.yaml (threshold, margin, hits, cooldown)",
+    )
+
+    @field_validator("lists")
+    @classmethod
+    def _names(cls, lists: dict[str, CommunityList]) -> dict[str, CommunityList]:
+        for name in lists:
+            if name in ("missing_elder", "police"):
+                raise ValueError(f"{name!r} is a built-in list; a community list needs a "
+                                 "name of its own")
+            if not LIST_NAME.match(name):
+                raise ValueError(f"list name {name!r}: 1-64 of [a-z0-9_] starting with a letter")
+        return lists
 
 
 class AlreadyEnrolled(Exception):
@@ -108,37 +141,132 @@ def overlaps(a: str | None, b: str | None) -> bool:
 
 
 # --- the keys ----------------------------------------------------------------------------------
+#
+# Rotation (cloud/watchlist_keys.py, `shouwang cloud watchlist-keys`) stages the next key
+# beside the current one (`watchlist.next.key`, `watchlist-signing.next.pem`) before it is put
+# in place; a worker reads the files again when they change, so a running cloud follows a
+# rotation without a restart: it opens a row with either sealing key (the AES-GCM tag tells
+# which), seals with the staged one when there is one, and signs with whatever
+# `signing_key_file` holds now.
 
-@dataclass(frozen=True)
+
+def staged(path: Path) -> Path:
+    """Where the next key of `path` waits during a rotation: `watchlist.next.key`."""
+    return path.with_name(f"{path.stem}.next{path.suffix}")
+
+
+def public_path(path: Path) -> Path:
+    """The public half of a signing key file: `watchlist-signing.pub.pem`."""
+    return path.with_name(path.stem + ".pub.pem")
+
+
+def load_signer(path: Path) -> Ed25519PrivateKey:
+    pem = _key_file(path, None)
+    try:
+        signer = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as err:
+        raise ConfigError(f"watchlist signing key {path}: {err}") from err
+    if not isinstance(signer, Ed25519PrivateKey):
+        raise ConfigError(f"watchlist signing key {path}: not Ed25519")
+    return signer
+
+
+def public_pem(signer: Ed25519PrivateKey) -> bytes:
+    return signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _aead(path: Path) -> bytes:
+    key = _key_file(path, None)
+    if len(key) != 32:
+        raise ConfigError(f"watchlist key file {path}: {len(key)} bytes, not a 256-bit key")
+    return key
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class CloudKeys:
-    aead_key: bytes
-    signer: Ed25519PrivateKey
+    """The cloud's two watchlist keys: AES-256-GCM sealing descriptors and reference photos at
+    rest, Ed25519 signing what goes to gateways. Made from `WatchlistsConfig` (`cloud_keys`)
+    it follows the key files; made from keys (`CloudKeys(aead, signer)`) it holds those."""
+
+    def __init__(self, aead_key: bytes, signer: Ed25519PrivateKey,
+                 config: WatchlistsConfig | None = None) -> None:
+        self.aead_key = aead_key
+        self.signer = signer
+        self.config = config
+        self._aeads: list[bytes] = [aead_key]
+        self._stamps = self._file_stamps()
+
+    def _file_stamps(self) -> tuple[Any, ...]:
+        if self.config is None:
+            return ()
+        return tuple(_stamp(p) for p in (self.config.key_file, staged(self.config.key_file),
+                                          self.config.signing_key_file))
+
+    def reload(self) -> None:
+        """Read the key files again when any changed (a rotation); a staged sealing key is
+        tried after the current one."""
+        if self.config is None:
+            return
+        stamps = self._file_stamps()
+        if stamps == self._stamps:
+            return
+        current = _aead(self.config.key_file)
+        try:
+            nxt = [_aead(staged(self.config.key_file))]
+        except (ConfigError, FileNotFoundError, OSError):
+            nxt = []
+        self.aead_key, self._aeads = current, [current, *nxt]
+        self.signer = load_signer(self.config.signing_key_file)
+        self._stamps = stamps
+
+    def sealing_key(self) -> bytes:
+        """The key a new seal is made with: the staged one during a rotation (the rotation
+        re-seals nothing twice and leaves nothing under the key it retires), else the current."""
+        self.reload()
+        return self._aeads[-1]
 
     @property
     def public_pem(self) -> bytes:
-        return self.signer.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.reload()
+        return public_pem(self.signer)
 
-    def _seal(self, data: bytes, aad: bytes) -> bytes:
+    def _seal(self, data: bytes, aad: bytes, key: bytes | None = None) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + AESGCM(self.aead_key).encrypt(nonce, data, aad)
+        return nonce + AESGCM(key or self.sealing_key()).encrypt(nonce, data, aad)
 
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
-        try:
-            return AESGCM(self.aead_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
-        except (InvalidTag, ValueError):
-            raise ValueError("the sealed watchlist data does not open with this key (a wrong "
-                             "key file, or data moved from another row)") from None
+        for attempt in range(2):
+            for key in self._aeads:
+                try:
+                    return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+                except (InvalidTag, ValueError):
+                    continue
+            if attempt == 0:
+                before = self._stamps
+                self.reload()  # rotated since: read the files again, once
+                if self._stamps == before:
+                    break
+        raise ValueError("the sealed watchlist data does not open with this key (a wrong "
+                         "key file, or data moved from another row)")
 
-    def seal_photo(self, photo: bytes, entry_id: str) -> bytes:
-        return self._seal(photo, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
+    def seal_photo(self, photo: bytes, entry_id: str, key: bytes | None = None) -> bytes:
+        return self._seal(photo, b"shouwang-watchlist-photo-v1:" + entry_id.encode(), key)
 
     def open_photo(self, sealed: bytes, entry_id: str) -> bytes:
         return self._open(sealed, b"shouwang-watchlist-photo-v1:" + entry_id.encode())
 
-    def seal_embeddings(self, vectors: list[list[float]], entry_id: str) -> bytes:
+    def seal_embeddings(self, vectors: list[list[float]], entry_id: str,
+                        key: bytes | None = None) -> bytes:
         return self._seal(orjson.dumps(vectors),
-                          b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
+                          b"shouwang-watchlist-embeddings-v1:" + entry_id.encode(), key)
 
     def open_embeddings(self, sealed: bytes, entry_id: str) -> list[list[float]]:
         plain = self._open(sealed, b"shouwang-watchlist-embeddings-v1:" + entry_id.encode())
@@ -146,36 +274,60 @@ class CloudKeys:
         return vectors
 
     def signed(self, message: dict[str, Any]) -> bytes:
+        self.reload()
         return sign(message, self.signer)
 
 
 def cloud_keys(config: WatchlistsConfig) -> CloudKeys:
     """Read both keys, making each on the first start; ConfigError naming the file when one
-    is unreadable, readable by others, or not a key."""
-    aead = _key_file(config.key_file, lambda: AESGCM.generate_key(bit_length=256))
-    if len(aead) != 32:
-        raise ConfigError(f"watchlists.key_file {config.key_file}: {len(aead)} bytes, not a "
-                          "256-bit key")
-    pem = _key_file(config.signing_key_file, lambda: Ed25519PrivateKey.generate().private_bytes(
+    is unreadable, readable by others, or not a key. The signing key's public half is
+    (re)written beside it when missing or not its own (after a rotation)."""
+    _key_file(config.key_file, lambda: AESGCM.generate_key(bit_length=256))
+    _key_file(config.signing_key_file, lambda: Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
-    try:
-        signer = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as err:
-        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: {err}") from err
-    if not isinstance(signer, Ed25519PrivateKey):
-        raise ConfigError(f"watchlists.signing_key_file {config.signing_key_file}: not Ed25519")
-    keys = CloudKeys(aead, signer)
-    public = config.signing_key_file.with_name(config.signing_key_file.stem + ".pub.pem")
-    if not public.exists():
-        public.write_bytes(keys.public_pem)
+    keys = CloudKeys(_aead(config.key_file), load_signer(config.signing_key_file), config)
+    keys._stamps = ()  # read the staged key too, if a rotation left one
+    keys.reload()
+    public = public_path(config.signing_key_file)
+    if not public.exists() or public.read_bytes() != keys.public_pem:
+        write_atomically(public, keys.public_pem, 0o644)
+    if staged(config.key_file).exists():
+        log.warning("a rotation of the watchlist sealing key was interrupted (%s exists): "
+                    "run `shouwang cloud watchlist-keys --rotate` again to finish it",
+                    staged(config.key_file))
     return keys
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """`path` holds `data` whole or is as it was: a temporary file, synced, renamed over it,
+    the directory synced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    sync_dir(path.parent)
+
+
+def sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _key_file(path: Path, make: Any) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if make is None:
+            raise
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -205,16 +357,20 @@ async def _in_order(conn: AsyncConnection) -> None:
 
 async def enrol(store: Store, keys: CloudKeys, row: dict[str, Any], photo: bytes,
                 embeddings: list[list[float]], *, remote: str | None) -> None:
-    """Store one enrolment, its change and its audit entry in one transaction."""
-    sealed = {"embeddings": keys.seal_embeddings(embeddings, row["id"]),
-              "photo": keys.seal_photo(photo, row["id"])}
+    """Store one enrolment, its change and its audit entry in one transaction. Sealed after
+    the transaction holds the lock a key rotation takes (PostgreSQL: `_in_order`; SQLite: the
+    first write), so the key is the one that stays: a rotation either re-seals this row or
+    has staged its key already."""
     try:
         async with store.engine.begin() as conn:
             await _in_order(conn)
-            await conn.execute(watchlist_people.insert().values(**row, **sealed))
             await conn.execute(watchlist_changes.insert().values(
                 ts=row["entered_ms"], action="enrol", list=row["list"], person=row["person"],
                 scope=row["scope"]))
+            key = await asyncio.to_thread(keys.sealing_key)
+            sealed = {"embeddings": keys.seal_embeddings(embeddings, row["id"], key),
+                      "photo": keys.seal_photo(photo, row["id"], key)}
+            await conn.execute(watchlist_people.insert().values(**row, **sealed))
             await audit.record(
                 conn, ts=row["entered_ms"], actor=f"user:{row['entered_by']}",
                 action="watchlist_enrol", target=f"{row['list']}:{row['person']}",
@@ -238,6 +394,29 @@ async def remove(store: Store, row: Any, *, actor: str, remote: str | None, now_
         await audit.record(conn, ts=now_ms, actor=actor, action="watchlist_remove",
                            target=f"{row['list']}:{row['person']}", remote=remote,
                            detail={"id": row["id"], "consent": row["consent"]})
+    return True
+
+
+async def expire(store: Store, row: Any, *, now_ms: int, retention_days: int | None) -> bool:
+    """Delete an enrolment whose `until` has passed (row, sealed descriptors and photo), with
+    its change (so each gateway of its scope is sent its list without it) and one audit row
+    by the retention, in one transaction. False when it was gone already (removed, or another
+    worker expired it first and audited it)."""
+    async with store.engine.begin() as conn:
+        await _in_order(conn)
+        gone = (await conn.execute(delete(watchlist_people).where(
+            watchlist_people.c.id == row["id"],
+            watchlist_people.c.until_ms <= now_ms))).rowcount
+        if gone != 1:
+            return False
+        await conn.execute(watchlist_changes.insert().values(
+            ts=now_ms, action="expire", list=row["list"], person=row["person"],
+            scope=row["scope"]))
+        await audit.record(conn, ts=now_ms, actor="system:retention", action="watchlist_expire",
+                           target=f"{row['list']}:{row['person']}",
+                           detail={"id": row["id"], "consent": row["consent"],
+                                   "scope": row["scope"], "until_ms": row["until_ms"],
+                                   "retention_days": retention_days})
     return True
 
 
@@ -273,19 +452,34 @@ async def site_versions(
     return out
 
 
-async def site_message(store: Store, keys: CloudKeys, site: str, location: str | None,
-                       version: int, now_ms: int) -> bytes:
-    """The signed watchlist of `site` at `version`: its entries in force, ids and
-    descriptors only."""
+_too_large: set[tuple[str, int]] = set()
+
+
+async def site_messages(store: Store, keys: CloudKeys, site: str, location: str | None,
+                        version: int, now_ms: int) -> list[bytes] | None:
+    """The signed watchlist of `site` at `version`, its entries in force, ids and descriptors
+    only: one message, or the parts of a list too large for one (shouwang/watchlist_message.py
+    `build`), each at most MAX_MESSAGE_BYTES. None for a list over even that (logged once per
+    site and version; the gateway keeps the list it has)."""
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(watchlist_people).where(
             watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
-    entries = [
-        {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
-         "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
-         "photos": list(r["photo_hashes"]),
-         "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
-        for r in rows if overlaps(r["scope"], location)
-    ]
-    return keys.signed({"v": 1, "site": site, "version": version, "entries": entries})
 
+    def messages() -> list[bytes]:  # CPU work (5,000 people: unseal, pack, sign): a thread
+        entries = [
+            {"id": r["id"], "person": r["person"], "list": r["list"], "consent": r["consent"],
+             "entered_ms": r["entered_ms"], "until_ms": r["until_ms"], "model": r["model"],
+             "photos": list(r["photo_hashes"]),
+             "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
+            for r in rows if overlaps(r["scope"], location)
+        ]
+        return build(site, version, entries, keys.signed)
+
+    try:
+        return await asyncio.to_thread(messages)
+    except ValueError as err:
+        if (site, version) not in _too_large:
+            _too_large.add((site, version))
+            log.error("watchlist version %d for site %s not sent: %s; the gateway keeps the "
+                      "list it has", version, site, err)
+        return None

@@ -2,8 +2,11 @@
 
 `missing_elder`: a family member for their own resident, or a community worker for a
 resident of their grid; the elder is watched for at the gates of their community.
-`police`: an officer, for their jurisdiction (or a part of it, `scope`). Nobody else enrols
-(admins remove, and see the lists). No consent reference, no enrolment. Every photo passes
+`police`: an officer, for their jurisdiction (or a part of it, `scope`). A community's own
+lists (`watchlists.lists` in cloud.yaml: description, retention, the community's place): the
+community's workers (those whose area lies in it) and admins, watched for at the community's
+gates (or a part of it, `scope`). Nobody else enrols (admins remove, and see the lists).
+No consent reference, no enrolment. Every photo passes
 the gateway's own enrolment checks (edge/video/face/enrol.py: one face, big, sharp, frontal
 enough; not huge, an image), or nothing is kept. The descriptors and the first reference
 photo are sealed in the database (cloud/watchlist_store.py); the photo is shown only to whom
@@ -35,6 +38,7 @@ from cloud.watchlist_store import (
     PUBLIC_COLUMNS,
     AlreadyEnrolled,
     CloudKeys,
+    CommunityList,
     enrol,
     latest,
     overlaps,
@@ -52,6 +56,7 @@ ENROLLERS: dict[str, frozenset[str]] = {
     "missing_elder": frozenset({"family", "worker"}),
     "police": frozenset({"police"}),
 }
+COMMUNITY_ENROLLERS = frozenset({"worker", "admin"})  # a community's own lists
 ELDER_SCOPE_DEPTH = 3  # district/street/community: the gates of the elder's own community
 MAX_PHOTOS = 5
 # Base64 of one photo at the enrolment limit (20 MB) and a little: the API's 64 KiB limit
@@ -69,9 +74,21 @@ class Faces:
 
     def __init__(self) -> None:
         self.keys: CloudKeys | None = None
+        self.lists: dict[str, CommunityList] = {}  # the communities' own lists (cloud.yaml)
         self.changed: Callable[[], None] = lambda: None
         self._enroller: Enroller | None = None
         self._lock = asyncio.Lock()
+
+    def enrollers(self, list_name: str) -> frozenset[str]:
+        return ENROLLERS.get(list_name, COMMUNITY_ENROLLERS)
+
+    def policy(self, list_name: str) -> tuple[str, int]:
+        """(description, retention days) of a list."""
+        own = self.lists.get(list_name)
+        if own is not None:
+            return own.description, own.retention_days
+        builtin = DEFAULT_LISTS[list_name]
+        return builtin.description, builtin.retention_days
 
     async def describe(self, name: str, data: bytes) -> tuple[str, list[float], str]:
         """(SHA-256, descriptor, model) of the one face in a photo, or PhotoRefused."""
@@ -93,8 +110,9 @@ def _refuse(status: int, message: str) -> web.Response:
 
 def _list(request: web.Request) -> str | web.Response:
     name = request.match_info["list"]
-    if name not in DEFAULT_LISTS:
-        return _refuse(404, f"no list {name!r} (lists: {', '.join(sorted(DEFAULT_LISTS))})")
+    known = sorted({*DEFAULT_LISTS, *request.app[FACES].lists})
+    if name not in known:
+        return _refuse(404, f"no list {name[:64]!r} (lists: {', '.join(known)})")
     return name
 
 
@@ -168,6 +186,17 @@ async def _scope(request: web.Request, who: Principal, list_name: str, person: s
                  asked: Any) -> str | web.Response:
     """The gates this entry goes to, or the refusal: the person and the scope must be the
     user's."""
+    own = request.app[FACES].lists.get(list_name)
+    if own is not None:
+        if who.role != "admin" and not any(overlaps(own.community, p) for p in who.locations):
+            return _refuse(403, f"{list_name} is the list of {own.community}; your area is "
+                           "not in it")
+        if asked is None:
+            return own.community
+        if not isinstance(asked, str) or not prefix_matches(asked, own.community):
+            return _refuse(403, f"scope {str(asked)[:200]!r} is outside {own.community}, "
+                           f"whose list {list_name} is")
+        return asked
     if list_name == "police":
         if asked is None and len(who.locations) == 1:
             return who.locations[0]
@@ -218,8 +247,9 @@ async def enrol_person(request: web.Request) -> web.Response:
                         f"{MAX_CONSENT} characters "
                         "(人脸识别技术应用安全管理办法: separate consent)")
     who = access_http.principal(request)
-    if who.role not in ENROLLERS[list_name]:
-        allowed = " or ".join(sorted(ENROLLERS[list_name]))
+    faces = request.app[FACES]
+    if who.role not in faces.enrollers(list_name):
+        allowed = " or ".join(sorted(faces.enrollers(list_name)))
         return _refuse(403, f"a {who.role} user does not enrol on {list_name} ({allowed} do)")
     photos = _photos(request, body)
     if isinstance(photos, web.Response):
@@ -227,7 +257,6 @@ async def enrol_person(request: web.Request) -> web.Response:
     scope = await _scope(request, who, list_name, person, body.get("scope"))
     if isinstance(scope, web.Response):
         return scope
-    faces = request.app[FACES]
     hashes, vectors, model = [], [], ""
     for i, data in enumerate(photos):
         try:
@@ -242,7 +271,7 @@ async def enrol_person(request: web.Request) -> web.Response:
     now = request.app[access_http.ACCESS].clock.now_ms()
     row = {"id": str(uuid.uuid4()), "list": list_name, "person": person, "scope": scope,
            "consent": consent.strip(), "entered_by": who.username, "entered_ms": now,
-           "until_ms": now + DEFAULT_LISTS[list_name].retention_days * 86_400_000,
+           "until_ms": now + faces.policy(list_name)[1] * 86_400_000,
            "model": model, "photo_hashes": hashes,
            "photo_type": "image/png" if photos[0].startswith(b"\x89PNG") else "image/jpeg"}
     try:
@@ -269,8 +298,12 @@ async def _may_change(request: web.Request, who: Principal, row: Any) -> bool:
     whole scope; or an admin."""
     if who.role == "admin":
         return True
-    if who.role not in ENROLLERS[row["list"]]:
+    faces = request.app[FACES]
+    if who.role not in faces.enrollers(row["list"]):
         return False
+    own = faces.lists.get(row["list"])
+    if own is not None:  # the community's workers
+        return any(overlaps(own.community, p) for p in who.locations)
     if who.role == "family":
         return bool(row["person"] in who.residents)
     if who.role == "police":
@@ -298,10 +331,10 @@ async def list_people(request: web.Request) -> web.Response:
             if version and (who.role == "admin" or any(overlaps(location, p)
                                                        for p in who.locations)):
                 gates.append({"site": site, "version": version, "acked_version": held})
-    policy = DEFAULT_LISTS[list_name]
+    description, days = request.app[FACES].policy(list_name)
     return web.json_response({
-        "list": list_name, "description": policy.description,
-        "retention_days": policy.retention_days, "version": await latest(store),
+        "list": list_name, "description": description,
+        "retention_days": days, "version": await latest(store),
         "people": people, "sites": gates})
 
 

@@ -116,7 +116,8 @@ class EdgeConfig(Strict):
         description="The cloud's public watchlist key (PEM, Ed25519; `watchlist-signing.pub.pem` "
         "beside the cloud's `watchlists.signing_key_file`): watchlists from the cloud "
         "(`site/{site}/down/watchlist`) are applied only when signed with it; without it none "
-        "is applied (docs/face.md)",
+        "is applied. While the cloud's key is rotated the file holds the old and the new PEM "
+        "key, and either is taken (docs/face.md)",
     )
     devices: list[DeviceBinding] = Field(default_factory=list, description="Known devices")
     cameras: list[CameraConfig] = Field(

@@ -135,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
     from cloud.provision import add_parser as add_cloud_provision
 
     add_cloud_provision(cloud)
+    from cloud.watchlist_keys import add_parser as add_watchlist_keys
+
+    add_watchlist_keys(cloud)
     # Admin commands of the cloud (imports here; user commands beside them).
     ci = cloud.add_parser("import", help="import rows from CSV or YAML: all or nothing")
     ci.add_argument("kind", choices=["sites", "locations", "residents", "devices"])

@@ -10,8 +10,18 @@ atomic replacement, and a lost message is repaired by any later one):
 
 A descriptor travels as base64 of its float32 values (1 KB for 192 values, against 2.3 KB
 as JSON numbers): the shipped brokers take packets up to 1 MiB (`max_packet_size`), and the
-cloud sends no message over MAX_MESSAGE_BYTES (it logs the site instead). Ids and descriptors
-only: no photo, no name, not who entered it (a user name may be one).
+cloud sends no message over MAX_MESSAGE_BYTES. A list too large for one message (over 768
+one-photo entries) goes in parts (`build`), each signed on its own:
+
+    {"v": 2, "site", "version", "part": 1, "parts": 7, "digest": "<16 hex>", "entries": [...],
+     "sig"}
+
+`digest` names the whole list the parts were cut from (SHA-256 of its entries): the gateway
+gathers the parts of one digest and version and applies them together, in one replacement,
+only when it holds all of them (edge/video/face/downlink.py); a part of another cut of the same
+version (an entry expired between two sends) starts the gathering over. Up to MAX_PARTS parts
+and MAX_ENTRIES entries in all. Ids and descriptors only: no photo, no name, not who entered
+it (a user name may be one).
 `version` is the cloud's watchlist change counter; a gateway applies a version newer than the
 one it holds, and says which it holds in its reports (the acknowledgement). The signature is
 the cloud's watchlist key's (cloud/watchlists.py); the gateway holds the public half
@@ -24,7 +34,9 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +45,15 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-VERSION = 1
-MAX_ENTRIES = 20_000
+VERSION = 1  # the whole list in one message
+VERSION_PARTS = 2  # one part of a list cut into several
+MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
+MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a gateway writes it as a date
+_DIGEST = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,9 @@ class WatchlistMessage:
     site: str
     version: int
     entries: list[Entry]
+    part: int = 1  # of `parts`; a v1 message is part 1 of 1
+    parts: int = 1
+    digest: str = ""
 
 
 def pack(vector: list[float]) -> str:
@@ -99,7 +118,24 @@ def sign(message: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
     return orjson.dumps({**message, "sig": sig})
 
 
-def parse(payload: bytes, *, key: Ed25519PublicKey, site: str,
+def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
+             data: dict[str, Any]) -> bool:
+    """Signed by the key, or by one of the keys (during a rotation of the cloud's key)."""
+    try:
+        raw = base64.b64decode(str(sig), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    body = canonical(data)
+    for one in [key] if isinstance(key, Ed25519PublicKey) else key:
+        try:
+            one.verify(raw, body)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey], site: str,
           held: int) -> WatchlistMessage | Refused:
     """Check one message for the gateway of `site` that holds version `held`; never raises.
     Order: it is JSON, it is signed by the cloud, it is our version of the format, for us,
@@ -111,15 +147,12 @@ def parse(payload: bytes, *, key: Ed25519PublicKey, site: str,
         return Refused("not_json", f"not JSON: {err}")
     if not isinstance(data, dict):
         return Refused("not_json", "not a JSON object")
-    sig = data.get("sig")
-    try:
-        key.verify(base64.b64decode(str(sig), validate=True), canonical(data))
-    except (InvalidSignature, binascii.Error, ValueError):
+    if not verified(key, data.get("sig"), data):
         return Refused("bad_signature",
                        "the signature is missing or not the cloud's watchlist key's")
-    if data.get("v") != VERSION:
-        return Refused("unsupported_version",
-                       f"message format v={data.get('v')!r}; this gateway reads v={VERSION}")
+    if data.get("v") not in (VERSION, VERSION_PARTS):
+        return Refused("unsupported_version", f"message format v={data.get('v')!r}; this "
+                       f"gateway reads v={VERSION} and v={VERSION_PARTS}")
     if data.get("site") != site:
         return Refused("wrong_site", f"for site {data.get('site')!r}, this is {site!r}")
     version = data.get("version")
@@ -130,13 +163,57 @@ def parse(payload: bytes, *, key: Ed25519PublicKey, site: str,
     entries = data.get("entries")
     if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         return Refused("bad_format", f"entries must be a list of at most {MAX_ENTRIES}")
+    part: Any = 1
+    parts: Any = 1
+    digest: Any = ""
+    if data["v"] == VERSION_PARTS:
+        part, parts, digest = data.get("part"), data.get("parts"), data.get("digest")
+        if type(parts) is not int or not 1 <= parts <= MAX_PARTS:
+            return Refused("bad_format", f"parts must be 1 to {MAX_PARTS}, got {parts!r}")
+        if type(part) is not int or not 1 <= part <= parts:
+            return Refused("bad_format", f"part must be 1 to {parts}, got {part!r}")
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            return Refused("bad_format", "digest must be 16 hex digits")
     out: list[Entry] = []
     for i, raw in enumerate(entries):
         entry = _entry(raw)
         if isinstance(entry, str):
             return Refused("bad_format", f"entries[{i}]: {entry}")
         out.append(entry)
-    return WatchlistMessage(site, version, out)
+    return WatchlistMessage(site, version, out, part, parts, digest)
+
+
+def build(site: str, version: int, entries: list[dict[str, Any]],
+          signed: Callable[[dict[str, Any]], bytes],
+          limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+    """The messages that carry `entries` to `site` at `version`, each at most `limit` bytes:
+    one v1 message when the whole list fits, else v2 parts filled in order. ValueError when
+    it would take more than MAX_PARTS parts (or an entry alone does not fit in one)."""
+    whole = signed({"v": VERSION, "site": site, "version": version, "entries": entries})
+    if len(whole) <= limit:
+        return [whole]
+    if len(entries) > MAX_ENTRIES:
+        raise ValueError(f"{len(entries)} entries, more than the {MAX_ENTRIES} a list may hold")
+    digest = hashlib.sha256(orjson.dumps(entries)).hexdigest()[:16]
+    # Everything but the entries, at its longest (part and parts of two digits).
+    frame = len(signed({"v": VERSION_PARTS, "site": site, "version": version, "part": 99,
+                        "parts": 99, "digest": digest, "entries": []}))
+    cuts: list[list[dict[str, Any]]] = [[]]
+    size = frame
+    for entry in entries:
+        grows = len(orjson.dumps(entry)) + 1  # and its comma
+        if frame + grows > limit:
+            raise ValueError(f"entry {entry.get('id')} alone is over {limit} bytes")
+        if size + grows > limit:
+            cuts.append([])
+            size = frame
+        cuts[-1].append(entry)
+        size += grows
+    if len(cuts) > MAX_PARTS:
+        raise ValueError(f"{len(cuts)} parts of {limit} bytes, more than {MAX_PARTS}")
+    return [signed({"v": VERSION_PARTS, "site": site, "version": version, "part": i + 1,
+                    "parts": len(cuts), "digest": digest, "entries": cut})
+            for i, cut in enumerate(cuts)]
 
 
 def _entry(raw: Any) -> Entry | str:
@@ -150,8 +227,8 @@ def _entry(raw: Any) -> Entry | str:
         if not isinstance(raw.get(name), str) or not 0 < len(raw[name]) <= 128:
             return f"{name} must be a string of 1 to 128 characters"
     for name in ("entered_ms", "until_ms"):
-        if type(raw.get(name)) is not int or raw[name] < 0:
-            return f"{name} must be epoch ms"
+        if type(raw.get(name)) is not int or not 0 <= raw[name] <= MAX_EPOCH_MS:
+            return f"{name} must be epoch ms (up to the year 9999)"
     photos = raw.get("photos")
     if not isinstance(photos, list) or not all(isinstance(p, str) and _SHA.match(p)
                                                for p in photos):

@@ -14,7 +14,21 @@ import aiohttp
 import numpy as np
 import orjson
 import pytest
+from sqlalchemy import select
 
+from cloud.access import audit
+from cloud.config import CloudConfig
+from cloud.evidence import EvidenceConfig, EvidenceStore
+from cloud.store import Store
+from cloud.watchlist_retention import EvidenceRetention, RetentionConfig
+from cloud.watchlist_store import (
+    WatchlistsConfig,
+    cloud_keys,
+    latest,
+    site_versions,
+    watchlist_people,
+)
+from cloud.watchlist_store import enrol as enrol_row
 from edge.daemon import EdgeDaemon
 from edge.video.face.store import WatchlistStore
 from shouwang.clock import ManualClock
@@ -23,6 +37,8 @@ from tests.conftest import api_config, edge_config, eventually, running_cloud
 from tests.evidence_media import attach, h264_clip, jpeg_snapshot
 from tests.integration.people import HOME_A, Client, add_alert, add_people
 from tests.integration.test_watchlist_confirm import add_hit
+from tests.integration.test_watchlists import ELDER, enrol, gateway_people, keyed, photo
+from tests.scenarios.site import community
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -141,3 +157,93 @@ async def test_the_gateway_removes_enrolments_past_their_until_and_audits_each(
     assert [x["at"][:10] for x in lines if x["action"] == "expire"] == [
         (start + dt.timedelta(days=31)).date().isoformat(),
         (start + dt.timedelta(days=91)).date().isoformat()]
+
+
+async def test_the_clouds_enrolment_is_deleted_at_its_until_and_the_gateway_told(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path
+) -> None:
+    """The cloud's own copy (row, sealed descriptors and reference photo) goes at `until`,
+    audited, and the site's version moves so the gateway gets its list without the person
+    (the gateway's own clock is not moved here: it is the cloud's message that removes her)."""
+    clock = ManualClock()
+    edge, cloud = keyed(tmp_path)
+
+    def retained(c: CloudConfig) -> CloudConfig:
+        return cloud(c).model_copy(update={"watchlist_retention": RetentionConfig(poll_s=0.05)})
+
+    async with community(make_broker, tmp_path, change_edge=edge, change_cloud=retained,
+                         cloud_clock=clock) as site:
+        assert site.cloud.store is not None
+        engine = site.cloud.store.engine
+        reply = await enrol(site, "daughter-r1", "missing_elder", ELDER, [photo("obama")])
+        assert reply.status == 201, reply.body
+        reply = await enrol(site, "police-wang", "police", "P-0042", [photo("biden")])
+        assert reply.status == 201, reply.body
+        assert await eventually(lambda: gateway_people(site) == [
+            ("P-0042", "police"), (ELDER, "missing_elder")])
+        version = (await site_versions(site.cloud.store))[site.edge.config.site][1]
+
+        async def rows() -> list[str]:
+            async with engine.connect() as conn:
+                return sorted((await conn.execute(select(watchlist_people.c.person))).scalars())
+
+        clock.advance(29 * DAY_MS)
+        assert site.cloud.retention is not None
+        await site.cloud.retention.round()
+        assert await rows() == ["P-0042", ELDER]
+        clock.advance(2 * DAY_MS)  # the missing elder's 30 days are over
+
+        async def only_police() -> bool:
+            return await rows() == ["P-0042"]
+
+        await eventually(only_police)
+        assert await eventually(lambda: gateway_people(site) == [("P-0042", "police")])
+        after = (await site_versions(site.cloud.store))[site.edge.config.site][1]
+        assert after > version
+        # Audited once, by the retention, with the consent reference and the list's days.
+        await site.cloud.retention.round()
+        expired = await audit.entries(engine, action="watchlist_expire")
+        assert [(e["actor"], e["target"]) for e in expired] == [
+            ("system:retention", f"missing_elder:{ELDER}")]
+        assert expired[0]["detail"]["consent"] == "CF-2026-0042"
+        assert expired[0]["detail"]["retention_days"] == 30
+        # The police list keeps its own 90 days.
+        clock.advance(60 * DAY_MS)
+
+        async def none_left() -> bool:
+            return await rows() == []
+
+        await eventually(none_left)
+        assert await eventually(lambda: gateway_people(site) == [])
+
+
+async def test_two_workers_expire_an_enrolment_once(database_url: str, tmp_path: Path) -> None:
+    """Every worker with alert duties runs the round: on SQLite and PostgreSQL the row goes
+    once, with one change and one audit row, however many rounds race for it."""
+    clock = ManualClock()
+    keys = cloud_keys(WatchlistsConfig(key_file=tmp_path / "k" / "watchlist.key",
+                                       signing_key_file=tmp_path / "k" / "signing.pem"))
+    store = await Store.connect(database_url)
+    try:
+        now = clock.now_ms()
+        for person, days in (("r-1", 30), ("P-1", 90)):
+            row = {"id": person + "-id", "list": "missing_elder" if days == 30 else "police",
+                   "person": person, "scope": "d/s/c", "consent": "CF-1", "entered_by": "u",
+                   "entered_ms": now, "until_ms": now + days * DAY_MS, "model": "m",
+                   "photo_hashes": [], "photo_type": "image/jpeg"}
+            await enrol_row(store, keys, row, b"photo", [[0.5] * 192], remote=None)
+        before = await latest(store)
+        workers = [EvidenceRetention(store, EvidenceStore(EvidenceConfig(dir=tmp_path / "b"),
+                                                          store), clock, RetentionConfig())
+                   for _ in range(3)]
+        clock.advance(30 * DAY_MS)
+        counts = await asyncio.gather(*(w.enrolments_round() for w in workers))
+        assert sorted(counts) == [0, 0, 1]
+        assert await latest(store) == before + 1
+        expired = await audit.entries(store.engine, action="watchlist_expire")
+        assert [e["target"] for e in expired] == ["missing_elder:r-1"]
+        async with store.engine.connect() as conn:
+            left = (await conn.execute(select(watchlist_people.c.person))).scalars().all()
+        assert left == ["P-1"]
+    finally:
+        await store.close()

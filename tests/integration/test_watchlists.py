@@ -355,7 +355,7 @@ async def test_forged_stale_and_foreign_messages_are_refused(
         cases: dict[str, bytes] = {
             "not_json": b"\x00not json",
             "bad_signature": forger.signed(good),
-            "unsupported_version": keys.signed({**good, "v": 2}),
+            "unsupported_version": keys.signed({**good, "v": 3}),  # v2: the parts of a list
             "wrong_site": keys.signed({**good, "site": "another-site"}),
             "stale_version": keys.signed({**good, "version": 0}),
             "bad_format": keys.signed({**good, "entries": [{"id": "x"}]}),

@@ -52,6 +52,7 @@ def test_a_bad_entry_refuses_the_whole_message_naming_it() -> None:
         "differ": entry(embeddings=[pack(VECTOR), pack(VECTOR[:128])]),
         "person": entry(person="a name with spaces"),
         "photos": entry(photos=["not-a-hash"]),
+        "until_ms": entry(until_ms=2**50),  # no date a gateway can write
     }
     for word, bad in cases.items():
         got = check({"v": 1, "site": "s-1", "version": 3, "entries": [entry(id="ok"), bad]})
@@ -66,3 +67,29 @@ def test_older_than_held_is_stale_and_the_same_is_a_repeat() -> None:
     stale = check(message, held=6)
     assert isinstance(stale, Refused)
     assert stale.reason == "stale_version"
+
+
+def test_during_a_key_rotation_either_of_the_cloud_keys_signs() -> None:
+    new = Ed25519PrivateKey.generate()
+    stranger = Ed25519PrivateKey.generate()
+    message = {"v": 1, "site": "s-1", "version": 3, "entries": [entry()]}
+    both = [KEY.public_key(), new.public_key()]
+    for signer in (KEY, new):
+        assert isinstance(parse(sign(message, signer), key=both, site="s-1", held=0),
+                          WatchlistMessage)
+    got = parse(sign(message, stranger), key=both, site="s-1", held=0)
+    assert isinstance(got, Refused)
+    assert got.reason == "bad_signature"
+
+
+def test_a_part_must_say_which_of_how_many_and_of_which_list() -> None:
+    part = {"v": 2, "site": "s-1", "version": 3, "part": 1, "parts": 2, "digest": "0" * 16,
+            "entries": [entry()]}
+    got = check(part)
+    assert isinstance(got, WatchlistMessage)
+    assert (got.part, got.parts, got.digest) == (1, 2, "0" * 16)
+    for bad in ({"part": 3}, {"part": 0}, {"parts": 33}, {"parts": "2"}, {"digest": "xyz"},
+                {"digest": None}):
+        refused = check({**part, **bad})
+        assert isinstance(refused, Refused), bad
+        assert refused.reason == "bad_format", bad

@@ -1,8 +1,10 @@
 """The cloud's watchlists for this site (`site/{site}/down/watchlist`) put in the gateway's store.
 
-Each message is the site's whole cloud watchlist, signed (shouwang/watchlist_message.py). It
-is checked whole (signature, format version, site, watchlist version, every entry) and then
-written in one atomic replacement of the sealed file (edge/video/face/store.py), which the
+Each message is the site's whole cloud watchlist, signed (shouwang/watchlist_message.py), or
+one signed part of a list too large for one message: the parts are gathered in memory and the
+list is applied only when every part of it is here. It is checked whole (signature, format
+version, site, watchlist version, every entry) and then written in one atomic replacement of
+the sealed file (edge/video/face/store.py), which the
 camera workers reload (`face.reload_s`); enrolments made on this gateway's command line stay.
 A refused message changes nothing, is counted (`watchlist_<reason>` in the edge's rejection
 counter) and logged once per reason and version. The version applied goes into every gateway
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -22,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.video.face.store import Enrolment, WatchlistError, WatchlistStore
 from shouwang.metrics import Metrics
-from shouwang.watchlist_message import Entry, Refused, WatchlistMessage, parse
+from shouwang.watchlist_message import MAX_ENTRIES, Entry, Refused, WatchlistMessage, parse
 
 log = logging.getLogger(__name__)
+_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
 
 
 class CloudWatchlists:
@@ -38,6 +42,9 @@ class CloudWatchlists:
         self.applied = 0  # messages applied since start
         self._lock = asyncio.Lock()
         self._said: set[tuple[str, int]] = set()
+        # The parts of a large list gathered so far: (version, digest, parts) → part → entries.
+        self._parts_of: tuple[int, str, int] | None = None
+        self._parts: dict[int, list[Entry]] = {}
 
     async def start(self) -> None:
         try:
@@ -45,30 +52,50 @@ class CloudWatchlists:
         except WatchlistError as err:
             log.error("watchlist: %s; the cloud's list will be applied again when it comes", err)
 
-    def _key(self) -> Ed25519PublicKey | Refused:
+    def _key(self) -> list[Ed25519PublicKey] | Refused:
+        """The cloud's public keys: the file holds one PEM public key, or several while the
+        cloud's signing key is rotated (docs/face.md): a message signed by any is taken."""
         if self.public_key_file is None:
             return Refused("no_key", "no cloud_watchlist_key configured: this gateway cannot "
                            "tell the cloud's watchlists from forged ones and applies none")
         try:
-            key = serialization.load_pem_public_key(self.public_key_file.read_bytes())
-        except (OSError, ValueError) as err:
+            text = self.public_key_file.read_bytes()
+        except OSError as err:
             return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: {err}")
-        if not isinstance(key, Ed25519PublicKey):
-            return Refused("no_key",
-                           f"cloud_watchlist_key {self.public_key_file}: not an Ed25519 key")
-        return key
+        blocks = _PEM.findall(text)
+        if not blocks:
+            return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: no PEM "
+                           "public key in it")
+        keys = []
+        for i, block in enumerate(blocks):
+            try:
+                key = serialization.load_pem_public_key(block)
+            except ValueError as err:
+                return Refused("no_key",
+                               f"cloud_watchlist_key {self.public_key_file}, key {i + 1}: {err}")
+            if not isinstance(key, Ed25519PublicKey):
+                return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}, key "
+                               f"{i + 1}: not an Ed25519 key")
+            keys.append(key)
+        return keys
 
     async def handle(self, payload: bytes) -> bool:
         """Apply one message; True when the gateway should report (applied or already held)."""
         async with self._lock:
             key = self._key()
-            outcome = key if isinstance(key, Refused) else parse(
-                payload, key=key, site=self.site, held=self.held)
+            # Checking a part of a large list (768 descriptors) takes a while: not on the loop.
+            outcome = key if isinstance(key, Refused) else await asyncio.to_thread(
+                parse, payload, key=key, site=self.site, held=self.held)
             if isinstance(outcome, Refused):
                 self._refuse(outcome, payload)
                 return False
             if outcome.version == self.held:
                 return True  # a repeat: nothing to write; the report says we hold it
+            if outcome.parts > 1:
+                whole = self._gather(outcome)
+                if whole is None:
+                    return False  # more parts to come; the report still says the old one
+                outcome = whole
             try:
                 added, removed = await asyncio.to_thread(self._apply, outcome)
             except WatchlistError as err:
@@ -79,6 +106,27 @@ class CloudWatchlists:
             log.info("watchlist version %d from the cloud applied: %d entries, %d added, "
                      "%d removed", outcome.version, len(outcome.entries), added, removed)
             return True
+
+    def _gather(self, part: WatchlistMessage) -> WatchlistMessage | None:
+        """Keep one part of a list cut into several; the whole list once every part of one
+        cut (version and digest) is here, else None. A part of a newer version, or of another
+        cut of the same one, starts over; a part of an older one than being gathered is
+        dropped."""
+        key = (part.version, part.digest, part.parts)
+        if self._parts_of != key:
+            if self._parts_of is not None and part.version < self._parts_of[0]:
+                return None
+            self._parts_of, self._parts = key, {}
+        self._parts[part.part] = part.entries
+        if len(self._parts) < part.parts:
+            return None
+        entries = [e for i in range(1, part.parts + 1) for e in self._parts[i]]
+        self._parts_of, self._parts = None, {}
+        if len(entries) > MAX_ENTRIES:
+            self._refuse(Refused("bad_format", f"{len(entries)} entries in {part.parts} "
+                                 f"parts, more than {MAX_ENTRIES}"), b"")
+            return None
+        return WatchlistMessage(part.site, part.version, entries)
 
     def _apply(self, message: WatchlistMessage) -> tuple[int, int]:
         return self.store.replace_cloud([_enrolment(e) for e in message.entries],

@@ -1,0 +1,207 @@
+"""`shouwang cloud watchlist-keys`: rotate the cloud's two watchlist keys (docs/face.md).
+
+The sealing key (AES-256-GCM, `watchlists.key_file`) is replaced in three steps, each safe to
+be interrupted, and a second run finishes what the first began:
+
+1. the new key is written to `watchlist.next.key` (0600, whole or not at all: a temporary file
+   renamed), or, when that file is there already (an earlier run stopped), taken from it;
+2. in **one transaction** every row's descriptors and reference photo are opened (with the
+   current or the new key: AES-GCM's tag says which) and sealed under the new key; the
+   transaction first takes the lock every enrolment takes, so an enrolment made meanwhile is
+   either re-sealed here or sealed under the staged key by the worker that makes it
+   (cloud/watchlist_store.py `enrol`);
+3. after the commit, `watchlist.next.key` is renamed over `watchlist.key`.
+
+A crash before the commit leaves every row under the old key, which is still `key_file`; a
+crash between the commit and the rename leaves every row under the staged key, which every
+worker also reads (it tries both). No row is ever under a key that is not on disk. The old key
+is gone after step 3: a database backup made before the rotation needs the old key file, kept
+apart with that backup.
+
+The signing key (Ed25519) is rotated with an overlap, because each gateway holds its public
+half (`cloud_watchlist_key`) and an installer must copy the new one: `--rotate` stages a new
+signing key (`watchlist-signing.next.pem`) and prints its public half (also written as
+`watchlist-signing.next.pub.pem`); the cloud goes on signing with the current key. An installer
+adds the new public key to each gateway's `cloud_watchlist_key` file (the file may hold
+several PEM public keys; a message signed by any of them is accepted). Then
+`--activate-signing-key` puts the staged key in place: every worker signs with it from its next
+message, and the old public key can be removed from the gateways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, text, update
+
+from cloud.access import audit
+from cloud.store import Store
+from cloud.watchlist_store import (
+    CloudKeys,
+    WatchlistsConfig,
+    _in_order,
+    cloud_keys,
+    load_signer,
+    public_path,
+    public_pem,
+    staged,
+    sync_dir,
+    watchlist_people,
+    write_atomically,
+)
+from shouwang.config import ConfigError, load_yaml
+
+
+class RotationError(Exception):
+    pass
+
+
+def fingerprint(data: bytes) -> str:
+    """What an operator compares: SHA-256 of the key (sealing) or of the public key PEM."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+async def rotate_sealing(store: Store, config: WatchlistsConfig, *,
+                         actor: str = "cli") -> int:
+    """Re-seal every enrolment under a new key and put the key in place; the rows re-sealed.
+    RotationError (nothing changed in the database) when a row opens with neither key."""
+    keys = cloud_keys(config)
+    nxt = staged(config.key_file)
+    if not nxt.exists():
+        write_atomically(nxt, AESGCM.generate_key(bit_length=256))
+    keys.reload()
+    if len(keys._aeads) != 2:
+        raise RotationError(f"{nxt}: not a 256-bit key readable only by its owner")
+    new = keys._aeads[-1]
+    count = 0
+    async with store.engine.begin() as conn:
+        await _in_order(conn)
+        if conn.dialect.name == "sqlite":  # take the write lock before reading the rows
+            await conn.execute(text("UPDATE watchlist_changes SET seq = seq WHERE 1 = 0"))
+        rows = (await conn.execute(select(watchlist_people.c.id, watchlist_people.c.embeddings,
+                                          watchlist_people.c.photo))).all()
+        for row_id, embeddings, photo in rows:
+            try:
+                vectors = keys.open_embeddings(embeddings, row_id)
+                picture = keys.open_photo(photo, row_id)
+            except ValueError as err:
+                raise RotationError(f"enrolment {row_id}: {err}; nothing was re-sealed") from None
+            await conn.execute(update(watchlist_people).where(watchlist_people.c.id == row_id)
+                               .values(embeddings=keys.seal_embeddings(vectors, row_id, new),
+                                       photo=keys.seal_photo(picture, row_id, new)))
+            count += 1
+        await audit.record(conn, ts=int(time.time() * 1000), actor=actor,
+                           action="watchlist_key_rotate",
+                           detail={"rows": count, "key": fingerprint(new)})
+    # Committed: every row is under the staged key. Only now does it become the key.
+    nxt.replace(config.key_file)
+    sync_dir(config.key_file.parent)
+    return count
+
+
+def stage_signing(config: WatchlistsConfig) -> bytes:
+    """A new signing key beside the current one (or the one an earlier run staged); its
+    public half, also written as `<name>.next.pub.pem`."""
+    nxt = staged(config.signing_key_file)
+    if not nxt.exists():
+        write_atomically(nxt, Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+    pem = public_pem(load_signer(nxt))
+    write_atomically(public_path(nxt), pem, 0o644)
+    return pem
+
+
+def activate_signing(config: WatchlistsConfig) -> bytes:
+    """The staged signing key becomes the signing key; its public half."""
+    nxt = staged(config.signing_key_file)
+    if not nxt.exists():
+        raise RotationError(f"no staged signing key ({nxt}): run `shouwang cloud "
+                            "watchlist-keys --rotate` first")
+    pem = public_pem(load_signer(nxt))  # a staged file that is no key stops here
+    nxt.replace(config.signing_key_file)
+    sync_dir(config.signing_key_file.parent)
+    write_atomically(public_path(config.signing_key_file), pem, 0o644)
+    public_path(nxt).unlink(missing_ok=True)
+    return pem
+
+
+def status(config: WatchlistsConfig) -> list[str]:
+    keys: CloudKeys = cloud_keys(config)
+    lines = [f"sealing key {config.key_file}: {fingerprint(keys.aead_key)}",
+             f"signing key {config.signing_key_file}: public {fingerprint(keys.public_pem)}"]
+    if staged(config.key_file).exists():
+        lines.append(f"an interrupted sealing-key rotation left {staged(config.key_file)}: "
+                     "run --rotate again")
+    nxt = staged(config.signing_key_file)
+    if nxt.exists():
+        lines.append(f"staged signing key {nxt}: public "
+                     f"{fingerprint(public_pem(load_signer(nxt)))} (--activate-signing-key)")
+    return lines
+
+
+def add_parser(cloud: argparse._SubParsersAction) -> None:
+    p = cloud.add_parser(
+        "watchlist-keys",
+        help="show or rotate the cloud's watchlist keys (sealing and signing; docs/face.md)",
+    )
+    p.add_argument("--config", type=Path, required=True, help="cloud YAML file")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--rotate", action="store_true",
+                      help="re-seal every enrolment under a new sealing key, and stage a new "
+                      "signing key, printing its public half for the gateways")
+    what.add_argument("--activate-signing-key", action="store_true",
+                      help="sign with the staged key from now on (after every gateway has "
+                      "its public half)")
+    p.set_defaults(fn=cmd_watchlist_keys)
+
+
+def cmd_watchlist_keys(args: argparse.Namespace) -> int:
+    from cloud.config import CloudConfig
+
+    config = load_yaml(args.config, CloudConfig)
+    if config.watchlists is None:
+        print(f"shouwang: {args.config}: no `watchlists` configured: no keys to rotate",
+              file=sys.stderr)
+        return 1
+    conf = config.watchlists
+    try:
+        if args.rotate:
+            count = asyncio.run(_rotate(config.database_url, conf))
+            print(f"sealing key rotated: {count} enrolments re-sealed; new key "
+                  f"{fingerprint(conf.key_file.read_bytes())}. Back the key file up apart "
+                  "from the database; a backup made before now needs the old one.")
+            pem = stage_signing(conf)
+            print(f"new signing key staged ({staged(conf.signing_key_file)}), public key "
+                  f"{fingerprint(pem)} written to {public_path(staged(conf.signing_key_file))}. "
+                  "Add it to each gateway's cloud_watchlist_key file (beside the current "
+                  "one), then run --activate-signing-key:")
+            sys.stdout.write(pem.decode())
+        elif args.activate_signing_key:
+            pem = activate_signing(conf)
+            print(f"the cloud signs watchlists with the new key from now on (public "
+                  f"{fingerprint(pem)}); remove the old public key from the gateways:")
+            sys.stdout.write(pem.decode())
+        else:
+            print("\n".join(status(conf)))
+    except (RotationError, ConfigError, OSError) as err:
+        print(f"shouwang: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _rotate(database_url: str, conf: WatchlistsConfig) -> int:
+    store = await Store.connect(database_url)
+    try:
+        return await rotate_sealing(store, conf, actor=f"cli:{getpass.getuser()}")
+    finally:
+        await store.close()
