@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv lint typecheck unit bench models browser-tools clean
+.PHONY: demo test deps venv lint typecheck unit bench models browser-tools screenshots clean
 
 demo: deps venv
 	$(BIN)/shouwang demo
@@ -46,6 +46,14 @@ unit: venv
 models: venv
 	$(BIN)/python models/build.py --missing
 	$(BIN)/python -m tests.face_photos >/dev/null  # real face photos for the tests (tests/data/)
+
+# The screenshot set in docs/screenshots/ (three roles, desk and phone) and the feature pictures
+# in docs/, from the browser tests that take them.
+screenshots: deps venv browser-tools
+	SHOUWANG_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/browser/test_three_roles.py \
+		tests/browser/test_dashboard.py tests/browser/test_building_view.py \
+		tests/browser/test_people_views.py tests/browser/test_throw_detail.py \
+		tests/browser/test_watchlist_match.py tests/browser/test_evidence_clip.py
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py
