@@ -332,6 +332,7 @@ class Demo:
                                           display_name=str(user["display_name"]))
                 except UserError:  # from an earlier run: make it match the file
                     await access.set_password(name, password, actor="demo")
+                    await access.set_display_name(name, str(user["display_name"]), actor="demo")
         finally:
             await store.close()
         path.touch(mode=0o600)
