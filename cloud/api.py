@@ -273,6 +273,8 @@ async def add_note(request: web.Request) -> web.Response:
         return _bad(request, err.field, str(err))
     except Forbidden as err:
         return _error(403, str(err))
+    except IllegalTransition as err:
+        return _error(409, str(err))
     return web.json_response(alert)
 
 

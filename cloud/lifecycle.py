@@ -304,6 +304,12 @@ class Lifecycle:
             raise Forbidden(f"a {principal.role} user may not add notes to alerts")
         if share and not principal.may("share_note"):
             raise Forbidden(f"a {principal.role} user may not share notes with the family")
+        if alert["type"] in CONFIRMED_TYPES and not alert.get("confirmed") and (
+            alert["state"] == "open"
+        ):
+            raise NotNow(alert_id, alert["state"], "note",
+                         f"alert {alert_id} is a watchlist match nobody has confirmed: "
+                         "confirm or reject it first")
         changed = await self.store.note(
             alert["id"], actor=principal.actor, note=note.strip(), states=STATES, shared=share)
         if changed is None:  # states are all states: only a deleted alert gets here

@@ -357,7 +357,9 @@ DOCUMENT: dict[str, Any] = {
             "responses": {
                 **REFUSED, "200": _json("AlertDetail"),
                 "401": UNAUTHORIZED, "403": _error(f"Your role may not do this, or {CROSS_ORIGIN}"),
-                "404": NOT_FOUND}}},
+                "404": NOT_FOUND,
+                "409": _error("A watchlist match nobody has confirmed takes only confirm or "
+                              "reject")}}},
         "/api/alerts/{id}/workers": {"get": {
             "summary": "Community workers whose grid covers the alert (dispatch candidates)",
             "parameters": [ALERT_ID],

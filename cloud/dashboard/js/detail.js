@@ -248,7 +248,8 @@ export class Detail {
       ? ((a.match.confirmers || []).includes(this.me.role) ? ["confirm", "reject"] : [])
       : (NEXT[a.state] || []).filter((x) => (ROLE_MAY[this.me.role] || [x]).includes(x));
     const part = section("actions");
-    const noting = NOTE_ROLES.includes(this.me.role);
+    // An unconfirmed match takes only confirm or reject (the server says 409 to a note).
+    const noting = NOTE_ROLES.includes(this.me.role) && !awaitsConfirmation(a);
     if (!allowed.length && !noting) return part;
     const note = el("textarea", { id: "note", rows: "2", maxlength: "2000", placeholder: t("action.note"),
       "aria-label": t("action.note") });
