@@ -8,7 +8,8 @@ LOCK := requirements.lock
 # `make test-latest`: the unit tests with the newest releases pyproject.toml allows (not the lock).
 LATEST := .venv-latest
 
-.PHONY: demo test deps venv lint typecheck unit bench models browser-tools clean lock test-latest
+.PHONY: demo test deps venv lint typecheck unit bench models browser-tools screenshots clean lock \
+	test-latest
 
 demo: deps venv
 	$(BIN)/shouwang demo
@@ -77,6 +78,14 @@ test-latest: deps models
 	fi
 	$(LATEST)/bin/python scripts/lock.py diff
 	$(LATEST)/bin/pytest -q -p no:cacheprovider tests/unit
+
+# The screenshot set in docs/screenshots/ (three roles, desk and phone) and the feature pictures
+# in docs/, from the browser tests that take them.
+screenshots: deps venv browser-tools
+	SHOUWANG_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/browser/test_three_roles.py \
+		tests/browser/test_dashboard.py tests/browser/test_building_view.py \
+		tests/browser/test_people_views.py tests/browser/test_throw_detail.py \
+		tests/browser/test_watchlist_match.py tests/browser/test_evidence_clip.py
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py

@@ -84,18 +84,6 @@ class SiteRow(Strict):
         return _path(v) if v else None
 
 
-class LocationRow(Strict):
-    path: str = Field(description="district/street/…/household; ancestors are created too")
-    label: str | None = Field(None, description="Display name of the last segment")
-
-    check_path = field_validator("path")(_path)
-
-
-class Guardian(Strict):
-    contact: str = Field(description="User or contact id")
-    relation: str | None = Field(None, max_length=32, description="daughter, neighbour, …")
-
-
 _PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}$")
 
 
@@ -103,6 +91,22 @@ def _phone(v: str | None) -> str | None:
     if v is not None and not _PHONE.match(v):
         raise ValueError("a phone number is digits, spaces and '-', with an optional leading '+'")
     return v
+
+
+class LocationRow(Strict):
+    path: str = Field(description="district/street/…/household; ancestors are created too")
+    label: str | None = Field(None, description="Display name of the last segment")
+    phone: str | None = Field(
+        None, description="The number a family calls for this place: a community's office, a "
+                          "building's property desk; a household's is its nearest ancestor's")
+
+    check_path = field_validator("path")(_path)
+    check_phone = field_validator("phone")(_phone)
+
+
+class Guardian(Strict):
+    contact: str = Field(description="User or contact id")
+    relation: str | None = Field(None, max_length=32, description="daughter, neighbour, …")
 
 
 class Contact(Strict):
@@ -340,8 +344,9 @@ async def _write_locations(
                 "level": depth,
                 "name": parts[depth - 1],
                 "label": None,
+                "phone": None,
             })
-        wanted[r.path]["label"] = r.label
+        wanted[r.path].update(label=r.label, phone=r.phone)
     known = await _keys(conn, locations.c.path)
     named = {r.path for r in rows}
     implicit = [v for p, v in wanted.items() if p not in known and p not in named]

@@ -62,6 +62,7 @@ def build_app(
     for action in ACTIONS:
         app.router.add_post(f"/api/alerts/{{id}}/{action}", _transition_handler(action))
     app.router.add_post("/api/alerts/{id}/confirm_flat", confirm_flat)
+    app.router.add_post("/api/alerts/{id}/note", add_note)
     app.router.add_get("/api/ws", hub.serve)
     from cloud import (  # they build on this module's keys
         device_health,
@@ -249,6 +250,25 @@ async def confirm_flat(request: web.Request) -> web.Response:
     """高空抛物: the flat a thrown object came from, as found after investigation."""
     return await _acted(request, lambda body: request.app[LIFECYCLE].confirm_flat(
         access_http.principal(request), request.match_info["id"], body, request.remote))
+
+
+async def add_note(request: web.Request) -> web.Response:
+    """A note in the alert's timeline, shared with the resident's family or not."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        alert = await request.app[LIFECYCLE].add_note(
+            access_http.principal(request), request.match_info["id"], body, request.remote)
+    except AlertNotFound:
+        return web.json_response(NOT_FOUND, status=404)
+    except BadField as err:
+        return _bad(request, err.field, str(err))
+    except Forbidden as err:
+        return _error(403, str(err))
+    except IllegalTransition as err:
+        return _error(409, str(err))
+    return web.json_response(alert)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:

@@ -79,7 +79,8 @@ async def export_alerts(request: web.Request) -> web.Response:
             getattr(known, lang) if known else a["type"],
             getattr(SEVERITY_NAMES[a["severity"]], lang), STATE_NAMES[lang].get(a["state"]),
             names.get(a.get("resident") or "", a.get("resident")),
-            a.get("location"), a["device"], a.get("ack_by"), (a.get("repeats") or 0) + 1,
+            a.get("location"), a["device"], a.get("ack_name") or a.get("ack_by"),
+            (a.get("repeats") or 0) + 1,
             explain(a, lang), a["ts"],
         )])
     await request.app[access_http.ACCESS].audit(

@@ -20,7 +20,7 @@ from cloud.device_health import PLACE, WITH_HOMES
 from cloud.hub import Hub
 from cloud.rounds import Rounds
 from cloud.schema import devices
-from cloud.store import Store, _public, alert_transitions, alerts
+from cloud.store import Store, _public, alert_transitions, alerts, with_people
 
 log = logging.getLogger(__name__)
 LOOKBACK = 200
@@ -77,7 +77,8 @@ class ChangeFeed(Rounds):
             found = (
                 await conn.execute(select(alerts).where(alerts.c.id.in_(ids)))
             ).mappings().all()
-        current = {row["id"]: _public(dict(row)) for row in found}
+            people = await with_people(conn, [_public(dict(row)) for row in found])
+        current = {alert["id"]: alert for alert in people}
         for r in fresh:
             self._seen.append(r.seq)
             self.last = max(self.last, r.seq)

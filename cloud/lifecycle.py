@@ -28,11 +28,11 @@ from sqlalchemy import select
 from cloud.access.scope import Principal
 from cloud.access.tables import assignments, notifications, users
 from cloud.access.users import Access
-from cloud.alerts import CONFIRMED_TYPES, AlertNotFound, IllegalTransition
+from cloud.alerts import CONFIRMED_TYPES, STATES, AlertNotFound, IllegalTransition
 from cloud.escalation.policy import DEFAULT_RESPONDERS, variant
 from cloud.evidence import evidence_for_alert
 from cloud.notify.tables import alert_attempts
-from cloud.store import Store
+from cloud.store import Store, display_names, user_of
 
 log = logging.getLogger(__name__)
 # What the detail view adds to an alert; a live change on the board carries the alert alone.
@@ -137,12 +137,17 @@ class Lifecycle:
         note = body.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise BadField("note", f"must be a string of at most {MAX_NOTE} characters")
-        unknown = set(body) - ({"note", "worker"} if action == "dispatch" else {"note"})
+        known = {"note"} | ({"worker"} if action == "dispatch" else set()) | (
+            {"share"} if action in TARGET_STATE else set())
+        unknown = set(body) - known
         if unknown:
             raise BadField(sorted(unknown)[0], "unknown field")
+        share = _share(body, note)
         alert = await self._visible(principal, alert_id, remote, action)
         if not principal.may(action):
             raise Forbidden(f"a {principal.role} user may not {action.replace('_', ' ')} alerts")
+        if share and not principal.may("share_note"):
+            raise Forbidden(f"a {principal.role} user may not share notes with the family")
         kind = variant(alert["type"], alert.get("detail"))
         detail: dict[str, Any] = {}
         if alert["type"] in CONFIRMED_TYPES:
@@ -174,8 +179,11 @@ class Lifecycle:
             action == "ack"
         ) else None
         # The dispatch and its assignee in one transaction: never dispatched to nobody.
+        if share:
+            detail["shared"] = True
         alert = await self.store.transition(
-            alert_id, target, actor=principal.actor, note=note, also=also, values=values
+            alert_id, target, actor=principal.actor, note=note, also=also, values=values,
+            shared=share,
         )
         await self.access.audit(principal.actor, "alert_" + action, alert_id, remote, detail)
         log.info("alert %s is %s (by %s)", alert_id, target, principal.username)
@@ -277,6 +285,42 @@ class Lifecycle:
         self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
+    async def add_note(
+        self, principal: Principal, alert_id: str, body: dict[str, Any], remote: str | None,
+    ) -> dict[str, Any]:
+        """A line in the timeline without a state change ("到达现场，老人无大碍"), in any
+        state (what was done is often written after); `share` shows it to the resident's
+        family, who read no other note (docs/access.md). Audited: alert_note."""
+        unknown = set(body) - {"note", "share"}
+        if unknown:
+            raise BadField(sorted(unknown)[0], "unknown field; known: note, share")
+        note = body.get("note")
+        if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE:
+            raise BadField("note", f"must be a text of 1 to {MAX_NOTE} characters, not blank")
+        share = _share(body, note)
+        alert = await self._visible(principal, alert_id, remote, "note")
+        if not principal.may("note"):
+            raise Forbidden(f"a {principal.role} user may not add notes to alerts")
+        if share and not principal.may("share_note"):
+            raise Forbidden(f"a {principal.role} user may not share notes with the family")
+        if alert["type"] in CONFIRMED_TYPES and not alert.get("confirmed") and (
+            alert["state"] == "open"
+        ):
+            raise NotNow(alert_id, alert["state"], "note",
+                         f"alert {alert_id} is a watchlist match nobody has confirmed: "
+                         "confirm or reject it first")
+        changed = await self.store.note(
+            alert["id"], actor=principal.actor, note=note.strip(), states=STATES, shared=share)
+        if changed is None:  # states are all states: only a deleted alert gets here
+            raise AlertNotFound(alert_id)
+        await self.access.audit(principal.actor, "alert_note", alert_id, remote,
+                                {"shared": share, "state": changed["state"]})
+        log.info("alert %s: a note%s (by %s)", alert_id, " shared with the family" if share
+                 else "", principal.username)
+        full = await self._with_people(changed)
+        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
+        return principal.view(full)
+
     async def _seen(
         self, principal: Principal, alert: dict[str, Any], remote: str | None
     ) -> dict[str, Any]:
@@ -311,21 +355,21 @@ class Lifecycle:
             raise BadField("worker", f"no community worker {name!r} covers this alert's grid")
         return worker
 
-    async def _with_people(self, alert: dict[str, Any]) -> dict[str, Any]:
-        """Add who the alert was dispatched to and who escalation told."""
+    async def _named(self, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each delivery attempt with `recipient_name`, a `user:` recipient's display name."""
         async with self.store.engine.connect() as conn:
-            assigned = (
-                await conn.execute(
-                    select(users.c.username)
-                    .join(assignments, assignments.c.user_id == users.c.id)
-                    .where(assignments.c.alert_id == alert["id"])
-                    .order_by(assignments.c.seq.desc())
-                )
-            ).scalars().first()
+            names = await display_names(conn, {user_of(a["recipient"]) for a in attempts})
+        return [{**a, "recipient_name": names.get(user_of(a["recipient"]) or "")}
+                for a in attempts]
+
+    async def _with_people(self, alert: dict[str, Any]) -> dict[str, Any]:
+        """Add who escalation told (who the alert was dispatched to came with it, by name:
+        `Store.get_alert`)."""
+        async with self.store.engine.connect() as conn:
             told = (
                 await conn.execute(
-                    select(notifications.c.stage, users.c.username, notifications.c.ts,
-                           notifications.c.outcome)
+                    select(notifications.c.stage, users.c.username, users.c.display_name,
+                           notifications.c.ts, notifications.c.outcome)
                     .join(users, users.c.id == notifications.c.user_id)
                     .where(notifications.c.alert_id == alert["id"])
                     .order_by(notifications.c.ts, users.c.username)
@@ -340,10 +384,10 @@ class Lifecycle:
         return {
             **alert,
             **more,
-            "dispatched_to": assigned,
             "notifications": [dict(t) for t in told],
-            # Each delivery try on each channel, targets redacted; the evidence's references.
-            "deliveries": await alert_attempts(self.store, alert["id"]),
+            # Each delivery try on each channel, targets redacted, the person by name; the
+            # evidence's references.
+            "deliveries": await self._named(await alert_attempts(self.store, alert["id"])),
             "evidence": await evidence_for_alert(self.store, alert["id"], alert["site"]),
         }
 
@@ -369,6 +413,16 @@ def _flat(body: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise BadField(sorted(unknown)[0], "unknown field; known: floor, column, note")
     return out
+
+
+def _share(body: dict[str, Any], note: Any) -> bool:
+    """`share` checked: a boolean, and true only with a note to share."""
+    share = body.get("share", False)
+    if not isinstance(share, bool):
+        raise BadField("share", f"must be true or false, got {repr(share)[:40]}")
+    if share and not (isinstance(note, str) and note.strip()):
+        raise BadField("share", "there is no note to share: write one")
+    return share
 
 
 def _default_responders(alert_type: str, variant: str | None = None) -> frozenset[str]:

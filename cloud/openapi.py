@@ -9,7 +9,7 @@ from typing import Any
 
 from cloud.alerts import STATES
 from cloud.filters import MAX_PAGE, ORDERS, PARAMS
-from cloud.lifecycle import ACTIONS, FLAT_LIMITS, MAX_NOTE, SUMMARIES
+from cloud.lifecycle import ACTIONS, FLAT_LIMITS, MAX_NOTE, SUMMARIES, TARGET_STATE
 from cloud.notify.routes import MAX_ENDPOINT
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.profiles import SEVERITIES
@@ -61,6 +61,17 @@ _ALERT_FIELDS: dict[str, dict[str, Any]] = {
     "last_ms": {**_NULLABLE_INT, "description": "when the latest repeat happened"},
     "ack_by": _NULLABLE_TEXT, "ack_role": _NULLABLE_TEXT,
     "seen_by": _NULLABLE_TEXT, "seen_ms": _NULLABLE_INT,
+    "ack_name": {**_NULLABLE_TEXT, "description": "display name of `ack_by` (its user name "
+                 "when it has none)"},
+    "seen_name": {**_NULLABLE_TEXT, "description": "display name of `seen_by`"},
+    "dispatched_to": {**_NULLABLE_TEXT, "description": "user name of the worker it was "
+                      "dispatched to (the latest)"},
+    "dispatched_name": {**_NULLABLE_TEXT, "description": "display name of `dispatched_to`"},
+    "shared_notes": {"type": "array", "description": "notes its responders shared with the "
+                     "resident's family, oldest first (docs/access.md)",
+                     "items": {"type": "object", "properties": {
+                         "ts": _INT, "note": _TEXT, "by": _NULLABLE_TEXT,
+                         "name": _NULLABLE_TEXT}}},
     "source_id": {**_NULLABLE_TEXT, "description": "the edge event that raised it; null for "
                   "the cloud's own alerts"},
     "raised_ms": _NULLABLE_INT,
@@ -184,8 +195,20 @@ def _list_parameters() -> list[dict[str, Any]]:
              "schema": s} for k, (d, s, extra) in _QUERY.items()]
 
 
+_SHARE = {"type": "boolean", "default": False,
+          "description": "show the note to the resident's family (workers and admins; "
+                         "only with a note)"}
+# `share: true` needs a note that is not blank.
+_SHARED_NEEDS_NOTE = {"anyOf": [
+    {"properties": {"share": {"enum": [False]}}},
+    {"required": ["note"], "properties": {"note": {"minLength": 1, "pattern": r"\S"}}},
+]}
+
+
 def _transition(action: str) -> dict[str, Any]:
     props: dict[str, Any] = {"note": {"type": "string", "maxLength": MAX_NOTE}}
+    if action in TARGET_STATE:
+        props["share"] = _SHARE
     required = ["worker"] if action == "dispatch" else []
     if action == "reject":
         props["note"] = {"type": "string", "minLength": 1, "maxLength": MAX_NOTE,
@@ -201,6 +224,7 @@ def _transition(action: str) -> dict[str, Any]:
             "requestBody": _body({
                 "type": "object", "properties": props, "additionalProperties": False,
                 **({"required": required} if required else {}),
+                **(_SHARED_NEEDS_NOTE if "share" in props else {}),
             }),
             "responses": {
                 **REFUSED, "200": _json("AlertDetail"),
@@ -247,8 +271,7 @@ DOCUMENT: dict[str, Any] = {
                                               "candidate windows drawn), launch (the "
                                               "launch area, enlarged), clip, "
                                               "marked_clip, crop (a face); null from "
-                                              "gateways that do not say"}}}},
-                    "dispatched_to": {"type": "string", "nullable": True}}}]},
+                                              "gateways that do not say"}}}}}}]},
             "Page": {"type": "object", "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
                 "next_cursor": {"type": "string", "nullable": True}}},
@@ -320,6 +343,23 @@ DOCUMENT: dict[str, Any] = {
                 "404": NOT_FOUND,
                 "409": _error("Not a thrown_object alert, or a false alarm; says which"),
             }}},
+        "/api/alerts/{id}/note": {"post": {
+            "summary": "A note in the alert's timeline without a state change, in any state "
+                       "(police, workers, admins); `share` shows it to the resident's family, "
+                       "who read no other note (workers and admins); audited: alert_note",
+            "parameters": [ALERT_ID],
+            "requestBody": _body({
+                "type": "object", "required": ["note"], "additionalProperties": False,
+                "properties": {
+                    "note": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE,
+                             "pattern": r"\S"},
+                    "share": _SHARE}}),
+            "responses": {
+                **REFUSED, "200": _json("AlertDetail"),
+                "401": UNAUTHORIZED, "403": _error(f"Your role may not do this, or {CROSS_ORIGIN}"),
+                "404": NOT_FOUND,
+                "409": _error("A watchlist match nobody has confirmed takes only confirm or "
+                              "reject")}}},
         "/api/alerts/{id}/workers": {"get": {
             "summary": "Community workers whose grid covers the alert (dispatch candidates)",
             "parameters": [ALERT_ID],
@@ -414,7 +454,9 @@ DOCUMENT: dict[str, Any] = {
                             "description": "1 to 100 resident ids, comma-separated"}],
             "responses": {"200": {"description": "{residents: [{id, name, location, tags, "
                                                  "phone, age?, contacts: [{name, relation, "
-                                                 "phone}]}]}"},
+                                                 "phone}], office: {phone, place} | null "
+                                                 "(the number of the nearest place that "
+                                                 "has one: the community's office)}]}"},
                           "400": _error("ids missing, too many or malformed"),
                           "401": UNAUTHORIZED}}},
         "/api/residents/{id}": {"get": {
@@ -424,7 +466,8 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [{"name": "id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "{id, name, age, location, tags, phone, "
-                                                 "contacts, devices: [{site, "
+                                                 "contacts, office: {phone, place} | null "
+                                                 "(the community's number), devices: [{site, "
                                                  "id, profile, transport, data, health, "
                                                  "battery, last_seen_ms}]}"},
                           "401": UNAUTHORIZED, "403": _error("Police do not see residents"),

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from cloud import api
 from cloud.access import http as access_http
 from cloud.access.scope import Principal
-from cloud.schema import devices, residents
+from cloud.schema import devices, locations, residents
 from cloud.telemetry import BadQuery, TelemetryStore
 
 # The cloud's telemetry store: set by whoever builds the app (`app[TELEMETRY] = ...`).
@@ -51,6 +51,7 @@ async def _resident(request: web.Request, action: str) -> tuple[Principal, dict[
             select(*(devices.c[c] for c in DEVICE_COLUMNS))
             .where(devices.c.resident == resident_id)
             .order_by(devices.c.site, devices.c.id))).mappings().all()]
+        office = (await _offices(conn, [row["location"]])) if row is not None else {}
     access = request.app[access_http.ACCESS]
     # The scope check the alerts use: family by resident id, workers by the household's grid.
     if row is None or not who.allows({"resident": row["id"], "location": row["location"]}):
@@ -58,7 +59,29 @@ async def _resident(request: web.Request, action: str) -> tuple[Principal, dict[
             await access.audit(who.actor, "resident_denied", resident_id, request.remote,
                                {"action": action})
         raise ResidentRefused(web.json_response(NO_RESIDENT, status=404))
-    return who, {**_person(row, who.role), "devices": bound}
+    return who, {**_person(row, who.role), "office": office.get(row["location"]),
+                 "devices": bound}
+
+
+async def _offices(conn: Any, homes: list[str | None]) -> dict[str, dict[str, str]]:
+    """The number to call for each home: its nearest place (itself, its building, its
+    community, …) imported with a `phone`, as {phone, place}. One read for every home."""
+    paths = {"/".join(parts[:n]) for h in homes if h
+             for parts in [h.split("/")] for n in range(1, len(parts) + 1)}
+    if not paths:
+        return {}
+    rows = (await conn.execute(
+        select(locations.c.path, locations.c.name, locations.c.label, locations.c.phone)
+        .where(locations.c.path.in_(sorted(paths)), locations.c.phone.is_not(None)))).all()
+    found = {r.path: {"phone": r.phone, "place": r.label or r.name} for r in rows}
+    out: dict[str, dict[str, str]] = {}
+    for home in {h for h in homes if h}:
+        parts = home.split("/")
+        for n in range(len(parts), 0, -1):  # the nearest place that has a number
+            if "/".join(parts[:n]) in found:
+                out[home] = found["/".join(parts[:n])]
+                break
+    return out
 
 
 def _person(row: Any, role: str) -> dict[str, Any]:
@@ -88,10 +111,11 @@ async def list_people(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"ids: 1 to {MAX_PEOPLE} resident ids, comma-separated"}, status=400)
     async with request.app[api.STORE].engine.connect() as conn:
-        rows = (await conn.execute(
+        rows = [r for r in (await conn.execute(
             select(residents).where(residents.c.id.in_(ids)))).mappings().all()
-    shown = [_person(r, who.role) for r in rows
-             if who.allows({"resident": r["id"], "location": r["location"]})]
+            if who.allows({"resident": r["id"], "location": r["location"]})]
+        offices = await _offices(conn, [r["location"] for r in rows])
+    shown = [{**_person(r, who.role), "office": offices.get(r["location"])} for r in rows]
     if shown:
         await request.app[access_http.ACCESS].audit(
             who.actor, "residents_listed", ",".join(p["id"] for p in shown)[:200], request.remote,

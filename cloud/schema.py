@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -80,6 +81,9 @@ alert_transitions = Table(
     Column("actor", String(128), nullable=False),
     Column("ts", BigInteger, nullable=False),
     Column("note", Text),
+    # Revision 0013: the note is shared with the resident's family (a worker's choice); the
+    # family reads no other note (docs/access.md).
+    Column("shared", Boolean, nullable=False, server_default=false()),
 )
 
 drop_reports = Table(
@@ -130,6 +134,9 @@ locations = Table(
     Column("level", Integer, nullable=False),  # 1 = district … 8 = household
     Column("name", String(128), nullable=False),  # the last path segment
     Column("label", String(128)),  # display name, e.g. 3号楼
+    # Revision 0013: the number a family calls for this place (a community's office, a
+    # building's property desk); a household's is its nearest ancestor's with one.
+    Column("phone", String(32)),
 )
 
 residents = Table(

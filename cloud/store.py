@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Executable, and_, case, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cloud import migrate
+from cloud.access.tables import assignments, users
 from cloud.alerts import (
     CONFIRMED_TYPES,
     SEVERITY_RANK,
@@ -200,7 +201,7 @@ class Store:
             query = query.where(condition)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [_public(dict(r)) for r in rows]
+            return await with_people(conn, [_public(dict(r)) for r in rows])
 
     async def alert_site(self, alert_id: str) -> str | None:
         """The site an alert belongs to; None when no such alert is stored."""
@@ -230,19 +231,22 @@ class Store:
                 .mappings()
                 .all()
             )
-        alert = _public(dict(row))
+            [alert] = await with_people(conn, [_public(dict(row))])
+            names = await display_names(conn, {user_of(h["actor"]) for h in history})
         alert["timeline"] = [
-            {k: h[k] for k in ("from_state", "to_state", "actor", "ts", "note")} for h in history
+            {**{k: h[k] for k in ("from_state", "to_state", "actor", "ts", "note")},
+             "shared": bool(h["shared"]), "name": names.get(user_of(h["actor"]) or "")}
+            for h in history
         ]
         return alert
 
     async def note(
         self, alert_id: str, *, actor: str, note: str, states: Sequence[str],
-        values: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None, shared: bool = False,
     ) -> dict[str, Any] | None:
-        """A change that is not a state change (a family member's "seen"): `values` set on
-        the alert and a line in its timeline, while it is in one of `states`; None when it
-        is not (any more)."""
+        """A change that is not a state change (a family member's "seen", a worker's note):
+        `values` set on the alert and a line in its timeline (`shared` with the resident's
+        family or not), while it is in one of `states`; None when it is not (any more)."""
         now = _now_ms()
         async with self.engine.begin() as conn:
             current = (
@@ -262,7 +266,7 @@ class Store:
             await conn.execute(
                 alert_transitions.insert().values(
                     alert_id=alert_id, from_state=current, to_state=current, actor=actor,
-                    ts=now, note=note,
+                    ts=now, note=note, shared=shared,
                 )
             )
         return await self.get_alert(alert_id)
@@ -308,10 +312,12 @@ class Store:
     async def transition(
         self, alert_id: str, target: str, *, actor: str, note: str | None = None,
         also: Sequence[Executable] = (), values: dict[str, Any] | None = None,
+        shared: bool = False,
     ) -> dict[str, Any]:
         """Move an alert to `target` atomically; the database arbitrates concurrent workers.
         `also` runs in the same transaction (a dispatch's assignee): all of it or none;
-        `values` are set on the alert with the state (who acknowledged)."""
+        `values` are set on the alert with the state (who acknowledged); the note is
+        `shared` with the resident's family or not."""
         now = _now_ms()
         async with self.engine.begin() as conn:
             current = (
@@ -339,6 +345,7 @@ class Store:
                     actor=actor,
                     ts=now,
                     note=note,
+                    shared=shared and note is not None,
                 )
             )
             for statement in also:
@@ -356,8 +363,62 @@ def _past(keys: list[Any], values: list[Any], ascending: int) -> ColumnElement[b
     return or_(beyond, and_(key == value, _past(keys[1:], values[1:], ascending - 1)))
 
 
+def user_of(actor: str | None) -> str | None:
+    """The user name of a `user:NAME` actor; None for a site, the system, a rule."""
+    return actor[5:] if actor and actor.startswith("user:") else None
+
+
+async def display_names(conn: AsyncConnection, usernames: set[str | None]) -> dict[str, str]:
+    wanted = sorted(u for u in usernames if u)
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(users.c.username, users.c.display_name).where(users.c.username.in_(wanted)))
+    return {str(u): str(d) for u, d in rows.all() if d}
+
+
+async def with_people(conn: AsyncConnection, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who is on each alert, by the name people know them by (`ack_name`, `seen_name`, the
+    latest `dispatched_to` and its `dispatched_name`), and the notes its responders shared
+    with the resident's family (`shared_notes`, oldest first). Three reads for a page."""
+    ids = [a["id"] for a in out]
+    if not ids:
+        return out
+    assigned: dict[str, str] = {}
+    for alert_id, username in (await conn.execute(
+        select(assignments.c.alert_id, users.c.username)
+        .join(users, users.c.id == assignments.c.user_id)
+        .where(assignments.c.alert_id.in_(ids))
+        .order_by(assignments.c.seq)
+    )).all():
+        assigned[alert_id] = username  # the latest stands
+    t = alert_transitions.c
+    shared: dict[str, list[dict[str, Any]]] = {}
+    for r in (await conn.execute(
+        select(t.alert_id, t.actor, t.ts, t.note)
+        .where(t.alert_id.in_(ids), t.shared.is_(True), t.note.is_not(None))
+        .order_by(t.seq)
+    )).mappings():
+        shared.setdefault(r["alert_id"], []).append(
+            {"ts": r["ts"], "note": r["note"], "by": user_of(r["actor"])})
+    names = await display_names(conn, {
+        *(a.get("ack_by") for a in out), *(a.get("seen_by") for a in out), *assigned.values(),
+        *(n["by"] for notes in shared.values() for n in notes)})
+    for a in out:
+        a["dispatched_to"] = assigned.get(a["id"])
+        for field in ("ack", "seen", "dispatched"):
+            who = a["dispatched_to"] if field == "dispatched" else a.get(f"{field}_by")
+            a[f"{field}_name"] = names.get(who, who) if who else None
+        a["shared_notes"] = [{**n, "name": names.get(n["by"] or "", n["by"])}
+                             for n in shared.get(a["id"], [])]
+    return out
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     out = {str(c.name): row.get(c.name) for c in _ALERT_COLUMNS}
+    # Filled by `with_people` where the database is at hand; a new alert has none of them.
+    out.update(dispatched_to=None, ack_name=None, seen_name=None, dispatched_name=None,
+               shared_notes=[])
     body = row.get("body") or {}
     out["source_id"] = body.get("source_id")
     out["raised_ms"] = body.get("raised_ms")

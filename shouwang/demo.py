@@ -70,14 +70,20 @@ COVER_EVERY_S = 60
 COVER_FOR_S = 25
 FIRST_COVER_S = 30  # after the camera has learned its view
 # Demo accounts: an admin, and a police station covering the demo street.
+# Each with a (fictional) display name, what the screens show: "网格员 赵敏（示范） 已出发".
 DEMO_USERS = [
-    {"username": "demo-admin", "role": "admin", "locations": [], "residents": []},
+    {"username": "demo-admin", "role": "admin", "locations": [], "residents": [],
+     "display_name": "系统管理员（示范）"},
     {"username": "demo-police", "role": "police", "locations": ["示范区/示范街道"],
-     "residents": []},
+     "residents": [], "display_name": "值班民警 陈刚（示范）"},
     {"username": "demo-worker", "role": "worker", "locations": ["示范区/示范街道/阳光社区/网格01"],
-     "residents": []},
-    {"username": "demo-family", "role": "family", "locations": [], "residents": ["r-demo-0001"]},
+     "residents": [], "display_name": "赵敏（示范）"},
+    {"username": "demo-family", "role": "family", "locations": [], "residents": ["r-demo-0001"],
+     "display_name": "李华（示范）"},
 ]
+# The community office's number, shown on the family page as the one to call (fictional).
+DEMO_COMMUNITY = {"path": DEMO_SITE_LOCATION, "label": "阳光社区（示范）",
+                  "phone": "100 0000 0110"}
 # The demo's escalation: notifications go to cloud.log (no delivery channel in the demo).
 # A face match goes to its duty person only until confirmed (as deploy/examples/escalation.yaml).
 DEMO_ESCALATION = {"policies": {
@@ -291,7 +297,8 @@ class Demo:
         rows: dict[str, list[dict[str, Any]]] = {
             "sites": [{"id": DEMO_SITE, "name": "阳光社区 (demo)",
                        "location": DEMO_SITE_LOCATION}],
-            "locations": [{"path": DEMO_LOCATION}, {"path": DEMO_CAMERA_LOCATION}],
+            "locations": [DEMO_COMMUNITY, {"path": DEMO_LOCATION},
+                          {"path": DEMO_CAMERA_LOCATION}],
             "residents": [DEMO_RESIDENT],
             "devices": [{"site": DEMO_SITE, **d} for d in devices],
         }
@@ -321,9 +328,11 @@ class Demo:
                 try:
                     await access.add_user(name, password, str(user["role"]), actor="demo",
                                           locations=list(user["locations"]),
-                                          residents=list(user["residents"]))
+                                          residents=list(user["residents"]),
+                                          display_name=str(user["display_name"]))
                 except UserError:  # from an earlier run: make it match the file
                     await access.set_password(name, password, actor="demo")
+                    await access.set_display_name(name, str(user["display_name"]), actor="demo")
         finally:
             await store.close()
         path.touch(mode=0o600)

@@ -43,6 +43,11 @@ def add_parsers(cloud: argparse._SubParsersAction) -> None:
         if name == "passwd":
             p.add_argument("--password-file", type=Path, required=True)
         p.set_defaults(fn=cmd_user)
+    name = user.add_parser("name", help="set the name the screens show for a user")
+    name.add_argument("--config", type=Path, required=True)
+    name.add_argument("--username", required=True)
+    name.add_argument("--display-name", required=True)
+    name.set_defaults(fn=cmd_user)
     ls = user.add_parser("list", help="list users with role and scope")
     ls.add_argument("--config", type=Path, required=True)
     ls.set_defaults(fn=cmd_user)
@@ -89,6 +94,9 @@ async def _run(args: argparse.Namespace, config: CloudConfig) -> int:
         elif command in ("disable", "enable"):
             await access.set_disabled(args.username, command == "disable", actor=actor)
             print(f"{args.username} {command}d")
+        elif command == "name":
+            await access.set_display_name(args.username, args.display_name, actor=actor)
+            print(f"{args.username}: display name set")
         elif command == "passwd":
             await access.set_password(args.username, _password(args.password_file), actor=actor)
             print(f"{args.username}: password changed")

@@ -37,6 +37,11 @@ ACTIONS: dict[str, frozenset[str]] = {
     "reject": frozenset({"police", "worker", "admin"}),
     # The flat a thrown object came from, once someone went and found it (高空抛物).
     "confirm_flat": frozenset({"police", "worker", "admin"}),
+    # A line in the timeline without a state change, by those who handle the case.
+    "note": frozenset({"police", "worker", "admin"}),
+    # A note shown to the resident's family ("网格员已到达，老人无大碍"): the grid's workers
+    # speak to families; a police note is for the case file (docs/access.md).
+    "share_note": frozenset({"worker", "admin"}),
 }
 
 # `detail` keys police and community workers receive; anything else (vital signs, signal
@@ -138,6 +143,11 @@ class Principal:
                 if shared and isinstance(data, dict):
                     out["detail"]["why"]["data"] = {
                         k: v for k, v in data.items() if k in shared}
+        if self.role == "family" and "timeline" in alert:
+            # A family reads the notes its elder's responders chose to share, no other: every
+            # step stays (who, when, what), an unshared note's text does not.
+            out["timeline"] = [{**step, "note": step.get("note") if step.get("shared") else None}
+                               for step in alert["timeline"]]
         # Why it was raised, as a sentence, from what this role may see (shouwang/explain.py).
         out["explain"] = {lang: explain(out, lang) for lang in LANGUAGES}
         return out

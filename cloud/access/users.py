@@ -97,6 +97,21 @@ class Access:
         password_hash = await asyncio.to_thread(hash_password, password)
         await self._change(username, {"password_hash": password_hash}, "password_changed", actor)
 
+    async def set_display_name(self, username: str, name: str, *, actor: str = "cli") -> None:
+        """The name the screens show for this user ("李华"); sessions go on (nothing about
+        what the user may do changed). Audited: display_name_changed."""
+        name = name.strip()
+        if not name or len(name) > 128:
+            raise UserError("display-name: 1 to 128 characters, not blank")
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(users).where(users.c.username == username).values(display_name=name))
+            if result.rowcount != 1:
+                raise UserError(f"username: no user {username!r}")
+            await audit.record(conn, ts=self.clock.now_ms(), actor=actor,
+                               action="display_name_changed", target=username)
+        log.info("user %s: display name changed", username)
+
     async def set_disabled(self, username: str, disabled: bool, *, actor: str = "cli") -> None:
         action = "user_disabled" if disabled else "user_enabled"
         await self._change(username, {"disabled": disabled}, action, actor)

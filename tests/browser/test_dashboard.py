@@ -83,7 +83,6 @@ async def test_an_sos_is_live_handled_by_one_jurisdiction_and_unseen_by_another(
         assert alert_id
         # Navigation: the station's places lead down to the household, each with its count.
         await expect(duty.locator("#places .places a")).to_have_text(["test-district1"])
-        await duty.screenshot(path=str(screenshots(tmp_path) / "dashboard-board.png"))
 
         # A snapshot the camera work would attach, served only through the alert.
         png = snapshot_png()
@@ -132,7 +131,8 @@ async def test_an_sos_is_live_handled_by_one_jurisdiction_and_unseen_by_another(
             "data-state", "dispatched")
 
         await worker.locator("#alerts tbody tr").click()
-        await expect(worker.locator("#detail .who")).to_contain_text("worker-1")
+        # By display name (worker-1 is 网格员), not the user name.
+        await expect(worker.locator("#detail .who")).to_contain_text("已派给网格员")
         await worker.fill("#note", "上门查看，误触")
         await worker.click("#detail .do-resolve")
         # The board shows alerts not yet closed: a resolved one leaves both screens...

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.browser.conftest import log_in, screenshots
+from tests.browser.conftest import log_in
 from tests.conftest import api_config, running_cloud
 from tests.integration.people import HOME_A, HOME_B, PASSWORD, add_alert, add_people
 
@@ -48,7 +48,6 @@ async def test_the_family_page_shows_only_its_elder_live(
         await expect(other.locator("#alerts li")).to_have_count(1)
         neighbour = await add_alert(cloud, location=HOME_B, resident="r-b1")
         await expect(other.locator("#alerts li").first).to_have_attribute("data-id", neighbour["id"])
-        await page.screenshot(path=str(screenshots(tmp_path) / "family.png"))
 
         # "我知道了" from far away is recorded as seen; the case stays open for responders.
         await page.click(f"#alerts li[data-id='{sos['id']}'] button.ack")

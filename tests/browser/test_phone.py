@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import log_in, screenshots
+from tests.browser.conftest import log_in
 from tests.conftest import api_config, running_cloud
 from tests.integration.people import PASSWORD, add_alert, add_people
 
@@ -63,8 +63,6 @@ async def test_a_worker_handles_an_alert_on_a_phone(browser: Browser, sqlite_url
         assert await sideways(page) == 0
         for button in await detail.locator(".buttons button").all():
             assert (await button.bounding_box() or {"height": 0})["height"] >= TOUCH_PX
-        await page.screenshot(path=str(screenshots(tmp_path) / "phone-detail.png"))
         await detail.locator("button.close").click()
         await expect(detail).to_be_hidden()
-        await page.screenshot(path=str(screenshots(tmp_path) / "phone-board.png"))
         assert await sideways(page) == 0

@@ -99,7 +99,7 @@ async def test_every_route_is_documented_and_every_documented_route_exists(datab
         }
         documented = {(path, method) for path, ops in DOCUMENT["paths"].items() for method in ops}
         assert registered == documented
-        assert len(documented) == 42  # 34 + four watchlist routes + confirm, reject, false-matches, confirm_flat
+        assert len(documented) == 43  # 34 + four watchlist routes + confirm, reject, false-matches, confirm_flat, note
         async with http.get(f"http://127.0.0.1:{cloud.http_port}/api/openapi.json") as res:
             assert res.status == 200
             assert (await res.json())["paths"].keys() == DOCUMENT["paths"].keys()

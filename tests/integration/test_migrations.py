@@ -15,7 +15,7 @@ from cloud.store import Store
 
 pytestmark = pytest.mark.integration
 metadata = complete_metadata()  # every subsystem's tables, as migrations must produce them
-HEAD = "0012"
+HEAD = "0013"
 
 ALERT = {
     "type": "sos", "severity": "critical", "subject": "resident:r-1",

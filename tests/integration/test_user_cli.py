@@ -78,3 +78,39 @@ def test_cloud_check_validates_the_escalation_file(tmp_path: Path,
     config.write_text(yaml.safe_dump({"broker": {}, "escalation": {"file": str(policy)}}))
     assert main(["cloud", "check", "--config", str(config)]) == 2
     assert f"{policy}: policies.sos.stages.0.channel: unknown key" in capsys.readouterr().err
+
+
+def test_a_user_s_display_name_is_set_later_without_ending_the_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`user name`: the name the board and the family page show ("网格员 李华 已出发")."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite"
+    config = tmp_path / "cloud.yaml"
+    config.write_text(yaml.safe_dump({"broker": {}, "database_url": database_url}))
+    secret = tmp_path / "pw"
+    secret.write_text("worker-li-password\n")
+    base = ["cloud", "user"]
+    assert main([*base, "add", "--config", str(config), "--username", "worker-li", "--role",
+                 "worker", "--scope", "d1/s1/c-a/g1", "--password-file", str(secret)]) == 0
+
+    async def access_do(what: str, token: str = "") -> tuple[str, bool]:
+        store = await Store.connect(database_url)
+        try:
+            access = Access(store.engine, SystemClock(), AccessConfig())
+            if what == "login":
+                return (await access.login("worker-li", "worker-li-password", None)).token, True
+            user = await access.user("worker-li")
+            assert user is not None
+            return user.display_name, await access.authenticate(token) is not None
+        finally:
+            await store.close()
+
+    token, _ = asyncio.run(access_do("login"))
+    assert main([*base, "name", "--config", str(config), "--username", "worker-li",
+                 "--display-name", "李华"]) == 0
+    assert asyncio.run(access_do("check", token)) == ("李华", True)
+    assert main([*base, "name", "--config", str(config), "--username", "nobody",
+                 "--display-name", "x"]) == 1
+    assert main([*base, "name", "--config", str(config), "--username", "worker-li",
+                 "--display-name", "  "]) == 1
+    assert "display-name" in capsys.readouterr().err

@@ -104,6 +104,9 @@ async def test_a_missing_elder_match_reaches_the_family_only_after_the_worker_co
         early = await worker.post(f"/api/alerts/{hit['id']}/ack")
         assert early.status == 409
         assert "confirm" in early.body["error"]
+        noted = await worker.post(f"/api/alerts/{hit['id']}/note", {"note": "像她"})
+        assert noted.status == 409  # nor a note: confirm or reject first
+        assert "confirm" in noted.body["error"]
         # An hour later nobody else was told.
         clock.advance(3_600_000)
         await rounds(cloud)

@@ -3,7 +3,8 @@ import { api, whenLoggedOut } from "/static/js/api.js";
 import {
   currentLang, fmtAgo, fmtTime, label, loadVocabulary, onLangChange, setLang, t, translate,
 } from "/static/js/i18n.js";
-import { SEVERITY_RANK, urgencyCompare } from "/static/js/board.js";
+import { SEVERITY_RANK, ackName, dispatchedName, urgencyCompare } from "/static/js/board.js";
+import { telLink } from "/static/js/people.js";
 
 // For a family the gravest case leads, even while someone handles it (a fall being handled
 // says more than a tamper nobody has looked at yet); then the board's urgency.
@@ -26,21 +27,53 @@ function say(key, state, vars) {
 
 // --- the elder's status and alerts ---------------------------------------------------------
 
-// Names of the elders this user watches (GET /api/residents/{id}, audited); the id if the
-// record cannot be read.
+// Names of the elders this user watches and the number to call for each (the community's
+// office: GET /api/residents/{id}, audited); the id if the record cannot be read.
 const names = new Map();
+const offices = new Map();
 async function loadNames() {
   await Promise.all(me.residents.map(async (id) => {
     const record = await api(`/api/residents/${encodeURIComponent(id)}`).catch(() => null);
     names.set(id, record && record.name ? record.name : `${t("family.elder")} ${id}`);
+    if (record && record.office) offices.set(id, record.office);
   }));
 }
 
-// Who is on the most urgent case: "网格员 worker-li 已确认 · 3 分钟前", or nobody yet.
+// Who is on the most urgent case, by name: "网格员 李华 已出发 · 3 分钟前", or nobody yet.
 function handling(a) {
   if (a.state === "open") return `${t("family.nobody_yet")} · ${fmtAgo(a.ts)}`;
-  const who = [a.ack_role ? label("role", a.ack_role) : "", a.ack_by || ""].filter(Boolean).join(" ");
-  return `${who} ${label("state", a.state)} · ${fmtAgo(a.state_changed_ms || a.ts)}`.trim();
+  const ago = fmtAgo(a.state_changed_ms || a.ts);
+  if (a.state === "dispatched" && dispatchedName(a)) {
+    return `${label("role", "worker")} ${dispatchedName(a)} ${t("family.on_the_way")} · ${ago}`;
+  }
+  const who = [a.ack_role ? label("role", a.ack_role) : "", ackName(a)].filter(Boolean).join(" ");
+  return `${who} ${label("state", a.state)} · ${ago}`.trim();
+}
+
+// What the responders chose to tell the family ("李华：已到家中，老人无大碍 · 2 分钟前");
+// the server sends a family no other note (docs/access.md).
+function sharedNotes(a) {
+  const notes = a.shared_notes || [];
+  if (!notes.length) return null;
+  const list = el("ul", "notes");
+  list.setAttribute("aria-label", t("family.notes"));
+  list.append(...notes.map((n) => {
+    const item = el("li", "", `${n.name || n.by || ""}：${n.note}`);
+    item.append(el("time", "", ` · ${fmtAgo(n.ts)}`));
+    return item;
+  }));
+  return list;
+}
+
+// The one number to call for the elder's community, one tap on a phone.
+function callOffice(resident) {
+  const office = offices.get(resident);
+  if (!office) return null;
+  const link = telLink(office.phone, `${t("family.call")} ${office.place}`);
+  link.classList.add("call");
+  const box = el("p", "office");
+  box.append(link, el("small", "", ` ${office.phone}`));
+  return box;
 }
 
 const el = (tag, className, text) => {
@@ -63,13 +96,19 @@ function render() {
     card.append(el("div", "status", active.length ? t("family.attention") : t("family.well")));
     if (!active.length) {
       card.append(el("div", "", t("family.well_text")));
+      const call = callOffice(resident);
+      if (call) card.append(call);
       return card;
     }
     const top = active[0];
     const sentence = (top.explain || {})[currentLang() === "en" ? "en" : "zh"];
     card.append(el("div", "headline", [label("type", top.type), sentence].filter(Boolean).join(" · ")));
     card.append(el("div", "handling", handling(top)));
+    const notes = sharedNotes(top);
+    if (notes) card.append(notes);
     if (active.length > 1) card.append(el("div", "more", t("family.more", { n: active.length - 1 })));
+    const call = callOffice(resident);
+    if (call) card.append(call);
     return card;
   }));
   $("#alerts").replaceChildren(...list.map((a) => {
@@ -83,6 +122,8 @@ function render() {
     const when = document.createElement("time");
     when.textContent = `${fmtTime(a.ts)} · ${label("state", a.state)}`;
     li.append(what, when);
+    const notes = sharedNotes(a);
+    if (notes) li.append(notes);
     if (a.state === "open" && a.seen_by === me.username) {
       // Seen is not handled: say so, so nobody thinks help is on the way because of it.
       const seen = document.createElement("p");

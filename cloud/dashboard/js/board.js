@@ -15,14 +15,23 @@ export const typeText = (a) => label("type", a.type)
 // A watchlist match nobody has confirmed or rejected yet: nobody acts on it until then.
 export const awaitsConfirmation = (a) => Boolean(a.match) && !a.confirmed && a.state === "open";
 
+// People by the names people know them by (display names, cloud/store.py `with_people`), the
+// user name where a message carries none (a new alert, an older server).
+export const ackName = (a) => a.ack_name || a.ack_by || "";
+export const seenName = (a) => a.seen_name || a.seen_by || "";
+export const dispatchedName = (a) => a.dispatched_name || a.dispatched_to || "";
+
 export function stateText(a, withWho = true) {
   if (awaitsConfirmation(a)) return t("state.awaiting_confirmation");
   const state = label("state", a.state);
-  if (withWho && a.ack_by && a.state !== "open") return `${state} · ${a.ack_by}`;
-  if (a.seen_by && a.state === "open") return `${state} · ${t("board.seen", { who: a.seen_by })}`;
+  if (withWho && a.state !== "open" && handlerName(a)) return `${state} · ${handlerName(a)}`;
+  if (a.seen_by && a.state === "open") return `${state} · ${t("board.seen", { who: seenName(a) })}`;
   return state;
 }
 const ACTIVE = ["open", "acknowledged", "dispatched"];
+
+// Who has it now: the worker it was dispatched to, else the responder who acknowledged.
+export const handlerName = (a) => (a.state === "dispatched" && dispatchedName(a)) || ackName(a);
 
 // Urgency first, as the server orders `order=urgency` (cloud/alerts.py): open, acknowledged,
 // dispatched, then closed; critical first within each; then newest first.
@@ -38,8 +47,8 @@ export function urgencyCompare(a, b) {
 }
 
 // Who is on it: the responder who acknowledged (the family's "seen" is not someone on the way).
-export const handlerText = (a) => (ACTIVE.includes(a.state) && a.state !== "open" && a.ack_by)
-  || (a.state === "open" ? t("board.nobody") : (a.ack_by || ""));
+export const handlerText = (a) => (ACTIVE.includes(a.state) && a.state !== "open" && handlerName(a))
+  || (a.state === "open" ? t("board.nobody") : ackName(a));
 
 // Whole path segments, as the server's scope and filter do.
 const under = (location, prefix) => !prefix || location === prefix

@@ -4,7 +4,7 @@
 // confirms or rejects it, those are its only actions (docs/face.md).
 import { api, enc } from "./api.js";
 import { t, label, fmtTime, fmtAgo, currentLang } from "./i18n.js";
-import { awaitsConfirmation, stateText, typeText } from "./board.js";
+import { ackName, awaitsConfirmation, dispatchedName, seenName, stateText, typeText } from "./board.js";
 import { LEVELS } from "./places.js";
 import { fetchPeople, person, telLink } from "./people.js";
 import { THROW_KINDS, flatStep, throwSection } from "./throw.js";
@@ -18,6 +18,10 @@ const NEXT = {
   false_alarm: [],
 };
 const ROLE_MAY = { family: ["ack", "resolve", "false_alarm"] }; // others: every action
+// Who may write a note without a state change, and who may share one with the family
+// (cloud/access/scope.py ACTIONS.note, ACTIONS.share_note; docs/access.md).
+const NOTE_ROLES = ["police", "worker", "admin"];
+const SHARE_ROLES = ["worker", "admin"];
 // Who may open a resident's record and vitals (docs/access.md): not police.
 const RESIDENT_ROLES = ["family", "worker", "admin"];
 // Who may export a signed evidence package (cloud/access/scope.py ACTIONS.export_package).
@@ -98,9 +102,9 @@ export class Detail {
       [t("detail.tags"), tags && tags.map((x) => label("tag", x)).join("、")],
       [t("detail.device"), about.kind ? `${a.device} (${about.kind})` : a.device],
       [t("detail.site"), a.site],
-      [t("detail.ack_by"), a.ack_by && `${a.ack_by} (${label("role", a.ack_role)})`],
-      [t("detail.seen_by"), a.seen_by && `${a.seen_by} · ${fmtTime(a.seen_ms)}`],
-      [t("detail.dispatched_to"), a.dispatched_to],
+      [t("detail.ack_by"), a.ack_by && `${ackName(a)} (${label("role", a.ack_role)})`],
+      [t("detail.seen_by"), a.seen_by && `${seenName(a)} · ${fmtTime(a.seen_ms)}`],
+      [t("detail.dispatched_to"), dispatchedName(a)],
       [t("detail.repeats"), a.repeats ? t("detail.repeats_text", { n: a.repeats, last: fmtTime(a.last_ms) }) : null],
     ]));
     // Numbers to call, one tap each on a phone: the resident, then their emergency contacts.
@@ -217,20 +221,24 @@ export class Detail {
       else if (step.from_state === step.to_state && flatStep(step.note)) {
         ({ text, note } = flatStep(step.note));
       }
-      items.push([step.ts, "transition", text, step.actor, note]);
+      else if (step.from_state === step.to_state) text = t(step.note ? "tl.note" : "tl.update");
+      // A person by their name; a site or the system as it is recorded.
+      items.push([step.ts, step.shared && note ? "transition shared" : "transition", text,
+        step.name || step.actor, note, step.shared && note]);
     }
     for (const n of a.notifications || []) {
-      items.push([n.ts, "notified", t("tl.notified", { who: n.username, stage: n.stage, outcome: n.outcome }), null, null]);
+      items.push([n.ts, "notified", t("tl.notified", { who: n.display_name || n.username, stage: n.stage, outcome: n.outcome }), null, null]);
     }
     for (const n of a.deliveries || []) {
-      items.push([n.ts, "attempt", t("tl.attempt", { channel: n.channel, recipient: n.recipient, result: n.result }),
+      items.push([n.ts, "attempt", t("tl.attempt", { channel: n.channel, recipient: n.recipient_name || n.recipient, result: n.result }),
         n.target, n.reason]);
     }
     items.sort((x, y) => x[0] - y[0]);
-    return el("ol", { class: "timeline" }, ...items.map(([ts, kind, text, actor, note]) => el("li", { class: kind },
+    return el("ol", { class: "timeline" }, ...items.map(([ts, kind, text, actor, note, shared]) => el("li", { class: kind },
       el("time", {}, fmtTime(ts)), " ", el("span", { class: "what" }, text),
       actor ? el("span", { class: "actor" }, ` · ${t("tl.by")} ${actor}`) : null,
-      note ? el("blockquote", {}, note) : null)));
+      note ? el("blockquote", {}, note) : null,
+      shared ? el("small", { class: "shared-mark" }, t("tl.shared")) : null)));
   }
 
   actions() {
@@ -240,8 +248,15 @@ export class Detail {
       ? ((a.match.confirmers || []).includes(this.me.role) ? ["confirm", "reject"] : [])
       : (NEXT[a.state] || []).filter((x) => (ROLE_MAY[this.me.role] || [x]).includes(x));
     const part = section("actions");
-    if (!allowed.length) return part;
-    const note = el("textarea", { id: "note", rows: "2", maxlength: "2000", placeholder: t("action.note") });
+    // An unconfirmed match takes only confirm or reject (the server says 409 to a note).
+    const noting = NOTE_ROLES.includes(this.me.role) && !awaitsConfirmation(a);
+    if (!allowed.length && !noting) return part;
+    const note = el("textarea", { id: "note", rows: "2", maxlength: "2000", placeholder: t("action.note"),
+      "aria-label": t("action.note") });
+    // The note goes to the family too when this is ticked (not by default: a note is for
+    // colleagues unless the worker decides otherwise).
+    const share = SHARE_ROLES.includes(this.me.role)
+      ? el("input", { type: "checkbox", id: "share-note" }) : null;
     const error = el("p", { class: "error", role: "alert", id: "action-error" });
     const buttons = el("div", { class: "buttons" });
     let worker = null;
@@ -267,6 +282,7 @@ export class Detail {
         }
         buttons.querySelectorAll("button").forEach((x) => { x.disabled = true; });
         const body = note.value.trim() ? { note: note.value.trim() } : {};
+        if (share && share.checked && body.note && !["confirm", "reject"].includes(action)) body.share = true;
         if (action === "dispatch") body.worker = worker.value;
         try {
           const updated = await api(`/api/alerts/${enc(a.id)}/${action}`, { method: "POST", body });
@@ -280,8 +296,34 @@ export class Detail {
       });
       buttons.append(b);
     }
+    if (noting) {
+      // A note on its own, in any state: what was found, what was done, for the record.
+      const add = el("button", { type: "button", class: "do-note" }, t("action.add_note"));
+      add.addEventListener("click", async () => {
+        error.textContent = "";
+        if (!note.value.trim()) {
+          error.textContent = t("action.note_needed");
+          note.focus();
+          return;
+        }
+        add.disabled = true;
+        const body = { note: note.value.trim(), ...(share && share.checked ? { share: true } : {}) };
+        try {
+          const updated = await api(`/api/alerts/${enc(a.id)}/note`, { method: "POST", body });
+          this.alert = updated;
+          this.render();
+          this.onChanged(updated);
+        } catch (err) {
+          error.textContent = err.message;
+          add.disabled = false;
+        }
+      });
+      buttons.append(add);
+    }
     if (worker) part.append(el("label", {}, t("action.worker"), " ", worker));
-    part.append(note, buttons, error);
+    part.append(note);
+    if (share) part.append(el("label", { class: "share" }, share, " ", t("action.share")));
+    part.append(buttons, error);
     return part;
   }
 }

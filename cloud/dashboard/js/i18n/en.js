@@ -229,4 +229,13 @@ export default {
   "evidence.clip": "Clip",
   "evidence.marked_clip": "Marked clip",
   "evidence.crop": "Face",
+  "family.on_the_way": "is on the way",
+  "family.notes": "Notes from the responders",
+  "family.call": "Call",
+  "action.add_note": "Add note",
+  "action.note_needed": "Write the note first",
+  "action.share": "Share this note with the family",
+  "tl.note": "Note",
+  "tl.update": "Update",
+  "tl.shared": "shared with the family",
 };

@@ -229,4 +229,13 @@ export default {
   "evidence.clip": "片段",
   "evidence.marked_clip": "标注片段",
   "evidence.crop": "人脸",
+  "family.on_the_way": "已出发",
+  "family.notes": "工作人员留言",
+  "family.call": "致电",
+  "action.add_note": "添加备注",
+  "action.note_needed": "请先写下备注内容",
+  "action.share": "与家属分享此备注",
+  "tl.note": "备注",
+  "tl.update": "更新",
+  "tl.shared": "已与家属分享",
 };
