@@ -44,7 +44,8 @@ async def test_an_outage_is_logged_when_it_starts_and_when_it_ends(
     said = [r.getMessage() for r in caplog.records]
     assert worker.rounds >= 6
     errors = [m for m in said if "database error" in m]
-    assert len(errors) == 1 and errors[0].startswith("test worker: database error, retrying")
+    assert len(errors) == 1
+    assert errors[0].startswith("test worker: database error, retrying")
     assert [m for m in said if "reachable again" in m] == ["test worker: database reachable again"]
 
 
