@@ -96,7 +96,7 @@ class Guardian(Strict):
     relation: str | None = Field(None, max_length=32, description="daughter, neighbour, …")
 
 
-_PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}\Z")
 
 
 def _phone(v: str | None) -> str | None:

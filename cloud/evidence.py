@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
 MAX_BYTES = 64 * 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 # What a piece of evidence is, as the camera worker names it (docs/video.md): the snapshot as
 # seen, the snapshot with a thrown object's track and candidate windows drawn, the launch area
 # enlarged, the clip as the camera sent it, the clip with the track drawn, a face crop.

@@ -22,7 +22,7 @@ Check = Callable[[Any], bool]
 # key → (check, required, what it must be): the body of one type, `type` aside.
 Shape = dict[str, tuple[Check, bool, str]]
 MAX_TEXT = 1000
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 
 
 def _id(value: Any) -> bool:
@@ -151,7 +151,7 @@ NOTICES: dict[str, Shape] = {
 }
 # A fall cancelled in time, or too late (edge/rules/events.py): `{event}_cancelled` and
 # `{event}_cancel_late`, with whom it was about.
-_CANCEL = re.compile(r"^[a-z][a-z0-9_]{0,40}_(cancelled|cancel_late)$")
+_CANCEL = re.compile(r"^[a-z][a-z0-9_]{0,40}_(cancelled|cancel_late)\Z")
 _CANCEL_SHAPE: Shape = {
     **_WHO,
     "rule": (_text(64), False, "a rule id"),

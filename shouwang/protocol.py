@@ -16,7 +16,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 DEVICE_KINDS = ("telemetry", "event", "status", "config", "cmd")
 SITE_KINDS = ("alert", "event", "telemetry", "health", "evidence")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _REQUIRED = ("v", "id", "device", "kind", "ts", "body")
 _ALLOWED = frozenset({*_REQUIRED, "site"})
 # Timestamps before 2020 or more than a day ahead are a device clock fault, not data.

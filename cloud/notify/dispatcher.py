@@ -22,7 +22,7 @@ from cloud.store import Store
 from shouwang.clock import Clock
 
 log = logging.getLogger(__name__)
-RECIPIENT = re.compile(r"^(user|role):[A-Za-z0-9_.@:-]{1,128}$")
+RECIPIENT = re.compile(r"^(user|role):[A-Za-z0-9_.@:-]{1,128}\Z")
 NO_CHANNEL = "-"
 
 

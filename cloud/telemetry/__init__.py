@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cloud.store import Store
 
 MAX_POINTS = 11_000  # per query_range, like Prometheus: a chart never needs more
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 Point = tuple[int, float]  # (t in epoch ms, average)
 

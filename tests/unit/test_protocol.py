@@ -99,3 +99,17 @@ def test_topics() -> None:
         assert isinstance(parse_device_topic(bad), Rejection), bad
     for bad in ("site/s-1/down/alert", "site/s-1/up/bogus", "site/s-1/up"):
         assert isinstance(parse_site_topic(bad), Rejection), bad
+
+
+@pytest.mark.parametrize("field", ["id", "device", "site"])
+def test_an_id_with_a_trailing_newline_is_refused(field: str) -> None:
+    # `$` matches before a final newline: found by tests/fuzz/test_device_envelope.py.
+    result = parse_envelope(orjson.dumps(good(**{field: "btn-1\n"})), now=NOW)
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_envelope"
+    assert f"field '{field}'" in result.detail
+
+
+def test_a_topic_id_with_a_trailing_newline_is_refused() -> None:
+    assert isinstance(parse_device_topic("dev/btn-1\n/event"), Rejection)
+    assert isinstance(parse_site_topic("site/s-1\n/up/alert"), Rejection)

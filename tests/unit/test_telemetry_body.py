@@ -38,3 +38,10 @@ def test_a_bad_reading_is_named(readings: list[Any], reason: str) -> None:
     problem = check_telemetry_body({"readings": readings})
     assert problem is not None
     assert problem.startswith(reason)
+
+
+@pytest.mark.parametrize("changes", [{"device": "wear-1\n"}, {"values": {"heart_rate\n": 70}}])
+def test_a_name_with_a_trailing_newline_is_refused(changes: dict[str, Any]) -> None:
+    # A newline would end the line protocol's line (cloud/telemetry/victoria.py): `$` let one
+    # through at the end of a name.
+    assert check_telemetry_body({"readings": [reading(**changes)]}) is not None
