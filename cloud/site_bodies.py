@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloud.fleet import DIMENSIONS
-from shouwang.protocol import _ID_RE
+from shouwang.protocol import _ID_RE, is_int64
 
 Check = Callable[[Any], bool]
 # key → (check, required, what it must be): the body of one type, `type` aside.
@@ -34,7 +34,8 @@ def _text(most: int) -> Check:
 
 
 def _int(value: Any) -> bool:
-    return type(value) is int
+    # 64 bits: an `at_ms` is a BIGINT column, and PostgreSQL refuses a larger one.
+    return is_int64(value)
 
 
 def _number(value: Any) -> bool:

@@ -37,6 +37,8 @@ VERSION = 1
 MAX_ENTRIES = 20_000
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+# The gateway writes them as dates (edge/video/face/downlink.py); Python's end at year 9999.
+MAX_MS = 253_402_300_799_999
 _SHA = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -150,8 +152,8 @@ def _entry(raw: Any) -> Entry | str:
         if not isinstance(raw.get(name), str) or not 0 < len(raw[name]) <= 128:
             return f"{name} must be a string of 1 to 128 characters"
     for name in ("entered_ms", "until_ms"):
-        if type(raw.get(name)) is not int or raw[name] < 0:
-            return f"{name} must be epoch ms"
+        if type(raw.get(name)) is not int or not 0 <= raw[name] <= MAX_MS:
+            return f"{name} must be epoch ms, before the year 10000"
     photos = raw.get("photos")
     if not isinstance(photos, list) or not all(isinstance(p, str) and _SHA.match(p)
                                                for p in photos):

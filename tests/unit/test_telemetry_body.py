@@ -29,7 +29,7 @@ def test_a_good_batch_passes_twice() -> None:  # the second time from the rememb
         ([reading(device="wear-1 evil=1")], "body.readings[0]: device must be 1-64 of"),
         ([reading(device="wear-1,site=other")], "body.readings[0]: device must be 1-64 of"),
         ([reading(device=["wear-1"])], "body.readings[0]: id and device must be strings"),
-        ([reading(ts="noon")], "body.readings[0]: ts must be an integer"),
+        ([reading(ts="noon")], "body.readings[0]: ts must be a 64-bit integer"),
         ([reading(values={"heart rate": 70})], "body.readings[0]: field 'heart rate' is not"),
         ([reading(values={"hr=1 x": 70})], "body.readings[0]: field 'hr=1 x' is not"),
     ],
