@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv lint typecheck unit bench models browser-tools clean
+.PHONY: demo test deps venv lint typecheck unit fuzz bench models browser-tools clean
 
 demo: deps venv
 	$(BIN)/shouwang demo
@@ -46,6 +46,13 @@ unit: venv
 models: venv
 	$(BIN)/python models/build.py --missing
 	$(BIN)/python -m tests.face_photos >/dev/null  # real face photos for the tests (tests/data/)
+
+# Every decoder at a trust boundary on 100,000 generated inputs a property (tests/fuzz); `make test`
+# runs the same properties on a few hundred each, from a fixed seed. FUZZ_EXAMPLES to change it.
+FUZZ_EXAMPLES ?= 100000
+fuzz: venv
+	SHOUWANG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 10 $(BIN)/pytest -q -p no:cacheprovider \
+		-m fuzz tests/fuzz --hypothesis-show-statistics --durations=0
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py
