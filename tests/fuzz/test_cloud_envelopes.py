@@ -135,7 +135,8 @@ def gateway_messages(draw: st.DrawFn) -> tuple[str, bytes]:
     kind = draw(st.sampled_from(SITE_KINDS))
     body = draw(BODIES[kind])
     body = draw(nearly(body, OTHERS))
-    if kind == "telemetry" and isinstance(body.get("readings"), list) and body["readings"]:
+    readings = body.get("readings")
+    if kind == "telemetry" and isinstance(readings, list) and readings and isinstance(readings[0], dict):
         body["readings"][0] = draw(nearly(body["readings"][0], OTHERS))
     if kind == "alert" and isinstance(body.get("detail"), dict):
         body["detail"] = draw(nearly(body["detail"], OTHERS))
