@@ -8,7 +8,7 @@ LOCK := requirements.lock
 # `make test-latest`: the unit tests with the newest releases pyproject.toml allows (not the lock).
 LATEST := .venv-latest
 
-.PHONY: demo test deps venv lint typecheck unit bench models browser-tools screenshots clean lock \
+.PHONY: demo test deps venv lint typecheck unit bench models browser-tools screenshots fuzz clean lock \
 	test-latest
 
 demo: deps venv
@@ -86,6 +86,13 @@ screenshots: deps venv browser-tools
 		tests/browser/test_dashboard.py tests/browser/test_building_view.py \
 		tests/browser/test_people_views.py tests/browser/test_throw_detail.py \
 		tests/browser/test_watchlist_match.py tests/browser/test_evidence_clip.py
+
+# Every decoder at a trust boundary on 100,000 generated inputs a property (tests/fuzz); `make test`
+# runs the same properties on a few hundred each, from a fixed seed. FUZZ_EXAMPLES to change it.
+FUZZ_EXAMPLES ?= 100000
+fuzz: venv
+	SHOUWANG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 10 $(BIN)/pytest -q -p no:cacheprovider \
+		-m fuzz tests/fuzz --hypothesis-show-statistics --durations=0
 
 bench: deps venv
 	$(BIN)/python bench/e2e_latency.py

@@ -84,7 +84,7 @@ class SiteRow(Strict):
         return _path(v) if v else None
 
 
-_PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 -]{2,30}\Z")
 
 
 def _phone(v: str | None) -> str | None:

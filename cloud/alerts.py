@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloud.schema import alerts
 from shouwang.profiles import SEVERITIES
 
 STATES = ("open", "acknowledged", "dispatched", "resolved", "false_alarm")
@@ -35,16 +36,25 @@ class AlertNotFound(Exception):
     pass
 
 
+_LENGTHS = {k: int(alerts.c[k].type.length) for k in  # type: ignore[attr-defined]
+            ("type", "subject", "dedup_key", "resident", "location")}
+
+
 def check_alert_body(body: dict[str, Any]) -> str | None:
     """None when the body of an `alert` envelope is well formed, else why not."""
     for key in ("type", "severity", "subject", "dedup_key"):
         if not isinstance(body.get(key), str) or not body[key]:
             return f"body.{key} must be a non-empty string"
     if body["severity"] not in SEVERITIES:
-        return f"body.severity {body['severity']!r} is not one of {', '.join(SEVERITIES)}"
+        return f"body.severity {body['severity'][:64]!r} is not one of {', '.join(SEVERITIES)}"
     for key in ("resident", "location"):
         if body.get(key) is not None and not isinstance(body[key], str):
             return f"body.{key} must be a string or null"
+    # Each is a column of the alert's row: PostgreSQL refuses a longer one, and the store
+    # would retry that write for ever.
+    for key, most in _LENGTHS.items():
+        if isinstance(body.get(key), str) and len(body[key]) > most:
+            return f"body.{key} must be at most {most} characters"
     if not isinstance(body.get("life_safety", False), bool):
         return "body.life_safety must be a boolean"
     return None

@@ -42,7 +42,7 @@ from sqlalchemy import (
 from cloud.schema import metadata
 from cloud.store import Store
 from shouwang.config import ConfigError, Strict
-from shouwang.protocol import Envelope
+from shouwang.protocol import _ID_RE, Envelope, is_int64
 
 if TYPE_CHECKING:
     from cloud.evidence_key import EvidenceKey
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CONTENT_TYPES = ("image/jpeg", "image/png", "video/mp4")
 MAX_BYTES = 64 * 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 # What a piece of evidence is, as the camera worker names it (docs/video.md): the snapshot as
 # seen, the snapshot with a thrown object's track and candidate windows drawn, the launch area
 # enlarged, the clip as the camera sent it, the clip with the track drawn, a face crop.
@@ -212,10 +212,11 @@ def check_evidence_body(body: dict[str, Any]) -> str | None:
         return f"body.size must be an integer between 1 and {MAX_BYTES}"
     if body.get("content_type") not in CONTENT_TYPES:
         return f"body.content_type must be one of {', '.join(CONTENT_TYPES)}"
-    if body.get("alert") is not None and not isinstance(body["alert"], str):
+    alert = body.get("alert")
+    if alert is not None and not (isinstance(alert, str) and _ID_RE.match(alert)):
         return "body.alert must be an alert id or null"
-    if type(body.get("captured_ts")) is not int:
-        return "body.captured_ts must be integer milliseconds"
+    if not is_int64(body.get("captured_ts")):
+        return "body.captured_ts must be integer milliseconds (64 bits)"
     if body.get("kind") is not None and body["kind"] not in KINDS:
         return f"body.kind must be one of {', '.join(KINDS)}, or absent"
     return None

@@ -23,9 +23,9 @@ MAX_SEARCH = 64
 # `time`: newest first. `urgency`: what needs a person first: open, then acknowledged, then
 # dispatched, then closed; within each, critical first; then newest first (docs/dashboard.md).
 ORDERS = ("time", "urgency")
-_TYPE = re.compile(r"^[a-z0-9_]{1,64}$")
-_CURSOR = re.compile(r"^(\d{1,15})\.([0-9A-Za-z_-]{1,64})$")
-_URGENCY_CURSOR = re.compile(r"^u([0-9])([0-9])\.(\d{1,15})\.([0-9A-Za-z_-]{1,64})$")
+_TYPE = re.compile(r"^[a-z0-9_]{1,64}\Z")
+_CURSOR = re.compile(r"^(\d{1,15})\.([0-9A-Za-z_-]{1,64})\Z")
+_URGENCY_CURSOR = re.compile(r"^u([0-9])([0-9])\.(\d{1,15})\.([0-9A-Za-z_-]{1,64})\Z")
 
 
 

@@ -505,23 +505,27 @@ class Ingest:
         await self.fleet.gateway_offline(env, self.clock.now_ms())
 
     def _validate(self, message: Message) -> Envelope | Rejection:
-        topic = parse_site_topic(message.topic)
-        if isinstance(topic, Rejection):
-            return topic
-        site, kind = topic
-        env = parse_envelope(message.payload, max_bytes=self.max_payload_bytes)
-        if isinstance(env, Rejection):
-            return Rejection(env.reason, f"{message.topic}: {env.detail}")
-        if env.site != site:
-            return Rejection(
-                "site_mismatch", f"{message.topic}: envelope site {env.site!r} differs from topic"
-            )
-        if env.kind != kind:
-            return Rejection("kind_mismatch", f"{message.topic}: envelope kind {env.kind!r}")
-        problem = BODY_CHECKS[kind](env.body)
-        if problem is not None:
-            return Rejection(f"invalid_{kind}", f"{message.topic} {env.id}: {problem}")
-        return env
+        return validate(message.topic, message.payload, max_bytes=self.max_payload_bytes)
+
+
+def validate(topic: str, payload: bytes, *, max_bytes: int) -> Envelope | Rejection:
+    """A gateway's message on `site/{site}/up/{kind}` as an envelope whose body its kind's
+    handler may touch, or why not; never raises (tests/fuzz/test_cloud_envelopes.py)."""
+    where = parse_site_topic(topic)
+    if isinstance(where, Rejection):
+        return where
+    site, kind = where
+    env = parse_envelope(payload, max_bytes=max_bytes)
+    if isinstance(env, Rejection):
+        return Rejection(env.reason, f"{topic}: {env.detail}")
+    if env.site != site:
+        return Rejection("site_mismatch", f"{topic}: envelope site {env.site!r} differs from topic")
+    if env.kind != kind:
+        return Rejection("kind_mismatch", f"{topic}: envelope kind {env.kind!r}")
+    problem = BODY_CHECKS[kind](env.body)
+    if problem is not None:
+        return Rejection(f"invalid_{kind}", f"{topic} {env.id}: {problem}")
+    return env
 
 
 # What a body must hold before a handler may touch it; failures are `invalid_{kind}`. Every

@@ -27,8 +27,8 @@ RESIDENT_ROLES = frozenset({"family", "worker", "admin"})
 NO_RESIDENT = {"error": "no such resident"}
 MAX_POINTS = 2000  # per series: a chart on a screen never needs more
 DEFAULT_SPAN_MS = 24 * 3600 * 1000
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 DEVICE_COLUMNS = ("site", "id", "profile", "transport", "data", "health", "battery",
                   "last_seen_ms")
 

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from cloud.fleet import DIMENSIONS
-from shouwang.protocol import _ID_RE
+from shouwang.protocol import _ID_RE, is_int64
 
 Check = Callable[[Any], bool]
 # key → (check, required, what it must be): the body of one type, `type` aside.
 Shape = dict[str, tuple[Check, bool, str]]
 MAX_TEXT = 1000
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 
 
 def _id(value: Any) -> bool:
@@ -34,7 +34,8 @@ def _text(most: int) -> Check:
 
 
 def _int(value: Any) -> bool:
-    return type(value) is int
+    # 64 bits: an `at_ms` is a BIGINT column, and PostgreSQL refuses a larger one.
+    return is_int64(value)
 
 
 def _number(value: Any) -> bool:
@@ -151,7 +152,7 @@ NOTICES: dict[str, Shape] = {
 }
 # A fall cancelled in time, or too late (edge/rules/events.py): `{event}_cancelled` and
 # `{event}_cancel_late`, with whom it was about.
-_CANCEL = re.compile(r"^[a-z][a-z0-9_]{0,40}_(cancelled|cancel_late)$")
+_CANCEL = re.compile(r"^[a-z][a-z0-9_]{0,40}_(cancelled|cancel_late)\Z")
 _CANCEL_SHAPE: Shape = {
     **_WHO,
     "rule": (_text(64), False, "a rule id"),

@@ -55,7 +55,7 @@ from shouwang.config import ConfigError, Strict
 from shouwang.watchlist_message import build, pack, sign
 
 NONCE_BYTES = 12
-LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 log = logging.getLogger(__name__)
 
 watchlist_people = Table(

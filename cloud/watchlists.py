@@ -63,7 +63,7 @@ MAX_PHOTOS = 5
 # (openapi.MAX_BODY) is for every other route.
 MAX_BODY = 28 * 1024 * 1024
 MAX_CONSENT = 128
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _FIELDS = frozenset({"person", "consent", "photos", "scope"})
 NOT_FOUND = {"error": "no such person on this list, or not in your scope"}
 

@@ -33,8 +33,8 @@ CONFIG_APPLIED_EVENT = "config_applied"
 # --- versions ------------------------------------------------------------------------------
 
 Version = tuple[int, ...]
-_VERSION_RE = re.compile(r"^v?(\d{1,6}(?:\.\d{1,6}){0,3})(?:[-+][0-9A-Za-z.+-]{1,32})?$")
-_CLAUSE_RE = re.compile(r"^(>=|<=|==|>|<)?\s*(\d{1,6}(?:\.\d{1,6}){0,3})$")
+_VERSION_RE = re.compile(r"^v?(\d{1,6}(?:\.\d{1,6}){0,3})(?:[-+][0-9A-Za-z.+-]{1,32})?\Z")
+_CLAUSE_RE = re.compile(r"^(>=|<=|==|>|<)?\s*(\d{1,6}(?:\.\d{1,6}){0,3})\Z")
 
 
 def parse_version(text: str) -> Version | None:

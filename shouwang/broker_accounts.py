@@ -24,7 +24,7 @@ ITERATIONS = 101
 SALT_BYTES = 12
 # An account name becomes a topic level through the ACL's %u: nothing that is MQTT syntax
 # (`+ # /`), and no `:`, which separates name and hash in the password file.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 class ProvisionError(Exception):

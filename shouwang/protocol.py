@@ -16,12 +16,19 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 DEVICE_KINDS = ("telemetry", "event", "status", "config", "cmd")
 SITE_KINDS = ("alert", "event", "telemetry", "health", "evidence")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _REQUIRED = ("v", "id", "device", "kind", "ts", "body")
 _ALLOWED = frozenset({*_REQUIRED, "site"})
 # Timestamps before 2020 or more than a day ahead are a device clock fault, not data.
 _TS_MIN = 1_577_836_800_000
 _TS_FUTURE_SLACK_MS = 86_400_000
+# A JSON string holding U+0000: `\u0000` after an even number of backslashes (an odd number
+# would escape its own backslash). PostgreSQL's text cannot hold NUL, so a string with one
+# that reached a text column failed the write again at every retry; no device or gateway
+# has a reason to send one.
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# What both databases store in a BIGINT; orjson reads integers up to 2**64 - 1.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,8 @@ def parse_envelope(
         return Rejection("not_json", f"payload is not JSON: {err}")
     if not isinstance(data, dict):
         return Rejection("invalid_envelope", f"envelope must be an object, got {_type(data)}")
+    if b"\\u0000" in payload and _NUL.search(payload):
+        return Rejection("invalid_envelope", "a string holds the character U+0000 (NUL)")
     # Per message: a valid envelope's keys are within the allowed ones and hold all required.
     if not (data.keys() <= _ALLOWED and len(data) - ("site" in data) == len(_REQUIRED)):
         missing = [k for k in _REQUIRED if k not in data]
@@ -124,6 +133,11 @@ def parse_envelope(
     if not isinstance(body, dict):
         return Rejection("invalid_envelope", f"field 'body' must be an object, got {_type(body)}")
     return Envelope(v=v, id=id_, site=site, device=device, kind=kind, ts=ts, body=body)
+
+
+def is_int64(value: object) -> bool:
+    """An integer (not a bool) that fits a BIGINT column on both databases."""
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
 
 
 def _type(value: object) -> str:

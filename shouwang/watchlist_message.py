@@ -50,10 +50,10 @@ VERSION_PARTS = 2  # one part of a list cut into several
 MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
 MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+_SHA = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a gateway writes it as a date
-_DIGEST = re.compile(r"^[0-9a-f]{16}$")
+_DIGEST = re.compile(r"^[0-9a-f]{16}\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from cloud.access.throttle import LoginThrottle, Wait
 from shouwang.clock import Clock
 
 log = logging.getLogger(__name__)
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 MIN_PASSWORD = 10
 BAD_LOGIN = "wrong user name or password"
 

@@ -24,7 +24,7 @@ from shouwang.backoff import Backoff
 from shouwang.clock import Clock
 
 log = logging.getLogger(__name__)
-RECIPIENT = re.compile(r"^(user|role):[A-Za-z0-9_.@:-]{1,128}$")
+RECIPIENT = re.compile(r"^(user|role):[A-Za-z0-9_.@:-]{1,128}\Z")
 NO_CHANNEL = "-"
 
 

@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shouwang.protocol import _ID_RE as ID_RE
+from shouwang.protocol import is_int64
 
 if TYPE_CHECKING:
     from cloud.store import Store
 
 MAX_POINTS = 11_000  # per query_range, like Prometheus: a chart never needs more
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 Point = tuple[int, float]  # (t in epoch ms, average)
 
@@ -113,16 +114,18 @@ def check_telemetry_body(body: dict[str, Any]) -> str | None:
     for i, r in enumerate(batch):
         if not isinstance(r, dict):
             return f"body.readings[{i}] must be an object"
-        device = r.get("device")
-        if not isinstance(r.get("id"), str) or type(device) is not str:
+        device, id_ = r.get("device"), r.get("id")
+        if type(id_) is not str or type(device) is not str:
             return f"body.readings[{i}]: id and device must be strings"
+        if not ID_RE.match(id_):  # the row's key
+            return f"body.readings[{i}]: id must be 1-64 of [A-Za-z0-9_.:-]"
         if device not in _GOOD_DEVICES:
             if not ID_RE.match(device):
                 return f"body.readings[{i}]: device must be 1-64 of [A-Za-z0-9_.:-]"
             _remember(_GOOD_DEVICES, device)
         values = r.get("values")
-        if type(r.get("ts")) is not int or not isinstance(values, dict):
-            return f"body.readings[{i}]: ts must be an integer and values an object"
+        if not is_int64(r.get("ts")) or not isinstance(values, dict):
+            return f"body.readings[{i}]: ts must be a 64-bit integer and values an object"
         for name in values:
             if name not in _GOOD_FIELDS:
                 if not _FIELD_RE.match(name):

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from shouwang.config import Strict
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
 KNOWN_TAGS = frozenset(
     {"living_alone", "elderly", "dementia", "disabled", "child", "wearable_required"}
 )

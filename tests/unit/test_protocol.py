@@ -99,3 +99,30 @@ def test_topics() -> None:
         assert isinstance(parse_device_topic(bad), Rejection), bad
     for bad in ("site/s-1/down/alert", "site/s-1/up/bogus", "site/s-1/up"):
         assert isinstance(parse_site_topic(bad), Rejection), bad
+
+
+@pytest.mark.parametrize("field", ["id", "device", "site"])
+def test_an_id_with_a_trailing_newline_is_refused(field: str) -> None:
+    # `$` matches before a final newline: found by tests/fuzz/test_device_envelope.py.
+    result = parse_envelope(orjson.dumps(good(**{field: "btn-1\n"})), now=NOW)
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_envelope"
+    assert f"field '{field}'" in result.detail
+
+
+def test_a_topic_id_with_a_trailing_newline_is_refused() -> None:
+    assert isinstance(parse_device_topic("dev/btn-1\n/event"), Rejection)
+    assert isinstance(parse_site_topic("site/s-1\n/up/alert"), Rejection)
+
+
+def test_a_string_holding_nul_is_refused_and_an_escaped_backslash_is_not() -> None:
+    # PostgreSQL's text cannot hold U+0000: a write with one failed at every retry.
+    for body in ({"event": "press\u0000"}, {"press\u0000": 1}, {"x": ["\\\u0000"]}):
+        result = parse_envelope(orjson.dumps(good(body=body)), now=NOW)
+        assert isinstance(result, Rejection)
+        assert result.reason == "invalid_envelope"
+        assert "U+0000" in result.detail
+    # The text `\u0000` (a backslash, then u0000) is no NUL.
+    ok = parse_envelope(orjson.dumps(good(body={"event": "\\u0000"})), now=NOW)
+    assert isinstance(ok, Envelope)
+    assert ok.body == {"event": "\\u0000"}

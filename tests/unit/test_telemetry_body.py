@@ -29,7 +29,7 @@ def test_a_good_batch_passes_twice() -> None:  # the second time from the rememb
         ([reading(device="wear-1 evil=1")], "body.readings[0]: device must be 1-64 of"),
         ([reading(device="wear-1,site=other")], "body.readings[0]: device must be 1-64 of"),
         ([reading(device=["wear-1"])], "body.readings[0]: id and device must be strings"),
-        ([reading(ts="noon")], "body.readings[0]: ts must be an integer"),
+        ([reading(ts="noon")], "body.readings[0]: ts must be a 64-bit integer"),
         ([reading(values={"heart rate": 70})], "body.readings[0]: field 'heart rate' is not"),
         ([reading(values={"hr=1 x": 70})], "body.readings[0]: field 'hr=1 x' is not"),
     ],
@@ -38,3 +38,10 @@ def test_a_bad_reading_is_named(readings: list[Any], reason: str) -> None:
     problem = check_telemetry_body({"readings": readings})
     assert problem is not None
     assert problem.startswith(reason)
+
+
+@pytest.mark.parametrize("changes", [{"device": "wear-1\n"}, {"values": {"heart_rate\n": 70}}])
+def test_a_name_with_a_trailing_newline_is_refused(changes: dict[str, Any]) -> None:
+    # A newline would end the line protocol's line (cloud/telemetry/victoria.py): `$` let one
+    # through at the end of a name.
+    assert check_telemetry_body({"readings": [reading(**changes)]}) is not None

@@ -93,3 +93,20 @@ def test_a_part_must_say_which_of_how_many_and_of_which_list() -> None:
         refused = check({**part, **bad})
         assert isinstance(refused, Refused), bad
         assert refused.reason == "bad_format", bad
+
+
+def test_a_date_past_the_year_9999_is_refused_not_raised_on_applying() -> None:
+    # The gateway writes entered_ms and until_ms as dates: one past year 9999 raised
+    # ValueError there, after parse had accepted it (found by tests/fuzz).
+    from edge.video.face.downlink import _enrolment
+
+    for name in ("entered_ms", "until_ms"):
+        got = check({"v": 1, "site": "s-1", "version": 3,
+                     "entries": [entry(**{name: 253_402_300_800_000})]})
+        assert isinstance(got, Refused)
+        assert got.reason == "bad_format"
+        assert name in got.detail
+    latest = check({"v": 1, "site": "s-1", "version": 3,
+                    "entries": [entry(until_ms=253_402_300_799_999)]})
+    assert isinstance(latest, WatchlistMessage)
+    assert _enrolment(latest.entries[0]).until.startswith("9999-12-31")
