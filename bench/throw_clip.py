@@ -21,7 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -34,6 +36,12 @@ from edge.video.throw.calibration import Facade
 from edge.video.throw.evidence import mark
 from simulators.facade import Scene
 from simulators.facade import write_clip as render
+
+
+def _mark_at(image: Any, t_s: float | None, *, fields: dict[str, Any], facade: Facade,
+             first_s: float) -> Any:
+    """The track as far as seen by this frame (the analyser's times start at the first)."""
+    return mark(image, fields, facade, None if t_s is None else (t_s - first_s) * 1000)
 
 
 def main() -> int:
@@ -72,7 +80,8 @@ def main() -> int:
                 for name in times:
                     out = Path(tmp) / f"{name}.mp4"
                     cpu, wall = time.process_time(), time.perf_counter()
-                    draw = (lambda img: mark(img, fields, facade)) if name == "marked" else None
+                    draw = partial(_mark_at, fields=fields, facade=facade,
+                                   first_s=first or 0.0) if name == "marked" else None
                     write_clip(out, stream, packets, (), draw)
                     times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
                     sizes[name] = out.stat().st_size

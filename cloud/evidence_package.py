@@ -36,9 +36,11 @@ from shouwang.evidence_package import (
     ALERT,
     CHUNK,
     FORMAT,
+    KINDS,
     MANIFEST,
     SIGNATURE,
     TIMELINE,
+    evidence_kind,
     member_name,
 )
 
@@ -55,6 +57,7 @@ class Blob:
     device: str
     captured_ts: int
     path: Path
+    kind: str | None = None  # cloud/evidence.py KINDS; None from gateways that do not say
 
 
 @dataclass
@@ -127,10 +130,12 @@ def _write(
             files.append({"name": name, "kind": kind, "content_type": "application/json",
                           "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
         for blob in blobs:
-            about = {"content_type": blob.content_type, "device": blob.device,
+            kind = evidence_kind(blob.kind, blob.content_type)
+            about = {"kind": kind, "description": KINDS[kind],
+                     "content_type": blob.content_type, "device": blob.device,
                      "captured_ts": blob.captured_ts}
             reason = left_out.get(blob.sha256)
-            name = member_name(blob.sha256, blob.content_type)
+            name = member_name(blob.sha256, blob.content_type, blob.kind)
             if reason is None:
                 reason = _copy(zf, name, blob, exported_ms)
                 if reason == "damaged":
@@ -141,8 +146,7 @@ def _write(
                 unavailable.append({"sha256": blob.sha256, "size": blob.size,
                                     "reason": reason, **about})
                 continue
-            files.append({"name": name, "kind": "clip" if name.startswith("clips/")
-                          else "snapshot", "sha256": blob.sha256, "size": blob.size, **about})
+            files.append({"name": name, "sha256": blob.sha256, "size": blob.size, **about})
         if newly:
             return newly
         manifest = _json_bytes({
@@ -177,7 +181,8 @@ class Packager:
             return web.json_response({"error": str(err)}, status=403)
         access = request.app[access_http.ACCESS]
         blobs = [Blob(e["sha256"], e["size"], e["content_type"], e["device"], e["captured_ts"],
-                      self.evidence.path(e["sha256"])) for e in alert.get("evidence") or []]
+                      self.evidence.path(e["sha256"]), e.get("kind"))
+                 for e in alert.get("evidence") or []]
         header = {
             "alert": alert["id"], "site": alert["site"],
             "exported_by": {"username": who.username, "role": who.role,

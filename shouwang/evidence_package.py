@@ -66,9 +66,35 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
     ).decode()
 
 
-def member_name(sha256: str, content_type: str) -> str:
-    """Where a blob goes in the package: clips and snapshots apart, named by their hash."""
-    folder = "clips" if content_type.startswith("video/") else "snapshots"
+# What each kind of evidence is (cloud/evidence.py KINDS), in the manifest's `description`:
+# a picture the camera drew on is never called a snapshot.
+KINDS = {
+    "snapshot": "snapshot: the frame as the camera saw it",
+    "clip": "clip: the video as the camera sent it",
+    "marked": "marked snapshot: the frame with the thrown object's track and candidate "
+              "windows drawn on it by the camera (not as seen)",
+    "launch": "launch crop: the launch area at the first sighting, enlarged, with the track "
+              "and the most likely window drawn on it by the camera (not as seen)",
+    "marked_clip": "marked clip: the clip decoded, the track and candidate windows drawn on "
+                   "its frames by the camera, and encoded again (not as sent)",
+    "crop": "face crop: a face cut from a frame, as the camera saw it",
+}
+FOLDERS = {"snapshot": "snapshots", "clip": "clips", "marked": "marked", "launch": "marked",
+           "marked_clip": "marked", "crop": "crops"}
+
+
+def evidence_kind(kind: str | None, content_type: str) -> str:
+    """The kind a package names a blob by: its own, or, from a gateway that did not say,
+    what its type makes it (a clip or a snapshot)."""
+    if kind in KINDS:
+        return kind
+    return "clip" if content_type.startswith("video/") else "snapshot"
+
+
+def member_name(sha256: str, content_type: str, kind: str | None = None) -> str:
+    """Where a blob goes in the package, named by its hash: `clips/` and `snapshots/` for
+    what the camera sent as it was, `marked/` for what it drew on, `crops/` for faces."""
+    folder = FOLDERS[evidence_kind(kind, content_type)]
     return f"{folder}/{sha256}.{EXTENSIONS.get(content_type, 'bin')}"
 
 
@@ -315,7 +341,10 @@ def _check_files(report: Report, manifest: dict[str, Any], entries: dict[str, _E
         if wrong:
             report.fail(f"{name}: {'; '.join(wrong)}")
         else:
-            report.passed.append(f"{name}: sha256 {entry.sha256}, {entry.size} bytes")
+            what = item.get("description") if isinstance(item.get("description"), str) \
+                else None
+            report.passed.append(f"{name}: sha256 {entry.sha256}, {entry.size} bytes"
+                                 + (f" ({what})" if what else ""))
     for name in entries:
         if name not in listed and name not in (MANIFEST, SIGNATURE):
             report.fail(f"{name}: in the zip but not in the manifest")

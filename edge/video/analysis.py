@@ -223,10 +223,20 @@ def _plane(frame: Any, index: int, width: int, height: int) -> np.ndarray:
     return rows[:, :width]
 
 
+LUMA_PLANE = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "nv12"})
+
+
+def is_full_range(frame: Any) -> bool:
+    """Whether `luma(frame)` spans 0-255 (else 16-235, video range: the Y plane of most
+    cameras' streams)."""
+    return bool(frame.format.name not in LUMA_PLANE or frame.format.name in FULL_RANGE
+                or getattr(frame, "color_range", 0) == AVCOL_RANGE_JPEG)
+
+
 def luma(frame: Any) -> np.ndarray:
     """The frame's grey image without a conversion: the Y plane of a YUV frame (a view of the
     decoder's buffer, valid until the next frame), else FFmpeg's grey conversion."""
-    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "nv12"):
+    if frame.format.name in LUMA_PLANE:
         plane = frame.planes[0]
         rows: np.ndarray = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
         return rows[:, : frame.width]

@@ -73,6 +73,11 @@ class DefocusedConfig(Strict):
         description="Defocused when sharpness falls under this fraction of the learned one "
         "(0.5: a blur of about 2 pixels sigma at 640 px wide)",
     )
+    min_learned: float = Field(
+        0.6, ge=0, description="A view learned softer than this (haze, rain, fog, a flat wall: "
+        "its sharpness is mostly noise and swings with the light) is not judged for defocus "
+        "until its baseline, adapting, rises above it; sharp views learn about 0.9",
+    )
 
 
 class MovedConfig(Strict):
@@ -140,6 +145,7 @@ class _Baseline:
     sharpnesses: list[float] = field(default_factory=list)
     texture: float | None = None
     sharpness: float | None = None
+    too_soft: bool = False  # learned too soft to judge defocus (said once)
 
 
 def texture_share(small: np.ndarray) -> tuple[float, float]:
@@ -338,8 +344,16 @@ class CameraHealth:
             if m.match is not None and m.shift is not None:
                 mc = self.config.moved
                 moved = m.match < mc.match_ratio * self._match_base or m.shift > mc.max_shift
+            dc = self.config.defocused
             if base.sharpness is not None and not moved:
-                defocused = m.sharpness < self.config.defocused.sharpness_ratio * base.sharpness
+                if base.sharpness >= dc.min_learned:
+                    base.too_soft = False
+                    defocused = m.sharpness < dc.sharpness_ratio * base.sharpness
+                elif not base.too_soft:
+                    base.too_soft = True
+                    log.info("%s: view learned too soft to judge defocus (sharpness %.2f < "
+                             "%.2f); not judged until it sharpens", self.camera, base.sharpness,
+                             dc.min_learned)
             self._learn(base, m, small, t_ms)
 
         events = []

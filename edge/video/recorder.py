@@ -30,6 +30,7 @@ from edge.video.frames import polygon_mask
 log = logging.getLogger(__name__)
 Polygon = Sequence[Sequence[int]]
 MAX_CLIP_PACKETS = 60 * 30  # a minute at 30 fps: a clip never grows without bound
+Draw = Callable[[np.ndarray, float | None], np.ndarray]
 
 
 @dataclass(slots=True)
@@ -79,13 +80,14 @@ class ClipJob:
     started_ms: int
     until_ms: int
     packets: list[Any] = field(default_factory=list)
-    # Drawn on every frame of a second, re-encoded copy (a thrown object's track), if any.
-    draw: Callable[[np.ndarray], np.ndarray] | None = None
+    # Drawn on every frame of a second, re-encoded copy (a thrown object's track), if any:
+    # called with the frame and its own timestamp in seconds (None when it has none).
+    draw: Draw | None = None
 
 
 def write_clip(
     path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon] = (),
-    draw: Callable[[np.ndarray], np.ndarray] | None = None,
+    draw: Draw | None = None,
 ) -> Path:
     """`packets` (from a keyframe on) as an MP4 at `path`; remuxed, or re-encoded when the
     camera has privacy masks or something is to be `draw`n on every frame (after the masks).
@@ -104,6 +106,9 @@ def write_clip(
 
 
 def _remux(path: Path, template: Any, packets: Sequence[Any]) -> None:
+    """The packets as they came, in an MP4 starting at time 0. The packets are shared (the
+    ring, other clips, a marked copy decoded after this one), so each is put back as it was
+    after muxing (muxing moves its timestamps to the file's time base)."""
     out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
     try:
         stream = out.add_stream_from_template(template)
@@ -111,23 +116,29 @@ def _remux(path: Path, template: Any, packets: Sequence[Any]) -> None:
         for p in packets:
             if p.dts is None and p.pts is None:
                 continue
-            p.pts = None if p.pts is None else p.pts - base
-            p.dts = None if p.dts is None else p.dts - base
-            p.stream = stream
-            out.mux(p)
+            was = p.pts, p.dts, p.time_base, p.stream
+            try:
+                p.pts = None if p.pts is None else p.pts - base
+                p.dts = None if p.dts is None else p.dts - base
+                p.stream = stream
+                out.mux(p)
+            finally:
+                p.time_base = was[2]
+                p.pts, p.dts, p.stream = was[0], was[1], was[3]
     finally:
         out.close()
 
 
 def _encode_masked(
     path: Path, template: Any, packets: Sequence[Any], masks: Sequence[Polygon],
-    draw: Callable[[np.ndarray], np.ndarray] | None = None,
+    draw: Draw | None = None,
 ) -> None:
     ctx = av.CodecContext.create(template.codec_context.name, "r")
     ctx.extradata = template.codec_context.extradata
     out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
     try:
         rate = template.average_rate or Fraction(25)
+        time_base = template.time_base
         stream = out.add_stream("libx264", rate=rate)
         stream.options = {"preset": "ultrafast", "crf": "23"}
         mask: np.ndarray | None = None
@@ -143,7 +154,9 @@ def _encode_masked(
                 if mask is not None:
                     image[mask > 0] = 0
                 if draw is not None:
-                    image = draw(image)
+                    pts = frame.pts
+                    image = draw(image, None if pts is None or time_base is None
+                                 else float(pts * time_base))
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
                     out.mux(packet)
         for packet in stream.encode(None):

@@ -42,7 +42,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.video.analysis import Analyzer
+from edge.video.analysis import VIDEO_TO_FULL, Analyzer, is_full_range
 from edge.video.config import CameraConfig
 from edge.video.events import CameraEvent
 from edge.video.face.pipeline import EVENT as FACE_MATCH
@@ -146,6 +146,9 @@ class CameraWorker:
         self._report_at = clock() + FIRST_REPORT_S  # soon: the gateway learns it streams
         self._window = {"frames": 0, "analysed": 0, "bytes": 0, "since": clock()}
         self._template: Any = None
+        # The last frame's stream time (t_ms, as events carry it) and its own timestamp
+        # (seconds, as its packets carry it): a marked clip's frames are timed by the latter.
+        self._frame_ms: tuple[int, float | None] = (0, None)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -228,7 +231,14 @@ class CameraWorker:
             self._on_error(StreamError(f"camera {self.camera.id}: stream ended: "
                                        f"{self.camera.redact(str(err))}"))
         finally:
-            opened.container.close()
+            # Clips still recording end with this connection: the next one's packets belong
+            # to another stream (a reconnect may even change its parameters).
+            for job in self.clips:
+                self._writer.submit(self._write_clip, job, self._template)
+            self.clips = []
+            # Closed on the clip thread, after the clips queued there: they read the stream's
+            # parameters (its template), which closing the container frees.
+            self._writer.submit(opened.container.close)
         return got
 
     # --- per frame --------------------------------------------------------------------------
@@ -250,6 +260,7 @@ class CameraWorker:
         # The stream's clock, monotonic over reconnects: the camera's spacing of frames even
         # when they are decoded in a burst (physics needs it), anchored to the gateway's clock.
         t_ms = self.frame_clock.at(frame.time, now_ms) - self.started_ms
+        self._frame_ms = (t_ms, frame.time)
         if not self.analyzer.due(t_ms):
             return
         try:
@@ -291,12 +302,18 @@ class CameraWorker:
         self.send("event", {"event": event.type, **fields}, ts=now_ms)
         if event.type in EVIDENCE_EVENTS:
             throw = dict(event.fields) if event.type == "thrown_object" else None
-            self._evidence(event.type, frame, now_ms, throw)
+            seen = None
+            if throw is not None and self.analyzer.throw is not None:
+                seen = self.analyzer.throw.frame_at(event.t_ms)  # the first sighting's
+            self._evidence(event.type, frame, now_ms, throw, seen)
 
     def _evidence(self, alert: str, frame: Any, now_ms: int,
-                  throw: dict[str, Any] | None = None) -> None:
+                  throw: dict[str, Any] | None = None,
+                  seen: tuple[Any, tuple[int, int]] | None = None) -> None:
         """A masked snapshot now; a clip of pre_s before and post_s after, when it is over.
-        A thrown object's marked snapshot and launch area are drawn on the clip thread."""
+        A thrown object's marked snapshot and launch area (from `seen`, the façade's grey
+        crop of the frame of its first sighting, when still kept) are drawn on the clip
+        thread, and its clip is marked frame by frame."""
         bgr = frame.to_ndarray(format="bgr24")  # a copy: the decoder's buffer moves on
         try:
             jpeg = snapshot(bgr, self.camera.privacy_masks)
@@ -309,21 +326,46 @@ class CameraWorker:
                       self.ring.packets())
         if throw is not None:
             facade = self.analyzer.throw.facade if self.analyzer.throw else None
-            self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms)
-            job.draw = partial(mark, fields=throw, facade=facade)
+            launch = None
+            if seen is not None:
+                crop, origin = seen
+                launch = (crop, origin, is_full_range(frame))
+            else:
+                log.info("camera %s: the first sighting of a thrown object is no longer kept "
+                         "(throw.launch_ring_s); its launch area is cut from the alarm frame",
+                         self.camera.id)
+            self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms, launch)
+            t_ms, t_s = self._frame_ms
+            if t_s is not None:
+                # A clip frame's stream time from its own timestamp: this frame's offset.
+                job.draw = partial(_mark_at, fields=throw, facade=facade,
+                                   offset_ms=t_ms - t_s * 1000)
+            else:  # no timestamps to tell the frames' times: the track as known
+                job.draw = partial(_mark_at, fields=throw, facade=facade, offset_ms=None)
         self.clips.append(job)
 
     def _throw_pictures(self, bgr: Any, fields: dict[str, Any], facade: Facade | None,
-                        now_ms: int) -> None:
+                        now_ms: int, seen: tuple[Any, tuple[int, int], bool] | None) -> None:
         """The snapshot with the track and candidate windows drawn, and the launch area
-        enlarged (edge/video/throw/evidence.py), masked like every stored picture."""
+        enlarged (edge/video/throw/evidence.py), masked like every stored picture. The
+        launch area is cut from `seen` (grey crop, its origin, whether full range) when the
+        frame of the first sighting was still kept, else from the alarm frame."""
         h, w = bgr.shape[:2]
         hidden = polygon_mask(self.camera.privacy_masks, w, h, (w, h), grow=1)
         if hidden is not None:
             bgr[hidden > 0] = 0  # masked before drawing: the crop of the launch area too
-        for kind, draw in (("marked", mark), ("launch", launch_area)):
+        pictures: list[tuple[str, Callable[[], Any]]] = [
+            ("marked", lambda: mark(bgr, fields, facade))]
+        if seen is not None:
+            crop, origin, full = seen  # masked already: the detector's own crop
+            grey = crop if full else cv2.LUT(crop, VIDEO_TO_FULL)
+            pictures.append(("launch", lambda: launch_area(
+                cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), fields, facade, origin)))
+        else:
+            pictures.append(("launch", lambda: launch_area(bgr, fields, facade)))
+        for kind, draw in pictures:
             try:
-                digest = keep(self.evidence_dir, snapshot(draw(bgr, fields, facade)), ".jpg")
+                digest = keep(self.evidence_dir, snapshot(draw()), ".jpg")
             except (ValueError, OSError, cv2.error) as err:
                 log.error("camera %s: %s picture of a thrown object not kept: %s",
                           self.camera.id, kind, err)
@@ -431,6 +473,14 @@ class CameraWorker:
             log.warning("%s", err)
         self.unsupported = unsupported
         self._tick()
+
+
+def _mark_at(image: Any, t_s: float | None, *, fields: dict[str, Any], facade: Facade | None,
+             offset_ms: float | None) -> Any:
+    """A marked clip's frame: the track as far as the object had been seen by this frame's
+    time (`t_s`, the frame's own timestamp; `offset_ms` turns it into the event's time)."""
+    until = None if offset_ms is None or t_s is None else t_s * 1000 + offset_ms
+    return mark(image, fields, facade, until_ms=until)
 
 
 def main(argv: list[str] | None = None) -> int:

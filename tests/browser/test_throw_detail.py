@@ -30,6 +30,7 @@ from edge.video.throw.detector import wire_fields
 from edge.video.throw.evidence import launch_area, mark
 from tests.browser.conftest import log_in, screenshots
 from tests.browser.test_accessibility import violations
+from tests.browser.test_phone import PHONE
 from tests.conftest import api_config, running_cloud
 from tests.evidence_media import attach
 from tests.integration.people import PASSWORD, Client, add_people, add_throw
@@ -163,3 +164,30 @@ async def test_a_camera_without_calibration_says_the_floor_is_unknown(
         # Nothing to prefill: the officer types the floor found.
         await expect(throw.locator("form.flat input[name=floor]")).to_have_value("")
         await page.context.close()
+
+
+@pytest.mark.parametrize("phone", [False, True], ids=["desktop", "phone"])
+async def test_the_board_row_of_a_throw_says_the_floor(
+    browser: Browser, sqlite_url: str, phone: bool,
+) -> None:
+    """Police scan the board, not every detail: a thrown object's row says the floor and
+    column it came from (or that the floor is unknown), on a desk and on a phone's cards."""
+    async with running_cloud(api_config(sqlite_url)) as cloud:
+        await add_people(cloud)
+        await add_throw(cloud, data={"floor": 12, "column": 3})
+        await add_throw(cloud, device="cam-facade-2",
+                        data={"floor": None, "column": None, "candidates": ""})
+        options: dict[str, Any] = ({"viewport": PHONE, "is_mobile": True, "has_touch": True}
+                                   if phone else {"viewport": {"width": 1400, "height": 900}})
+        context = await browser.new_context(**options)
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{cloud.http_port}/")
+        await log_in(page, "police-a", PASSWORD)
+        rows = page.locator("#alerts tbody tr")
+        await expect(rows).to_have_count(2)
+        floors = rows.locator("td.type .floor")
+        await expect(floors).to_have_count(2)
+        for i in range(2):
+            await expect(floors.nth(i)).to_be_visible()
+        assert sorted(await floors.all_inner_texts()) == sorted(["约 12 层 第 3 列", "楼层未知"])
+        await context.close()

@@ -24,7 +24,7 @@ from cloud.access import audit
 from shouwang import cli
 from tests.conftest import api_config, running_cloud
 from tests.evidence_media import attach, h264_clip, jpeg_snapshot
-from tests.integration.people import HOME_A, Client, add_alert, add_people
+from tests.integration.people import HOME_A, Client, add_alert, add_people, add_throw
 
 pytestmark = pytest.mark.integration
 WELFARE_DETAIL = {"reason": "no activity for 26 h", "signals": {"heart_rate": [72, 41]}}
@@ -108,7 +108,8 @@ async def test_a_package_holds_every_file_hashed_and_signed_by_the_served_key(
         assert (entry["sha256"], entry["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
     assert listed[clip_name] | {"sha256": 0, "size": 0} == {
         "name": clip_name, "kind": "clip", "content_type": "video/mp4", "device": "cam-door-1",
-        "captured_ts": 1_795_000_000_100, "sha256": 0, "size": 0}
+        "captured_ts": 1_795_000_000_100, "sha256": 0, "size": 0,
+        "description": "clip: the video as the camera sent it"}
     assert listed[snap_name]["kind"] == "snapshot"
     assert manifest["unavailable"] == []
     # The alert as police see it: no vital signs; the timeline as the detail shows it.
@@ -383,3 +384,44 @@ async def test_the_command_verifies_offline_in_its_own_process(tmp_path: Path) -
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
     assert b"Signature Verified Successfully" in out
+
+
+async def test_a_throws_marked_pictures_are_named_for_what_they_are_not_snapshots(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A thrown object's package: the plain snapshot and clip as sent, the marked snapshot,
+    the launch crop and the marked clip named as drawn on by the camera (a court must not
+    take a drawn line for something the camera saw)."""
+    async with running_cloud(_config(database_url, tmp_path)) as cloud, \
+            aiohttp.ClientSession() as http:
+        await add_people(cloud)
+        alert = await add_throw(cloud)
+        clip = await h264_clip(tmp_path / "clip.mp4")
+        picture = await jpeg_snapshot(tmp_path / "snapshot.jpg")
+        sent = {}
+        for kind, data, content_type in (
+                ("snapshot", picture, "image/jpeg"), ("marked", picture + b"\0", "image/jpeg"),
+                ("launch", picture + b"\0\0", "image/jpeg"), ("clip", clip, "video/mp4"),
+                ("marked_clip", clip + b"\0", "video/mp4")):
+            sent[kind] = await attach(cloud, alert, data, content_type, device="cam-facade",
+                                      kind=kind)
+        police = await Client.login(http, cloud, "police-a")
+        status, body, _ = await _download(police, alert["id"])
+        assert status == 200, body[:200]
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(body)).read("manifest.json"))
+    listed = {f["sha256"]: f for f in manifest["files"] if "sha256" in f and "device" in f}
+    named = {kind: (listed[sha]["kind"], listed[sha]["name"].split("/")[0],
+                    listed[sha]["description"].split(":")[0]) for kind, sha in sent.items()}
+    assert named == {
+        "snapshot": ("snapshot", "snapshots", "snapshot"),
+        "marked": ("marked", "marked", "marked snapshot"),
+        "launch": ("launch", "marked", "launch crop"),
+        "clip": ("clip", "clips", "clip"),
+        "marked_clip": ("marked_clip", "marked", "marked clip"),
+    }
+    package = tmp_path / "throw.zip"
+    package.write_bytes(body)
+    code, out = _verify(capsys, package)
+    assert code == 0, out
+    assert f"marked/{sent['launch']}.jpg: sha256" in out
+    assert "(launch crop: the launch area at the first sighting" in out

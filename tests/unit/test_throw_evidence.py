@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edge.video.throw.calibration import Facade, FacadeConfig
+from edge.video.throw.detector import ThrowConfig, ThrowDetector
 from edge.video.throw.evidence import BEST, LAUNCH_WIDTH, TRACK, cell, launch_area, mark
 
 CORNERS = ((412.0, 38.0), (905.0, 61.0), (889.0, 690.0), (430.0, 702.0))
@@ -61,3 +62,35 @@ def test_without_a_calibration_only_the_track_is_drawn() -> None:
     assert launch_area(wall(), {**FIELDS, "candidates": []}, None).shape[1] == LAUNCH_WIDTH
     with pytest.raises(ValueError, match="no launch area"):
         launch_area(wall(), {**FIELDS, "track": []}, None)
+
+
+def test_a_marked_clip_frame_shows_the_track_only_as_far_as_seen() -> None:
+    early = mark(wall(), FIELDS, FACADE, until_ms=TRACK_PTS[3][0])
+    _t, x, y = TRACK_PTS[-1]
+    assert not is_colour(early[round(y), round(x)], TRACK)  # not yet there
+    late = mark(wall(), FIELDS, FACADE, until_ms=TRACK_PTS[-1][0])
+    assert is_colour(late[round(TRACK_PTS[-1][2]), round(TRACK_PTS[-1][1])], TRACK)
+    before = mark(wall(), FIELDS, FACADE, until_ms=TRACK_PTS[0][0] - 40)
+    assert (np.abs(before.astype(int) - TRACK).max(axis=2) < 40).sum() == 0  # no track at all
+    assert (np.abs(before.astype(int) - BEST).max(axis=2) < 40).sum() > 200  # the windows are
+
+
+def test_the_detector_keeps_a_bounded_ring_of_facade_frames_for_the_launch_picture() -> None:
+    config = ThrowConfig(launch_ring_s=1.0, launch_ring_mb=1.0)
+    detector = ThrowDetector(config, 1280, 720, FACADE)
+    x1, y1, x2, y2 = detector.box
+    for n in range(100):  # 4 s at 25 fps
+        luma = np.full((720, 1280), n, np.uint8)
+        detector.update(luma, 40 * n)
+    kept = detector.frame_at(40 * 99)
+    assert kept is not None
+    crop, origin = kept
+    assert origin == (x1, y1)
+    assert crop.shape == (y2 - y1, x2 - x1)
+    assert crop[0, 0] == 99
+    assert detector.frame_at(40 * 50) is None  # older than launch_ring_s
+    assert detector.frame_at(40 * 99 + 1) is None  # no such frame
+    # At most launch_ring_mb of them, whatever the seconds say.
+    frames = sum(detector.frame_at(40 * n) is not None for n in range(100))
+    assert frames * crop.nbytes <= 2**20
+    assert frames == min(26, 2**20 // crop.nbytes)

@@ -301,3 +301,17 @@ def test_debounce_raises_once_clears_once_and_ignores_unjudged_frames():
     changes = [(t, d.update(c, t)) for t, c in timeline]
     assert [(t, c) for t, c in changes if c] == [(1000, "raise"), (1800, "clear")]
     assert d.active is False
+
+
+def test_a_view_learned_soft_is_not_judged_for_defocus(rng):
+    """A façade in rain or haze (tests/video: simulators/facade.py, rain) learns a sharpness
+    near the defocus level, mostly sensor noise and rain streaks, that swings by half with
+    the light: it cannot tell a defocus from the weather, and must not cry tamper for it."""
+    health = CameraHealth()
+    view = vs.grey(vs.view())
+    hazy, softer = vs.defocused(view, 2.5), vs.defocused(view, 6.0)
+    events = play(health, 90, lambda t: vs.sensor_noise(softer if 20 <= t < 70 else hazy, rng))
+    assert events == []
+    base = next(iter(health._baselines.values()))
+    assert base.sharpness is not None
+    assert base.sharpness < health.config.defocused.min_learned

@@ -10,6 +10,17 @@ export const PAGE_SIZE = 50;
 export const typeText = (a) => label("type", a.type)
   + (a.repeats ? ` ${t("board.times", { n: a.repeats + 1 })}` : "");
 
+// A thrown object's row says where it came from: "约 12 层 第 3 列", the flat found once
+// recorded, "楼层未知" from a camera without calibration (js/throw.js has the detail).
+export function throwFloorText(a) {
+  if (a.type !== "thrown_object") return null;
+  const found = a.confirmed_flat;
+  if (found) return t("throw.row_confirmed", { floor: found.floor, column: found.column });
+  const data = ((a.detail || {}).why || {}).data || {};
+  return Number.isInteger(data.floor) && Number.isInteger(data.column)
+    ? t("throw.row", { floor: data.floor, column: data.column }) : t("throw.row_unknown");
+}
+
 // Who has it: "已确认 · worker-li"; still open but seen by family: "待处理 · 家属已查看".
 // The board has a column of its own for who handles it (`withWho` false).
 // A watchlist match nobody has confirmed or rejected yet: nobody acts on it until then.
@@ -206,6 +217,9 @@ export class Board {
       td.dataset.label = t(key);
       if (title) td.title = title;
       if (name === "age") td.dataset.ts = alert.ts;
+      const floor = name === "type" ? throwFloorText(alert) : null;
+      if (floor) td.append(" ", Object.assign(document.createElement("span"),
+        { className: "floor", textContent: floor }));
       return td;
     }));
     const actions = document.createElement("td");

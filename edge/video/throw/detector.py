@@ -28,6 +28,7 @@ says floor and column null: "floor unknown", never a guess.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,12 @@ class ThrowConfig(Strict):
     lighting_fraction: float = Field(0.15, gt=0, le=1, description="Share of the crop changed "
                                      "at once above which it is light, not motion")
     alpha: float = Field(0.04, gt=0, le=1, description="Background learning rate per frame")
+    launch_ring_s: float = Field(2.0, ge=0, le=10, description="Seconds of the façade's recent "
+                                 "grey frames kept, so the launch picture shows the first "
+                                 "sighting (the alarm comes 0.6-1.3 s after it)")
+    launch_ring_mb: float = Field(32.0, ge=0, le=512, description="Most memory those frames "
+                                  "may take (MiB); fewer seconds are kept when they would "
+                                  "take more")
 
 
 @dataclass(slots=True)
@@ -150,6 +157,10 @@ class ThrowDetector:
         rng = np.random.default_rng(0)
         n = (y2 - y1) * (x2 - x1)
         self._sample = rng.choice(n, size=min(n, 4000), replace=False)
+        # The façade crops of the last `launch_ring_s`: the ones the detector copies anyway
+        # (no work per frame beyond keeping a reference), never changed once made.
+        self._recent: deque[tuple[int, np.ndarray]] = deque()
+        self._recent_max = int(config.launch_ring_mb * 2**20 // max(n, 1))
 
     # --- per frame --------------------------------------------------------------------------
 
@@ -158,6 +169,7 @@ class ThrowDetector:
         crop = luma[y1:y2, x1:x2].copy()  # the decoder reuses its buffer; masks write here
         if self._mask is not None:
             crop[self._mask] = 0
+        self._keep(crop, t_ms)
         self.frames += 1
         if self._last_ms is not None and 0 < t_ms - self._last_ms < 1000:
             self.frame_ms += 0.05 * (t_ms - self._last_ms - self.frame_ms)
@@ -193,6 +205,25 @@ class ThrowDetector:
         sizes = np.sqrt(area[keep].astype(np.float64))
         cv2.accumulateWeighted(crop, self._bg, self.config.alpha, mask=cv2.bitwise_not(joined))
         return self._advance([(float(x), float(y)) for x, y in found], sizes.tolist(), t_ms)
+
+    def _keep(self, crop: np.ndarray, t_ms: int) -> None:
+        recent = self._recent
+        recent.append((t_ms, crop))
+        oldest = t_ms - self.config.launch_ring_s * 1000
+        while recent and (recent[0][0] < oldest or len(recent) > self._recent_max):
+            recent.popleft()
+
+    def frame_at(self, t_ms: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The façade's grey crop (privacy masks black, as the decoder gave it: video range
+        unless the stream is full range) of the frame at `t_ms`, and its top-left corner in
+        the frame; None when that frame is no longer kept. For the launch picture: call it
+        when the event comes (the crop is never changed afterwards, any thread may read it)."""
+        for t, crop in reversed(self._recent):
+            if t == t_ms:
+                return crop, (self.box[0], self.box[1])
+            if t < t_ms:
+                break
+        return None
 
     def _advance(self, found: list[tuple[float, float]], sizes: list[float],
                  t_ms: int) -> list[CameraEvent]:

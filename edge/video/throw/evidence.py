@@ -1,5 +1,6 @@
 """A thrown object's evidence pictures: the snapshot with its track and candidate windows drawn,
-and its launch area enlarged (issue 17, item 3).
+its launch area enlarged (from the frame of the first sighting), and the drawing on each
+frame of the marked clip (the track as far as seen by that frame) (issue 17, item 3).
 
 Drawn by the camera worker, off its frame loop (the clip thread), from the whole track and the
 camera's own calibration: the picture stands alone (in the dashboard, in an evidence package
@@ -31,9 +32,11 @@ def cell(facade: Facade, floor: int, column: int) -> np.ndarray:
     return np.round(facade.image_points(uv)).astype(np.int32)
 
 
-def mark(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None) -> np.ndarray:
+def mark(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None,
+         until_ms: float | None = None) -> np.ndarray:
     """A copy of `bgr` with the candidate windows outlined (the best one thickest, each with
-    its floor, column and probability) and the track drawn from its first sighting."""
+    its floor, column and probability) and the track drawn from its first sighting; with
+    `until_ms` (a clip's frame), only the part of the track seen by then."""
     out = bgr.copy()
     scale = max(1, round(out.shape[1] / 1280))
     if facade is not None:
@@ -46,7 +49,10 @@ def mark(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None) -> np.n
                 x, y = corners[:, 0].max() + 4 * scale, int(corners[:, 1].mean()) + 4 * scale
                 _label(out, f"F{floor} C{column} {round(float(p) * 100)}%", (int(x), y),
                        colour, scale)
-    points = _points(fields.get("track") or [])
+    track = fields.get("track") or []
+    if until_ms is not None:
+        track = [p for p in track if p[0] <= until_ms]
+    points = _points(track)
     if len(points):
         cv2.polylines(out, [points], False, TRACK, 3 * scale, cv2.LINE_AA)
         cv2.circle(out, tuple(int(v) for v in points[0]), 7 * scale, LAUNCH, 2 * scale,
@@ -54,13 +60,16 @@ def mark(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None) -> np.n
     return out
 
 
-def launch_area(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None) -> np.ndarray:
-    """The launch area enlarged to LAUNCH_WIDTH: the first sighting and the best candidate
-    window with some wall around them, marked as in `mark`."""
+def launch_box(fields: dict[str, Any], facade: Facade | None,
+               bounds: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The part of the frame (x1, y1, x2, y2, frame pixels) the launch picture shows: the
+    first sighting and the best candidate window with some wall around them, 4:3, at least
+    160×120, inside `bounds` (the picture it is cut from)."""
     points = _points(fields.get("track") or [])
-    h, w = bgr.shape[:2]
     if not len(points):
         raise ValueError("a thrown object without a track has no launch area")
+    bx1, by1, bx2, by2 = bounds
+    w, h = bx2 - bx1, by2 - by1
     x0, y0 = points[0]
     xs, ys = [x0], [y0]
     best = (fields.get("candidates") or [None])[0]
@@ -68,26 +77,35 @@ def launch_area(bgr: np.ndarray, fields: dict[str, Any], facade: Facade | None) 
         corners = cell(facade, int(best[0]), int(best[1]))
         xs += corners[:, 0].tolist()
         ys += corners[:, 1].tolist()
-    # At least 160×120 px of wall, 4:3, around what matters, inside the frame.
     cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     half_w = max(80.0, (max(xs) - min(xs)) / 2 + 40, ((max(ys) - min(ys)) / 2 + 30) * 4 / 3)
     half_w = min(half_w, w / 2, h / 2 * 4 / 3)
     half_h = half_w * 3 / 4
-    x1 = int(min(max(cx - half_w, 0), w - 2 * half_w))
-    y1 = int(min(max(cy - half_h, 0), h - 2 * half_h))
-    x2, y2 = x1 + int(2 * half_w), y1 + int(2 * half_h)
-    crop = bgr[y1:y2, x1:x2]
+    x1 = bx1 + int(min(max(cx - half_w - bx1, 0), w - 2 * half_w))
+    y1 = by1 + int(min(max(cy - half_h - by1, 0), h - 2 * half_h))
+    return x1, y1, x1 + int(2 * half_w), y1 + int(2 * half_h)
+
+
+def launch_area(image: np.ndarray, fields: dict[str, Any], facade: Facade | None,
+                origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The launch area enlarged to LAUNCH_WIDTH (`launch_box`), marked as in `mark`.
+    `image` is the whole frame or, with `origin` its top-left corner in the frame, a part of
+    it: the worker passes the façade's crop of the frame of the first sighting
+    (ThrowDetector.frame_at), so the object is shown where it was seen, not a second later."""
+    h, w = image.shape[:2]
+    ox, oy = origin
+    x1, y1, x2, y2 = launch_box(fields, facade, (ox, oy, ox + w, oy + h))
+    crop = image[y1 - oy:y2 - oy, x1 - ox:x2 - ox]
     factor = LAUNCH_WIDTH / crop.shape[1]
     big = cv2.resize(crop, (LAUNCH_WIDTH, round(crop.shape[0] * factor)),
                      interpolation=cv2.INTER_CUBIC)
-    shifted = dict(fields)
-    shifted["track"] = [[t, (x - x1) * factor, (y - y1) * factor]
-                        for t, x, y in fields.get("track") or []]
+    track = [[t, (x - x1) * factor, (y - y1) * factor] for t, x, y in fields.get("track") or []]
+    best = (fields.get("candidates") or [None])[0]
     if facade is not None and best is not None:
         corners = ((cell(facade, int(best[0]), int(best[1])) - (x1, y1)) * factor).astype(np.int32)
         cv2.polylines(big, [corners], True, BEST, 2, cv2.LINE_AA)
         _label(big, f"F{best[0]} C{best[1]}", (8, 22), BEST, 1)
-    return mark(big, {"track": shifted["track"]}, None)
+    return mark(big, {"track": track}, None)
 
 
 def _points(track: Sequence[Sequence[float]]) -> np.ndarray:
