@@ -12,6 +12,8 @@ stranger's.
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,41 @@ async def watchlist_alerts(site: Site) -> list[dict[str, Any]]:
     return [a for a in await site.alerts("watchlist_hit") if a["device"] == GATE]
 
 
-def faces_kept(roots: list[Path]) -> list[tuple[str, float, float]]:
+JPEG_B64 = re.compile(rb"/9j/[A-Za-z0-9+/=]{200,}")  # a JPEG in base64, as in a JSON body
+
+
+def pictures_in(data: bytes) -> list[np.ndarray]:
+    """Every JPEG picture held whole anywhere in `data`: a file of its own, a message in a
+    broker's store or an outbox, base64 inside JSON. (A blob a database splits over its
+    pages is not put together again: evidence is kept in files, not in the databases.)"""
+    found = []
+    ends = [m.end() for m in re.finditer(rb"\xff\xd9", data)]
+    candidates = []
+    for start in (m.start() for m in re.finditer(rb"\xff\xd8\xff", data)):
+        # The picture ends at one of the next few end markers (a thumbnail inside it ends
+        # first): the longest of them that decodes.
+        candidates += [data[start:end] for end in ends if end > start][:8][::-1]
+    for m in JPEG_B64.finditer(data):
+        try:
+            candidates.append(base64.b64decode(m.group() + b"=" * (-len(m.group()) % 4)))
+        except ValueError:
+            continue
+    seen: set[int] = set()
+    for raw in candidates:
+        if raw.startswith(b"\xff\xd8\xff") and (start := data.find(raw)) in seen:
+            continue  # a longer cut from this start decoded already
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        if image is not None and min(image.shape[:2]) >= 32:
+            found.append(image)
+            if raw.startswith(b"\xff\xd8\xff"):
+                seen.add(start)
+    return found
+
+
+def faces_kept(roots: list[Path], skip: frozenset[Path] = frozenset()
+               ) -> list[tuple[str, float, float]]:
     """(file, similarity to the enrolled photo, to the stranger) of every face in every
-    image file under `roots`."""
+    picture held in any file under `roots` (databases, outboxes and broker stores included)."""
     detector, embedder = RetinaFace(RetinaFaceConfig(score_threshold=0.6)), FaceEmbedder()
 
     def describe(image: np.ndarray) -> list[np.ndarray]:
@@ -72,13 +106,11 @@ def faces_kept(roots: list[Path]) -> list[tuple[str, float, float]]:
     out = []
     for root in roots:
         for path in root.rglob("*"):
-            if not path.is_file() or path.stat().st_size == 0:
+            if not path.is_file() or path in skip or path.stat().st_size == 0:
                 continue
-            image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                continue  # not an image (clips, databases, the sealed store)
-            for face in describe(image):
-                out.append((str(path), float(face @ enrolled), float(face @ stranger)))
+            for image in pictures_in(path.read_bytes()):
+                for face in describe(image):
+                    out.append((str(path), float(face @ enrolled), float(face @ stranger)))
     return out
 
 
@@ -121,11 +153,10 @@ async def test_an_enrolled_face_at_the_gate_is_one_watchlist_hit_with_its_crops(
         for path in site.edge.config.data_dir.rglob("*"):
             if path.is_file():
                 assert enrolled not in path.read_bytes(), path
-        # Every face in every picture kept, on the gateway and in the cloud, is the enrolled
-        # person; nothing of the stranger is anywhere.
-        assert site.cloud.evidence is not None
-        roots = [site.edge.config.data_dir, site.cloud.evidence.directory]
-        faces = await asyncio.to_thread(faces_kept, roots)
+        # Every face in every picture kept anywhere, the gateway's data directory (its outbox
+        # and evidence), both brokers' stores, the cloud's database and evidence, is the
+        # enrolled person; nothing of the stranger is anywhere.
+        faces = await asyncio.to_thread(faces_kept, [tmp_path], frozenset({clip}))
         assert len(faces) >= 2  # the crops and the snapshot at least
         for where, like_enrolled, like_stranger in faces:
             assert like_enrolled >= DEFAULT_LISTS["police"].threshold, where
