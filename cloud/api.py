@@ -254,21 +254,8 @@ async def confirm_flat(request: web.Request) -> web.Response:
 
 async def add_note(request: web.Request) -> web.Response:
     """A note in the alert's timeline, shared with the resident's family or not."""
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        alert = await request.app[LIFECYCLE].add_note(
-            access_http.principal(request), request.match_info["id"], body, request.remote)
-    except AlertNotFound:
-        return web.json_response(NOT_FOUND, status=404)
-    except BadField as err:
-        return _bad(request, err.field, str(err))
-    except Forbidden as err:
-        return _error(403, str(err))
-    except IllegalTransition as err:
-        return _error(409, str(err))
-    return web.json_response(alert)
+    return await _acted(request, lambda body: request.app[LIFECYCLE].add_note(
+        access_http.principal(request), request.match_info["id"], body, request.remote))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:

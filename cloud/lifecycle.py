@@ -193,9 +193,7 @@ class Lifecycle:
             self.on_false_match(str(detail.get("list")), alert["device"])
         if self.on_left_open is not None:
             await self.on_left_open(alert_id)
-        full = await self._with_people(alert)
-        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
-        return principal.view(full)
+        return await self._changed(principal, alert)
 
     def _check_confirmation(
         self, principal: Principal, alert: dict[str, Any], action: str, kind: str | None,
@@ -249,9 +247,7 @@ class Lifecycle:
         log.info("alert %s confirmed (by %s)", alert["id"], principal.username)
         if self.on_confirmed is not None:
             await self.on_confirmed(changed)
-        full = await self._with_people(changed)
-        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
-        return principal.view(full)
+        return await self._changed(principal, changed)
 
     async def confirm_flat(
         self, principal: Principal, alert_id: str, body: dict[str, Any], remote: str | None,
@@ -281,9 +277,7 @@ class Lifecycle:
         await self.access.audit(principal.actor, "alert_confirm_flat", alert_id, remote,
                                 {"floor": flat["floor"], "column": flat["column"]})
         log.info("alert %s: flat confirmed (by %s)", alert_id, principal.username)
-        full = await self._with_people(changed)
-        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
-        return principal.view(full)
+        return await self._changed(principal, changed)
 
     async def add_note(
         self, principal: Principal, alert_id: str, body: dict[str, Any], remote: str | None,
@@ -317,9 +311,7 @@ class Lifecycle:
                                 {"shared": share, "state": changed["state"]})
         log.info("alert %s: a note%s (by %s)", alert_id, " shared with the family" if share
                  else "", principal.username)
-        full = await self._with_people(changed)
-        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
-        return principal.view(full)
+        return await self._changed(principal, changed)
 
     async def _seen(
         self, principal: Principal, alert: dict[str, Any], remote: str | None
@@ -332,9 +324,15 @@ class Lifecycle:
         )
         await self.access.audit(principal.actor, "alert_seen", alert["id"], remote)
         log.info("alert %s seen (by %s)", alert["id"], principal.username)
-        full = await self._with_people(changed or await self.store.get_alert(alert["id"]))
         if changed is not None:
-            self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
+            return await self._changed(principal, changed)
+        return principal.view(await self._with_people(await self.store.get_alert(alert["id"])))
+
+    async def _changed(self, principal: Principal, alert: dict[str, Any]) -> dict[str, Any]:
+        """An alert this person changed: every board in its scope is told (the detail-only
+        fields left out), and the person gets it as their role sees it."""
+        full = await self._with_people(alert)
+        self.on_change({k: v for k, v in full.items() if k not in DETAIL_ONLY})
         return principal.view(full)
 
     async def workers(
