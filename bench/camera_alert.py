@@ -74,6 +74,12 @@ class Heard:
         with self._lock:
             self.messages.append((arrived, env))
 
+    def heard(self) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival ms, envelope) of every message so far: a copy, taken under the lock (the
+        client's thread appends meanwhile)."""
+        with self._lock:
+            return list(self.messages)
+
     def find(self, match: Any) -> tuple[float, dict[str, Any]] | None:
         with self._lock:
             for arrived, env in self.messages:

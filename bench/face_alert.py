@@ -125,9 +125,9 @@ async def passes(system: System, watcher: Watcher, edge: Heard, cloud: Heard,
             def within(t: float, start: float = start, end: float = end) -> bool:
                 return start <= t < end
 
-            event = next((t for t, e in edge.messages if within(t)
+            event = next((t for t, e in edge.heard() if within(t)
                           and e.get("body", {}).get("event") == "watchlist_hit"), None)
-            alert = next((t for t, e in cloud.messages if within(t)
+            alert = next((t for t, e in cloud.heard() if within(t)
                           and (e.get("body") or {}).get("type") == "watchlist_hit"), None)
             seen = next((t for t, a in board.alerts if within(t)
                          and a.get("type") == "watchlist_hit"), None)
@@ -182,7 +182,7 @@ async def run(args: argparse.Namespace) -> None:
             await until("the first watchlist_hit event (warm-up)", lambda: edge.find(
                 lambda e: e.get("body", {}).get("event") == "watchlist_hit"), 240)
         except SystemExit:
-            heard = sorted({str(e.get("body", {}).get("event")) for _, e in edge.messages})
+            heard = sorted({str(e.get("body", {}).get("event")) for _, e in edge.heard()})
             print(f"the camera's events meanwhile: {heard}; the edge's log: "
                   f"{system.work / 'edge.log'}", file=sys.stderr)
             raise

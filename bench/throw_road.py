@@ -78,11 +78,10 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.sleep(10)  # what the last frames gave reaches the cloud
         wall = time.monotonic() - started
         load1 = os.getloadavg()[0]
-        with edge._lock:
-            events = [e for _, e in edge.messages if e.get("kind") == "event"]
-        with cloud._lock:
-            alerts = [e for _, e in cloud.messages]
-        telemetry = [e for _, e in edge.messages if e.get("kind") == "telemetry"]
+        heard = [e for _, e in edge.heard()]
+        events = [e for e in heard if e.get("kind") == "event"]
+        alerts = [e for _, e in cloud.heard()]
+        telemetry = [e for e in heard if e.get("kind") == "telemetry"]
     finally:
         for heard in (edge, cloud):
             if heard is not None:
