@@ -10,7 +10,6 @@ placeholder) beside the crops from the camera, and confirms it with a note.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,13 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, expect
 
-from edge.config import EdgeConfig
 from shouwang.services import Mosquitto
-from simulators.camera import CameraSimulator, CameraSpec
+from simulators.camera import CameraSimulator
 from tests.browser.conftest import log_in
 from tests.conftest import eventually
-from tests.face_scene import gate_clip
 from tests.integration.people import PASSWORD
-from tests.integration.test_watchlists import b64, keyed, photo
-from tests.scenarios.site import community
-from tests.video.test_face_road import GATE, watchlist_alerts, with_face_camera
+from tests.video.test_face_cloud_road import officer_enrols_at_the_gate
+from tests.video.test_face_road import watchlist_alerts
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -39,21 +35,8 @@ async def test_the_officer_confirms_a_gate_match_beside_the_enrolled_photo(
     browser: Browser, make_broker: Callable[[str], Mosquitto], tmp_path: Path,
     camera_sim: Callable[..., CameraSimulator],
 ) -> None:
-    clip = await asyncio.to_thread(gate_clip, tmp_path / "gate.mp4", [("obama2", 1.0, 4.0)])
-    sim = camera_sim([CameraSpec(id=GATE, kind="file", file=clip)])
-    keyed_edge, keyed_cloud = keyed(tmp_path)
-    camera = with_face_camera(sim)
-
-    def change_edge(config: EdgeConfig) -> EdgeConfig:
-        return keyed_edge(camera(config))
-
-    async with community(make_broker, tmp_path, evidence=True, change_edge=change_edge,
-                         change_cloud=keyed_cloud) as site:
-        officer = await site.as_("police-wang")
-        reply = await officer.post("/api/watchlists/police/people", {
-            "person": "P-0042", "consent": "CF-2026-0099", "photos": [b64(photo("obama"))]})
-        assert reply.status == 201, reply.body
-
+    async with officer_enrols_at_the_gate(make_broker, tmp_path, camera_sim,
+                                          [("obama2", 1.0, 4.0)]) as (site, _):
         async def one_with_crops() -> dict[str, Any] | None:
             found = await watchlist_alerts(site)
             if len(found) != 1 or site.cloud.evidence is None:
@@ -82,6 +65,7 @@ async def test_the_officer_confirms_a_gate_match_beside_the_enrolled_photo(
         await page.click("#detail .do-confirm")
         await expect(match).to_contain_text("police-wang")
         await expect(page.locator("#detail ol.timeline")).to_contain_text("核实：是本人")
+        officer = await site.as_("police-wang")
         confirmed = (await officer.get(f"/api/alerts/{alert['id']}")).body
         assert confirmed["confirmed"]["by"] == "police-wang"
         await context.close()

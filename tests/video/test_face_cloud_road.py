@@ -9,7 +9,8 @@ the sealed store and, when the person walks past in another photo (`obama2.jpg`)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,21 @@ from simulators.camera import CameraSimulator, CameraSpec
 from tests.conftest import eventually
 from tests.face_scene import gate_clip
 from tests.integration.test_watchlists import b64, keyed, photo
-from tests.scenarios.site import community
+from tests.scenarios.site import Site, community
 from tests.video.test_face_road import GATE, watchlist_alerts, with_face_camera
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_face_enrolled_through_the_cloud_is_one_watchlist_hit_at_the_gate(
+@asynccontextmanager
+async def officer_enrols_at_the_gate(
     make_broker: Callable[[str], Mosquitto], tmp_path: Path,
-    camera_sim: Callable[..., CameraSimulator],
-) -> None:
-    clip = await asyncio.to_thread(gate_clip, tmp_path / "gate.mp4",
-                                   [("obama2", 1.0, 4.0), ("biden", 5.0, 8.0)])
+    camera_sim: Callable[..., CameraSimulator], walkers: list[tuple[str, float, float]],
+) -> AsyncIterator[tuple[Site, dict[str, Any]]]:
+    """A community whose gate camera loops `walkers` (tests/face_scene.py), with the cloud's
+    watchlist keys; the station's officer enrols P-0042 on the police list with `obama.jpg`
+    through the API. Yields the site and the enrolment as the API answered it."""
+    clip = await asyncio.to_thread(gate_clip, tmp_path / "gate.mp4", walkers)
     sim = camera_sim([CameraSpec(id=GATE, kind="file", file=clip)])
     keyed_edge, keyed_cloud = keyed(tmp_path)
     camera = with_face_camera(sim)
@@ -48,7 +52,16 @@ async def test_a_face_enrolled_through_the_cloud_is_one_watchlist_hit_at_the_gat
         reply = await officer.post("/api/watchlists/police/people", {
             "person": "P-0042", "consent": "CF-2026-0099", "photos": [b64(photo("obama"))]})
         assert reply.status == 201, reply.body
+        yield site, reply.body
 
+
+async def test_a_face_enrolled_through_the_cloud_is_one_watchlist_hit_at_the_gate(
+    make_broker: Callable[[str], Mosquitto], tmp_path: Path,
+    camera_sim: Callable[..., CameraSimulator],
+) -> None:
+    async with officer_enrols_at_the_gate(make_broker, tmp_path, camera_sim,
+                                          [("obama2", 1.0, 4.0), ("biden", 5.0, 8.0)]) as (
+            site, enrolment):
         async def one() -> dict[str, Any] | None:
             found = await watchlist_alerts(site)
             return found[0] if len(found) == 1 else None
@@ -57,4 +70,4 @@ async def test_a_face_enrolled_through_the_cloud_is_one_watchlist_hit_at_the_gat
         why = alert["detail"]["why"]["data"]
         assert (why["person"], why["watchlist"]) == ("P-0042", "police")
         [held] = WatchlistStore(site.edge.config.data_dir).load()
-        assert (held.origin, held.id) == ("cloud", reply.body["id"])
+        assert (held.origin, held.id) == ("cloud", enrolment["id"])
