@@ -66,27 +66,26 @@ def pictures_in(data: bytes) -> list[np.ndarray]:
     """Every JPEG picture held whole anywhere in `data`: a file of its own, a message in a
     broker's store or an outbox, base64 inside JSON. (A blob a database splits over its
     pages is not put together again: evidence is kept in files, not in the databases.)"""
+    def picture(raw: bytes) -> np.ndarray | None:
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        return image if image is not None and min(image.shape[:2]) >= 32 else None
+
     found = []
     ends = [m.end() for m in re.finditer(rb"\xff\xd9", data)]
-    candidates = []
     for start in (m.start() for m in re.finditer(rb"\xff\xd8\xff", data)):
         # The picture ends at one of the next few end markers (a thumbnail inside it ends
         # first): the longest of them that decodes.
-        candidates += [data[start:end] for end in ends if end > start][:8][::-1]
+        for end in [e for e in ends if e > start][:8][::-1]:
+            if (image := picture(data[start:end])) is not None:
+                found.append(image)
+                break
     for m in JPEG_B64.finditer(data):
         try:
-            candidates.append(base64.b64decode(m.group() + b"=" * (-len(m.group()) % 4)))
+            raw = base64.b64decode(m.group() + b"=" * (-len(m.group()) % 4))
         except ValueError:
             continue
-    seen: set[int] = set()
-    for raw in candidates:
-        if raw.startswith(b"\xff\xd8\xff") and (start := data.find(raw)) in seen:
-            continue  # a longer cut from this start decoded already
-        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-        if image is not None and min(image.shape[:2]) >= 32:
+        if (image := picture(raw)) is not None:
             found.append(image)
-            if raw.startswith(b"\xff\xd8\xff"):
-                seen.add(start)
     return found
 
 
