@@ -4,8 +4,8 @@ The adapter checks each raw reply before pymodbus sees it (edge/adapters/modbus.
 `classify_reply`, `late_reply_length`) and turns registers into a profile's values
 (shouwang/registers.py `decode_read`, then the profile's checks, edge/adapters/polling.py
 `_check`). Whatever arrives: a verdict, never an exception; a damaged reply is never `ok`
-where the framing can tell; registers become values the profile accepts, or a counted
-reason per field.
+where the framing can tell; what is `ok` pymodbus decodes into exactly the registers it
+carries; registers become values the profile accepts, or a counted reason per field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
-from pymodbus.framer import FramerRTU
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerRTU, FramerSocket
+from pymodbus.pdu import DecodePDU
 
 from edge.adapters.modbus import PendingRequest, classify_reply, late_reply_length
 from edge.adapters.polling import Sample, _check
@@ -113,6 +115,43 @@ def test_a_damaged_reply_is_never_taken_where_the_framing_can_tell(
         elif at == 6:
             assert verdict == "wrong_unit_id"
         # Register bytes: Modbus TCP has no check of its own (TCP's checksum is the check).
+
+
+def pymodbus_reads(framer: str, p: PendingRequest, data: bytes) -> Any:
+    """What the pymodbus client's own framer makes of `data` as the reply to `p`."""
+    decoder = (FramerSocket if framer == "tcp" else FramerRTU)(DecodePDU(False))
+    return decoder.handleFrame(data, p.unit, p.tid)
+
+
+@fuzz(case=replies().flatmap(lambda c: st.tuples(st.just(c), mutated(c[2]))))
+def test_what_passes_the_check_pymodbus_decodes_into_the_registers_it_carries(
+    case: tuple[tuple[str, PendingRequest, bytes], tuple[str, bytes]],
+) -> None:
+    (framer, p, whole), (_, damaged) = case
+    for data in (whole, damaged):
+        if classify_reply(framer, p, data) != "ok":  # type: ignore[arg-type]
+            continue  # the adapter hands pymodbus nothing (see _Bus._trace_packet)
+        used, pdu = pymodbus_reads(framer, p, data)
+        assert used == len(data) and pdu is not None, data.hex()
+        body = data[7:] if framer == "tcp" else data[1:-2]
+        if body[0] & 0x80:
+            assert pdu.isError() and pdu.exception_code == body[1]
+        else:
+            assert pdu.function_code == p.function_code
+            carried = [int.from_bytes(body[2 + 2 * i:4 + 2 * i], "big") for i in range(p.count)]
+            assert list(pdu.registers) == carried
+
+
+@fuzz(framer=framers, pending=pendings, data=st.binary(max_size=300))
+def test_pymodbus_itself_survives_bytes_the_check_would_stop(
+    framer: str, pending: PendingRequest, data: bytes
+) -> None:
+    # Defence in depth: were the check ever bypassed, pymodbus still only answers or raises
+    # its own exception, which the adapter counts as a lost connection.
+    try:
+        pymodbus_reads(framer, pending, data)
+    except ModbusException:
+        pass
 
 
 @fuzz(framer=framers, awaited=pendings, earlier=st.lists(pendings, max_size=3),
