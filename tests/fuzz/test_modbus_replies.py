@@ -132,10 +132,12 @@ def test_what_passes_the_check_pymodbus_decodes_into_the_registers_it_carries(
         if classify_reply(framer, p, data) != "ok":  # type: ignore[arg-type]
             continue  # the adapter hands pymodbus nothing (see _Bus._trace_packet)
         used, pdu = pymodbus_reads(framer, p, data)
-        assert used == len(data) and pdu is not None, data.hex()
+        assert used == len(data), data.hex()
+        assert pdu is not None, data.hex()
         body = data[7:] if framer == "tcp" else data[1:-2]
         if body[0] & 0x80:
-            assert pdu.isError() and pdu.exception_code == body[1]
+            assert pdu.isError()
+            assert pdu.exception_code == body[1]
         else:
             assert pdu.function_code == p.function_code
             carried = [int.from_bytes(body[2 + 2 * i:4 + 2 * i], "big") for i in range(p.count)]
