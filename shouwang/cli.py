@@ -178,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
                     "the manifest names, which proves integrity, not origin)")
     ev.set_defaults(fn=cmd_evidence_verify)
 
+    from shouwang.certs import add_parser as add_certs_parser
+
+    add_certs_parser(sub)
+
     demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")
     demo.add_argument("--http-port", type=int, default=8080, help="dashboard port")
