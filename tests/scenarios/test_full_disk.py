@@ -38,6 +38,7 @@ from shouwang.services import Mosquitto
 from tests.conftest import (
     LOCATION,
     api_alerts,
+    broker_args,
     broker_config,
     cloud_config,
     edge_config,
@@ -206,7 +207,7 @@ async def reserve_back(data_dir: Path, size: int) -> bool:
 async def load(edge_broker: Mosquitto, seconds: float) -> AsyncIterator[subprocess.Popen[bytes]]:
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "simulators.load", "--port", str(edge_broker.port),
+        [sys.executable, "-m", "simulators.load", *broker_args(edge_broker),
          "--rate", str(LOAD_RATE), "--devices", str(LOAD_DEVICES), "--seconds", str(seconds)],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
