@@ -14,6 +14,7 @@ import argparse
 import datetime
 import ipaddress
 import os
+import pwd
 import re
 import sys
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ class Authority:
         self.ca_days = ca_days
         self.renew_within = datetime.timedelta(days=renew_within_days)
         # Who reads the servers' keys: Mosquitto may read them after dropping to its user.
+        if key_owner is not None:
+            try:
+                pwd.getpwnam(key_owner)
+            except KeyError as err:
+                raise CertError(f"--broker-user {key_owner}: no such user on this machine") from err
         self.key_owner = key_owner
         self._key: ec.EllipticCurvePrivateKey | None = None
         self._cert: x509.Certificate | None = None
@@ -283,10 +289,9 @@ def _hosts(cert: x509.Certificate) -> set[Host]:
     return found
 
 
-def issue(directory: Path, servers: dict[str, list[Host]], clients: list[str],
-          **options: object) -> tuple[str, list[Issued]]:
+def issue(authority: Authority, servers: dict[str, list[Host]],
+          clients: list[str]) -> tuple[str, list[Issued]]:
     """Everything the command line asks for, in one call: the CA's state and each issue."""
-    authority = Authority(directory, **options)  # type: ignore[arg-type]
     ca = authority.ensure_ca()
     issued = [authority.server(n, hosts) for n, hosts in servers.items()]
     issued += [authority.client(n) for n in clients]
@@ -308,9 +313,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
         if not servers and not clients and not args.ca_only:
             raise CertError("nothing to issue: give --server NAME=HOST[,HOST...] and/or "
                             "--client NAME (or --ca-only)")
-        ca, issued = issue(args.dir, servers, clients, days=args.days,
-                           renew_within_days=args.renew_within_days,
-                           key_owner=args.broker_user)
+        authority = Authority(args.dir, days=args.days,
+                              renew_within_days=args.renew_within_days,
+                              key_owner=args.broker_user)
+        ca, issued = issue(authority, servers, clients)
     except (CertError, ProvisionError) as err:
         print(f"shouwang certs: {err}", file=sys.stderr)
         return 2

@@ -156,6 +156,7 @@ def test_a_new_ca_reissues_what_the_old_one_signed(tmp_path: Path) -> None:
         (["--server", "b=::1", "--client", "b"], "a name given twice"),
         ([], "nothing to issue"),
         (["--client", "c", "--days", "10"], "--days 10 must be more than"),
+        (["--server", "b=::1", "--broker-user", "no-such-user"], "no such user"),
     ],
 )
 def test_bad_arguments_are_refused_with_what_is_wrong_and_nothing_written(
