@@ -192,8 +192,9 @@ async def readings_accounted(cloud: CloudServer, site: str, accepted: float) -> 
 
 async def source_ids(http: aiohttp.ClientSession, cloud: CloudServer) -> list[str]:
     """The SOS alerts' source ids. Only SOS: a run that lasts past the wearables' liveness
-    window (3 x 60 s; slow on a loaded machine) also has one device_offline alert for each of
-    the 101 wearables, which fall silent (wear-0001 never speaks, the load stops)."""
+    window (3 x 60 s; slow on a loaded machine) also has a device_offline alert for each of
+    the 101 wearables that fall silent (wear-0001 never speaks, the load stops): most likely
+    the "101 extra alerts" of a failure once seen under heavy load (not reproduced)."""
     alerts = await api_alerts(http, cloud.http_port)
     return sorted(a["source_id"] for a in alerts if a["type"] == "sos")
 
