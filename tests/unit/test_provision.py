@@ -45,7 +45,7 @@ def test_the_service_account_names_are_not_for_devices_or_sites(tmp_path: Path) 
     code, _, err = run("cloud", "provision", "--site", "shouwang-cloud", "--dir",
                        str(tmp_path / "c"))
     assert (code, err.strip()) == (
-        2, "shouwang: site id 'shouwang-cloud' is the cloud workers' account name")
+        2, "shouwang: site id 'shouwang-cloud' is a cloud worker account name")
 
 
 def test_a_device_leaving_the_site_loses_its_account_and_rotate_renews_one(
