@@ -27,6 +27,7 @@ says floor and column null: "floor unknown", never a guess.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class Track:
     missed: int = 0
     confirmed: bool = False
     continuation: bool = False
+    id: int = 0  # set when confirmed: the alarm's `ref`, for ThrowDetector.fall
+    # Tracks that continued this confirmed one after it lost the object (`_continues`).
+    followers: list[Track] = field(default_factory=list)
     # The prediction's fit, kept until a sighting is added: (points, t_ref, line, parabola).
     _fit: tuple[int, int, tuple[float, float], tuple[float, float, float]] | None = None
 
@@ -107,6 +111,16 @@ class Track:
         dt = max(t1 - t0, 1)
         h = t_ms - t1
         return x + (x1 - x0) / dt * h, y + (y1 - y0) / dt * h
+
+    def whole(self) -> list[tuple[int, float, float]]:
+        """Every sighting of the object so far, in time order: this track's, followed after
+        the alarm as long as it holds the object, and those of the tracks that continued it
+        after a loss (a sighting of both at the same time: this track's)."""
+        if not self.followers:
+            return list(self.points)
+        seen = {t for t, _x, _y in self.points}
+        more = [p for f in self.followers for p in f.points if p[0] not in seen]
+        return sorted(self.points + more)
 
     def gate(self) -> float:
         """How far from the prediction a sighting may be, pixels."""
@@ -150,6 +164,8 @@ class ThrowDetector:
         self._kernel = np.ones((3, 3), np.uint8)
         self.tracks: list[Track] = []
         self._done: list[tuple[int, Track]] = []  # confirmed tracks ended recently
+        self._ids = itertools.count(1)
+        self._falls: dict[int, Track] = {}  # the confirmed tracks alive or ended recently
         self.lighting_events = 0
         self.frames = 0
         self.frame_ms = 40.0  # the stream's frame interval, learned
@@ -266,9 +282,11 @@ class ThrowDetector:
                 verdict = self.judge_tail(track)
                 if verdict.ok:
                     track.confirmed = True
+                    track.id = next(self._ids)
                     events.append(self._event(track, verdict))
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
+        self._falls = {tr.id: tr for tr in confirmed}
         for j in np.flatnonzero(free)[:200]:
             track = Track([(t_ms, float(cand[j, 0]), float(cand[j, 1]))], [sizes[j]])
             track.continuation = bool(confirmed) and self._continues(track, t_ms, confirmed)
@@ -290,8 +308,17 @@ class ThrowDetector:
                 continue
             px, _ = old.predict(t_ms)
             if abs(px - x) < 40 + 0.15 * (y - y_last):
+                old.followers.append(track)
                 return True
         return False
+
+    def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
+        """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
+        the alarm and those after it, as the object falls on until it leaves the façade
+        (continuations after a loss included). None once forgotten: 3 s after the track
+        ended, when nothing can continue it any more."""
+        track = self._falls.get(track_id)
+        return None if track is None else track.whole()
 
     # --- the physical test --------------------------------------------------------------------
 
@@ -382,7 +409,7 @@ class ThrowDetector:
             fields["candidates"] = candidates
             if candidates:
                 fields["floor"], fields["column"] = candidates[0][0], candidates[0][1]
-        return CameraEvent("thrown_object", first[0], fields)
+        return CameraEvent("thrown_object", first[0], fields, ref=track.id)
 
     def launch(self, track: Track, fit: np.ndarray) -> list[list[Any]]:
         """Ranked [floor, column, p] where the body left the façade."""
