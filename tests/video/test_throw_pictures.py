@@ -1,7 +1,7 @@
 """A thrown object's pictures as the camera worker keeps them, from a generated throw decoded
 by the real worker: the launch area shows the object where it was first seen (not the empty
 wall a second later, when the alarm is raised), and the marked clip draws the track as it
-grows, not the whole of it from the first frame.
+grows, not the whole of it from the first frame, and on down with the object after the alarm.
 
 Pixels, not timings: the launch picture is compared with the same part of the wall before the
 throw, and the clip's frames are read back with PyAV.
