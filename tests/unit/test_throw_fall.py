@@ -8,6 +8,8 @@ Positions are fed as candidates, 25 a second, as the frame stage would give them
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edge.video.events import CameraEvent
@@ -32,21 +34,27 @@ def drop(floor: int, seconds: float = 3.0) -> list[tuple[float, float]]:
     return out
 
 
-def feed(path: list[tuple[float, float]], hidden: range = range(0)) -> tuple[
+def feed(path: list[tuple[float, float]], hidden: range = range(0),
+         clutter: Callable[[int], list[tuple[float, float]]] = lambda n: [],
+         after: int = 10) -> tuple[
         ThrowDetector, list[tuple[int, CameraEvent]], list[tuple[int, float, float]]]:
-    """Feed the path (frames in `hidden` without a sighting, heights below 0 unseen); the
-    detector, its events with the frame time that raised them, and what was fed."""
+    """Feed the path (frames in `hidden` without a sighting, heights below 0 unseen, then
+    `after` frames), with the `clutter` of frame n (more façade points, not the object); the
+    detector, its events with the frame time that raised them, and the object's sightings."""
     facade = Facade(FACADE)
     detector = ThrowDetector(ThrowConfig(), 1280, 720, facade)
     events: list[tuple[int, CameraEvent]] = []
     fed: list[tuple[int, float, float]] = []
-    for n, (u, z) in enumerate(path + [(0.0, -1.0)] * 10):
+    for n, (u, z) in enumerate(path + [(0.0, -1.0)] * after):
         t_ms = n * 40
         found: list[tuple[float, float]] = []
         if z >= 0 and n not in hidden:
             x, y = facade.image_points(np.array([[u, z / FLOOR_M]]))[0]
             found = [(float(x), float(y))]
             fed.append((t_ms, float(x), float(y)))
+        for cu, cz in clutter(n):
+            x, y = facade.image_points(np.array([[cu, cz / FLOOR_M]]))[0]
+            found.append((float(x), float(y)))
         events += [(t_ms, e) for e in detector._advance(found, [4.0] * len(found), t_ms)]
     return detector, events, fed
 
@@ -80,6 +88,25 @@ def test_an_object_lost_after_the_alarm_and_found_again_is_one_fall_and_one_even
     # The sightings after the gap belong to the fall, down to the last one.
     assert times[-1] == fed[-1][0]
     assert sum(t > 47 * 40 for t in times) >= 0.8 * sum(t > 47 * 40 for t, _x, _y in fed)
+
+
+def test_what_moves_below_the_object_is_not_drawn_as_its_fall() -> None:
+    """New tracks that start below a falling object count as its continuation (no second
+    alarm), but only the sightings that carry on its fall are its track: not a thing that
+    blinks near its line, not a person walking below after the object has gone."""
+    def clutter(n: int) -> list[tuple[float, float]]:
+        out = []
+        if n % 3 == 0 and n >= 20:
+            out.append((2.7, 0.6))  # something blinking near the line of the fall
+        if 75 <= n < 135:
+            out.append((2.45 + 0.02 * (n - 75), 0.3))  # someone walking along the bottom
+        return out
+
+    detector, events, fed = feed(drop(15), clutter=clutter, after=60)
+    assert len(events) == 1, events
+    ref = events[0][1].ref
+    assert ref is not None
+    assert detector.fall(ref) == fed
 
 
 def test_a_fall_is_forgotten_a_while_after_it_ended() -> None:

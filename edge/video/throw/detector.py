@@ -112,15 +112,33 @@ class Track:
         h = t_ms - t1
         return x + (x1 - x0) / dt * h, y + (y1 - y0) / dt * h
 
-    def whole(self) -> list[tuple[int, float, float]]:
-        """Every sighting of the object so far, in time order: this track's, followed after
-        the alarm as long as it holds the object, and those of the tracks that continued it
-        after a loss (a sighting of both at the same time: this track's)."""
+    def whole(self, frame_ms: float = 40.0, max_missed: int = 4) -> list[tuple[int, float, float]]:
+        """Every sighting of the object so far, in time order: this track's (it holds the
+        object after the alarm as before) and, once it lost the object, the sightings of the
+        tracks that continued it which carry on its fall: each the nearest one of its frame
+        within the gate of the fall's prediction, as association takes them, the first within
+        a second of the loss, then at most `max_missed` frames apart (as association allows).
+        Not all of theirs: whatever starts below a falling object within 3 s counts as its
+        continuation (no second alarm), a blinking light, rain or a passer-by too."""
         if not self.followers:
             return list(self.points)
-        seen = {t for t, _x, _y in self.points}
-        more = [p for f in self.followers for p in f.points if p[0] not in seen]
-        return sorted(self.points + more)
+        fall = Track(list(self.points), list(self.sizes))
+        later = sorted((p, size) for f in self.followers
+                       for p, size in zip(f.points, f.sizes, strict=True)
+                       if p[0] > self.points[-1][0])
+        for t_ms, group in itertools.groupby(later, key=lambda ps: ps[0][0]):
+            gap = t_ms - fall.points[-1][0]
+            lost = len(fall.points) == len(self.points)  # not yet found again
+            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
+                break
+            fall.missed = max(0, round(gap / frame_ms) - 1)
+            px, py = fall.predict(t_ms)
+            near = min(group, key=lambda ps: math.hypot(ps[0][1] - px, ps[0][2] - py))
+            (_t, x, y), size = near
+            if math.hypot(x - px, y - py) <= fall.gate():
+                fall.points.append((t_ms, x, y))
+                fall.sizes.append(size)
+        return fall.points
 
     def gate(self) -> float:
         """How far from the prediction a sighting may be, pixels."""
@@ -318,7 +336,8 @@ class ThrowDetector:
         (continuations after a loss included). None once forgotten: 3 s after the track
         ended, when nothing can continue it any more."""
         track = self._falls.get(track_id)
-        return None if track is None else track.whole()
+        return None if track is None else track.whole(self.frame_ms,
+                                                      self.config.max_missed)
 
     # --- the physical test --------------------------------------------------------------------
 
