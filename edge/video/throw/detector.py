@@ -88,8 +88,6 @@ class Track:
     confirmed: bool = False
     continuation: bool = False
     id: int = 0  # set when confirmed: the alarm's `ref`, for ThrowDetector.fall
-    # Tracks that continued this confirmed one after it lost the object (`_continues`).
-    followers: list[Track] = field(default_factory=list)
     # The prediction's fit, kept until a sighting is added: (points, t_ref, line, parabola).
     _fit: tuple[int, int, tuple[float, float], tuple[float, float, float]] | None = None
 
@@ -112,34 +110,6 @@ class Track:
         h = t_ms - t1
         return x + (x1 - x0) / dt * h, y + (y1 - y0) / dt * h
 
-    def whole(self, frame_ms: float = 40.0, max_missed: int = 4) -> list[tuple[int, float, float]]:
-        """Every sighting of the object so far, in time order: this track's (it holds the
-        object after the alarm as before) and, once it lost the object, the sightings of the
-        tracks that continued it which carry on its fall: each the nearest one of its frame
-        within the gate of the fall's prediction, as association takes them, the first within
-        a second of the loss, then at most `max_missed` frames apart (as association allows).
-        Not all of theirs: whatever starts below a falling object within 3 s counts as its
-        continuation (no second alarm), a blinking light, rain or a passer-by too."""
-        if not self.followers:
-            return list(self.points)
-        fall = Track(list(self.points), list(self.sizes))
-        later = sorted((p, size) for f in self.followers
-                       for p, size in zip(f.points, f.sizes, strict=True)
-                       if p[0] > self.points[-1][0])
-        for t_ms, group in itertools.groupby(later, key=lambda ps: ps[0][0]):
-            gap = t_ms - fall.points[-1][0]
-            lost = len(fall.points) == len(self.points)  # not yet found again
-            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
-                break
-            fall.missed = max(0, round(gap / frame_ms) - 1)
-            px, py = fall.predict(t_ms)
-            near = min(group, key=lambda ps: math.hypot(ps[0][1] - px, ps[0][2] - py))
-            (_t, x, y), size = near
-            if math.hypot(x - px, y - py) <= fall.gate():
-                fall.points.append((t_ms, x, y))
-                fall.sizes.append(size)
-        return fall.points
-
     def gate(self) -> float:
         """How far from the prediction a sighting may be, pixels."""
         size = self.sizes[-1] if self.sizes else 3.0
@@ -153,6 +123,53 @@ class Track:
             return 0.0
         (t0, x0, y0), (t1, x1, y1) = self.points[-2], self.points[-1]
         return math.hypot(x1 - x0, y1 - y0) * 40.0 / max(t1 - t0, 1)
+
+
+class Fall:
+    """A confirmed track followed after its alarm, for the marked clip: its own sightings
+    and, once it has lost the object, those of the tracks that continued it (`followers`)
+    which carry on the fall: each the nearest of its frame within the gate of the fall's
+    prediction, as association takes them; the first within a second of the loss, then at
+    most `max_missed` frames apart. Not all of theirs: whatever starts below a falling object
+    within 3 s counts as its continuation (no second alarm), rain or a passer-by too. Worked
+    out as the frames come, kept between calls."""
+
+    def __init__(self, track: Track) -> None:
+        self.track = track
+        self.followers: list[Track] = []
+        self._taken = track  # the fall as taken so far
+        self._base = -1  # the track's last sighting when `_taken` was started
+        self._upto = -1  # the followers' sightings are taken up to this time
+
+    def follow(self, frame_ms: float, max_missed: int, before: int | None = None) -> Track:
+        """The fall so far as a track, its followers' sightings taken up to `before`
+        (exclusive: the frame being associated) or all of them."""
+        track = self.track
+        if not self.followers:
+            return track
+        end = track.points[-1][0]
+        if self._base != end:  # the first time, or the track found the object again
+            self._taken = Track(list(track.points), list(track.sizes))
+            self._base = self._upto = end
+        fall, upto = self._taken, self._upto
+        later = sorted((p, size) for f in self.followers if f.points[-1][0] > upto
+                       for p, size in zip(f.points, f.sizes, strict=True)
+                       if p[0] > upto and (before is None or p[0] < before))
+        for t_ms, group in itertools.groupby(later, key=lambda ps: ps[0][0]):
+            gap = t_ms - fall.points[-1][0]
+            lost = len(fall.points) == len(track.points)  # not found again yet
+            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
+                break
+            fall.missed = max(0, round(gap / frame_ms) - 1)
+            px, py = fall.predict(t_ms)
+            (_t, x, y), size = min(group, key=lambda ps: math.hypot(ps[0][1] - px,
+                                                                    ps[0][2] - py))
+            if math.hypot(x - px, y - py) <= fall.gate():
+                fall.points.append((t_ms, x, y))
+                fall.sizes.append(size)
+        if later:
+            self._upto = later[-1][0][0]
+        return fall
 
 
 @dataclass(slots=True)
@@ -183,7 +200,7 @@ class ThrowDetector:
         self.tracks: list[Track] = []
         self._done: list[tuple[int, Track]] = []  # confirmed tracks ended recently
         self._ids = itertools.count(1)
-        self._falls: dict[int, Track] = {}  # the confirmed tracks alive or ended recently
+        self._falls: dict[int, Fall] = {}  # the confirmed tracks alive or ended recently
         self.lighting_events = 0
         self.frames = 0
         self.frame_ms = 40.0  # the stream's frame interval, learned
@@ -301,10 +318,13 @@ class ThrowDetector:
                 if verdict.ok:
                     track.confirmed = True
                     track.id = next(self._ids)
+                    self._falls[track.id] = Fall(track)
                     events.append(self._event(track, verdict))
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
-        self._falls = {tr.id: tr for tr in confirmed}
+        if len(self._falls) > len(confirmed):
+            kept = {tr.id for tr in confirmed}
+            self._falls = {i: f for i, f in self._falls.items() if i in kept}
         for j in np.flatnonzero(free)[:200]:
             track = Track([(t_ms, float(cand[j, 0]), float(cand[j, 1]))], [sizes[j]])
             track.continuation = bool(confirmed) and self._continues(track, t_ms, confirmed)
@@ -326,18 +346,35 @@ class ThrowDetector:
                 continue
             px, _ = old.predict(t_ms)
             if abs(px - x) < 40 + 0.15 * (y - y_last):
-                old.followers.append(track)
+                self._adopt(old, track, t_ms)
                 return True
         return False
+
+    def _adopt(self, old: Track, track: Track, t_ms: int) -> None:
+        """Keep the continuation `track` of the confirmed `old` as a possible part of its
+        fall (`Fall`) when the fall has lost the object within the last second and it starts
+        near where the fall was expected: not every rain streak below a falling object."""
+        fall = self._falls.get(old.id)
+        if fall is None:
+            return
+        sofar = fall.follow(self.frame_ms, self.config.max_missed, before=t_ms)
+        t_last = sofar.points[-1][0]
+        if not 0 < t_ms - t_last <= 1000:
+            return
+        px, py = sofar.predict(t_ms)
+        x, y = track.points[0][1], track.points[0][2]
+        if math.hypot(px - x, py - y) <= 40 + 3 * (t_ms - t_last) / self.frame_ms:
+            fall.followers.append(track)
 
     def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
         """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
         the alarm and those after it, as the object falls on until it leaves the façade
-        (continuations after a loss included). None once forgotten: 3 s after the track
-        ended, when nothing can continue it any more."""
-        track = self._falls.get(track_id)
-        return None if track is None else track.whole(self.frame_ms,
-                                                      self.config.max_missed)
+        (continuations after a loss included, `Fall`). None once forgotten: 3 s after the
+        track ended, when nothing can continue it any more."""
+        fall = self._falls.get(track_id)
+        if fall is None:
+            return None
+        return list(fall.follow(self.frame_ms, self.config.max_missed).points)
 
     # --- the physical test --------------------------------------------------------------------
 
