@@ -498,7 +498,7 @@ class _ClipMarks:
         """Take the detector's track of the object so far (frame thread); once the detector
         has forgotten it (3 s after it ended), the last one stays."""
         whole = None if self.ref is None else detector.fall(self.ref)
-        if whole is not None and len(whole) >= len(self.track):
+        if whole is not None:
             self.track = [[t, round(x, 1), round(y, 1)] for t, x, y in whole]
 
     def __call__(self, image: Any, t_s: float | None) -> Any:

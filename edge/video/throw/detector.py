@@ -23,6 +23,10 @@ Per frame (the Y plane of the decoded frame, cropped to the façade's box; no co
 
 Without calibration the test runs in pixels (a parabola accelerating downward) and the event
 says floor and column null: "floor unknown", never a guess.
+
+The alarm goes out when the test first passes, while the object still falls; the track is
+followed on after it (`Fall`, `ThrowDetector.fall`) for the marked clip, which draws the
+whole fall. The event itself carries the track up to the alarm.
 """
 
 from __future__ import annotations
