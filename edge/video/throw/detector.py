@@ -280,6 +280,32 @@ class ThrowDetector:
                 break
         return None
 
+    def _adopt(self, old: Track, track: Track, t_ms: int) -> None:
+        """Keep the continuation `track` of the confirmed `old` as a possible part of its
+        fall (`Fall`) when the fall has lost the object within the last second and it starts
+        near where the fall was expected: not every rain streak below a falling object."""
+        fall = self._falls.get(old.id)
+        if fall is None:
+            return
+        sofar = fall.follow(self.frame_ms, self.config.max_missed, before=t_ms)
+        t_last = sofar.points[-1][0]
+        if not 0 < t_ms - t_last <= 1000:
+            return
+        px, py = sofar.predict(t_ms)
+        x, y = track.points[0][1], track.points[0][2]
+        if math.hypot(px - x, py - y) <= 40 + 3 * (t_ms - t_last) / self.frame_ms:
+            fall.followers.append(track)
+
+    def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
+        """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
+        the alarm and those after it, as the object falls on until it leaves the façade
+        (continuations after a loss included, `Fall`). None once forgotten: 3 s after the
+        track ended, when nothing can continue it any more."""
+        fall = self._falls.get(track_id)
+        if fall is None:
+            return None
+        return list(fall.follow(self.frame_ms, self.config.max_missed).points)
+
     def _advance(self, found: list[tuple[float, float]], sizes: list[float],
                  t_ms: int) -> list[CameraEvent]:
         events: list[CameraEvent] = []
@@ -321,12 +347,10 @@ class ThrowDetector:
                 verdict = self.judge_tail(track)
                 if verdict.ok:
                     track.confirmed = True
-                    track.id = next(self._ids)
-                    self._falls[track.id] = Fall(track)
                     events.append(self._event(track, verdict))
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
-        if len(self._falls) > len(confirmed):
+        if self._falls:
             kept = {tr.id for tr in confirmed}
             self._falls = {i: f for i, f in self._falls.items() if i in kept}
         for j in np.flatnonzero(free)[:200]:
@@ -353,32 +377,6 @@ class ThrowDetector:
                 self._adopt(old, track, t_ms)
                 return True
         return False
-
-    def _adopt(self, old: Track, track: Track, t_ms: int) -> None:
-        """Keep the continuation `track` of the confirmed `old` as a possible part of its
-        fall (`Fall`) when the fall has lost the object within the last second and it starts
-        near where the fall was expected: not every rain streak below a falling object."""
-        fall = self._falls.get(old.id)
-        if fall is None:
-            return
-        sofar = fall.follow(self.frame_ms, self.config.max_missed, before=t_ms)
-        t_last = sofar.points[-1][0]
-        if not 0 < t_ms - t_last <= 1000:
-            return
-        px, py = sofar.predict(t_ms)
-        x, y = track.points[0][1], track.points[0][2]
-        if math.hypot(px - x, py - y) <= 40 + 3 * (t_ms - t_last) / self.frame_ms:
-            fall.followers.append(track)
-
-    def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
-        """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
-        the alarm and those after it, as the object falls on until it leaves the façade
-        (continuations after a loss included, `Fall`). None once forgotten: 3 s after the
-        track ended, when nothing can continue it any more."""
-        fall = self._falls.get(track_id)
-        if fall is None:
-            return None
-        return list(fall.follow(self.frame_ms, self.config.max_missed).points)
 
     # --- the physical test --------------------------------------------------------------------
 
@@ -457,6 +455,8 @@ class ThrowDetector:
     # --- back-tracking ------------------------------------------------------------------------
 
     def _event(self, track: Track, verdict: Verdict) -> CameraEvent:
+        track.id = next(self._ids)  # the alarm's `ref`: its fall is followed from here on
+        self._falls[track.id] = Fall(track)
         first = track.points[0]
         fields: dict[str, Any] = {
             "floor": None, "column": None,
