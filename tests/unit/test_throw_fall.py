@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.video.events import CameraEvent
 from edge.video.throw.calibration import Facade, FacadeConfig
-from edge.video.throw.detector import ThrowConfig, ThrowDetector
+from edge.video.throw.detector import ThrowConfig, ThrowDetector, Track
 
 FLOOR_M = 2.9
 FACADE = FacadeConfig(corners=((520, 60), (760, 60), (800, 700), (480, 700)), floors=(3, 18),
@@ -107,6 +107,24 @@ def test_what_moves_below_the_object_is_not_drawn_as_its_fall() -> None:
     ref = events[0][1].ref
     assert ref is not None
     assert detector.fall(ref) == fed
+
+
+def test_a_track_judged_the_same_fall_carries_the_drawn_fall_on() -> None:
+    """A track the detector finds to be the same fall by a fit of both (the body lost and
+    found, or seen as two blobs: offset by up to 30 px, more than association's gate) is
+    taken whole after the fall's last sighting."""
+    path = drop(15)
+    detector, events, fed = feed(path, hidden=range(40, len(path)))  # lost at 1.6 s for good
+    ref = events[0][1].ref
+    assert ref is not None
+    facade = Facade(FACADE)
+    later = [(n * 40, *facade.image_points(np.array([[u, z / FLOOR_M]]))[0])
+             for n, (u, z) in enumerate(path) if n >= 45 and z >= 0]
+    other = Track([(t, float(x) + 25.0, float(y)) for t, x, y in later], [4.0] * len(later))
+    root = next(tr for tr in detector.tracks + [tr for _, tr in detector._done] if tr.id == ref)
+    detector._join(root, other)
+    assert detector.fall(ref) == fed + other.points
+    assert other.id == ref
 
 
 def test_a_fall_is_forgotten_a_while_after_it_ended() -> None:

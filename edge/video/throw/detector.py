@@ -135,39 +135,53 @@ class Fall:
     which carry on the fall: each the nearest of its frame within the gate of the fall's
     prediction, as association takes them; the first within a second of the loss, then at
     most `max_missed` frames apart. Not all of theirs: whatever starts below a falling object
-    within 3 s counts as its continuation (no second alarm), rain or a passer-by too. Worked
-    out as the frames come, kept between calls."""
+    within 3 s counts as its continuation (no second alarm), rain or a passer-by too. A track
+    found to be the same fall by its own fit (`join`) is taken whole, from where the fall
+    stands. Worked out as the frames come, kept between calls."""
 
     def __init__(self, track: Track) -> None:
         self.track = track
         self.followers: list[Track] = []
+        self.joined: list[Track] = []
         self._taken = track  # the fall as taken so far
         self._base = -1  # the track's last sighting when `_taken` was started
         self._upto = -1  # the followers' sightings are taken up to this time
+
+    def join(self, track: Track) -> None:
+        """`track` is this fall (judged so by a fit of both, not by a gate): its sightings
+        after the fall's last one are the fall's."""
+        self.joined.append(track)
 
     def follow(self, frame_ms: float, max_missed: int, before: int | None = None) -> Track:
         """The fall so far as a track, its followers' sightings taken up to `before`
         (exclusive: the frame being associated) or all of them."""
         track = self.track
-        if not self.followers:
+        if not self.followers and not self.joined:
             return track
         end = track.points[-1][0]
         if self._base != end:  # the first time, or the track found the object again
             self._taken = Track(list(track.points), list(track.sizes))
             self._base = self._upto = end
         fall, upto = self._taken, self._upto
-        later = sorted((p, size) for f in self.followers if f.points[-1][0] > upto
-                       for p, size in zip(f.points, f.sizes, strict=True)
-                       if p[0] > upto and (before is None or p[0] < before))
-        for t_ms, group in itertools.groupby(later, key=lambda ps: ps[0][0]):
+        # (sighting, size, 0 joined or 1 follower): at one time a joined track's comes first.
+        later = [(p, size, kind) for kind, tracks in ((0, self.joined), (1, self.followers))
+                 for f in tracks if f.points[-1][0] > upto
+                 for p, size in zip(f.points, f.sizes, strict=True)
+                 if p[0] > upto and (before is None or p[0] < before)]
+        later.sort(key=lambda psk: (psk[0][0], psk[2]))
+        for t_ms, group in itertools.groupby(later, key=lambda psk: psk[0][0]):
             gap = t_ms - fall.points[-1][0]
-            lost = len(fall.points) == len(track.points)  # not found again yet
-            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
-                break
             fall.missed = max(0, round(gap / frame_ms) - 1)
             px, py = fall.predict(t_ms)
-            (_t, x, y), size = min(group, key=lambda ps: math.hypot(ps[0][1] - px,
-                                                                    ps[0][2] - py))
+            (_t, x, y), size, kind = min(group, key=lambda psk: (
+                psk[2], math.hypot(psk[0][1] - px, psk[0][2] - py)))
+            if kind == 0:  # joined: the same fall, whatever the gate says
+                fall.points.append((t_ms, x, y))
+                fall.sizes.append(size)
+                continue
+            lost = len(fall.points) == len(track.points)  # not found again yet
+            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
+                continue
             if math.hypot(x - px, y - py) <= fall.gate():
                 fall.points.append((t_ms, x, y))
                 fall.sizes.append(size)
@@ -295,6 +309,15 @@ class ThrowDetector:
         x, y = track.points[0][1], track.points[0][2]
         if math.hypot(px - x, py - y) <= 40 + 3 * (t_ms - t_last) / self.frame_ms:
             fall.followers.append(track)
+
+    def _join(self, old: Track, track: Track) -> None:
+        """`track` was found to be the same fall as the confirmed `old` by a fit of both
+        (one throw, one event): its sightings after old's are the fall's, for the marked
+        clip. It takes old's id, so a track found to be the same fall as it joins too."""
+        fall = self._falls.get(old.id)
+        if fall is not None:
+            track.id = old.id
+            fall.join(track)
 
     def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
         """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
