@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cloud.access.config import AccessConfig
 from cloud.escalation.policy import EscalationConfig
@@ -23,12 +23,54 @@ TelemetryConfig = Annotated[
 ]
 
 
+Role = Literal["ingest", "alert_downlink", "watchlist_downlink"]
+
+
+class BrokerAccount(Strict):
+    """One worker role's credentials on the cloud broker; host, port and TLS are `broker`'s."""
+
+    username: str = Field(description="The role's account, e.g. shouwang-ingest")
+    password_file: Path | None = Field(
+        None, description="File whose content is the password (`shouwang cloud provision` "
+        "writes it: {dir}/{username}.password)")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable that holds the password")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BrokerAccount:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError(f"account {self.username}: give password_file or password_env")
+        return self
+
+
+class BrokerAccounts(Strict):
+    """Each cloud worker role's own broker account, so that each may do only its job on the
+    broker (docs/provisioning.md). A role left out uses the `broker` section's account."""
+
+    ingest: BrokerAccount | None = Field(
+        None, description="Reads every site's uplink (`site/+/up/#`) and confirms what it "
+        "stored (`site/+/down/ack`)")
+    alert_downlink: BrokerAccount | None = Field(
+        None, description="Tells gateways of changes to their alerts (`site/+/down/alert`); "
+        "publishes only")
+    watchlist_downlink: BrokerAccount | None = Field(
+        None, description="Sends gateways their signed watchlists (`site/+/down/watchlist`); "
+        "publishes only")
+
+
 Stream = Literal["alerts", "data"]
 STREAMS: tuple[Stream, ...] = ("alerts", "data")  # the keys of shouwang.protocol.CLOUD_STREAMS
 
 
 class CloudConfig(Strict):
-    broker: BrokerConfig = Field(description="The cloud broker that site gateways publish to")
+    broker: BrokerConfig = Field(
+        description="The cloud broker that site gateways publish to, and the account of every "
+        "worker role that has none of its own in `broker_accounts`")
+    broker_accounts: BrokerAccounts = Field(
+        default_factory=BrokerAccounts,
+        description="Each worker role's own account on the cloud broker (`ingest`, "
+        "`alert_downlink`, `watchlist_downlink`), as `shouwang cloud provision` prints them",
+    )
     database_url: str = Field(
         "sqlite+aiosqlite:///var/cloud/shouwang.sqlite",
         description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
@@ -124,6 +166,15 @@ class CloudConfig(Strict):
         """The CPU priority decrement `shouwang cloud run` applies at start."""
         data_only = not self.alert_duties and not self.api
         return self.data_worker_nice if data_only else 0
+
+    def broker_for(self, role: Role) -> BrokerConfig:
+        """The broker as `role` connects to it: its own account, else the `broker` one."""
+        account: BrokerAccount | None = getattr(self.broker_accounts, role)
+        if account is None:
+            return self.broker
+        return self.broker.model_copy(update={
+            "username": account.username, "password_file": account.password_file,
+            "password_env": account.password_env})
 
     def metrics_token(self) -> str | None:
         """The `/metrics` token, read at start so a missing file stops start-up."""

@@ -95,8 +95,14 @@ class Ingest:
         evidence: EvidenceStore | None = None,
         on_update: Callable[[dict[str, Any], str], Awaitable[None]] | None = None,
         watchlist_keys: CloudKeys | None = None,
+        alert_news: MqttClient | None = None,
+        watchlist_client: MqttClient | None = None,
     ) -> None:
         self.client = client
+        # The answers to a gateway's report go out on the downlinks' own clients (their broker
+        # accounts may write down/alert and down/watchlist; ingest's only down/ack).
+        self.alert_news = alert_news or client
+        self.watchlist_client = watchlist_client or client
         self.watchlist_keys = watchlist_keys
         self.store = store
         self.metrics = metrics
@@ -490,7 +496,7 @@ class Ingest:
         news = await news_for(self.store, env.site or "", env.body.get("alerts") or [])
         if news:
             try:
-                self.client.publish_nowait(
+                self.alert_news.publish_nowait(
                     site_down_topic(env.site or "", "alert"), downlink_message(news), qos=1
                 )
             except MqttError as err:
@@ -498,8 +504,8 @@ class Ingest:
                             env.site, err)
         # And the version of the watchlists it holds: the current one if that is older.
         if self.watchlist_keys is not None:
-            await answer_report(self.store, self.watchlist_keys, self.client, env.site or "",
-                                env.body.get("watchlist"), self.clock.now_ms())
+            await answer_report(self.store, self.watchlist_keys, self.watchlist_client,
+                                env.site or "", env.body.get("watchlist"), self.clock.now_ms())
 
     async def _gateway_offline(self, env: Envelope) -> None:
         await self.fleet.gateway_offline(env, self.clock.now_ms())

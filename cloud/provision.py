@@ -2,20 +2,24 @@
 
 A gateway's account is named by its site id: it may publish only on `site/{id}/up/#` and read
 only `site/{id}/down/#`, so a gateway can neither speak for another estate nor confirm, close
-or read another estate's alerts. The cloud workers share one account that reads every site's
-uplink and writes every site's downlink. The site's broker password and evidence upload token
-are written to files for the gateway (never printed, never kept beside the cloud's config once
-copied); the cloud keeps only their hashes. docs/provisioning.md says how to install them.
+or read another estate's alerts. Each cloud worker role has an account of its own that may do
+only that role's job (`ROLES`): ingest reads every uplink and writes only confirmations, each
+downlink writes only its own kind and reads nothing. The site's broker password and evidence
+upload token are written to files for the gateway (never printed, never kept beside the cloud's
+config once copied), the workers' passwords to a file per account; the cloud keeps only their
+hashes. docs/provisioning.md says how to install them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from cloud.config import BrokerAccount, BrokerAccounts, Role
 from cloud.evidence import hash_token
 from shouwang.broker_accounts import (
     PasswordFile,
@@ -27,24 +31,40 @@ from shouwang.broker_accounts import (
     write_private,
 )
 
-CLOUD_ACCOUNT = "shouwang-cloud"
+# role (cloud.yaml `broker_accounts`) → its account on the cloud broker (cloud/server.py)
+ROLES: dict[Role, str] = {
+    "ingest": "shouwang-ingest",
+    "alert_downlink": "shouwang-alert-downlink",
+    "watchlist_downlink": "shouwang-watchlist-downlink",
+}
+# The account every worker shared before: removed from the files when provisioning again.
+SHARED_ACCOUNT = "shouwang-cloud"
+SHARED_PASSWORD_FILE = "cloud.password"
 PASSWORD_FILE = "passwd"
 ACL_FILE = "acl"
-CLOUD_PASSWORD_FILE = "cloud.password"
 SITE_TOKENS_FILE = "site-tokens.yaml"
 SITE_BROKER_PASSWORD = "cloud-broker.password"
 SITE_EVIDENCE_TOKEN = "evidence.token"
 
-CLOUD_ACL = f"""\
+CLOUD_ACL = """\
 # Shouwang cloud broker ACL, written by `shouwang cloud provision`; provision again rather
-# than edit. Mosquitto refuses whatever is not allowed here: a publish is dropped (MQTT 3.1.1)
-# or answered "not authorized" (MQTT 5), a subscription is answered with failure 0x80.
+# than edit. Mosquitto 2.0.11 refuses a publish not allowed here ("not authorized" under
+# MQTT 5, dropped under 3.1.1). It grants every SUBSCRIBE and checks `read` on each message
+# it would deliver, so a subscription beyond an account's reach receives nothing.
 
-# The cloud workers: every site's uplink (also through $share/cloud/...), every downlink
-# (down/ack confirmations, down/alert lifecycle news, config, watchlist, cmd).
-user {CLOUD_ACCOUNT}
+# The cloud workers, an account per role (cloud/server.py), each for its job only.
+# Ingest: every site's uplink (also through $share/cloud/...) and its confirmations.
+user shouwang-ingest
 topic read site/+/up/#
-topic write site/+/down/#
+topic write site/+/down/ack
+
+# The alert downlink: each change to a site's alerts (and the news a gateway report missed).
+user shouwang-alert-downlink
+topic write site/+/down/alert
+
+# The watchlist downlink: each site's signed watchlists.
+user shouwang-watchlist-downlink
+topic write site/+/down/watchlist
 
 # Every other account is one site's gateway, named by its site id (%u): it speaks only for
 # its own site (its last will, `gateway_offline`, included) and hears only its own downlink.
@@ -53,20 +73,43 @@ pattern read site/%u/down/#
 """
 
 
+@dataclass
+class Provisioned:
+    """What one `provision` run changed, for the operator."""
+
+    site_issued: bool  # the site got a new password and evidence token
+    workers_issued: list[str] = field(default_factory=list)  # worker accounts made or renewed
+    shared_removed: bool = False  # the old shared worker account was taken out
+
+
+def worker_password_file(directory: Path, account: str) -> Path:
+    return directory / f"{account}.password"
+
+
+def worker_accounts(directory: Path) -> BrokerAccounts:
+    """The workers' accounts as `cloud.yaml`'s `broker_accounts` names them."""
+    return BrokerAccounts(**{
+        role: BrokerAccount(username=account,
+                            password_file=worker_password_file(directory, account))
+        for role, account in ROLES.items()
+    })
+
+
 def site_dir(directory: Path, site: str) -> Path:
     """The gateway's credentials, to be copied to the gateway and then removed here."""
     return directory / "sites" / site
 
 
 def provision(directory: Path, site: str, *, rotate: bool = False,
-              broker_user: str | None = None) -> bool:
-    """Add (or with `rotate`, renew) `site`'s account and token; True when anything new was
-    issued for the site."""
+              broker_user: str | None = None) -> Provisioned:
+    """Add (or with `rotate`, renew) `site`'s account and token; each worker role's account
+    that is missing or does not match its password file is (re)issued."""
     check_name(site, "site id")
-    if site == CLOUD_ACCOUNT:
-        raise ProvisionError(f"site id {CLOUD_ACCOUNT!r} is the cloud workers' account name")
+    if site in ROLES.values() or site == SHARED_ACCOUNT:
+        raise ProvisionError(f"site id {site!r} is a cloud worker account name")
     passwords = PasswordFile.load(directory / PASSWORD_FILE)
-    _workers_account(directory, passwords)
+    done = Provisioned(False, _workers_accounts(directory, passwords),
+                       _drop_shared_account(directory, passwords))
     tokens = _load_tokens(directory / SITE_TOKENS_FILE)
     issued = rotate or site not in passwords.hashes or site not in tokens
     if issued:
@@ -78,11 +121,16 @@ def provision(directory: Path, site: str, *, rotate: bool = False,
     passwords.save(broker_user)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
     write_private(directory / ACL_FILE, CLOUD_ACL, broker_user)
-    return issued
+    if done.shared_removed:  # only once the broker's files no longer name it
+        (directory / SHARED_PASSWORD_FILE).unlink(missing_ok=True)
+    done.site_issued = issued
+    return done
 
 
 def revoke(directory: Path, site: str) -> bool:
     """Remove a site's broker account and evidence token (a lost or stolen gateway)."""
+    if site in ROLES.values():
+        raise ProvisionError(f"{site!r} is a cloud worker account, not a site")
     passwords = PasswordFile.load(directory / PASSWORD_FILE)
     tokens = _load_tokens(directory / SITE_TOKENS_FILE)
     found = passwords.hashes.pop(site, None) is not None
@@ -92,11 +140,22 @@ def revoke(directory: Path, site: str) -> bool:
     return found
 
 
-def _workers_account(directory: Path, passwords: PasswordFile) -> None:
-    current = read_secret(directory / CLOUD_PASSWORD_FILE)
-    known = passwords.hashes.get(CLOUD_ACCOUNT)
-    if current is None or known is None or not verify_password(current, known):
-        write_private(directory / CLOUD_PASSWORD_FILE, passwords.issue(CLOUD_ACCOUNT) + "\n")
+def _workers_accounts(directory: Path, passwords: PasswordFile) -> list[str]:
+    """Issue each role's account that is missing, or whose file does not hold its password
+    (lost, edited); the accounts issued."""
+    issued = []
+    for account in ROLES.values():
+        path = worker_password_file(directory, account)
+        current, known = read_secret(path), passwords.hashes.get(account)
+        if current is None or known is None or not verify_password(current, known):
+            write_private(path, passwords.issue(account) + "\n")
+            issued.append(account)
+    return issued
+
+
+def _drop_shared_account(directory: Path, passwords: PasswordFile) -> bool:
+    found = passwords.hashes.pop(SHARED_ACCOUNT, None) is not None
+    return found or (directory / SHARED_PASSWORD_FILE).exists()
 
 
 def _load_tokens(path: Path) -> dict[str, str]:
@@ -117,7 +176,8 @@ def add_parser(cloud: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--site", required=True, help="site (gateway) id")
     p.add_argument("--dir", type=Path, required=True,
-                   help="where the broker's `passwd` and `acl`, the workers' `cloud.password`, "
+                   help="where the broker's `passwd` and `acl`, the workers' `ROLE.password` "
+                   "files, "
                    "`site-tokens.yaml` and `sites/ID/` go (e.g. /etc/shouwang/cloud-broker)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--rotate", action="store_true",
@@ -139,13 +199,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
                   "reload the broker (systemctl reload mosquitto). The running cloud refuses "
                   "the site's evidence token from its next upload (no restart).")
             return 0 if found else 1
-        issued = provision(directory, args.site, rotate=args.rotate,
-                           broker_user=args.broker_user)
+        done = provision(directory, args.site, rotate=args.rotate,
+                         broker_user=args.broker_user)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2
     bundle = site_dir(directory, args.site)
-    if issued:
+    if done.site_issued:
         print(
             f"site {args.site}: cloud broker username={args.site}; its password and evidence "
             f"token are in {bundle}/ ({SITE_BROKER_PASSWORD}, {SITE_EVIDENCE_TOKEN}, mode "
@@ -154,10 +214,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
         )
     else:
         print(f"site {args.site}: already provisioned (--rotate issues new credentials)")
+    for account in done.workers_issued:
+        print(f"cloud workers: new account {account}, password in "
+              f"{worker_password_file(directory, account)} (mode 0600)")
+    if done.shared_removed:
+        print(f"cloud workers: removed the workers' shared account {SHARED_ACCOUNT} (and "
+              f"{SHARED_PASSWORD_FILE}): give cloud.yaml the broker_accounts below before "
+              "reloading the broker, or the workers are refused when they reconnect.")
+    accounts = "".join(
+        f"\n  {role}: {{username: {account}, password_file: "
+        f"{worker_password_file(directory, account)}}}" for role, account in ROLES.items())
     print(
         f"Broker files: {directory / PASSWORD_FILE}, {directory / ACL_FILE} (reload the "
-        f"broker: systemctl reload mosquitto).\nIn cloud.yaml: broker: username: "
-        f"{CLOUD_ACCOUNT}, password_file: {directory / CLOUD_PASSWORD_FILE}; "
-        f"evidence: site_tokens_file: {directory / SITE_TOKENS_FILE}"
+        f"broker: systemctl reload mosquitto).\nIn cloud.yaml:\nbroker_accounts:{accounts}"
+        f"\nevidence: {{site_tokens_file: {directory / SITE_TOKENS_FILE}}}"
     )
     return 0

@@ -14,7 +14,7 @@ from cloud import residents, watchlists
 from cloud.access.scope import Principal
 from cloud.access.users import Access
 from cloud.api import build_app, build_monitor_app
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, Role
 from cloud.downlink import Downlink
 from cloud.escalation.repeats import RepeatNotifier
 from cloud.escalation.scheduler import DispatchNotifier, Notifier, Scheduler
@@ -75,7 +75,8 @@ class CloudServer:
             recheck_s=config.access.websocket_recheck_s,
         )
         self.telemetry: TelemetryStore | None = None
-        self.streams: list[MqttClient] = []
+        self.streams: list[MqttClient] = []  # ingest, one per stream
+        self.downlinks: list[MqttClient] = []  # publish-only, one per downlink role
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -209,52 +210,75 @@ class CloudServer:
             what = "dashboard" if self.config.api else "metrics and health"
             log.info("%s on http://%s:%s", what, self.config.http.host, self.http_port)
         if self.config.ingest:
-            for stream in self.config.streams:
-                topics = CLOUD_STREAMS[stream]
-                client = MqttClient(
-                    self.config.broker,
-                    client_id=f"{self.config.worker_id}-{stream}",
-                    persistent=True,
-                    manual_ack=True,
+            await self._start_ingest()
+
+    async def _start_ingest(self) -> None:
+        """An MQTT client per role, each on its role's broker account (docs/provisioning.md):
+        ingest reads the uplink and confirms; each downlink only publishes its own kind."""
+        assert self.store is not None
+        alert_news = await self._downlink_client("alert_downlink")
+        watchlist_client = (await self._downlink_client("watchlist_downlink")
+                            if self.watchlist_keys is not None else None)
+        for stream in self.config.streams:
+            client = MqttClient(
+                self.config.broker_for("ingest"),
+                client_id=f"{self.config.worker_id}-{stream}",
+                persistent=True,
+                manual_ack=True,
+            )
+            for topic in CLOUD_STREAMS[stream]:
+                client.subscribe(topic, 1)
+            await client.start()
+            self.streams.append(client)
+            if stream == "alerts":
+                # Gateways hear of every change to their alerts from the alerts workers.
+                self.downlink = Downlink(self.store, alert_news, self.config.feed_poll_s)
+                await self.downlink.start_position()
+                self._tasks.append(
+                    asyncio.create_task(self.downlink.run(), name="cloud-downlink")
                 )
-                for topic in topics:
-                    client.subscribe(topic, 1)
-                await client.start()
-                self.streams.append(client)
-                if stream == "alerts":
-                    # Gateways hear of every change to their alerts from the alerts workers.
-                    self.downlink = Downlink(self.store, client, self.config.feed_poll_s)
-                    await self.downlink.start_position()
-                    self._tasks.append(
-                        asyncio.create_task(self.downlink.run(), name="cloud-downlink")
+                if self.watchlist_keys is not None:
+                    assert watchlist_client is not None
+                    self.watchlist_downlink = WatchlistDownlink(
+                        self.store, self.watchlist_keys, watchlist_client,
+                        self.config.feed_poll_s, self.clock,
                     )
-                    if self.watchlist_keys is not None:
-                        self.watchlist_downlink = WatchlistDownlink(
-                            self.store, self.watchlist_keys, client, self.config.feed_poll_s,
-                            self.clock,
-                        )
-                        self._tasks.append(asyncio.create_task(
-                            self.watchlist_downlink.run(), name="cloud-watchlist-downlink"))
-                ingest = Ingest(
-                    client,
-                    self.store,
-                    self.metrics,
-                    on_alert=self._on_alert,
-                    on_update=self._on_update,
-                    max_payload_bytes=self.config.max_payload_bytes,
-                    evidence=self.evidence,
-                    telemetry=self.telemetry,
-                    require_registered_sites=self.config.require_registered_sites,
-                    clock=self.clock,
-                    watchlist_keys=self.watchlist_keys,
-                )
-                self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
+                    self._tasks.append(asyncio.create_task(
+                        self.watchlist_downlink.run(), name="cloud-watchlist-downlink"))
+            ingest = Ingest(
+                client,
+                self.store,
+                self.metrics,
+                on_alert=self._on_alert,
+                on_update=self._on_update,
+                max_payload_bytes=self.config.max_payload_bytes,
+                evidence=self.evidence,
+                telemetry=self.telemetry,
+                require_registered_sites=self.config.require_registered_sites,
+                clock=self.clock,
+                watchlist_keys=self.watchlist_keys,
+                alert_news=alert_news,
+                watchlist_client=watchlist_client,
+            )
+            self._tasks.append(asyncio.create_task(ingest.run(), name=f"cloud-{stream}"))
+
+    async def _downlink_client(self, role: Role) -> MqttClient:
+        """A publish-only client. Not persistent: it subscribes to nothing, and what it did
+        not get a PUBACK for its sender publishes again (the next round, the next report)."""
+        client = MqttClient(
+            self.config.broker_for(role),
+            client_id=f"{self.config.worker_id}-{role.replace('_', '-')}",
+        )
+        await client.start()
+        self.downlinks.append(client)
+        return client
 
     def _broker_state(self) -> bool | None:
-        return all(c.connected for c in self.streams) if self.streams else None
+        clients = self.streams + self.downlinks
+        return all(c.connected for c in clients) if clients else None
 
     async def wait_connected(self, timeout: float) -> None:
-        for client in self.streams:
+        for client in self.streams + self.downlinks:
             await client.wait_connected(timeout)
 
     async def stop(self) -> None:
@@ -264,9 +288,9 @@ class CloudServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for client in self.streams:
+        for client in self.streams + self.downlinks:
             await client.close()
-        self.streams = []
+        self.streams, self.downlinks = [], []
         await self.hub.close()
         if self._runner is not None:
             await self._runner.cleanup()

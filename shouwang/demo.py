@@ -24,11 +24,10 @@ from typing import Any
 import yaml
 
 from cloud.provision import (
-    CLOUD_ACCOUNT,
-    CLOUD_PASSWORD_FILE,
     SITE_BROKER_PASSWORD,
     SITE_EVIDENCE_TOKEN,
     SITE_TOKENS_FILE,
+    worker_accounts,
 )
 from edge.provision import EDGE_ACCOUNT, EDGE_PASSWORD_FILE
 from shouwang.certs import Authority, CertError
@@ -196,8 +195,9 @@ class Demo:
         site_files = self._provision_cloud(cloud_accounts)
         database_url = f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite"
         cloud_cfg = {
-            "broker": {"port": cloud_broker.port, "username": CLOUD_ACCOUNT,
-                       "password_file": str(cloud_accounts / CLOUD_PASSWORD_FILE), "tls": tls},
+            "broker": {"port": cloud_broker.port, "tls": tls},
+            "broker_accounts": worker_accounts(cloud_accounts).model_dump(
+                mode="json", exclude_none=True),
             "database_url": database_url,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "worker_id": "demo-cloud-1",

@@ -287,9 +287,8 @@ def with_accounts(
             "username": econf.site,
             "password_file": site_files / cloud_provision.SITE_BROKER_PASSWORD}),
     })
-    cconf = cconf.model_copy(update={"broker": cconf.broker.model_copy(update={
-        "username": cloud_provision.CLOUD_ACCOUNT,
-        "password_file": cloud_dir / cloud_provision.CLOUD_PASSWORD_FILE})})
+    cconf = cconf.model_copy(
+        update={"broker_accounts": cloud_provision.worker_accounts(cloud_dir)})
     secrets = directory / "device-passwords"
     secrets.mkdir(parents=True, exist_ok=True)
     for device, password in issued.items():

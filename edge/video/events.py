@@ -20,6 +20,9 @@ class CameraEvent:
     type: str
     t_ms: int
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # The analyser's own handle on what the event is about, not part of the output: a thrown
+    # object's track id, for ThrowDetector.fall.
+    ref: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """One line of `shouwang video analyze` output: type, t_ms, then the fields."""

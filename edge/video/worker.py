@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ from edge.video.stream import (
     open_stream,
 )
 from edge.video.throw.calibration import Facade
-from edge.video.throw.detector import wire_fields
+from edge.video.throw.detector import ThrowDetector, wire_fields
 from edge.video.throw.evidence import launch_area, mark
 from shouwang import logs
 from shouwang.backoff import Backoff
@@ -271,6 +270,10 @@ class CameraWorker:
             return
         if result.detected:
             self._window["analysed"] += 1
+        if self.analyzer.throw is not None:
+            for job in self.clips:
+                if isinstance(job.draw, _ClipMarks):
+                    job.draw.follow(self.analyzer.throw)
         for event in result.events:
             if event.type != FACE_MATCH:  # sent as watchlist_hit, with its crops, below
                 self._event(event, frame, now_ms)
@@ -305,15 +308,17 @@ class CameraWorker:
             seen = None
             if throw is not None and self.analyzer.throw is not None:
                 seen = self.analyzer.throw.frame_at(event.t_ms)  # the first sighting's
-            self._evidence(event.type, frame, now_ms, throw, seen)
+            self._evidence(event.type, frame, now_ms, throw, seen, event.ref)
 
     def _evidence(self, alert: str, frame: Any, now_ms: int,
                   throw: dict[str, Any] | None = None,
-                  seen: tuple[Any, tuple[int, int]] | None = None) -> None:
+                  seen: tuple[Any, tuple[int, int]] | None = None,
+                  ref: int | None = None) -> None:
         """A masked snapshot now; a clip of pre_s before and post_s after, when it is over.
         A thrown object's marked snapshot and launch area (from `seen`, the façade's grey
         crop of the frame of its first sighting, when still kept) are drawn on the clip
-        thread, and its clip is marked frame by frame."""
+        thread, and its clip is marked frame by frame: with its track as the detector follows
+        the object after the alarm (`ref`, its track id), until the clip is written."""
         bgr = frame.to_ndarray(format="bgr24")  # a copy: the decoder's buffer moves on
         try:
             jpeg = snapshot(bgr, self.camera.privacy_masks)
@@ -336,12 +341,10 @@ class CameraWorker:
                          self.camera.id)
             self._writer.submit(self._throw_pictures, bgr, throw, facade, now_ms, launch)
             t_ms, t_s = self._frame_ms
-            if t_s is not None:
-                # A clip frame's stream time from its own timestamp: this frame's offset.
-                job.draw = partial(_mark_at, fields=throw, facade=facade,
-                                   offset_ms=t_ms - t_s * 1000)
-            else:  # no timestamps to tell the frames' times: the track as known
-                job.draw = partial(_mark_at, fields=throw, facade=facade, offset_ms=None)
+            # A clip frame's stream time from its own timestamp: this frame's offset (without
+            # timestamps to tell the frames' times, the track as known when it is written).
+            job.draw = _ClipMarks(throw, facade, ref,
+                                  None if t_s is None else t_ms - t_s * 1000)
         self.clips.append(job)
 
     def _throw_pictures(self, bgr: Any, fields: dict[str, Any], facade: Facade | None,
@@ -475,12 +478,33 @@ class CameraWorker:
         self._tick()
 
 
-def _mark_at(image: Any, t_s: float | None, *, fields: dict[str, Any], facade: Facade | None,
-             offset_ms: float | None) -> Any:
-    """A marked clip's frame: the track as far as the object had been seen by this frame's
-    time (`t_s`, the frame's own timestamp; `offset_ms` turns it into the event's time)."""
-    until = None if offset_ms is None or t_s is None else t_s * 1000 + offset_ms
-    return mark(image, fields, facade, until_ms=until)
+class _ClipMarks:
+    """What a thrown object's marked clip draws on its frames: the event's candidate windows
+    and its track as far as the object had been seen by each frame's time. The alarm goes out
+    while the object still falls; until the clip is written, the frame thread replaces the
+    track with the detector's whole fall so far (`follow`), so the clip's later frames show
+    the track going down with the object, not stopping where the alarm was raised."""
+
+    def __init__(self, fields: dict[str, Any], facade: Facade | None, ref: int | None,
+                 offset_ms: float | None) -> None:
+        self.fields = fields
+        self.facade = facade
+        self.ref = ref  # the detector's track id (the event's `ref`)
+        self.offset_ms = offset_ms  # a frame's own timestamp to the event's clock
+        # Replaced whole, never changed in place: the clip thread may be drawing from it.
+        self.track: list[list[float]] = list(fields.get("track") or [])
+
+    def follow(self, detector: ThrowDetector) -> None:
+        """Take the detector's track of the object so far (frame thread); once the detector
+        has forgotten it (3 s after it ended), the last one stays."""
+        whole = None if self.ref is None else detector.fall(self.ref)
+        if whole is not None:
+            self.track = [[t, round(x, 1), round(y, 1)] for t, x, y in whole]
+
+    def __call__(self, image: Any, t_s: float | None) -> Any:
+        """A clip's frame (`t_s`: its own timestamp, seconds) marked (clip thread)."""
+        until = None if self.offset_ms is None or t_s is None else t_s * 1000 + self.offset_ms
+        return mark(image, {**self.fields, "track": self.track}, self.facade, until_ms=until)
 
 
 def main(argv: list[str] | None = None) -> int:

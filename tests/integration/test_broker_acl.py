@@ -243,9 +243,22 @@ def gateway(broker: Mosquitto, directory: Path, site: str) -> BrokerConfig:
                         password_file=directory / "sites" / site / "cloud-broker.password")
 
 
-def cloud_workers(broker: Mosquitto, directory: Path) -> BrokerConfig:
-    return BrokerConfig(port=broker.port, username="shouwang-cloud",
-                        password_file=directory / "cloud.password")
+def worker(broker: Mosquitto, directory: Path, role: str) -> BrokerConfig:
+    """A cloud worker role's account, as `cloud.yaml`'s `broker_accounts` gives it."""
+    from cloud.config import CloudConfig
+    from cloud.provision import worker_accounts
+
+    config = CloudConfig(broker=BrokerConfig(port=broker.port),
+                         broker_accounts=worker_accounts(directory))
+    return config.broker_for(role)  # type: ignore[arg-type]
+
+
+async def hears_nothing(client: MqttClient, own_topic: str) -> None:
+    """Prove a client that may read nothing received nothing published before: the broker
+    writes to one connection in order, so a message it let through would come before the
+    PUBACK of this publish on a topic the client may write."""
+    await client.publish(own_topic, b"marker", qos=1)
+    assert client.drain(100) == []
 
 
 def test_cloud_provision_writes_the_site_token_and_keeps_its_hash(cloud_accounts: Path) -> None:
@@ -261,9 +274,9 @@ def test_cloud_provision_writes_the_site_token_and_keeps_its_hash(cloud_accounts
 async def test_a_gateway_cannot_forge_an_ack_nor_speak_for_another_site(
     cloud_broker: Mosquitto, cloud_accounts: Path
 ) -> None:
-    workers = cloud_workers(cloud_broker, cloud_accounts)
+    ingest = worker(cloud_broker, cloud_accounts, "ingest")
     async with (
-        connected(workers, "site/+/up/alert", "$share/cloud/site/+/up/telemetry") as cloud,
+        connected(ingest, "site/+/up/alert", "$share/cloud/site/+/up/telemetry") as cloud,
         connected(gateway(cloud_broker, cloud_accounts, "site-b"), "site/site-b/down/#") as gw_b,
         connected(gateway(cloud_broker, cloud_accounts, "site-a")) as gw_a,
     ):
@@ -289,17 +302,110 @@ async def test_a_gateway_cannot_forge_an_ack_nor_speak_for_another_site(
 async def test_a_gateway_subscribed_to_everything_hears_only_its_own_site(
     cloud_broker: Mosquitto, cloud_accounts: Path
 ) -> None:
-    workers = cloud_workers(cloud_broker, cloud_accounts)
     async with (
-        connected(workers) as cloud,
+        connected(worker(cloud_broker, cloud_accounts, "ingest")) as cloud,
+        connected(worker(cloud_broker, cloud_accounts, "alert_downlink")) as news,
         connected(gateway(cloud_broker, cloud_accounts, "site-b")) as gw_b,
         connected(gateway(cloud_broker, cloud_accounts, "site-a"),
                   "#", "site/+/down/#", "site/site-b/up/#", "$share/x/site/+/up/#") as gw_a,
     ):
-        await cloud.publish("site/site-b/down/alert", b"b's alert was resolved", qos=1)
+        await news.publish("site/site-b/down/alert", b"b's alert was resolved", qos=1)
         await cloud.publish("site/site-b/down/ack", b'{"ids": ["b-1"]}', qos=1)
         await gw_b.publish("site/site-b/up/alert", b"b's alert", qos=1)
         await nothing_more(gw_a, cloud, "site/site-a/down/ack")
+
+
+WORKER_ROLES = ("ingest", "alert_downlink", "watchlist_downlink")
+
+
+async def test_each_cloud_worker_role_does_its_job_and_nothing_else(
+    cloud_broker: Mosquitto, cloud_accounts: Path
+) -> None:
+    """Ingest reads the uplink and confirms (down/ack); the alert downlink writes only
+    down/alert, the watchlist downlink only down/watchlist. What a role may not write is
+    refused and reaches no one; what it may not read it never receives, though Mosquitto
+    2.0.11 grants the subscription (docs/decisions.md)."""
+    roles = {role: worker(cloud_broker, cloud_accounts, role) for role in WORKER_ROLES}
+    assert {r: c.username for r, c in roles.items()} == {
+        "ingest": "shouwang-ingest", "alert_downlink": "shouwang-alert-downlink",
+        "watchlist_downlink": "shouwang-watchlist-downlink"}
+    async with (
+        connected(roles["ingest"], "site/+/up/#", "site/+/down/#") as ingest,
+        connected(roles["alert_downlink"], "site/+/up/#", "site/+/down/#") as news,
+        connected(roles["watchlist_downlink"], "#") as lists,
+        connected(gateway(cloud_broker, cloud_accounts, "site-a"), "site/site-a/down/#") as gw_a,
+    ):
+        # Each does its job: the gateway's alert reaches ingest, which confirms it; each
+        # downlink reaches the gateway.
+        await gw_a.publish("site/site-a/up/alert", b"a's alert", qos=1)
+        message = await ingest.messages()
+        assert (message.topic, message.payload) == ("site/site-a/up/alert", b"a's alert")
+        for client, topic in ((ingest, "site/site-a/down/ack"), (news, "site/site-a/down/alert"),
+                              (lists, "site/site-a/down/watchlist")):
+            await client.publish(topic, b"its own", qos=1)
+            message = await gw_a.messages()
+            assert (message.topic, message.payload) == (topic, b"its own")
+        # And nothing else: each other downlink, and speaking for a gateway, is refused.
+        refused = {
+            ingest: ("down/alert", "down/watchlist", "up/alert"),
+            news: ("down/ack", "down/watchlist", "up/alert"),
+            lists: ("down/ack", "down/alert", "up/alert"),
+        }
+        for client, kinds in refused.items():
+            for kind in kinds:
+                with pytest.raises(MqttPublishFailed, match="Not authorized"):
+                    await client.publish(f"site/site-a/{kind}", b"not its job", qos=1)
+        # Nothing of it reached the gateway, nor ingest (its marker is the gateway's telemetry).
+        await nothing_more(gw_a, ingest, "site/site-a/down/ack")
+        await nothing_more(ingest, gw_a, "site/site-a/up/telemetry")
+        # The downlinks subscribed to the uplink and to every downlink were granted (they are
+        # connected, which waits for the SUBACK) and received none of the messages above.
+        await hears_nothing(news, "site/site-a/down/alert")
+        await hears_nothing(lists, "site/site-a/down/watchlist")
+
+
+def test_cloud_provision_gives_each_worker_role_an_account_and_drops_the_shared_one(
+    tmp_path: Path,
+) -> None:
+    from cloud.provision import worker_accounts
+    from shouwang.broker_accounts import PasswordFile, hash_password, verify_password
+
+    directory = tmp_path / "cloud-broker"
+    # A directory an older release provisioned: the workers' shared account.
+    directory.mkdir()
+    (directory / "passwd").write_text(f"shouwang-cloud:{hash_password('old')}\n")
+    (directory / "cloud.password").write_text("old\n")
+    code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory))
+    assert code == 0, output
+    hashes = PasswordFile.load(directory / "passwd").hashes
+    assert sorted(hashes) == ["shouwang-alert-downlink", "shouwang-ingest",
+                              "shouwang-watchlist-downlink", "site-a"]
+    assert not (directory / "cloud.password").exists()
+    assert "removed the workers' shared account shouwang-cloud" in output
+    accounts = worker_accounts(directory)
+    for role in WORKER_ROLES:
+        account = getattr(accounts, role)
+        assert account.password_file is not None
+        assert stat.S_IMODE(account.password_file.stat().st_mode) == 0o600
+        secret = account.password_file.read_text().strip()
+        assert verify_password(secret, hashes[account.username])
+        assert secret not in output
+        # Each new account is named once, with the file that holds its password.
+        assert output.count(f"new account {account.username}, password in "
+                            f"{account.password_file}") == 1
+    acl = (directory / "acl").read_text()
+    assert "shouwang-cloud" not in acl
+    assert "user shouwang-watchlist-downlink\ntopic write site/+/down/watchlist\n" in acl
+    # Again, and for another site: the workers keep their accounts, nothing is announced.
+    passwd = (directory / "passwd").read_text()
+    code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory))
+    assert code == 0
+    assert "new account" not in output
+    assert (directory / "passwd").read_text() == passwd
+    code, output = provision("cloud", "provision", "--site", "site-b", "--dir", str(directory))
+    assert "new account shouwang" not in output
+    assert all(PasswordFile.load(directory / "passwd").hashes[a] == hashes[a]
+               for a in ("shouwang-ingest", "shouwang-alert-downlink"))
 
 
 async def test_a_revoked_site_is_turned_away_after_a_reload(
@@ -409,9 +515,9 @@ async def test_the_shipped_cloud_conf_refuses_a_forged_ack_over_tls(deploy_dir: 
     if run_as_mosquitto():
         assert psutil.Process(broker.proc.pid).username() == "mosquitto"
     try:
-        workers = cloud_workers(broker, accounts)  # on the loopback listener
+        ingest = worker(broker, accounts, "ingest")  # on the loopback listener
         async with (
-            connected(workers, "site/+/up/alert") as cloud,
+            connected(ingest, "site/+/up/alert") as cloud,
             connected(tls(gateway(broker, accounts, "site-a"), broker.tls_port, ca_file)) as gw_a,
             connected(tls(gateway(broker, accounts, "site-b"), broker.tls_port, ca_file),
                       "site/site-b/down/ack") as gw_b,
@@ -548,8 +654,9 @@ async def test_an_sos_travels_through_both_shipped_confs_over_tls(
             port=cloud_b.tls_port, username=econf.site, tls=TlsConfig(ca_file=cloud_ca),
             password_file=site_files / "cloud-broker.password"),
     })
-    cconf = cloud_config(cloud_b, tmp_path).model_copy(update={"broker": BrokerConfig(
-        port=cloud_b.port, username="shouwang-cloud", password_file=cloud_dir / "cloud.password")})
+    cconf = cloud_config(cloud_b, tmp_path).model_copy(update={
+        "broker": BrokerConfig(port=cloud_b.port),
+        "broker_accounts": cloud_provision.worker_accounts(cloud_dir)})
     button = account(edge_b, tmp_path, BUTTON, issued[BUTTON]).model_copy(
         update={"port": edge_b.tls_port, "tls": TlsConfig(ca_file=edge_ca)})
     for broker, _ in brokers.values():

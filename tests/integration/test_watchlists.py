@@ -360,9 +360,10 @@ async def test_forged_stale_and_foreign_messages_are_refused(
             "stale_version": keys.signed({**good, "version": 0}),
             "bad_format": keys.signed({**good, "entries": [{"id": "x"}]}),
         }
-        # With the cloud's own broker account (under SHOUWANG_TEST_BROKER_ACL=1 nobody else
+        # With the cloud's own watchlist account (under SHOUWANG_TEST_BROKER_ACL=1 nobody else
         # may publish there): the signature must stop what the broker lets through.
-        client = MqttClient(site.cloud_config.broker, client_id=unique("forger"))
+        client = MqttClient(site.cloud_config.broker_for("watchlist_downlink"),
+                            client_id=unique("forger"))
         await client.start()
         try:
             await client.wait_connected(10)

@@ -45,7 +45,15 @@ def test_the_service_account_names_are_not_for_devices_or_sites(tmp_path: Path) 
     code, _, err = run("cloud", "provision", "--site", "shouwang-cloud", "--dir",
                        str(tmp_path / "c"))
     assert (code, err.strip()) == (
-        2, "shouwang: site id 'shouwang-cloud' is the cloud workers' account name")
+        2, "shouwang: site id 'shouwang-cloud' is a cloud worker account name")
+    for account in ("shouwang-ingest", "shouwang-alert-downlink", "shouwang-watchlist-downlink"):
+        code, _, err = run("cloud", "provision", "--site", account, "--dir", str(tmp_path / "c"))
+        assert (code, err.strip()) == (
+            2, f"shouwang: site id {account!r} is a cloud worker account name")
+        code, _, err = run("cloud", "provision", "--site", account, "--revoke", "--dir",
+                           str(tmp_path / "c"))
+        assert (code, err.strip()) == (
+            2, f"shouwang: {account!r} is a cloud worker account, not a site")
 
 
 def test_a_device_leaving_the_site_loses_its_account_and_rotate_renews_one(

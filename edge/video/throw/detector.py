@@ -23,10 +23,15 @@ Per frame (the Y plane of the decoded frame, cropped to the façade's box; no co
 
 Without calibration the test runs in pixels (a parabola accelerating downward) and the event
 says floor and column null: "floor unknown", never a guess.
+
+The alarm goes out when the test first passes, while the object still falls; the track is
+followed on after it (`Fall`, `ThrowDetector.fall`) for the marked clip, which draws the
+whole fall. The event itself carries the track up to the alarm.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -86,6 +91,7 @@ class Track:
     missed: int = 0
     confirmed: bool = False
     continuation: bool = False
+    id: int = 0  # set when confirmed: the alarm's `ref`, for ThrowDetector.fall
     # The prediction's fit, kept until a sighting is added: (points, t_ref, line, parabola).
     _fit: tuple[int, int, tuple[float, float], tuple[float, float, float]] | None = None
 
@@ -123,6 +129,67 @@ class Track:
         return math.hypot(x1 - x0, y1 - y0) * 40.0 / max(t1 - t0, 1)
 
 
+class Fall:
+    """A confirmed track followed after its alarm, for the marked clip: its own sightings
+    and, once it has lost the object, those of the tracks that continued it (`followers`)
+    which carry on the fall: each the nearest of its frame within the gate of the fall's
+    prediction, as association takes them; the first within a second of the loss, then at
+    most `max_missed` frames apart. Not all of theirs: whatever starts below a falling object
+    within 3 s counts as its continuation (no second alarm), rain or a passer-by too. A track
+    found to be the same fall by its own fit (`join`) is taken whole, from where the fall
+    stands. Worked out as the frames come, kept between calls."""
+
+    def __init__(self, track: Track) -> None:
+        self.track = track
+        self.followers: list[Track] = []
+        self.joined: list[Track] = []
+        self._taken = track  # the fall as taken so far
+        self._base = -1  # the track's last sighting when `_taken` was started
+        self._upto = -1  # the followers' sightings are taken up to this time
+
+    def join(self, track: Track) -> None:
+        """`track` is this fall (judged so by a fit of both, not by a gate): its sightings
+        after the fall's last one are the fall's."""
+        self.joined.append(track)
+
+    def follow(self, frame_ms: float, max_missed: int, before: int | None = None) -> Track:
+        """The fall so far as a track, its followers' sightings taken up to `before`
+        (exclusive: the frame being associated) or all of them."""
+        track = self.track
+        if not self.followers and not self.joined:
+            return track
+        end = track.points[-1][0]
+        if self._base != end:  # the first time, or the track found the object again
+            self._taken = Track(list(track.points), list(track.sizes))
+            self._base = self._upto = end
+        fall, upto = self._taken, self._upto
+        # (sighting, size, 0 joined or 1 follower): at one time a joined track's comes first.
+        later = [(p, size, kind) for kind, tracks in ((0, self.joined), (1, self.followers))
+                 for f in tracks if f.points[-1][0] > upto
+                 for p, size in zip(f.points, f.sizes, strict=True)
+                 if p[0] > upto and (before is None or p[0] < before)]
+        later.sort(key=lambda psk: (psk[0][0], psk[2]))
+        for t_ms, group in itertools.groupby(later, key=lambda psk: psk[0][0]):
+            gap = t_ms - fall.points[-1][0]
+            fall.missed = max(0, round(gap / frame_ms) - 1)
+            px, py = fall.predict(t_ms)
+            (_t, x, y), size, kind = min(group, key=lambda psk: (
+                psk[2], math.hypot(psk[0][1] - px, psk[0][2] - py)))
+            if kind == 0:  # joined: the same fall, whatever the gate says
+                fall.points.append((t_ms, x, y))
+                fall.sizes.append(size)
+                continue
+            lost = len(fall.points) == len(track.points)  # not found again yet
+            if gap > (1000 if lost else (max_missed + 1.5) * frame_ms):
+                continue
+            if math.hypot(x - px, y - py) <= fall.gate():
+                fall.points.append((t_ms, x, y))
+                fall.sizes.append(size)
+        if later:
+            self._upto = later[-1][0][0]
+        return fall
+
+
 @dataclass(slots=True)
 class Verdict:
     ok: bool
@@ -150,6 +217,8 @@ class ThrowDetector:
         self._kernel = np.ones((3, 3), np.uint8)
         self.tracks: list[Track] = []
         self._done: list[tuple[int, Track]] = []  # confirmed tracks ended recently
+        self._ids = itertools.count(1)
+        self._falls: dict[int, Fall] = {}  # the confirmed tracks alive or ended recently
         self.lighting_events = 0
         self.frames = 0
         self.frame_ms = 40.0  # the stream's frame interval, learned
@@ -225,6 +294,41 @@ class ThrowDetector:
                 break
         return None
 
+    def _adopt(self, old: Track, track: Track, t_ms: int) -> None:
+        """Keep the continuation `track` of the confirmed `old` as a possible part of its
+        fall (`Fall`) when the fall has lost the object within the last second and it starts
+        near where the fall was expected: not every rain streak below a falling object."""
+        fall = self._falls.get(old.id)
+        if fall is None:
+            return
+        sofar = fall.follow(self.frame_ms, self.config.max_missed, before=t_ms)
+        t_last = sofar.points[-1][0]
+        if not 0 < t_ms - t_last <= 1000:
+            return
+        px, py = sofar.predict(t_ms)
+        x, y = track.points[0][1], track.points[0][2]
+        if math.hypot(px - x, py - y) <= 40 + 3 * (t_ms - t_last) / self.frame_ms:
+            fall.followers.append(track)
+
+    def _join(self, old: Track, track: Track) -> None:
+        """`track` was found to be the same fall as the confirmed `old` by a fit of both
+        (one throw, one event): its sightings after old's are the fall's, for the marked
+        clip. It takes old's id, so a track found to be the same fall as it joins too."""
+        fall = self._falls.get(old.id)
+        if fall is not None:
+            track.id = old.id
+            fall.join(track)
+
+    def fall(self, track_id: int) -> list[tuple[int, float, float]] | None:
+        """The alarm `track_id`'s (its event's `ref`) whole track so far: the sightings up to
+        the alarm and those after it, as the object falls on until it leaves the façade
+        (continuations after a loss included, `Fall`). None once forgotten: 3 s after the
+        track ended, when nothing can continue it any more."""
+        fall = self._falls.get(track_id)
+        if fall is None:
+            return None
+        return list(fall.follow(self.frame_ms, self.config.max_missed).points)
+
     def _advance(self, found: list[tuple[float, float]], sizes: list[float],
                  t_ms: int) -> list[CameraEvent]:
         events: list[CameraEvent] = []
@@ -269,6 +373,9 @@ class ThrowDetector:
                     events.append(self._event(track, verdict))
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
+        if self._falls:
+            kept = {tr.id for tr in confirmed}
+            self._falls = {i: f for i, f in self._falls.items() if i in kept}
         for j in np.flatnonzero(free)[:200]:
             track = Track([(t_ms, float(cand[j, 0]), float(cand[j, 1]))], [sizes[j]])
             track.continuation = bool(confirmed) and self._continues(track, t_ms, confirmed)
@@ -290,6 +397,7 @@ class ThrowDetector:
                 continue
             px, _ = old.predict(t_ms)
             if abs(px - x) < 40 + 0.15 * (y - y_last):
+                self._adopt(old, track, t_ms)
                 return True
         return False
 
@@ -370,6 +478,8 @@ class ThrowDetector:
     # --- back-tracking ------------------------------------------------------------------------
 
     def _event(self, track: Track, verdict: Verdict) -> CameraEvent:
+        track.id = next(self._ids)  # the alarm's `ref`: its fall is followed from here on
+        self._falls[track.id] = Fall(track)
         first = track.points[0]
         fields: dict[str, Any] = {
             "floor": None, "column": None,
@@ -382,7 +492,7 @@ class ThrowDetector:
             fields["candidates"] = candidates
             if candidates:
                 fields["floor"], fields["column"] = candidates[0][0], candidates[0][1]
-        return CameraEvent("thrown_object", first[0], fields)
+        return CameraEvent("thrown_object", first[0], fields, ref=track.id)
 
     def launch(self, track: Track, fit: np.ndarray) -> list[list[Any]]:
         """Ranked [floor, column, p] where the body left the façade."""
