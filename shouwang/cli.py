@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shouwang import logs
-from shouwang.config import BrokerConfig, ConfigError, load_yaml
+from shouwang.config import BrokerConfig, ConfigError, TlsConfig, load_yaml
 
 
 def _run(component: str, coro: Coroutine[Any, Any, None], log_file: Path | None = None) -> int:
@@ -71,9 +71,13 @@ def cmd_sim_button(args: argparse.Namespace) -> int:
     from simulators.button import run
 
     # A device's account is named by its id (`shouwang edge provision`).
+    if args.ca_file is not None and not args.ca_file.is_file():
+        print(f"shouwang: --ca-file {args.ca_file}: no such file", file=sys.stderr)
+        return 2
     broker = BrokerConfig(
         host=args.host, port=args.port, password_file=args.password_file,
         username=args.device if args.password_file else None,
+        tls=TlsConfig(ca_file=args.ca_file) if args.ca_file else None,
     )
     return _run("sim", run(broker, args.device, args.every, args.count))
 
@@ -154,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--count", type=int, default=None, help="stop after N presses")
     sb.add_argument("--password-file", type=Path, default=None,
                     help="the device's broker password (its account is its id); none: anonymous")
+    sb.add_argument("--ca-file", type=Path, default=None,
+                    help="the broker's CA certificate: TLS, verified (default: plain TCP)")
     sb.set_defaults(fn=cmd_sim_button)
     from simulators.camera import add_parser as add_camera_parser
 
@@ -177,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
                     "GET /api/evidence/public-key, or the raw key in base64 (default: the key "
                     "the manifest names, which proves integrity, not origin)")
     ev.set_defaults(fn=cmd_evidence_verify)
+
+    from shouwang.certs import add_parser as add_certs_parser
+
+    add_certs_parser(sub)
 
     demo = sub.add_parser("demo", help="broker, cloud, edge and simulators on this machine")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="working directory")

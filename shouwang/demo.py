@@ -30,7 +30,8 @@ from cloud.provision import (
     worker_accounts,
 )
 from edge.provision import EDGE_ACCOUNT, EDGE_PASSWORD_FILE
-from shouwang.services import Mosquitto, ServiceError, free_port, wait_port
+from shouwang.certs import Authority, CertError
+from shouwang.services import ListenerTls, Mosquitto, ServiceError, free_port, wait_port
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,10 @@ class Demo:
                 f"  a tamper alert with a snapshot and a clip, then its recovery.\n"
                 f"  Both brokers refuse anonymous clients; each device and the site have\n"
                 f"  their own accounts and ACLs (docs/provisioning.md).\n"
+                f"  Both speak TLS only, with certificates of the demo's CA ({self.ca_file}).\n"
                 f"  Press one yourself: .venv/bin/shouwang sim button "
                 f"--port {self.brokers[0].port} --device btn-demo-0001 --password-file "
-                f"{self.device_password('btn-demo-0001')}\n"
+                f"{self.device_password('btn-demo-0001')} --ca-file {self.ca_file}\n"
                 f"  Logs: {self.dir}/*.log   Stop: Ctrl-C\n",
                 flush=True,
             )
@@ -186,13 +188,14 @@ class Demo:
         edge_accounts = self.dir / "edge-broker-accounts"
         cloud_accounts = self.dir / "cloud-broker-accounts"
         edge_broker = Mosquitto(self.dir / "edge-broker", name="edge broker",
-                                accounts=edge_accounts)
+                                accounts=edge_accounts, tls=self._certificate("edge-broker"))
         cloud_broker = Mosquitto(self.dir / "cloud-broker", name="cloud broker",
-                                 accounts=cloud_accounts)
+                                 accounts=cloud_accounts, tls=self._certificate("cloud-broker"))
+        tls = {"ca_file": str(self.ca_file)}
         site_files = self._provision_cloud(cloud_accounts)
         database_url = f"sqlite+aiosqlite:///{self.dir}/cloud.sqlite"
         cloud_cfg = {
-            "broker": {"port": cloud_broker.port},
+            "broker": {"port": cloud_broker.port, "tls": tls},
             "broker_accounts": worker_accounts(cloud_accounts).model_dump(
                 mode="json", exclude_none=True),
             "database_url": database_url,
@@ -214,9 +217,9 @@ class Demo:
         edge_cfg = {
             "site": DEMO_SITE,
             "edge_broker": {"port": edge_broker.port, "username": EDGE_ACCOUNT,
-                            "password_file": str(edge_accounts / EDGE_PASSWORD_FILE)},
+                            "password_file": str(edge_accounts / EDGE_PASSWORD_FILE), "tls": tls},
             "cloud_broker": {"port": cloud_broker.port, "username": DEMO_SITE,
-                             "password_file": str(site_files / SITE_BROKER_PASSWORD)},
+                             "password_file": str(site_files / SITE_BROKER_PASSWORD), "tls": tls},
             "data_dir": str(self.dir / "edge"),
             "http": {"host": "127.0.0.1", "port": edge_http_port},
             "devices": DEMO_DEVICES,
@@ -256,8 +259,24 @@ class Demo:
                 str(self.device_password("btn-demo-0001")),
                 "--every",
                 str(PRESS_EVERY_S),
+                "--ca-file",
+                str(self.ca_file),
             ],
         )
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "tls" / "ca.crt"
+
+    def _certificate(self, name: str) -> ListenerTls:
+        """The broker's certificate from the demo's own CA in `{dir}/tls`, issued by
+        `shouwang certs` (shouwang/certs.py): kept across runs while valid."""
+        authority = Authority(self.dir / "tls", name="Shouwang demo CA")
+        try:
+            issued = authority.server(name, ["127.0.0.1", "localhost"])
+        except CertError as err:
+            raise ServiceError(f"certificates in {self.dir / 'tls'}: {err}") from err
+        return ListenerTls(authority.ca_file, issued.cert, issued.key)
 
     def device_password(self, device: str) -> Path:
         """Where the demo keeps a simulated device's broker password (a real installer
@@ -394,7 +413,9 @@ class Demo:
         if self._stopping:
             return
         self._stopping = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan children
+        # A second Ctrl-C or SIGTERM must not interrupt the stop and orphan children.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.terminate()

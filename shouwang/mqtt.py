@@ -83,6 +83,10 @@ class _Client(paho.Client):
     _opened: socket.socket | ssl.SSLSocket | None = None
     # (topic, payload, qos, retain, mid) of a PUBLISH on the short road; set by MqttClient.
     received: Callable[[str, bytes, int, bool, int], None] | None = None
+    # Set by close(): the socket paho lets go of after its DISCONNECT, kept open until the
+    # broker has read everything before the DISCONNECT (see MqttClient.close).
+    linger = False
+    lingering: Any = None
 
     def open_socket(self) -> Any:
         """TCP connect and TLS handshake: blocking, so callers run it in an executor."""
@@ -124,6 +128,17 @@ class _Client(paho.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _sock_close(self) -> None:
+        if not self.linger or self._sock is None:
+            super()._sock_close()
+            return
+        sock, self._sock = self._sock, None
+        try:
+            self._call_socket_unregister_write(sock)
+            self._call_socket_close(sock)
+        finally:
+            self.lingering = sock
 
     def read_burst(self, limit: int) -> bool:
         """Read and handle up to `limit` packets; True when more may be waiting.
@@ -296,11 +311,17 @@ class MqttClient:
         self._closed = True
         sock = self._client.socket()
         if sock is not None and sock.fileno() >= 0:
+            self._client.linger = True
             self._client.disconnect()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await self._socket_closed.wait()
-        self._client._sock_close()  # a no-op once paho closed it after the DISCONNECT
+                    await self._broker_hung_up()
+        self._client.linger = False
+        if self._client.lingering is not None:
+            self._client.lingering.close()
+            self._client.lingering = None
+        self._client._sock_close()  # a no-op once paho let go of it after the DISCONNECT
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,6 +329,33 @@ class MqttClient:
             self._runner = None
         self._fail_pending(MqttNotConnected("client closed"))
         self._connected.clear()
+
+    async def _broker_hung_up(self) -> None:
+        """Wait for the broker to close the connection after our DISCONNECT: it has then
+        handled every packet before it. Closing at once lost the last acks whenever the next
+        connection with this client id reached the broker first (its session taken over, the
+        rest of the old connection's bytes are a protocol error to Mosquitto); seen with TLS,
+        where the broker reads the old connection record by record."""
+        sock, loop = self._client.lingering, self._loop
+        if sock is None or loop is None or sock.fileno() < 0:
+            return
+        hung_up = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = sock.recv(4096)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return
+            except OSError:
+                data = b""
+            if not data and not hung_up.done():
+                hung_up.set_result(None)
+
+        loop.add_reader(sock, readable)
+        try:
+            await hung_up
+        finally:
+            loop.remove_reader(sock)
 
     # --- subscribe / receive -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -39,17 +40,41 @@ def wait_port(
     raise ServiceError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
+@dataclass(frozen=True)
+class ListenerTls:
+    """The files of a TLS listener, as `shouwang certs` (shouwang/certs.py) issues them."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    # Clients must present a certificate this CA signed (mutual TLS).
+    require_certificate: bool = False
+
+    def lines(self) -> list[str]:
+        return [
+            f"cafile {self.ca_file}",
+            f"certfile {self.cert_file}",
+            f"keyfile {self.key_file}",
+            "tls_version tlsv1.2",  # the minimum: TLS 1.3 is offered, 1.1 and older refused
+            *(["require_certificate true"] if self.require_certificate else []),
+        ]
+
+
 class Mosquitto:
-    """A private Mosquitto broker: own config, own persistence directory, own port."""
+    """A private Mosquitto broker: own config, own persistence directory, own port.
+
+    With `tls` its one listener speaks only TLS: a plain MQTT client is refused."""
 
     def __init__(
         self, directory: Path, port: int | None = None, name: str = "broker",
         listener: list[str] | None = None, accounts: Path | None = None,
+        tls: ListenerTls | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.name = name
-        # Further settings of the one listener (TLS: cafile, certfile, keyfile, ...).
+        self.tls = tls
+        # Further settings of the one listener.
         self.listener = listener or []
         # A directory with the `passwd` and `acl` that `shouwang edge|cloud provision` wrote:
         # then no anonymous client, and every account only where its ACL lets it.
@@ -68,6 +93,7 @@ class Mosquitto:
                 [
                     *self._run_as(),
                     f"listener {self.port} 127.0.0.1",
+                    *(self.tls.lines() if self.tls else []),
                     *self.listener,
                     *self._auth(),
                     "persistence true",

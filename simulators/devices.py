@@ -11,13 +11,14 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edge.config import DeviceBinding
 from shouwang import logs
-from shouwang.config import BrokerConfig, ConfigError
+from shouwang.config import BrokerConfig, ConfigError, TlsConfig
 from shouwang.mqtt import MqttClient, MqttError
 from shouwang.profiles import DeviceProfile, FieldSpec, load_profiles
 from shouwang.protocol import Envelope, device_topic, make_envelope, now_ms
@@ -629,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, help="edge broker port (required unless printing)")
+    p.add_argument("--ca-file", type=Path, default=None,
+                   help="the broker's CA certificate: TLS, verified (default: plain TCP)")
     p.add_argument("--profile", action="append", required=True, help="device kind; repeatable")
     p.add_argument("--count", type=int, default=1, help="devices of each kind")
     p.add_argument("--speed", type=float, default=1.0, help="report intervals are divided by this")
@@ -648,7 +651,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if unknown := sorted(set(args.profile) - set(profiles)):
         p.error(f"unknown profile(s) {unknown}; known: {', '.join(sorted(profiles))}")
-    broker = BrokerConfig(host=args.host, port=args.port or 1883)
+    if args.ca_file is not None and not args.ca_file.is_file():
+        p.error(f"--ca-file {args.ca_file}: no such file")
+    tls = TlsConfig(ca_file=args.ca_file) if args.ca_file else None
+    broker = BrokerConfig(host=args.host, port=args.port or 1883, tls=tls)
     counts = dict.fromkeys(args.profile, args.count)
     fleet = Fleet(
         broker,

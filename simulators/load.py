@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import random
 import time
+from pathlib import Path
 
-from shouwang.config import BrokerConfig
+from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import device_topic, make_envelope
 
@@ -45,13 +46,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ca-file", type=Path, default=None,
+                   help="the broker's CA certificate: TLS, verified (default: plain TCP)")
     p.add_argument("--devices", type=int, default=100, help="wear-load-0000 ... ids")
     p.add_argument("--rate", type=float, default=1000, help="messages per second")
     p.add_argument("--seconds", type=float, default=60)
     args = p.parse_args()
+    if args.ca_file is not None and not args.ca_file.is_file():
+        p.error(f"--ca-file {args.ca_file}: no such file")
     devices = [f"wear-load-{i:04d}" for i in range(args.devices)]
+    tls = TlsConfig(ca_file=args.ca_file) if args.ca_file else None
     sent = asyncio.run(
-        run(BrokerConfig(host=args.host, port=args.port), devices, args.rate, args.seconds)
+        run(BrokerConfig(host=args.host, port=args.port, tls=tls), devices, args.rate,
+            args.seconds)
     )
     print(f"sent {sent} telemetry messages", flush=True)
 

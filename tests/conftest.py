@@ -28,10 +28,11 @@ from cloud.store import Store
 from edge.config import DeviceBinding, EdgeConfig, OutboxConfig
 from edge.daemon import EdgeDaemon
 from edge.rules.config import RulesSettings
+from shouwang.certs import Authority
 from shouwang.clock import SystemClock
-from shouwang.config import BrokerConfig, HttpConfig
+from shouwang.config import BrokerConfig, HttpConfig, TlsConfig
 from shouwang.records import Reading
-from shouwang.services import Mosquitto, Postgres, VictoriaMetrics, free_port
+from shouwang.services import ListenerTls, Mosquitto, Postgres, VictoriaMetrics, free_port
 
 # Camera simulator and clip fixtures (`camera_sim`, `camera_clip`), for any test.
 pytest_plugins = ("tests.video_fixtures",)
@@ -165,8 +166,17 @@ def broker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _session_broker(broker_dir: Path) -> Iterator[Mosquitto]:
-    broker = Mosquitto(broker_dir / "shared", name="shared test broker")
+def broker_certs(tmp_path_factory: pytest.TempPathFactory) -> ListenerTls:
+    """One CA for the session (`shouwang certs`), and the certificate every test broker
+    shows, for 127.0.0.1 and localhost. Clients verify it with `broker_config(b)`."""
+    authority = Authority(tmp_path_factory.mktemp("tls"), name="Shouwang test CA")
+    issued = authority.server("test-broker", ["127.0.0.1", "localhost"])
+    return ListenerTls(authority.ca_file, issued.cert, issued.key)
+
+
+@pytest.fixture(scope="session")
+def _session_broker(broker_dir: Path, broker_certs: ListenerTls) -> Iterator[Mosquitto]:
+    broker = Mosquitto(broker_dir / "shared", name="shared test broker", tls=broker_certs)
     broker.start()
     yield broker
     broker.stop()
@@ -179,14 +189,20 @@ def broker(_session_broker: Mosquitto) -> Mosquitto:
 
 
 @pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+def make_broker(
+    tmp_path: Path, broker_certs: ListenerTls
+) -> Iterator[Callable[..., Mosquitto]]:
     """Private brokers for tests that stop, restart or kill them. `accounts`: the directory
     `shouwang edge|cloud provision` writes (see `with_accounts`); `start=False` leaves the
-    start to the test, once it has provisioned them (it is stopped here all the same)."""
+    start to the test, once it has provisioned them (it is stopped here all the same).
+    TLS only, like every test broker; `tls=False` for a plain one."""
     started: list[Mosquitto] = []
 
-    def make(name: str, *, accounts: Path | None = None, start: bool = True) -> Mosquitto:
-        b = Mosquitto(tmp_path / name, name=name, accounts=accounts)
+    def make(
+        name: str, *, accounts: Path | None = None, start: bool = True, tls: bool = True
+    ) -> Mosquitto:
+        b = Mosquitto(tmp_path / name, name=name, accounts=accounts,
+                      tls=broker_certs if tls else None)
         if start:
             b.start()
         started.append(b)
@@ -234,7 +250,15 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victo
 
 
 def broker_config(b: Mosquitto) -> BrokerConfig:
-    return BrokerConfig(host="127.0.0.1", port=b.port)
+    """How edge, cloud and test clients reach `b`: over TLS, verifying it, when it has TLS."""
+    tls = TlsConfig(ca_file=b.tls.ca_file) if b.tls is not None else None
+    return BrokerConfig(host="127.0.0.1", port=b.port, tls=tls)
+
+
+def broker_args(b: Mosquitto) -> list[str]:
+    """The same for a simulator run as a process: `--host`, `--port` and `--ca-file`."""
+    ca = ["--ca-file", str(b.tls.ca_file)] if b.tls is not None else []
+    return ["--host", "127.0.0.1", "--port", str(b.port), *ca]
 
 
 # Run the tests that offer it (the scenarios' `community`) with brokers that have accounts and

@@ -20,13 +20,13 @@ import psutil
 import pytest
 import yaml
 
+from shouwang.certs import Authority
 from shouwang.cli import main
 from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import MqttClient, MqttPublishFailed
 from shouwang.protocol import make_envelope
 from shouwang.services import Mosquitto, free_port
 from tests.conftest import eventually, load_factor, unique
-from tests.integration.test_mqtt_tls import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -482,16 +482,18 @@ def deploy_dir() -> Iterator[Path]:
 
 
 def install_tls(directory: Path, name: str) -> Path:
-    pki = Pki(directory / "etc" / "tls")
-    _, key = pki.issue(name, ip="127.0.0.1")  # {name}.crt and {name}.key, as the conf names
+    # As an installer does: `shouwang certs --dir /etc/shouwang/tls --server NAME=HOST
+    # --broker-user mosquitto` writes {name}.crt and {name}.key, as the conf names them.
+    authority = Authority(directory / "etc" / "tls",
+                          key_owner="mosquitto" if run_as_mosquitto() else None)
+    authority.server(name, ["127.0.0.1"])
     for path in (directory / "etc", directory / "etc" / "tls"):
         path.chmod(0o755)
     (directory / "lib").mkdir()
-    if run_as_mosquitto():  # the broker's key and its persistence, as an installer does
+    if run_as_mosquitto():  # and the broker's persistence
         user = pwd.getpwnam("mosquitto")
-        for path in (key, directory / "lib"):
-            os.chown(path, user.pw_uid, user.pw_gid)
-    return pki.ca_file
+        os.chown(directory / "lib", user.pw_uid, user.pw_gid)
+    return authority.ca_file
 
 
 def tls(config: BrokerConfig, port: int, ca_file: Path) -> BrokerConfig:

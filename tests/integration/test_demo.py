@@ -64,20 +64,25 @@ def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path
         assert elder["name"] == "王秀兰（示范）"
         assert elder["tags"] == ["elderly", "living_alone"]
         assert [c["relation"] for c in elder["contacts"]] == ["daughter"]  # police: the first
-        # Both brokers run with accounts and ACLs: a client without one is turned away, and
-        # the button's account may not speak for the wearable.
+        # Both brokers speak only TLS, with a certificate of the demo's CA; they run with
+        # accounts and ACLs: a client without one is turned away, and the button's account
+        # may not speak for the wearable.
         edge = yaml.safe_load((tmp_path / "edge.yaml").read_text())
         cloud = yaml.safe_load((tmp_path / "cloud.yaml").read_text())
+        ca = tmp_path / "tls" / "ca.crt"
+        assert edge["edge_broker"]["tls"]["ca_file"] == cloud["broker"]["tls"]["ca_file"] == str(ca)
         for broker_port in (edge["edge_broker"]["port"], cloud["broker"]["port"]):
-            assert _connack(broker_port) == "Not authorized"
+            assert _connack(broker_port) == "closed before CONNACK"  # plain TCP
+            assert _connack(broker_port, ca_file=ca) == "Not authorized"
         button_password = (tmp_path / "device-passwords" / "btn-demo-0001.password").read_text()
         assert _connack(edge["edge_broker"]["port"], "btn-demo-0001", button_password.strip(),
-                        publish="dev/wear-demo-0001/event") == "Success; publish: Not authorized"
+                        publish="dev/wear-demo-0001/event",
+                        ca_file=ca) == "Success; publish: Not authorized"
         descendants = psutil.Process(demo.pid).children(recursive=True)
         # Two brokers, cloud, edge and its camera worker, button simulator, RTSP server.
         assert len(descendants) >= 7
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)  # one is enough
         out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, out.decode()
     assert "demo stopped" in out.decode()
@@ -86,10 +91,13 @@ def test_demo_shows_an_sos_and_a_covered_camera_and_stops_cleanly(tmp_path: Path
 
 
 def _connack(port: int, username: str | None = None, password: str | None = None,
-             publish: str | None = None) -> str:
-    """The broker's answer to a CONNECT (and to one QoS 1 publish after it), MQTT 5."""
+             publish: str | None = None, ca_file: Path | None = None) -> str:
+    """The broker's answer to a CONNECT (and to one QoS 1 publish after it), MQTT 5; over
+    TLS verified by `ca_file`, plain TCP without."""
     answers: list[str] = []
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if ca_file is not None:
+        client.tls_set(ca_certs=str(ca_file))
     if username is not None:
         client.username_pw_set(username, password)
     client.on_connect = lambda c, u, f, rc, p: answers.append(str(rc))
@@ -98,7 +106,8 @@ def _connack(port: int, username: str | None = None, password: str | None = None
     deadline = time.monotonic() + 10
     published = False
     while time.monotonic() < deadline and len(answers) < (2 if publish else 1):
-        client.loop(0.1)
+        if client.loop(0.1) != paho.MQTT_ERR_SUCCESS and not answers:
+            return "closed before CONNACK"
         if publish and answers == ["Success"] and not published:
             client.publish(publish, b"{}", qos=1)
             published = True

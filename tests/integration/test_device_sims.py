@@ -22,6 +22,7 @@ from shouwang.services import Mosquitto
 from simulators.devices import Fleet
 from tests.conftest import (
     api_alerts_at_least,
+    broker_args,
     broker_config,
     cloud_config,
     eventually,
@@ -266,7 +267,7 @@ async def test_a_sped_up_fleet_reports_on_its_own_and_pauses_on_demand(
 async def test_cli_runs_a_fleet_and_stops_cleanly(make_broker: Callable[[str], Mosquitto]) -> None:
     broker = make_broker("edge")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.devices", "--port", str(broker.port),
+        sys.executable, "-m", "simulators.devices", *broker_args(broker),
         "--profile", "door_contact", "--profile", "camera", "--count", "2",
         "--speed", "100000", "--seconds", "0.5", "--id-prefix", unique("cli") + "-",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

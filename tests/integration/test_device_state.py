@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-from shouwang.config import BrokerConfig
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import device_topic, make_envelope
 from shouwang.services import Mosquitto
@@ -47,7 +46,8 @@ async def test_wearable_gets_its_config_and_its_last_will_is_one_transition(
         await health.wait_connected(10)
         will = (device_topic(WEARABLE, "status"), status({"state": "offline"}))
         watch = MqttClient(
-            BrokerConfig(port=edge_broker.port, keepalive_s=5), client_id=unique("watch"), will=will
+            broker_config(edge_broker).model_copy(update={"keepalive_s": 5}), client_id=unique("watch"),
+            will=will,
         )
         watch.subscribe(device_topic(WEARABLE, "config"), 1)
         await watch.start()

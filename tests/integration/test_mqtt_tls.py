@@ -1,96 +1,48 @@
-"""MQTT over TLS against a real Mosquitto: server verified by our CA, client certificates."""
+"""MQTT over TLS against a real Mosquitto with certificates of `shouwang certs`: the broker is
+verified by our CA, client certificates when it asks for them, and nothing in clear."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from shouwang.certs import Authority
 from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import MqttClient
-from shouwang.services import Mosquitto
-from tests.conftest import unique
+from shouwang.services import ListenerTls, Mosquitto
+from tests.conftest import broker_config, unique
 
 pytestmark = pytest.mark.integration
 
 
-class Pki:
-    """A throw-away CA that signs a broker certificate for 127.0.0.1 and client certificates."""
-
-    def __init__(self, directory: Path, name: str = "test CA") -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = self._sign(name, self.key.public_key(), ca=True)
-        self.ca_file = self._write("ca.crt", self.cert)
-
-    def _sign(self, cn: str, public_key: ec.EllipticCurvePublicKey, *, ca: bool = False,
-              ip: str | None = None) -> x509.Certificate:
-        now = datetime.datetime.now(datetime.UTC)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        issuer = subject if ca else self.cert.subject
-        builder = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(public_key).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ip is not None:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                critical=False,
-            )
-        return builder.sign(self.key, hashes.SHA256())
-
-    def _write(self, name: str, cert: x509.Certificate) -> Path:
-        path = self.directory / name
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def issue(self, name: str, ip: str | None = None) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert_file = self._write(f"{name}.crt", self._sign(name, key.public_key(), ip=ip))
-        key_file = self.directory / f"{name}.key"
-        key_file.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
-        return cert_file, key_file
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return Authority(tmp_path / "pki")
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path, pki: Pki) -> Mosquitto:
-    cert, key = pki.issue("broker", ip="127.0.0.1")
-    broker = Mosquitto(tmp_path / "tls-broker", name="tls broker", listener=[
-        f"cafile {pki.ca_file}", f"certfile {cert}", f"keyfile {key}",
-        "require_certificate true", "tls_version tlsv1.2",
-    ])
+def tls_broker(tmp_path: Path, authority: Authority) -> Iterator[Mosquitto]:
+    """Mutual TLS: the broker asks every client for a certificate the CA signed."""
+    issued = authority.server("broker", ["127.0.0.1"])
+    broker = Mosquitto(tmp_path / "tls-broker", name="tls broker", tls=ListenerTls(
+        authority.ca_file, issued.cert, issued.key, require_certificate=True))
     broker.start()
-    yield broker  # type: ignore[misc]
+    yield broker
     broker.stop()
 
 
-def config(broker: Mosquitto, tls: TlsConfig) -> BrokerConfig:
+def config(broker: Mosquitto, tls: TlsConfig | None) -> BrokerConfig:
     return BrokerConfig(host="127.0.0.1", port=broker.port, tls=tls)
 
 
 async def test_a_client_with_its_certificate_talks_to_the_broker_over_tls(
-    tls_broker: Mosquitto, pki: Pki
+    tls_broker: Mosquitto, authority: Authority
 ) -> None:
-    cert, key = pki.issue("gateway-1")
-    tls = TlsConfig(ca_file=pki.ca_file, cert_file=cert, key_file=key)
+    client = authority.client("gateway-1")
+    tls = TlsConfig(ca_file=authority.ca_file, cert_file=client.cert, key_file=client.key)
     sub = MqttClient(config(tls_broker, tls), client_id=unique("tls-sub"))
     sub.subscribe("site/s-1/up/alert", 1)
     pub = MqttClient(config(tls_broker, tls), client_id=unique("tls-pub"))
@@ -107,24 +59,15 @@ async def test_a_client_with_its_certificate_talks_to_the_broker_over_tls(
         await sub.close()
 
 
-@pytest.mark.parametrize(
-    ("case", "logged"),
-    [
-        ("no client certificate", "closed the connection before accepting it"),
-        ("another CA's broker", "CERTIFICATE_VERIFY_FAILED"),
-    ],
-)
-async def test_an_unverified_side_never_connects_and_the_log_says_why(
-    tls_broker: Mosquitto, pki: Pki, tmp_path: Path, case: str, logged: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    if case == "no client certificate":
-        tls = TlsConfig(ca_file=pki.ca_file)
-    else:  # the client trusts only another CA, so the broker's certificate fails
-        other = Pki(tmp_path / "other", name="other CA")
-        cert, key = other.issue("gateway-2")
-        tls = TlsConfig(ca_file=other.ca_file, cert_file=cert, key_file=key)
-    client = MqttClient(config(tls_broker, tls), client_id=unique("tls-bad"))
+def _system_ca() -> Path:
+    path = ssl.get_default_verify_paths().cafile
+    if path is None or not Path(path).exists():
+        pytest.skip("no system CA bundle to stand for 'a client without our CA'")
+    return Path(path)
+
+
+async def refused(config: BrokerConfig, caplog: pytest.LogCaptureFixture, logged: str) -> None:
+    client = MqttClient(config, client_id=unique("tls-bad"))
     await client.start()
     try:
         with pytest.raises(TimeoutError):
@@ -133,3 +76,53 @@ async def test_an_unverified_side_never_connects_and_the_log_says_why(
         assert logged in caplog.text
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "logged"),
+    [
+        ("no client certificate", "closed the connection before accepting it"),
+        ("another CA's broker", "CERTIFICATE_VERIFY_FAILED"),
+    ],
+)
+async def test_an_unverified_side_never_connects_and_the_log_says_why(
+    tls_broker: Mosquitto, authority: Authority, tmp_path: Path, case: str, logged: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if case == "no client certificate":
+        tls = TlsConfig(ca_file=authority.ca_file)
+    else:  # the client trusts only another CA, so the broker's certificate fails
+        other = Authority(tmp_path / "other", name="other CA")
+        client = other.client("gateway-2")
+        tls = TlsConfig(ca_file=other.ca_file, cert_file=client.cert, key_file=client.key)
+    await refused(config(tls_broker, tls), caplog, logged)
+
+
+# --- the brokers the tests start (and the demo's): TLS only, the server verified -------------
+
+
+async def test_a_test_broker_speaks_tls_with_clients_that_trust_our_ca(broker: Mosquitto) -> None:
+    assert broker.tls is not None
+    client = MqttClient(broker_config(broker), client_id=unique("tls-ok"))
+    await client.start()
+    try:
+        await client.wait_connected(10)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("case", ["plain tcp", "system CAs only", "another CA"])
+async def test_a_test_broker_refuses_plain_tcp_and_clients_without_our_ca(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    if case == "plain tcp":
+        # Mosquitto waits for a TLS ClientHello and drops the MQTT CONNECT it gets instead.
+        await refused(config(broker, None), caplog, "closed the connection before accepting")
+        return
+    if case == "system CAs only":
+        ca = _system_ca()
+    else:
+        other = Authority(tmp_path / "other", name="other CA")
+        other.ensure_ca()
+        ca = other.ca_file
+    await refused(config(broker, TlsConfig(ca_file=ca)), caplog, "CERTIFICATE_VERIFY_FAILED")

@@ -192,6 +192,8 @@ async def test_messages_with_and_without_properties_arrive_whole(broker: Mosquit
     await receiver.wait_connected(10)
     sender = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("raw"),
                          protocol=paho.MQTTv5)
+    if broker.tls is not None:
+        sender.tls_set(ca_certs=str(broker.tls.ca_file))
     sender.connect("127.0.0.1", broker.port)
     sender.loop_start()
     try:

@@ -19,6 +19,7 @@ from simulators.button import Button
 from tests.conftest import (
     BUTTON,
     api_alerts_at_least,
+    broker_args,
     broker_config,
     cloud_config,
     edge_config,
@@ -70,7 +71,7 @@ async def test_outage_delivers_every_sos_first_and_accounts_for_every_lost_readi
 
         load = await asyncio.to_thread(
             subprocess.Popen,
-            [sys.executable, "-m", "simulators.load", "--port", str(edge_broker.port),
+            [sys.executable, "-m", "simulators.load", *broker_args(edge_broker),
              "--rate", str(RATE), "--devices", str(LOAD_DEVICES), "--seconds", str(OUTAGE_S + 4)],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )

@@ -38,6 +38,7 @@ from shouwang.services import Mosquitto
 from tests.conftest import (
     LOCATION,
     api_alerts,
+    broker_args,
     broker_config,
     cloud_config,
     edge_config,
@@ -190,7 +191,12 @@ async def readings_accounted(cloud: CloudServer, site: str, accepted: float) -> 
 
 
 async def source_ids(http: aiohttp.ClientSession, cloud: CloudServer) -> list[str]:
-    return sorted(a["source_id"] for a in await api_alerts(http, cloud.http_port))
+    """The SOS alerts' source ids. Only SOS: a run that lasts past the wearables' liveness
+    window (3 x 60 s; slow on a loaded machine) also has a device_offline alert for each of
+    the 101 wearables that fall silent (wear-0001 never speaks, the load stops): most likely
+    the "101 extra alerts" of a failure once seen under heavy load (not reproduced)."""
+    alerts = await api_alerts(http, cloud.http_port)
+    return sorted(a["source_id"] for a in alerts if a["type"] == "sos")
 
 
 def tasks_alive(edge: EdgeDaemon) -> bool:
@@ -206,7 +212,7 @@ async def reserve_back(data_dir: Path, size: int) -> bool:
 async def load(edge_broker: Mosquitto, seconds: float) -> AsyncIterator[subprocess.Popen[bytes]]:
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "simulators.load", "--port", str(edge_broker.port),
+        [sys.executable, "-m", "simulators.load", *broker_args(edge_broker),
          "--rate", str(LOAD_RATE), "--devices", str(LOAD_DEVICES), "--seconds", str(seconds)],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
