@@ -47,7 +47,7 @@ class WatchlistDownlink(Rounds):
             return 0
         complete = True
         count = 0
-        for site, (location, version, held) in (await site_versions(self.store)).items():
+        for site, (location, version, held, _) in (await site_versions(self.store)).items():
             if version <= max(self.sent.get(site, 0), held or 0):
                 continue
             payloads = await site_messages(self.store, self.keys, site, location, version,
@@ -77,7 +77,10 @@ async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site:
     True when one was sent."""
     if type(held) is not int:  # a gateway that does not take watchlists says nothing
         return False
-    location, version, _ = (await site_versions(store, site)).get(site, (None, 0, None))
+    now = (await site_versions(store, site)).get(site)
+    if now is None:
+        return False
+    location, version = now.location, now.version
     if version <= held:
         return False
     payloads = await site_messages(store, keys, site, location, version, now_ms)

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -51,6 +51,7 @@ from cloud.access import audit
 from cloud.access.scope import prefix_matches
 from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
+from edge.video.face.store import DEFAULT_LISTS
 from shouwang.config import ConfigError, Strict
 from shouwang.watchlist_message import build, pack, sign
 
@@ -98,6 +99,21 @@ class CommunityList(Strict):
     community: str = Field(min_length=1, max_length=PATH_LEN,
                            description="The community's place (a location prefix): its "
                            "workers enrol on the list, its gates watch for the people on it")
+    # The matching tier, sent to the gateways with the list (a gateway's own face/lists.yaml
+    # wins where it names the list): the bounds are the gateway's (ListPolicy).
+    threshold: float = Field(gt=0, le=1, description="Least cosine similarity of a face to an "
+                             "enrolled descriptor (of the gateways' model; models/*.md)")
+    margin: float = Field(ge=0, le=1, description="How far the best identity must beat the "
+                          "next one (open set)")
+    hits: int = Field(ge=1, le=50, description="Matching frames a track needs before an alert")
+    cooldown_s: float = Field(ge=0, description="After an alert, the same person on the same "
+                              "camera is quiet this long")
+
+    def policy(self) -> dict[str, Any]:
+        """The tier as a gateway reads it (edge/video/face/store.py ListPolicy)."""
+        return {"description": self.description, "threshold": self.threshold,
+                "margin": self.margin, "hits": self.hits, "cooldown_s": self.cooldown_s,
+                "retention_days": self.retention_days}
 
 
 class WatchlistsConfig(Strict):
@@ -114,9 +130,9 @@ class WatchlistsConfig(Strict):
     lists: dict[str, CommunityList] = Field(
         default_factory=dict,
         description="A community's own lists besides missing_elder and police: name → "
-        "description, retention_days, community. Its workers (and admins) enrol on it "
-        "through the API; each gateway that watches needs the same name in its "
-        "face/lists.yaml (threshold, margin, hits, cooldown)",
+        "description, retention_days, community, threshold, margin, hits, cooldown_s. Its "
+        "workers (and admins) enrol on it through the API; the gateways get its tier with "
+        "the list (a gateway's own face/lists.yaml wins where it names it)",
     )
 
     @field_validator("lists")
@@ -430,11 +446,16 @@ async def latest(store: Store) -> int:
         return int((await conn.execute(select(func.max(watchlist_changes.c.seq)))).scalar() or 0)
 
 
-async def site_versions(
-    store: Store, only: str | None = None
-) -> dict[str, tuple[str | None, int, int | None]]:
-    """Every site (or `only` that one): (its place, the version of its watchlist, the version
-    it acknowledged in its latest report)."""
+class SiteWatchlist(NamedTuple):
+    location: str | None  # the site's place
+    version: int  # of its watchlist
+    held: int | None  # the version it acknowledged in its latest report
+    refused: dict[str, str]  # the lists it could not match, by its latest report: why
+
+
+async def site_versions(store: Store, only: str | None = None) -> dict[str, SiteWatchlist]:
+    """Every site (or `only` that one): its place, the version of its watchlist, the version
+    it acknowledged in its latest report and the lists it refused."""
     query = select(sites.c.id, sites.c.location, sites.c.last_health)
     if only is not None:
         query = query.where(sites.c.id == only)
@@ -447,8 +468,11 @@ async def site_versions(
     for site, location, health in places:
         version = max((int(seq) for scope, seq in changes if overlaps(scope, location)),
                       default=0)
-        held = health.get("watchlist") if isinstance(health, dict) else None
-        out[site] = (location, version, held if isinstance(held, int) else None)
+        health = health if isinstance(health, dict) else {}
+        held = health.get("watchlist")
+        refused = health.get("watchlist_refused")
+        out[site] = SiteWatchlist(location, version, held if isinstance(held, int) else None,
+                                  refused if isinstance(refused, dict) else {})
     return out
 
 
@@ -458,9 +482,10 @@ _too_large: set[tuple[str, int]] = set()
 async def site_messages(store: Store, keys: CloudKeys, site: str, location: str | None,
                         version: int, now_ms: int) -> list[bytes] | None:
     """The signed watchlist of `site` at `version`, its entries in force, ids and descriptors
-    only: one message, or the parts of a list too large for one (shouwang/watchlist_message.py
-    `build`), each at most MAX_MESSAGE_BYTES. None for a list over even that (logged once per
-    site and version; the gateway keeps the list it has)."""
+    only, with the tier of each list they name (cloud.yaml's `watchlists.lists`, the built-in
+    ones' `DEFAULT_LISTS`): one message, or the parts of a list too large for one
+    (shouwang/watchlist_message.py `build`), each at most MAX_MESSAGE_BYTES. None for a list
+    over even that (logged once per site and version; the gateway keeps the list it has)."""
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(watchlist_people).where(
             watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
@@ -473,7 +498,11 @@ async def site_messages(store: Store, keys: CloudKeys, site: str, location: str 
              "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
             for r in rows if overlaps(r["scope"], location)
         ]
-        return build(site, version, entries, keys.signed)
+        own = keys.config.lists if keys.config is not None else {}
+        named = {e["list"] for e in entries}
+        tiers = {n: own[n].policy() if n in own else DEFAULT_LISTS[n].model_dump()
+                 for n in sorted(named) if n in own or n in DEFAULT_LISTS}
+        return build(site, version, entries, keys.signed, lists=tiers)
 
     try:
         return await asyncio.to_thread(messages)

@@ -6,7 +6,15 @@ atomic replacement, and a lost message is repaired by any later one):
     {"v": 1, "site": "s-1", "version": 42, "entries": [
         {"id", "person", "list", "consent", "entered_ms", "until_ms", "model",
          "photos": [sha256...], "embeddings": ["<base64 of little-endian float32>"...]}],
+     "lists": {"no_entry": {"description", "threshold", "margin", "hits", "cooldown_s",
+                            "retention_days"}},
      "sig": "<Ed25519 signature, base64, of the message without sig, keys sorted>"}
+
+`lists` carries the matching tier of each list named in the entries (signed with them), so a
+gateway matches a community's list without an installer copying its settings there; the
+gateway's own `lists.yaml` wins where it names a list, and a list it can match by neither is
+refused whole (edge/video/face/downlink.py). A message without `lists` (an older cloud) is
+still read: the gateway's own tiers alone apply.
 
 A descriptor travels as base64 of its float32 values (1 KB for 192 values, against 2.3 KB
 as JSON numbers): the shipped brokers take packets up to 1 MiB (`max_packet_size`), and the
@@ -37,7 +45,7 @@ import builtins
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +57,7 @@ VERSION = 1  # the whole list in one message
 VERSION_PARTS = 2  # one part of a list cut into several
 MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
 MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
+MAX_LISTS = 256  # list tiers one message may carry
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _SHA = re.compile(r"^[0-9a-f]{64}\Z")
@@ -85,6 +94,7 @@ class WatchlistMessage:
     part: int = 1  # of `parts`; a v1 message is part 1 of 1
     parts: int = 1
     digest: str = ""
+    lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → its tier, unchecked
 
 
 def pack(vector: list[float]) -> str:
@@ -174,22 +184,32 @@ def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
             return Refused("bad_format", f"part must be 1 to {parts}, got {part!r}")
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             return Refused("bad_format", "digest must be 16 hex digits")
+    lists = data.get("lists", {})
+    if not isinstance(lists, dict) or len(lists) > MAX_LISTS or not all(
+            isinstance(name, str) and _ID.match(name) and isinstance(tier, dict)
+            for name, tier in lists.items()):
+        return Refused("bad_format", f"lists must map at most {MAX_LISTS} list names to "
+                       "their tiers (objects)")
     out: list[Entry] = []
     for i, raw in enumerate(entries):
         entry = _entry(raw)
         if isinstance(entry, str):
             return Refused("bad_format", f"entries[{i}]: {entry}")
         out.append(entry)
-    return WatchlistMessage(site, version, out, part, parts, digest)
+    return WatchlistMessage(site, version, out, part, parts, digest, lists)
 
 
 def build(site: str, version: int, entries: list[dict[str, Any]],
           signed: Callable[[dict[str, Any]], bytes],
-          limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """The messages that carry `entries` to `site` at `version`, each at most `limit` bytes:
-    one v1 message when the whole list fits, else v2 parts filled in order. ValueError when
-    it would take more than MAX_PARTS parts (or an entry alone does not fit in one)."""
-    whole = signed({"v": VERSION, "site": site, "version": version, "entries": entries})
+          limit: int = MAX_MESSAGE_BYTES,
+          lists: dict[str, dict[str, Any]] | None = None) -> list[bytes]:
+    """The messages that carry `entries` (and the tiers of their `lists`, in every part) to
+    `site` at `version`, each at most `limit` bytes: one v1 message when the whole list
+    fits, else v2 parts filled in order. ValueError when it would take more than MAX_PARTS
+    parts (or an entry alone does not fit in one)."""
+    tiers = {} if lists is None else {"lists": lists}
+    whole = signed({"v": VERSION, "site": site, "version": version, "entries": entries,
+                    **tiers})
     if len(whole) <= limit:
         return [whole]
     if len(entries) > MAX_ENTRIES:
@@ -197,7 +217,7 @@ def build(site: str, version: int, entries: list[dict[str, Any]],
     digest = hashlib.sha256(orjson.dumps(entries)).hexdigest()[:16]
     # Everything but the entries, at its longest (part and parts of two digits).
     frame = len(signed({"v": VERSION_PARTS, "site": site, "version": version, "part": 99,
-                        "parts": 99, "digest": digest, "entries": []}))
+                        "parts": 99, "digest": digest, "entries": [], **tiers}))
     cuts: list[list[dict[str, Any]]] = [[]]
     size = frame
     for entry in entries:
@@ -212,7 +232,7 @@ def build(site: str, version: int, entries: list[dict[str, Any]],
     if len(cuts) > MAX_PARTS:
         raise ValueError(f"{len(cuts)} parts of {limit} bytes, more than {MAX_PARTS}")
     return [signed({"v": VERSION_PARTS, "site": site, "version": version, "part": i + 1,
-                    "parts": len(cuts), "digest": digest, "entries": cut})
+                    "parts": len(cuts), "digest": digest, "entries": cut, **tiers})
             for i, cut in enumerate(cuts)]
 
 

@@ -85,6 +85,7 @@ health_bodies = st.one_of(
         "outbox_critical": st.booleans(), "edge_broker": st.booleans(),
         "alerts": st.lists(st.tuples(ids, st.integers(1, 1000)).map(list), max_size=4),
         "watchlist": st.integers(0, 10**6),
+        "watchlist_refused": st.dictionaries(ids, st.text(max_size=200), max_size=3),
     }),
     st.fixed_dictionaries({"type": st.just("device_state"), "device": ids,
                            "dimension": st.sampled_from(DIMENSIONS),

@@ -6,10 +6,15 @@ list is applied only when every part of it is here. It is checked whole (signatu
 version, site, watchlist version, every entry) and then written in one atomic replacement of
 the sealed file (edge/video/face/store.py), which the
 camera workers reload (`face.reload_s`); enrolments made on this gateway's command line stay.
-A refused message changes nothing, is counted (`watchlist_<reason>` in the edge's rejection
-counter) and logged once per reason and version. The version applied goes into every gateway
-report: that is the acknowledgement, and the cloud answers a report that holds an older one
-with the current list (a message lost in an outage is replayed).
+Each list comes with its tier (threshold, margin, hits, cooldown, retention) in the message;
+the gateway's own `face/lists.yaml` wins where it names the list, and a list it can match by
+neither (no tier, or one out of bounds) is refused whole: none of its entries is kept, it is
+counted (`watchlist_list_refused`) and named in every report (`watchlist_refused`), while the
+rest of the message is applied. A refused message changes nothing, is counted
+(`watchlist_<reason>` in the edge's rejection counter) and logged once per reason and
+version. The version applied goes into every gateway report: that is the acknowledgement,
+and the cloud answers a report that holds an older one with the current list (a message lost
+in an outage is replayed).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
 
-from edge.video.face.store import Enrolment, WatchlistError, WatchlistStore
+from edge.video.face.store import Enrolment, ListPolicy, WatchlistError, WatchlistStore
 from shouwang.metrics import Metrics
 from shouwang.watchlist_message import MAX_ENTRIES, Entry, Refused, WatchlistMessage, parse
 
@@ -39,16 +45,18 @@ class CloudWatchlists:
         self.public_key_file = public_key_file
         self.metrics = metrics
         self.held = 0  # the cloud version in the store (read at start)
+        self.refused: dict[str, str] = {}  # lists of that version not taken: name → why
         self.applied = 0  # messages applied since start
         self._lock = asyncio.Lock()
         self._said: set[tuple[str, int]] = set()
+        self._said_lists: set[tuple[str, str]] = set()
         # The parts of a large list gathered so far: (version, digest, parts) → part → entries.
         self._parts_of: tuple[int, str, int] | None = None
         self._parts: dict[int, list[Entry]] = {}
 
     async def start(self) -> None:
         try:
-            self.held = await asyncio.to_thread(self.store.cloud_version)
+            self.held, self.refused = await asyncio.to_thread(self.store.cloud_state)
         except WatchlistError as err:
             log.error("watchlist: %s; the cloud's list will be applied again when it comes", err)
 
@@ -97,14 +105,21 @@ class CloudWatchlists:
                     return False  # more parts to come; the report still says the old one
                 outcome = whole
             try:
-                added, removed = await asyncio.to_thread(self._apply, outcome)
+                added, removed, refused = await asyncio.to_thread(self._apply, outcome)
             except WatchlistError as err:
                 self._refuse(Refused("store", str(err)), payload)
                 return False
-            self.held = outcome.version
+            self.held, self.refused = outcome.version, refused
             self.applied += 1
+            for name, why in sorted(refused.items()):
+                self.metrics.reject("watchlist_list_refused")
+                if (name, why) not in self._said_lists:
+                    self._said_lists.add((name, why))
+                    log.error("watchlist %s from the cloud refused, none of its entries kept: "
+                              "%s", name, why)
             log.info("watchlist version %d from the cloud applied: %d entries, %d added, "
-                     "%d removed", outcome.version, len(outcome.entries), added, removed)
+                     "%d removed, %d lists refused", outcome.version, len(outcome.entries),
+                     added, removed, len(refused))
             return True
 
     def _gather(self, part: WatchlistMessage) -> WatchlistMessage | None:
@@ -126,11 +141,15 @@ class CloudWatchlists:
             self._refuse(Refused("bad_format", f"{len(entries)} entries in {part.parts} "
                                  f"parts, more than {MAX_ENTRIES}"), b"")
             return None
-        return WatchlistMessage(part.site, part.version, entries)
+        return WatchlistMessage(part.site, part.version, entries, lists=part.lists)
 
-    def _apply(self, message: WatchlistMessage) -> tuple[int, int]:
-        return self.store.replace_cloud([_enrolment(e) for e in message.entries],
-                                        message.version)
+    def _apply(self, message: WatchlistMessage) -> tuple[int, int, dict[str, str]]:
+        """Write the lists this gateway can match; (added, removed, refused: name → why)."""
+        tiers, refused = _tiers(message, self.store.lists())
+        added, removed = self.store.replace_cloud(
+            [_enrolment(e) for e in message.entries if e.list not in refused],
+            message.version, lists=tiers, refused=refused)
+        return added, removed, refused
 
     def _refuse(self, refused: Refused, payload: bytes) -> None:
         self.metrics.reject(f"watchlist_{refused.reason}")
@@ -139,6 +158,29 @@ class CloudWatchlists:
             self._said.add(said)
             log.error("watchlist message from the cloud refused (%s), nothing applied: %s",
                       refused.reason, refused.detail)
+
+
+def _tiers(message: WatchlistMessage, own: dict[str, ListPolicy]
+           ) -> tuple[dict[str, ListPolicy], dict[str, str]]:
+    """The tiers the cloud sent that this gateway takes (those it does not define itself:
+    its own win), and the lists of the entries it can match by neither, refused whole."""
+    tiers: dict[str, ListPolicy] = {}
+    refused: dict[str, str] = {}
+    for name in sorted({e.list for e in message.entries} | message.lists.keys()):
+        if name in own:
+            continue
+        raw = message.lists.get(name)
+        if raw is None:
+            refused[name] = ("no tier for it in the message, and not in this gateway's "
+                             "face/lists.yaml")
+            continue
+        try:
+            tiers[name] = ListPolicy.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            refused[name] = f"its tier is out of bounds: {where}: {first['msg']}"[:200]
+    return tiers, refused
 
 
 def _iso(ms: int) -> str:
