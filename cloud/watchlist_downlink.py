@@ -72,16 +72,21 @@ class WatchlistDownlink(Rounds):
 
 
 async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site: str,
-                        held: object, now_ms: int) -> bool:
-    """A gateway reported the version it holds (`held`): send the current one if it is newer.
-    True when one was sent."""
+                        held: object, now_ms: int, trusted: object = None) -> bool:
+    """A gateway reported the version it holds (`held`) and the signing keys it trusts
+    (`trusted`): send the current one if it is newer, or if the gateway has yet to learn the
+    staged signing key or to forget a revoked one (the message carries both). True when one
+    was sent."""
     if type(held) is not int:  # a gateway that does not take watchlists says nothing
         return False
     now = (await site_versions(store, site)).get(site)
     if now is None:
         return False
     location, version = now.location, now.version
-    if version <= held:
+    keys_news = isinstance(trusted, list) and (
+        (keys.next_fingerprint is not None and keys.next_fingerprint not in trusted)
+        or any(fp in trusted for fp in keys.revoked))
+    if version <= held and not keys_news:
         return False
     payloads = await site_messages(store, keys, site, location, version, now_ms)
     if payloads is None:

@@ -18,14 +18,14 @@ worker also reads (it tries both). No row is ever under a key that is not on dis
 is gone after step 3: a database backup made before the rotation needs the old key file, kept
 apart with that backup.
 
-The signing key (Ed25519) is rotated with an overlap, because each gateway holds its public
-half (`cloud_watchlist_key`) and an installer must copy the new one: `--rotate` stages a new
-signing key (`watchlist-signing.next.pem`) and prints its public half (also written as
-`watchlist-signing.next.pub.pem`); the cloud goes on signing with the current key. An installer
-adds the new public key to each gateway's `cloud_watchlist_key` file (the file may hold
-several PEM public keys; a message signed by any of them is accepted). Then
-`--activate-signing-key` puts the staged key in place: every worker signs with it from its next
-message, and the old public key can be removed from the gateways.
+The signing key (Ed25519) is rolled over the air: `--rotate` stages a new signing key
+(`watchlist-signing.next.pem`, its public half printed and written as
+`watchlist-signing.next.pub.pem`); the cloud goes on signing with the current key, and every
+message announces the staged one (`next_keys`), which a gateway keeps once a key it trusts has
+signed it, and reports (`watchlist_keys`). `--activate-signing-key` waits until every site that
+takes watchlists reports the staged key (`--wait`; `--force` to go on without, loudly), puts
+it in place and revokes the old one (`watchlist-signing.revoked`, named in every message after:
+the gateways stop trusting it).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, text, update
 
 from cloud.access import audit
+from cloud.schema import sites
 from cloud.store import Store
 from cloud.watchlist_store import (
     CloudKeys,
@@ -53,6 +54,8 @@ from cloud.watchlist_store import (
     load_signer,
     public_path,
     public_pem,
+    read_revoked,
+    revoked_path,
     staged,
     sync_dir,
     watchlist_people,
@@ -121,13 +124,35 @@ def stage_signing(config: WatchlistsConfig) -> bytes:
     return pem
 
 
-def activate_signing(config: WatchlistsConfig) -> bytes:
-    """The staged signing key becomes the signing key; its public half."""
+def staged_signing(config: WatchlistsConfig) -> bytes:
+    """The public half of the staged signing key; RotationError when none is staged."""
     nxt = staged(config.signing_key_file)
     if not nxt.exists():
         raise RotationError(f"no staged signing key ({nxt}): run `shouwang cloud "
                             "watchlist-keys --rotate` first")
-    pem = public_pem(load_signer(nxt))  # a staged file that is no key stops here
+    return public_pem(load_signer(nxt))  # a staged file that is no key stops here
+
+
+async def sites_lacking(store: Store, key: str) -> list[str]:
+    """The sites that take watchlists (their reports say which version they hold) whose
+    latest report does not list `key` among the signing keys they trust."""
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(sites.c.id, sites.c.last_health))).all()
+    return sorted(site for site, health in rows
+                  if isinstance(health, dict) and type(health.get("watchlist")) is int
+                  and key not in (health.get("watchlist_keys") or []))
+
+
+def activate_signing(config: WatchlistsConfig) -> bytes:
+    """The staged signing key becomes the signing key, and the one it replaces is revoked
+    (named in every message after, so the gateways stop trusting it); its public half."""
+    nxt = staged(config.signing_key_file)
+    pem = staged_signing(config)
+    old = fingerprint(public_pem(load_signer(config.signing_key_file)))
+    revoked = read_revoked(config.signing_key_file)
+    if old not in revoked:
+        write_atomically(revoked_path(config.signing_key_file),
+                         "".join(f"{r}\n" for r in [*revoked, old]).encode(), 0o644)
     nxt.replace(config.signing_key_file)
     sync_dir(config.signing_key_file.parent)
     write_atomically(public_path(config.signing_key_file), pem, 0o644)
@@ -160,8 +185,16 @@ def add_parser(cloud: argparse._SubParsersAction) -> None:
                       help="re-seal every enrolment under a new sealing key, and stage a new "
                       "signing key, printing its public half for the gateways")
     what.add_argument("--activate-signing-key", action="store_true",
-                      help="sign with the staged key from now on (after every gateway has "
-                      "its public half)")
+                      help="sign with the staged key from now on, once every gateway that "
+                      "takes watchlists reports it trusts it (the cloud sends it to them, "
+                      "signed by the current key); the old key is revoked")
+    p.add_argument("--wait", type=float, default=300.0, metavar="S",
+                   help="with --activate-signing-key: how long to wait for every gateway "
+                   "to report the new key (default 300 s)")
+    p.add_argument("--force", action="store_true",
+                   help="with --activate-signing-key: activate even if some gateways have "
+                   "not reported the new key (they refuse every list until an installer "
+                   "gives them the key)")
     p.set_defaults(fn=cmd_watchlist_keys)
 
 
@@ -187,9 +220,23 @@ def cmd_watchlist_keys(args: argparse.Namespace) -> int:
                   "one), then run --activate-signing-key:")
             sys.stdout.write(pem.decode())
         elif args.activate_signing_key:
+            key = fingerprint(staged_signing(conf))
+            lacking = asyncio.run(_wait_for(config.database_url, key, args.wait))
+            if lacking and not args.force:
+                print(f"shouwang: {len(lacking)} site(s) have not reported the new signing "
+                      f"key {key} within {args.wait:g} s: {', '.join(lacking)}. Nothing "
+                      "changed; the cloud keeps signing with the current key. Wait longer "
+                      "(--wait), or --force to activate anyway.", file=sys.stderr)
+                return 1
+            if lacking:
+                print(f"shouwang: WARNING: --force: {len(lacking)} site(s) do not trust the "
+                      f"new key {key} and will REFUSE EVERY WATCHLIST from now on "
+                      f"(watchlist_key_untrusted) until an installer adds it to their "
+                      f"cloud_watchlist_key: {', '.join(lacking)}", file=sys.stderr)
             pem = activate_signing(conf)
             print(f"the cloud signs watchlists with the new key from now on (public "
-                  f"{fingerprint(pem)}); remove the old public key from the gateways:")
+                  f"{fingerprint(pem)}); the old key is revoked on every gateway with the "
+                  "next message it gets:")
             sys.stdout.write(pem.decode())
         else:
             print("\n".join(status(conf)))
@@ -197,6 +244,20 @@ def cmd_watchlist_keys(args: argparse.Namespace) -> int:
         print(f"shouwang: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _wait_for(database_url: str, key: str, wait_s: float) -> list[str]:
+    """The sites still lacking `key` after waiting up to `wait_s` (looking every 2 s)."""
+    store = await Store.connect(database_url)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            lacking = await sites_lacking(store, key)
+            if not lacking or time.monotonic() >= deadline:
+                return lacking
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        await store.close()
 
 
 async def _rotate(database_url: str, conf: WatchlistsConfig) -> int:

@@ -53,7 +53,7 @@ from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import build, pack, sign
+from shouwang.watchlist_message import build, fingerprint, pack, sign
 
 NONCE_BYTES = 12
 LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -171,6 +171,19 @@ def staged(path: Path) -> Path:
     return path.with_name(f"{path.stem}.next{path.suffix}")
 
 
+def revoked_path(path: Path) -> Path:
+    """The fingerprints of the signing keys retired, one a line: `watchlist-signing.revoked`."""
+    return path.with_name(path.stem + ".revoked")
+
+
+def read_revoked(path: Path) -> list[str]:
+    try:
+        lines = revoked_path(path).read_text().split()
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if re.fullmatch(r"[0-9a-f]{16}", line)]
+
+
 def public_path(path: Path) -> Path:
     """The public half of a signing key file: `watchlist-signing.pub.pem`."""
     return path.with_name(path.stem + ".pub.pem")
@@ -218,13 +231,16 @@ class CloudKeys:
         self.signer = signer
         self.config = config
         self._aeads: list[bytes] = [aead_key]
+        self.next_signer: Ed25519PrivateKey | None = None  # staged by a rotation
+        self.revoked: list[str] = []  # fingerprints of keys the cloud signs with no more
         self._stamps = self._file_stamps()
 
     def _file_stamps(self) -> tuple[Any, ...]:
         if self.config is None:
             return ()
+        signing = self.config.signing_key_file
         return tuple(_stamp(p) for p in (self.config.key_file, staged(self.config.key_file),
-                                          self.config.signing_key_file))
+                                          signing, staged(signing), revoked_path(signing)))
 
     def reload(self) -> None:
         """Read the key files again when any changed (a rotation); a staged sealing key is
@@ -241,6 +257,12 @@ class CloudKeys:
             nxt = []
         self.aead_key, self._aeads = current, [current, *nxt]
         self.signer = load_signer(self.config.signing_key_file)
+        signing = staged(self.config.signing_key_file)
+        try:
+            self.next_signer = load_signer(signing)
+        except (ConfigError, FileNotFoundError, OSError):
+            self.next_signer = None
+        self.revoked = read_revoked(self.config.signing_key_file)
         self._stamps = stamps
 
     def sealing_key(self) -> bytes:
@@ -290,8 +312,21 @@ class CloudKeys:
         return vectors
 
     def signed(self, message: dict[str, Any]) -> bytes:
+        """The message signed, naming its key (`kid`), announcing the staged signing key
+        (`next_keys`) and the keys retired (`revoked`): a gateway trusts the next key on
+        the word of the current one (docs/face.md)."""
         self.reload()
-        return sign(message, self.signer)
+        extra: dict[str, Any] = {"kid": fingerprint(public_pem(self.signer))}
+        if self.next_signer is not None:
+            extra["next_keys"] = [public_pem(self.next_signer).decode()]
+        if self.revoked:
+            extra["revoked"] = self.revoked
+        return sign({**message, **extra}, self.signer)
+
+    @property
+    def next_fingerprint(self) -> str | None:
+        self.reload()
+        return None if self.next_signer is None else fingerprint(public_pem(self.next_signer))
 
 
 def cloud_keys(config: WatchlistsConfig) -> CloudKeys:

@@ -10,6 +10,14 @@ atomic replacement, and a lost message is repaired by any later one):
                             "retention_days"}},
      "sig": "<Ed25519 signature, base64, of the message without sig, keys sorted>"}
 
+Three optional fields roll the signing key over without an installer (docs/face.md):
+`kid` names the key that signed the message (the first 16 hex of the SHA-256 of its public
+PEM: `fingerprint`), so a message signed by a key the gateway does not trust is told from a
+forged one (`key_untrusted`); `next_keys` carries the public PEM of the key the cloud will sign
+with next, and `revoked` the fingerprints of keys it no longer signs with. Both are signed
+with the message by a key the gateway trusts already, and it keeps them
+(`{data_dir}/face/cloud_keys.json`, edge/video/face/downlink.py).
+
 `lists` carries the matching tier of each list named in the entries (signed with them), so a
 gateway matches a community's list without an installer copying its settings there; the
 gateway's own `lists.yaml` wins where it names a list, and a list it can match by neither is
@@ -44,19 +52,22 @@ import binascii
 import builtins
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 VERSION = 1  # the whole list in one message
 VERSION_PARTS = 2  # one part of a list cut into several
 MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
 MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
+MAX_NEXT_KEYS = 4
+MAX_REVOKED = 64
 MAX_LISTS = 256  # list tiers one message may carry
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
@@ -95,6 +106,9 @@ class WatchlistMessage:
     parts: int = 1
     digest: str = ""
     lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → its tier, unchecked
+    next_keys: list[bytes] = field(default_factory=list)  # public PEM, checked Ed25519
+    revoked: list[str] = field(default_factory=list)  # fingerprints
+    kid: str = ""  # the signing key's fingerprint ("" from an older cloud)
 
 
 def pack(vector: list[float]) -> str:
@@ -128,6 +142,25 @@ def sign(message: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
     return orjson.dumps({**message, "sig": sig})
 
 
+def fingerprint(pem: bytes) -> str:
+    """What names a key to an operator and in a message's `kid`: SHA-256 of its PEM, 16 hex."""
+    return hashlib.sha256(pem).hexdigest()[:16]
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public(pem: bytes) -> Ed25519PublicKey | None:
+    """An Ed25519 public key from its PEM, or None."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, Ed25519PublicKey) else None
+
+
 def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
              data: dict[str, Any]) -> bool:
     """Signed by the key, or by one of the keys (during a rotation of the cloud's key)."""
@@ -145,8 +178,9 @@ def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
     return False
 
 
-def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey], site: str,
-          held: int) -> WatchlistMessage | Refused:
+def parse(payload: bytes, *,
+          key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | Mapping[str, Ed25519PublicKey],
+          site: str, held: int) -> WatchlistMessage | Refused:
     """Check one message for the gateway of `site` that holds version `held`; never raises.
     Order: it is JSON, it is signed by the cloud, it is our version of the format, for us,
     newer than what we hold, and every entry is whole. A message that fails any of these
@@ -157,6 +191,14 @@ def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
         return Refused("not_json", f"not JSON: {err}")
     if not isinstance(data, dict):
         return Refused("not_json", "not a JSON object")
+    kid = data.get("kid", "")
+    if not isinstance(kid, str):
+        return Refused("bad_format", "kid must be a key fingerprint")
+    if isinstance(key, Mapping):  # the trusted keys by fingerprint
+        if kid and kid not in key:
+            return Refused("key_untrusted", f"signed by key {str(kid)[:16]!r}, which this "
+                           f"gateway does not trust (it trusts {', '.join(sorted(key))})")
+        key = [key[kid]] if kid else list(key.values())
     if not verified(key, data.get("sig"), data):
         return Refused("bad_signature",
                        "the signature is missing or not the cloud's watchlist key's")
@@ -190,13 +232,26 @@ def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
             for name, tier in lists.items()):
         return Refused("bad_format", f"lists must map at most {MAX_LISTS} list names to "
                        "their tiers (objects)")
+    next_keys = data.get("next_keys", [])
+    if not isinstance(next_keys, list) or len(next_keys) > MAX_NEXT_KEYS or not all(
+            isinstance(k, str) and len(k) < 1024 and load_public(k.encode()) is not None
+            for k in next_keys):
+        return Refused("bad_format", f"next_keys must be at most {MAX_NEXT_KEYS} Ed25519 "
+                       "public keys (PEM)")
+    revoked = data.get("revoked", [])
+    if not isinstance(revoked, list) or len(revoked) > MAX_REVOKED or not all(
+            isinstance(r, str) and _DIGEST.match(r) for r in revoked):
+        return Refused("bad_format", f"revoked must be at most {MAX_REVOKED} key "
+                       "fingerprints (16 hex digits)")
     out: list[Entry] = []
     for i, raw in enumerate(entries):
         entry = _entry(raw)
         if isinstance(entry, str):
             return Refused("bad_format", f"entries[{i}]: {entry}")
         out.append(entry)
-    return WatchlistMessage(site, version, out, part, parts, digest, lists)
+    return WatchlistMessage(site, version, out, part, parts, digest, lists,
+                            [k.encode() for k in next_keys], list(revoked),
+                            kid if isinstance(kid, str) else "")
 
 
 def build(site: str, version: int, entries: list[dict[str, Any]],

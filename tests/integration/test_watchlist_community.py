@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from sqlalchemy import update
 
 from cloud.config import CloudConfig

@@ -22,16 +22,26 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import re
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge.video.face.store import Enrolment, ListPolicy, WatchlistError, WatchlistStore
 from shouwang.metrics import Metrics
-from shouwang.watchlist_message import MAX_ENTRIES, Entry, Refused, WatchlistMessage, parse
+from shouwang.watchlist_message import (
+    MAX_ENTRIES,
+    Entry,
+    Refused,
+    WatchlistMessage,
+    fingerprint,
+    load_public,
+    parse,
+    public_pem,
+)
 
 log = logging.getLogger(__name__)
 _PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
@@ -43,6 +53,7 @@ class CloudWatchlists:
         self.store = store
         self.site = site
         self.public_key_file = public_key_file
+        self.keys_file = store.dir / "cloud_keys.json"
         self.metrics = metrics
         self.held = 0  # the cloud version in the store (read at start)
         self.refused: dict[str, str] = {}  # lists of that version not taken: name → why
@@ -60,32 +71,81 @@ class CloudWatchlists:
         except WatchlistError as err:
             log.error("watchlist: %s; the cloud's list will be applied again when it comes", err)
 
-    def _key(self) -> list[Ed25519PublicKey] | Refused:
-        """The cloud's public keys: the file holds one PEM public key, or several while the
-        cloud's signing key is rotated (docs/face.md): a message signed by any is taken."""
-        if self.public_key_file is None:
-            return Refused("no_key", "no cloud_watchlist_key configured: this gateway cannot "
-                           "tell the cloud's watchlists from forged ones and applies none")
-        try:
-            text = self.public_key_file.read_bytes()
-        except OSError as err:
-            return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: {err}")
-        blocks = _PEM.findall(text)
-        if not blocks:
-            return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: no PEM "
-                           "public key in it")
-        keys = []
-        for i, block in enumerate(blocks):
+    def _key(self) -> dict[str, Ed25519PublicKey] | Refused:
+        """The cloud's public keys this gateway trusts, by fingerprint: those in
+        `cloud_watchlist_key` (one PEM public key, or several, as an installer put them) and
+        those the cloud announced in a message signed by a trusted key (`next_keys`, kept in
+        `cloud_keys.json`), less those it revoked."""
+        keys: dict[str, Ed25519PublicKey] = {}
+        if self.public_key_file is not None:
             try:
-                key = serialization.load_pem_public_key(block)
-            except ValueError as err:
-                return Refused("no_key",
-                               f"cloud_watchlist_key {self.public_key_file}, key {i + 1}: {err}")
-            if not isinstance(key, Ed25519PublicKey):
-                return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}, key "
-                               f"{i + 1}: not an Ed25519 key")
-            keys.append(key)
+                text = self.public_key_file.read_bytes()
+            except OSError as err:
+                return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: {err}")
+            blocks = _PEM.findall(text)
+            if not blocks:
+                return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}: no PEM "
+                               "public key in it")
+            for i, block in enumerate(blocks):
+                key = load_public(block)
+                if key is None:
+                    return Refused("no_key", f"cloud_watchlist_key {self.public_key_file}, "
+                                   f"key {i + 1}: not an Ed25519 public key")
+                keys[fingerprint(public_pem(key))] = key
+        learnt, revoked = self._learnt()
+        for pem in learnt:
+            key = load_public(pem)
+            if key is not None:
+                keys[fingerprint(public_pem(key))] = key
+        for gone in revoked:
+            keys.pop(gone, None)
+        if not keys:
+            return Refused("no_key", "no cloud_watchlist_key configured (or every key revoked): "
+                           "this gateway cannot tell the cloud's watchlists from forged ones "
+                           "and applies none")
         return keys
+
+    def _learnt(self) -> tuple[list[bytes], list[str]]:
+        """(public PEMs the cloud announced, fingerprints it revoked), from cloud_keys.json."""
+        try:
+            document = orjson.loads(self.keys_file.read_bytes())
+        except FileNotFoundError:
+            return [], []
+        except (OSError, orjson.JSONDecodeError) as err:
+            log.error("watchlist: %s unreadable (%s): only cloud_watchlist_key is trusted",
+                      self.keys_file, err)
+            return [], []
+        return ([k.encode() for k in document.get("trusted", [])],
+                list(document.get("revoked", [])))
+
+    def _learn(self, message: WatchlistMessage) -> bool:
+        """Keep the keys a trusted message announced and forget those it revoked (never the
+        one that signed it); True when cloud_keys.json changed."""
+        if not message.next_keys and not message.revoked:
+            return False
+        learnt, revoked = self._learnt()
+        trusted = {fingerprint(p): p for p in learnt}
+        for pem in message.next_keys:
+            key = load_public(pem)
+            if key is not None:
+                trusted.setdefault(fingerprint(public_pem(key)), public_pem(key))
+        gone = sorted(set(revoked) | {r for r in message.revoked if r != message.kid})
+        for fp in gone:
+            trusted.pop(fp, None)
+        if sorted(trusted) == sorted(fingerprint(p) for p in learnt) and gone == sorted(revoked):
+            return False
+        write_atomically(self.keys_file, orjson.dumps(
+            {"trusted": [p.decode() for _, p in sorted(trusted.items())], "revoked": gone},
+            option=orjson.OPT_INDENT_2))
+        log.info("watchlist: the cloud's signing keys trusted now: %s (revoked: %s)",
+                 ", ".join(sorted(trusted)) or "none besides cloud_watchlist_key",
+                 ", ".join(gone) or "none")
+        return True
+
+    def trusted(self) -> list[str]:
+        """The fingerprints of the keys trusted, for the gateway's report."""
+        keys = self._key()
+        return [] if isinstance(keys, Refused) else sorted(keys)
 
     async def handle(self, payload: bytes) -> bool:
         """Apply one message; True when the gateway should report (applied or already held)."""
@@ -97,6 +157,8 @@ class CloudWatchlists:
             if isinstance(outcome, Refused):
                 self._refuse(outcome, payload)
                 return False
+            # Keys announced are kept whatever becomes of the list (a part, a repeat).
+            await asyncio.to_thread(self._learn, outcome)
             if outcome.version == self.held:
                 return True  # a repeat: nothing to write; the report says we hold it
             if outcome.parts > 1:
@@ -181,6 +243,23 @@ def _tiers(message: WatchlistMessage, own: dict[str, ListPolicy]
             where = ".".join(str(p) for p in first["loc"])
             refused[name] = f"its tier is out of bounds: {where}: {first['msg']}"[:200]
     return tiers, refused
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole or is as it was (a synced temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _iso(ms: int) -> str:
