@@ -53,7 +53,7 @@ from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import build, fingerprint, pack, sign
+from shouwang.watchlist_message import MAX_DELTA, build, build_delta, fingerprint, pack, sign
 
 NONCE_BYTES = 12
 LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -515,15 +515,28 @@ _too_large: set[tuple[str, int]] = set()
 
 
 async def site_messages(store: Store, keys: CloudKeys, site: str, location: str | None,
-                        version: int, now_ms: int) -> list[bytes] | None:
+                        version: int, now_ms: int, base: int | None = None) -> list[bytes] | None:
     """The signed watchlist of `site` at `version`, its entries in force, ids and descriptors
     only, with the tier of each list they name (cloud.yaml's `watchlists.lists`, the built-in
-    ones' `DEFAULT_LISTS`): one message, or the parts of a list too large for one
+    ones' `DEFAULT_LISTS`): the changes since `base` (the version the gateway acknowledged)
+    when given and they fit a delta (shouwang/watchlist_message.py `build_delta`: at most
+    MAX_DELTA), else one message, or the parts of a list too large for one
     (shouwang/watchlist_message.py `build`), each at most MAX_MESSAGE_BYTES. None for a list
     over even that (logged once per site and version; the gateway keeps the list it has)."""
+    touched: set[tuple[str, str]] | None = None
+    if base:
+        async with store.engine.connect() as conn:
+            changed = (await conn.execute(select(
+                watchlist_changes.c.list, watchlist_changes.c.person, watchlist_changes.c.scope)
+                .where(watchlist_changes.c.seq > base, watchlist_changes.c.seq <= version))).all()
+        touched = {(lst, person) for lst, person, scope in changed if overlaps(scope, location)}
+        if len(touched) > MAX_DELTA:
+            touched = None
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(watchlist_people).where(
-            watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
+        query = select(watchlist_people).where(watchlist_people.c.until_ms > now_ms)
+        if touched is not None:
+            query = query.where(watchlist_people.c.person.in_(sorted({p for _, p in touched})))
+        rows = (await conn.execute(query.order_by(watchlist_people.c.id))).mappings().all()
 
     def messages() -> list[bytes]:  # CPU work (5,000 people: unseal, pack, sign): a thread
         entries = [
@@ -532,15 +545,24 @@ async def site_messages(store: Store, keys: CloudKeys, site: str, location: str 
              "photos": list(r["photo_hashes"]),
              "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
             for r in rows if overlaps(r["scope"], location)
+            and (touched is None or (r["list"], r["person"]) in touched)
         ]
         own = keys.config.lists if keys.config is not None else {}
         named = {e["list"] for e in entries}
         tiers = {n: own[n].policy() if n in own else DEFAULT_LISTS[n].model_dump()
                  for n in sorted(named) if n in own or n in DEFAULT_LISTS}
-        return build(site, version, entries, keys.signed, lists=tiers)
+        if touched is None or not base:
+            return build(site, version, entries, keys.signed, lists=tiers)
+        there = {(e["list"], e["person"]) for e in entries}
+        delta = build_delta(site, version, base, entries, sorted(touched - there),
+                            keys.signed, lists=tiers)
+        return [] if delta is None else [delta]  # [] : too large for a delta, send it whole
 
     try:
-        return await asyncio.to_thread(messages)
+        out = await asyncio.to_thread(messages)
+        if not out:
+            return await site_messages(store, keys, site, location, version, now_ms)
+        return out
     except ValueError as err:
         if (site, version) not in _too_large:
             _too_large.add((site, version))

@@ -10,6 +10,16 @@ atomic replacement, and a lost message is repaired by any later one):
                             "retention_days"}},
      "sig": "<Ed25519 signature, base64, of the message without sig, keys sorted>"}
 
+A change to a list the gateway holds goes as a delta, the changes since the version it
+acknowledged (`base`); the gateway applies it only on top of exactly `base`:
+
+    {"v": 3, "site", "version", "base": 41, "entries": [...added or changed...],
+     "removed": [["missing_elder", "R-0117"], ...], "lists", "sig"}
+
+An entry replaces the cloud's entry of the same list and person; `removed` names the
+(list, person) of each entry gone (a person is on a list once). The cloud sends the whole list
+instead when the gateway holds none, refused a list, or more than MAX_DELTA changed.
+
 Three optional fields roll the signing key over without an installer (docs/face.md):
 `kid` names the key that signed the message (the first 16 hex of the SHA-256 of its public
 PEM: `fingerprint`), so a message signed by a key the gateway does not trust is told from a
@@ -64,6 +74,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 VERSION = 1  # the whole list in one message
 VERSION_PARTS = 2  # one part of a list cut into several
+VERSION_DELTA = 3  # the changes since `base`: entries added or changed, (list, person) removed
+MAX_DELTA = 500  # more changes than this go as the whole list
 MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
 MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
 MAX_NEXT_KEYS = 4
@@ -109,6 +121,8 @@ class WatchlistMessage:
     next_keys: list[bytes] = field(default_factory=list)  # public PEM, checked Ed25519
     revoked: list[str] = field(default_factory=list)  # fingerprints
     kid: str = ""  # the signing key's fingerprint ("" from an older cloud)
+    base: int | None = None  # a delta (v3): the version it applies on top of
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (list, person), a delta
 
 
 def pack(vector: list[float]) -> str:
@@ -202,9 +216,11 @@ def parse(payload: bytes, *,
     if not verified(key, data.get("sig"), data):
         return Refused("bad_signature",
                        "the signature is missing or not the cloud's watchlist key's")
-    if data.get("v") not in (VERSION, VERSION_PARTS):
-        return Refused("unsupported_version", f"message format v={data.get('v')!r}; this "
-                       f"gateway reads v={VERSION} and v={VERSION_PARTS}")
+    if data.get("v") not in (VERSION, VERSION_PARTS, VERSION_DELTA):
+        return Refused("unsupported_version", f"message format v={data.get('v')!r}, newer "
+                       f"than this gateway's software or not a watchlist message; it reads "
+                       f"v={VERSION} (a whole list), v={VERSION_PARTS} (its parts) and "
+                       f"v={VERSION_DELTA} (changes): nothing applied, update the gateway")
     if data.get("site") != site:
         return Refused("wrong_site", f"for site {data.get('site')!r}, this is {site!r}")
     version = data.get("version")
@@ -232,6 +248,19 @@ def parse(payload: bytes, *,
             for name, tier in lists.items()):
         return Refused("bad_format", f"lists must map at most {MAX_LISTS} list names to "
                        "their tiers (objects)")
+    base: Any = None
+    removed: list[tuple[str, str]] = []
+    if data["v"] == VERSION_DELTA:
+        base, gone = data.get("base"), data.get("removed")
+        if type(base) is not int or not 0 < base < version:
+            return Refused("bad_format", f"base must be a version before {version}, got "
+                           f"{base!r}")
+        if not isinstance(gone, list) or len(gone) + len(entries) > MAX_DELTA or not all(
+                isinstance(g, list) and len(g) == 2
+                and all(isinstance(x, str) and _ID.match(x) for x in g) for g in gone):
+            return Refused("bad_format", "removed must be a list of [list, person] ids, "
+                           f"with the entries at most {MAX_DELTA} changes")
+        removed = [(g[0], g[1]) for g in gone]
     next_keys = data.get("next_keys", [])
     if not isinstance(next_keys, list) or len(next_keys) > MAX_NEXT_KEYS or not all(
             isinstance(k, str) and len(k) < 1024 and load_public(k.encode()) is not None
@@ -251,7 +280,7 @@ def parse(payload: bytes, *,
         out.append(entry)
     return WatchlistMessage(site, version, out, part, parts, digest, lists,
                             [k.encode() for k in next_keys], list(revoked),
-                            kid if isinstance(kid, str) else "")
+                            kid, base, removed)
 
 
 def build(site: str, version: int, entries: list[dict[str, Any]],
@@ -289,6 +318,20 @@ def build(site: str, version: int, entries: list[dict[str, Any]],
     return [signed({"v": VERSION_PARTS, "site": site, "version": version, "part": i + 1,
                     "parts": len(cuts), "digest": digest, "entries": cut, **tiers})
             for i, cut in enumerate(cuts)]
+
+
+def build_delta(site: str, version: int, base: int, entries: list[dict[str, Any]],
+                removed: list[tuple[str, str]], signed: Callable[[dict[str, Any]], bytes],
+                lists: dict[str, dict[str, Any]] | None = None,
+                limit: int = MAX_MESSAGE_BYTES) -> bytes | None:
+    """The delta from `base` to `version`, or None when it must go whole (more than
+    MAX_DELTA changes, or over `limit` bytes)."""
+    if len(entries) + len(removed) > MAX_DELTA:
+        return None
+    message = signed({"v": VERSION_DELTA, "site": site, "version": version, "base": base,
+                      "entries": entries, "removed": [list(r) for r in removed],
+                      **({} if lists is None else {"lists": lists})})
+    return message if len(message) <= limit else None
 
 
 def _entry(raw: Any) -> Entry | str:

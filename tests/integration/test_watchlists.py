@@ -359,7 +359,7 @@ async def test_forged_stale_and_foreign_messages_are_refused(
             "key_untrusted": forger.signed(good),
             "bad_signature": sign({**good, "kid": fingerprint(keys.public_pem)},
                                   forger.signer),
-            "unsupported_version": keys.signed({**good, "v": 3}),  # v2: the parts of a list
+            "unsupported_version": keys.signed({**good, "v": 99}),  # a future format
             "wrong_site": keys.signed({**good, "site": "another-site"}),
             "stale_version": keys.signed({**good, "version": 0}),
             "bad_format": keys.signed({**good, "entries": [{"id": "x"}]}),

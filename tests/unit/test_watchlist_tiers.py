@@ -10,8 +10,8 @@ from typing import Any
 from edge.video.face.downlink import CloudWatchlists
 from edge.video.face.store import WatchlistStore
 from shouwang.metrics import Metrics
-from shouwang.watchlist_message import build
-from tests.unit.test_watchlist_parts import _gateway, entry, signed
+from shouwang.watchlist_message import Refused, build, build_delta, parse
+from tests.unit.test_watchlist_parts import KEY, _gateway, entry, signed
 
 NO_ENTRY = {"description": "禁止入内", "threshold": 0.7, "margin": 0.2, "hits": 4,
             "cooldown_s": 60, "retention_days": 14}
@@ -86,3 +86,37 @@ def test_the_parts_of_a_large_list_bring_its_tier(tmp_path: Path) -> None:
     enrolments, lists = gateway.store.matching()
     assert len(enrolments) == 1000
     assert lists["no_entry"].threshold == NO_ENTRY["threshold"]
+
+
+def test_a_delta_applies_on_top_of_exactly_its_base(tmp_path: Path) -> None:
+    gateway = _gateway(tmp_path)
+    [whole] = build("s-1", 3, [on("police", 1), on("police", 2)], signed)
+    assert asyncio.run(gateway.handle(whole))
+    changed = {**on("police", 3), "person": entry(2)["person"]}  # P-2 enrolled again
+    delta = build_delta("s-1", 5, 3, [changed, on("police", 4)],
+                        [("police", entry(1)["person"])], signed)
+    assert delta is not None
+    # Not on top of what it holds: refused, counted, the report (True) asks for the whole.
+    skipped = build_delta("s-1", 9, 7, [on("police", 5)], [], signed)
+    assert skipped is not None
+    assert asyncio.run(gateway.handle(skipped))
+    assert gateway.metrics.rejected_count("watchlist_delta_base") == 1
+    assert gateway.held == 3
+    assert asyncio.run(gateway.handle(delta))
+    assert gateway.held == 5
+    held = {e.person: e.id for e in gateway.store.load()}
+    assert held == {entry(2)["person"]: changed["id"], entry(4)["person"]: entry(4)["id"]}
+
+
+def test_a_future_format_is_refused_naming_what_the_gateway_reads(tmp_path: Path) -> None:
+    got = parse(signed({"v": 4, "site": "s-1", "version": 1, "entries": []}),
+                key=KEY.public_key(), site="s-1", held=0)
+    assert isinstance(got, Refused)
+    assert got.reason == "unsupported_version"
+    assert "v=4" in got.detail
+    assert "update the gateway" in got.detail
+
+
+def test_more_than_500_changes_go_whole() -> None:
+    assert build_delta("s-1", 9, 8, [], [("police", f"P-{i}") for i in range(501)],
+                       signed) is None

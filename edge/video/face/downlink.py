@@ -58,6 +58,7 @@ class CloudWatchlists:
         self.held = 0  # the cloud version in the store (read at start)
         self.refused: dict[str, str] = {}  # lists of that version not taken: name → why
         self.applied = 0  # messages applied since start
+        self.deltas = 0  # of which changes on top of the list held (v3)
         self._lock = asyncio.Lock()
         self._said: set[tuple[str, int]] = set()
         self._said_lists: set[tuple[str, str]] = set()
@@ -161,6 +162,13 @@ class CloudWatchlists:
             await asyncio.to_thread(self._learn, outcome)
             if outcome.version == self.held:
                 return True  # a repeat: nothing to write; the report says we hold it
+            if outcome.base is not None and outcome.base != self.held:
+                # Changes on top of a list we do not hold: our report (at once) says which
+                # we hold, and the cloud answers it with the whole list.
+                self._refuse(Refused("delta_base", f"changes on top of version "
+                                     f"{outcome.base}; this gateway holds {self.held}: the "
+                                     "whole list is asked for"), payload)
+                return True
             if outcome.parts > 1:
                 whole = self._gather(outcome)
                 if whole is None:
@@ -173,6 +181,7 @@ class CloudWatchlists:
                 return False
             self.held, self.refused = outcome.version, refused
             self.applied += 1
+            self.deltas += outcome.base is not None
             for name, why in sorted(refused.items()):
                 self.metrics.reject("watchlist_list_refused")
                 if (name, why) not in self._said_lists:
@@ -208,9 +217,14 @@ class CloudWatchlists:
     def _apply(self, message: WatchlistMessage) -> tuple[int, int, dict[str, str]]:
         """Write the lists this gateway can match; (added, removed, refused: name → why)."""
         tiers, refused = _tiers(message, self.store.lists())
-        added, removed = self.store.replace_cloud(
-            [_enrolment(e) for e in message.entries if e.list not in refused],
-            message.version, lists=tiers, refused=refused)
+        kept = [_enrolment(e) for e in message.entries if e.list not in refused]
+        if message.base is None:
+            added, removed = self.store.replace_cloud(kept, message.version, lists=tiers,
+                                                      refused=refused)
+            return added, removed, refused
+        refused = {**self.refused, **refused}
+        added, removed = self.store.apply_delta(kept, message.removed, message.version,
+                                                message.base, lists=tiers, refused=refused)
         return added, removed, refused
 
     def _refuse(self, refused: Refused, payload: bytes) -> None:

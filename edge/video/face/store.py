@@ -294,6 +294,35 @@ class WatchlistStore:
                 self._audit("remove", e, "cloud", now)
         return len(new.keys() - old.keys()), len(old.keys() - new.keys())
 
+    def apply_delta(self, enrolments: list[Enrolment], removed: list[tuple[str, str]],
+                    version: int, base: int, now: dt.datetime | None = None, *,
+                    lists: dict[str, ListPolicy] | None = None,
+                    refused: dict[str, str] | None = None) -> tuple[int, int]:
+        """Apply the cloud's changes from `base` to `version`, in one write: each enrolment
+        replaces the cloud's one of the same list and person, each (list, person) in
+        `removed` goes. WatchlistError, nothing written, unless the file holds exactly
+        `base`. Audited like `replace_cloud`; (added, removed)."""
+        now = now or dt.datetime.now(dt.UTC)
+        held, meta = self._load()
+        if int(meta.get("cloud_version", 0)) != base:
+            raise WatchlistError(f"changes on top of version {base}, but the file holds "
+                                 f"{meta.get('cloud_version', 0)}")
+        touched = {(e.list, e.person) for e in enrolments} | set(removed)
+        gone = [e for e in held if e.origin == "cloud" and (e.list, e.person) in touched]
+        ids = {e.id for e in gone}
+        tiers = {**meta.get("cloud_lists", {}),
+                 **{n: p.model_dump() for n, p in (lists or {}).items()}}
+        self._save([e for e in held if e.id not in ids] + enrolments, {
+            "cloud_version": version, "cloud_lists": tiers, "cloud_refused": refused or {}})
+        new = {e.id for e in enrolments}
+        for e in enrolments:
+            if e.id not in ids:
+                self._audit("enrol", e, "cloud", now)
+        for e in gone:
+            if e.id not in new:
+                self._audit("remove", e, "cloud", now)
+        return len(new - ids), len(ids - new)
+
     def expire(self, now: dt.datetime, by: str = "retention") -> list[Enrolment]:
         """Remove every enrolment whose `until` has passed (its list's retention), each
         removal a line in the audit log; those removed. One atomic write, as any change."""
