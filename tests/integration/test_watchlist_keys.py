@@ -6,6 +6,7 @@ the signing key rotated with an overlap the gateways accept."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import uuid
@@ -21,7 +22,7 @@ from sqlalchemy import select
 
 from cloud.access import audit
 from cloud.store import Store
-from cloud.watchlist_keys import RotationError, rotate_sealing
+from cloud.watchlist_keys import RotationError, retired, retired_path, rotate_sealing
 from cloud.watchlist_store import (
     CloudKeys,
     WatchlistsConfig,
@@ -270,3 +271,54 @@ async def test_signing_key_rolls_over_the_air_and_the_old_one_is_revoked(
         assert await asyncio.to_thread(main, [
             "cloud", "watchlist-keys", "--config", str(cloud_yaml),
             "--activate-signing-key"]) == 1
+
+
+async def test_a_rotation_keeps_the_old_key_for_the_backups_made_before_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = conf(tmp_path)
+    async with enrolled(database_url, config) as (store, _):
+        first = config.key_file.read_bytes()
+        # A database backup made now: the sealed rows as they are.
+        async with store.engine.connect() as conn:
+            backup = (await conn.execute(select(watchlist_people.c.id,
+                                                watchlist_people.c.photo))).all()
+        cloud_yaml = tmp_path / "cloud.yaml"
+        cloud_yaml.write_text(yaml.safe_dump({
+            "broker": {}, "database_url": database_url,
+            "watchlists": {"key_file": str(config.key_file),
+                           "signing_key_file": str(config.signing_key_file)}}))
+
+        def run(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["cloud", "watchlist-keys", "--config", str(cloud_yaml), *args])
+            return code, out.getvalue()
+
+        for _ in range(2):
+            code, _out = await asyncio.to_thread(run, "--rotate")
+            assert code == 0
+        ring = retired_path(config.key_file)
+        assert ring.stat().st_mode & 0o077 == 0
+        kept = [base64.b64decode(k["key"]) for k in retired(config.key_file)]
+        assert kept[0] == first
+        assert len(kept) == 2
+        assert config.key_file.read_bytes() not in kept
+        # The backup opens with the retired key, and only with it.
+        old = only(first, config)
+        assert sorted(old.open_photo(photo, row_id) for row_id, photo in backup) == sorted(
+            photos("P-0", "P-1", "P-2").values())
+        now = only(config.key_file.read_bytes(), config)
+        with pytest.raises(ValueError, match="does not open"):
+            now.open_photo(backup[0][1], backup[0][0])
+        code, shown = await asyncio.to_thread(run)
+        assert code == 0
+        assert shown.count("retired sealing key") == 2
+        # Purged once those backups are gone: audited; status shows none.
+        code, said = await asyncio.to_thread(run, "--purge-retired")
+        assert code == 0
+        assert "2 retired sealing key(s) deleted" in said
+        assert retired(config.key_file) == []
+        entries = await audit.entries(store.engine, action="watchlist_key_purge")
+        assert len(entries) == 1
+        assert len(entries[0]["detail"]["keys"]) == 2
