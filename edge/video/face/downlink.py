@@ -135,9 +135,13 @@ class CloudWatchlists:
             trusted.pop(fp, None)
         if sorted(trusted) == sorted(fingerprint(p) for p in learnt) and gone == sorted(revoked):
             return False
-        write_atomically(self.keys_file, orjson.dumps(
-            {"trusted": [p.decode() for _, p in sorted(trusted.items())], "revoked": gone},
-            option=orjson.OPT_INDENT_2))
+        try:
+            write_atomically(self.keys_file, orjson.dumps(
+                {"trusted": [p.decode() for _, p in sorted(trusted.items())], "revoked": gone},
+                option=orjson.OPT_INDENT_2))
+        except OSError as err:  # the report goes on saying what is trusted; tried next time
+            log.error("watchlist: the cloud's new signing keys not kept: %s", err)
+            return False
         log.info("watchlist: the cloud's signing keys trusted now: %s (revoked: %s)",
                  ", ".join(sorted(trusted)) or "none besides cloud_watchlist_key",
                  ", ".join(gone) or "none")
