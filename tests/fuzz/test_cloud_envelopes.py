@@ -86,6 +86,8 @@ health_bodies = st.one_of(
         "alerts": st.lists(st.tuples(ids, st.integers(1, 1000)).map(list), max_size=4),
         "watchlist": st.integers(0, 10**6),
         "watchlist_refused": st.dictionaries(ids, st.text(max_size=200), max_size=3),
+        "watchlist_keys": st.lists(st.text("0123456789abcdef", min_size=16, max_size=16),
+                                   max_size=3),
     }),
     st.fixed_dictionaries({"type": st.just("device_state"), "device": ids,
                            "dimension": st.sampled_from(DIMENSIONS),
