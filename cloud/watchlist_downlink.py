@@ -49,13 +49,14 @@ class WatchlistDownlink(Rounds):
             return 0
         complete = True
         count = 0
-        for site, (location, version, held, refused) in (
+        for site, (location, version, held, refused, deltas) in (
                 await site_versions(self.store)).items():
             if version <= max(self.sent.get(site, 0), held or 0):
                 continue
             # The changes since the version it acknowledged; the whole list to a gateway
-            # that holds none or refused a list (shouwang/watchlist_message.py).
-            base = held if held and not refused else None
+            # that holds none, refused a list, or runs software older than deltas (its
+            # reports do not name its keys) (shouwang/watchlist_message.py).
+            base = held if held and not refused and deltas else None
             payloads = await site_messages(self.store, self.keys, site, location, version,
                                            self.clock.now_ms(), base=base)
             if payloads is None:

@@ -486,6 +486,7 @@ class SiteWatchlist(NamedTuple):
     version: int  # of its watchlist
     held: int | None  # the version it acknowledged in its latest report
     refused: dict[str, str]  # the lists it could not match, by its latest report: why
+    deltas: bool = False  # its reports name the keys it trusts: software that reads deltas
 
 
 async def site_versions(store: Store, only: str | None = None) -> dict[str, SiteWatchlist]:
@@ -507,7 +508,8 @@ async def site_versions(store: Store, only: str | None = None) -> dict[str, Site
         held = health.get("watchlist")
         refused = health.get("watchlist_refused")
         out[site] = SiteWatchlist(location, version, held if isinstance(held, int) else None,
-                                  refused if isinstance(refused, dict) else {})
+                                  refused if isinstance(refused, dict) else {},
+                                  isinstance(health.get("watchlist_keys"), list))
     return out
 
 

@@ -327,7 +327,7 @@ async def list_people(request: web.Request) -> web.Response:
     people = [_public(r) for r in rows if visible(who, r)]
     gates = []
     if who.role != "family":
-        for site, (location, version, held, refused) in sorted(
+        for site, (location, version, held, refused, _) in sorted(
                 (await site_versions(store)).items()):
             if version and (who.role == "admin" or any(overlaps(location, p)
                                                        for p in who.locations)):
