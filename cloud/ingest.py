@@ -505,7 +505,8 @@ class Ingest:
         # And the version of the watchlists it holds: the current one if that is older.
         if self.watchlist_keys is not None:
             await answer_report(self.store, self.watchlist_keys, self.watchlist_client,
-                                env.site or "", env.body.get("watchlist"), self.clock.now_ms())
+                                env.site or "", env.body.get("watchlist"), self.clock.now_ms(),
+                                env.body.get("watchlist_keys"))
 
     async def _gateway_offline(self, env: Envelope) -> None:
         await self.fleet.gateway_offline(env, self.clock.now_ms())

@@ -143,7 +143,8 @@ _WATCHLISTS: dict[str, Any] = {
             "parameters": [_LIST],
             "responses": {"200": {"description": "{list, description, retention_days, "
                                                  f"version, people: [{_WATCHLIST_ENTRY}], "
-                                                 "sites: [{site, version, acked_version}]}"},
+                                                 "sites: [{site, version, acked_version, "
+                                                 "refused}]}"},
                           "401": UNAUTHORIZED, "404": _error("No such list")}},
     },
     "/api/watchlists/{list}/people/{person}": {"delete": {

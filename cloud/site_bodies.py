@@ -84,6 +84,20 @@ def _drops(value: Any) -> bool:
     )
 
 
+def _refused_lists(value: Any) -> bool:
+    """The cloud's watchlists a gateway could not match (edge/video/face/downlink.py)."""
+    return isinstance(value, dict) and len(value) <= 256 and all(
+        _id(k) and _text(200)(v) for k, v in value.items()
+    )
+
+
+def _fingerprints(value: Any) -> bool:
+    """The cloud's signing keys a gateway trusts (edge/video/face/downlink.py)."""
+    return isinstance(value, list) and len(value) <= 64 and all(
+        isinstance(v, str) and re.fullmatch(r"[0-9a-f]{16}", v) is not None for v in value
+    )
+
+
 def _json_object(value: Any) -> bool:
     return isinstance(value, dict)
 
@@ -100,6 +114,8 @@ HEALTH: dict[str, Shape] = {
         "edge_broker": (_bool, False, "a boolean"),
         "alerts": (_versions, False, "a list of [alert id, version]"),
         "watchlist": (_int, False, "the watchlist version held, an integer"),
+        "watchlist_refused": (_refused_lists, False, "list name → why it was refused"),
+        "watchlist_keys": (_fingerprints, False, "a list of key fingerprints (16 hex)"),
     },
     "gateway_offline": {"reason": (_optional(_text(64)), False, "a short text")},
     "device_state": {

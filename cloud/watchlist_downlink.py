@@ -1,13 +1,15 @@
 """The cloud's watchlists to each gateway: `site/{site}/down/watchlist`, as down/alert does it.
 
-Two roads, both carrying a site's whole watchlist at its current version (so a gateway that
-missed any number of changes is whole again after one message, or after the parts of a list
-too large for one; shouwang/watchlist_message.py):
+Two roads (shouwang/watchlist_message.py):
 - live: the alerts worker watches `watchlist_changes` (woken at once by an enrolment or
   removal made in this process, else every `feed_poll_s`) and publishes, with QoS 1 to the
-  gateway's persistent session, to each site whose version moved;
+  gateway's persistent session, to each site whose version moved: the changes since the
+  version the gateway acknowledged (a delta), or its whole list when it holds none, refused
+  a list, or more than MAX_DELTA changed;
 - replay: each gateway report says which version the gateway holds (`watchlist`); a report
-  that holds an older one is answered with the current one. A change made while a gateway
+  that holds an older one is answered with the whole current list (so a gateway that missed
+  any number of changes, or could not apply a delta, is whole again after one message, or
+  after the parts of a list too large for one). A change made while a gateway
   was away, or lost with a broker restart, reaches it with its next report.
 """
 
@@ -47,11 +49,16 @@ class WatchlistDownlink(Rounds):
             return 0
         complete = True
         count = 0
-        for site, (location, version, held) in (await site_versions(self.store)).items():
+        for site, (location, version, held, refused, deltas) in (
+                await site_versions(self.store)).items():
             if version <= max(self.sent.get(site, 0), held or 0):
                 continue
+            # The changes since the version it acknowledged; the whole list to a gateway
+            # that holds none, refused a list, or runs software older than deltas (its
+            # reports do not name its keys) (shouwang/watchlist_message.py).
+            base = held if held and not refused and deltas else None
             payloads = await site_messages(self.store, self.keys, site, location, version,
-                                           self.clock.now_ms())
+                                           self.clock.now_ms(), base=base)
             if payloads is None:
                 continue
             try:
@@ -72,13 +79,21 @@ class WatchlistDownlink(Rounds):
 
 
 async def answer_report(store: Store, keys: CloudKeys, client: MqttClient, site: str,
-                        held: object, now_ms: int) -> bool:
-    """A gateway reported the version it holds (`held`): send the current one if it is newer.
-    True when one was sent."""
+                        held: object, now_ms: int, trusted: object = None) -> bool:
+    """A gateway reported the version it holds (`held`) and the signing keys it trusts
+    (`trusted`): send the current one if it is newer, or if the gateway has yet to learn the
+    staged signing key or to forget a revoked one (the message carries both). True when one
+    was sent."""
     if type(held) is not int:  # a gateway that does not take watchlists says nothing
         return False
-    location, version, _ = (await site_versions(store, site)).get(site, (None, 0, None))
-    if version <= held:
+    now = (await site_versions(store, site)).get(site)
+    if now is None:
+        return False
+    location, version = now.location, now.version
+    keys_news = isinstance(trusted, list) and (
+        (keys.next_fingerprint is not None and keys.next_fingerprint not in trusted)
+        or any(fp in trusted for fp in keys.revoked))
+    if version <= held and not keys_news:
         return False
     payloads = await site_messages(store, keys, site, location, version, now_ms)
     if payloads is None:

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -51,8 +51,9 @@ from cloud.access import audit
 from cloud.access.scope import prefix_matches
 from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
+from edge.video.face.store import DEFAULT_LISTS
 from shouwang.config import ConfigError, Strict
-from shouwang.watchlist_message import build, pack, sign
+from shouwang.watchlist_message import MAX_DELTA, build, build_delta, fingerprint, pack, sign
 
 NONCE_BYTES = 12
 LIST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -98,6 +99,21 @@ class CommunityList(Strict):
     community: str = Field(min_length=1, max_length=PATH_LEN,
                            description="The community's place (a location prefix): its "
                            "workers enrol on the list, its gates watch for the people on it")
+    # The matching tier, sent to the gateways with the list (a gateway's own face/lists.yaml
+    # wins where it names the list): the bounds are the gateway's (ListPolicy).
+    threshold: float = Field(gt=0, le=1, description="Least cosine similarity of a face to an "
+                             "enrolled descriptor (of the gateways' model; models/*.md)")
+    margin: float = Field(ge=0, le=1, description="How far the best identity must beat the "
+                          "next one (open set)")
+    hits: int = Field(ge=1, le=50, description="Matching frames a track needs before an alert")
+    cooldown_s: float = Field(ge=0, description="After an alert, the same person on the same "
+                              "camera is quiet this long")
+
+    def policy(self) -> dict[str, Any]:
+        """The tier as a gateway reads it (edge/video/face/store.py ListPolicy)."""
+        return {"description": self.description, "threshold": self.threshold,
+                "margin": self.margin, "hits": self.hits, "cooldown_s": self.cooldown_s,
+                "retention_days": self.retention_days}
 
 
 class WatchlistsConfig(Strict):
@@ -114,9 +130,9 @@ class WatchlistsConfig(Strict):
     lists: dict[str, CommunityList] = Field(
         default_factory=dict,
         description="A community's own lists besides missing_elder and police: name → "
-        "description, retention_days, community. Its workers (and admins) enrol on it "
-        "through the API; each gateway that watches needs the same name in its "
-        "face/lists.yaml (threshold, margin, hits, cooldown)",
+        "description, retention_days, community, threshold, margin, hits, cooldown_s. Its "
+        "workers (and admins) enrol on it through the API; the gateways get its tier with "
+        "the list (a gateway's own face/lists.yaml wins where it names it)",
     )
 
     @field_validator("lists")
@@ -153,6 +169,19 @@ def overlaps(a: str | None, b: str | None) -> bool:
 def staged(path: Path) -> Path:
     """Where the next key of `path` waits during a rotation: `watchlist.next.key`."""
     return path.with_name(f"{path.stem}.next{path.suffix}")
+
+
+def revoked_path(path: Path) -> Path:
+    """The fingerprints of the signing keys retired, one a line: `watchlist-signing.revoked`."""
+    return path.with_name(path.stem + ".revoked")
+
+
+def read_revoked(path: Path) -> list[str]:
+    try:
+        lines = revoked_path(path).read_text().split()
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if re.fullmatch(r"[0-9a-f]{16}", line)]
 
 
 def public_path(path: Path) -> Path:
@@ -202,13 +231,16 @@ class CloudKeys:
         self.signer = signer
         self.config = config
         self._aeads: list[bytes] = [aead_key]
+        self.next_signer: Ed25519PrivateKey | None = None  # staged by a rotation
+        self.revoked: list[str] = []  # fingerprints of keys the cloud signs with no more
         self._stamps = self._file_stamps()
 
     def _file_stamps(self) -> tuple[Any, ...]:
         if self.config is None:
             return ()
+        signing = self.config.signing_key_file
         return tuple(_stamp(p) for p in (self.config.key_file, staged(self.config.key_file),
-                                          self.config.signing_key_file))
+                                          signing, staged(signing), revoked_path(signing)))
 
     def reload(self) -> None:
         """Read the key files again when any changed (a rotation); a staged sealing key is
@@ -225,6 +257,12 @@ class CloudKeys:
             nxt = []
         self.aead_key, self._aeads = current, [current, *nxt]
         self.signer = load_signer(self.config.signing_key_file)
+        signing = staged(self.config.signing_key_file)
+        try:
+            self.next_signer = load_signer(signing)
+        except (ConfigError, FileNotFoundError, OSError):
+            self.next_signer = None
+        self.revoked = read_revoked(self.config.signing_key_file)
         self._stamps = stamps
 
     def sealing_key(self) -> bytes:
@@ -274,8 +312,21 @@ class CloudKeys:
         return vectors
 
     def signed(self, message: dict[str, Any]) -> bytes:
+        """The message signed, naming its key (`kid`), announcing the staged signing key
+        (`next_keys`) and the keys retired (`revoked`): a gateway trusts the next key on
+        the word of the current one (docs/face.md)."""
         self.reload()
-        return sign(message, self.signer)
+        extra: dict[str, Any] = {"kid": fingerprint(public_pem(self.signer))}
+        if self.next_signer is not None:
+            extra["next_keys"] = [public_pem(self.next_signer).decode()]
+        if self.revoked:
+            extra["revoked"] = self.revoked
+        return sign({**message, **extra}, self.signer)
+
+    @property
+    def next_fingerprint(self) -> str | None:
+        self.reload()
+        return None if self.next_signer is None else fingerprint(public_pem(self.next_signer))
 
 
 def cloud_keys(config: WatchlistsConfig) -> CloudKeys:
@@ -430,11 +481,17 @@ async def latest(store: Store) -> int:
         return int((await conn.execute(select(func.max(watchlist_changes.c.seq)))).scalar() or 0)
 
 
-async def site_versions(
-    store: Store, only: str | None = None
-) -> dict[str, tuple[str | None, int, int | None]]:
-    """Every site (or `only` that one): (its place, the version of its watchlist, the version
-    it acknowledged in its latest report)."""
+class SiteWatchlist(NamedTuple):
+    location: str | None  # the site's place
+    version: int  # of its watchlist
+    held: int | None  # the version it acknowledged in its latest report
+    refused: dict[str, str]  # the lists it could not match, by its latest report: why
+    deltas: bool = False  # its reports name the keys it trusts: software that reads deltas
+
+
+async def site_versions(store: Store, only: str | None = None) -> dict[str, SiteWatchlist]:
+    """Every site (or `only` that one): its place, the version of its watchlist, the version
+    it acknowledged in its latest report and the lists it refused."""
     query = select(sites.c.id, sites.c.location, sites.c.last_health)
     if only is not None:
         query = query.where(sites.c.id == only)
@@ -447,8 +504,12 @@ async def site_versions(
     for site, location, health in places:
         version = max((int(seq) for scope, seq in changes if overlaps(scope, location)),
                       default=0)
-        held = health.get("watchlist") if isinstance(health, dict) else None
-        out[site] = (location, version, held if isinstance(held, int) else None)
+        health = health if isinstance(health, dict) else {}
+        held = health.get("watchlist")
+        refused = health.get("watchlist_refused")
+        out[site] = SiteWatchlist(location, version, held if isinstance(held, int) else None,
+                                  refused if isinstance(refused, dict) else {},
+                                  isinstance(health.get("watchlist_keys"), list))
     return out
 
 
@@ -456,14 +517,28 @@ _too_large: set[tuple[str, int]] = set()
 
 
 async def site_messages(store: Store, keys: CloudKeys, site: str, location: str | None,
-                        version: int, now_ms: int) -> list[bytes] | None:
+                        version: int, now_ms: int, base: int | None = None) -> list[bytes] | None:
     """The signed watchlist of `site` at `version`, its entries in force, ids and descriptors
-    only: one message, or the parts of a list too large for one (shouwang/watchlist_message.py
-    `build`), each at most MAX_MESSAGE_BYTES. None for a list over even that (logged once per
-    site and version; the gateway keeps the list it has)."""
+    only, with the tier of each list they name (cloud.yaml's `watchlists.lists`, the built-in
+    ones' `DEFAULT_LISTS`): the changes since `base` (the version the gateway acknowledged)
+    when given and they fit a delta (shouwang/watchlist_message.py `build_delta`: at most
+    MAX_DELTA), else one message, or the parts of a list too large for one
+    (shouwang/watchlist_message.py `build`), each at most MAX_MESSAGE_BYTES. None for a list
+    over even that (logged once per site and version; the gateway keeps the list it has)."""
+    touched: set[tuple[str, str]] | None = None
+    if base:
+        async with store.engine.connect() as conn:
+            changed = (await conn.execute(select(
+                watchlist_changes.c.list, watchlist_changes.c.person, watchlist_changes.c.scope)
+                .where(watchlist_changes.c.seq > base, watchlist_changes.c.seq <= version))).all()
+        touched = {(lst, person) for lst, person, scope in changed if overlaps(scope, location)}
+        if len(touched) > MAX_DELTA:
+            touched = None
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(watchlist_people).where(
-            watchlist_people.c.until_ms > now_ms).order_by(watchlist_people.c.id))).mappings().all()
+        query = select(watchlist_people).where(watchlist_people.c.until_ms > now_ms)
+        if touched is not None:
+            query = query.where(watchlist_people.c.person.in_(sorted({p for _, p in touched})))
+        rows = (await conn.execute(query.order_by(watchlist_people.c.id))).mappings().all()
 
     def messages() -> list[bytes]:  # CPU work (5,000 people: unseal, pack, sign): a thread
         entries = [
@@ -472,11 +547,24 @@ async def site_messages(store: Store, keys: CloudKeys, site: str, location: str 
              "photos": list(r["photo_hashes"]),
              "embeddings": [pack(v) for v in keys.open_embeddings(r["embeddings"], r["id"])]}
             for r in rows if overlaps(r["scope"], location)
+            and (touched is None or (r["list"], r["person"]) in touched)
         ]
-        return build(site, version, entries, keys.signed)
+        own = keys.config.lists if keys.config is not None else {}
+        named = {e["list"] for e in entries}
+        tiers = {n: own[n].policy() if n in own else DEFAULT_LISTS[n].model_dump()
+                 for n in sorted(named) if n in own or n in DEFAULT_LISTS}
+        if touched is None or not base:
+            return build(site, version, entries, keys.signed, lists=tiers)
+        there = {(e["list"], e["person"]) for e in entries}
+        delta = build_delta(site, version, base, entries, sorted(touched - there),
+                            keys.signed, lists=tiers)
+        return [] if delta is None else [delta]  # [] : too large for a delta, send it whole
 
     try:
-        return await asyncio.to_thread(messages)
+        out = await asyncio.to_thread(messages)
+        if not out:
+            return await site_messages(store, keys, site, location, version, now_ms)
+        return out
     except ValueError as err:
         if (site, version) not in _too_large:
             _too_large.add((site, version))

@@ -327,10 +327,13 @@ async def list_people(request: web.Request) -> web.Response:
     people = [_public(r) for r in rows if visible(who, r)]
     gates = []
     if who.role != "family":
-        for site, (location, version, held) in sorted((await site_versions(store)).items()):
+        for site, (location, version, held, refused, _) in sorted(
+                (await site_versions(store)).items()):
             if version and (who.role == "admin" or any(overlaps(location, p)
                                                        for p in who.locations)):
-                gates.append({"site": site, "version": version, "acked_version": held})
+                # `refused`: why the gateway could not match this list, else None.
+                gates.append({"site": site, "version": version, "acked_version": held,
+                              "refused": refused.get(list_name)})
     description, days = request.app[FACES].policy(list_name)
     return web.json_response({
         "list": list_name, "description": description,

@@ -1046,6 +1046,11 @@ class EdgeDaemon:
             # The version of the cloud's watchlists this gateway holds: the acknowledgement,
             # and the cloud sends the current one when it is older (cloud/watchlists.py).
             "watchlist": self.watchlists.held,
+            # The cloud's lists it could not match (no tier, or one out of bounds): why.
+            "watchlist_refused": dict(self.watchlists.refused),
+            # The cloud's signing keys it trusts (fingerprints): the cloud activates a new
+            # one only once every gateway has it (docs/face.md).
+            "watchlist_keys": await asyncio.to_thread(self.watchlists.trusted),
         }
 
     def _telemetry_row(self, readings: list[Reading]) -> NewRow:

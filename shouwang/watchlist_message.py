@@ -6,7 +6,33 @@ atomic replacement, and a lost message is repaired by any later one):
     {"v": 1, "site": "s-1", "version": 42, "entries": [
         {"id", "person", "list", "consent", "entered_ms", "until_ms", "model",
          "photos": [sha256...], "embeddings": ["<base64 of little-endian float32>"...]}],
+     "lists": {"no_entry": {"description", "threshold", "margin", "hits", "cooldown_s",
+                            "retention_days"}},
      "sig": "<Ed25519 signature, base64, of the message without sig, keys sorted>"}
+
+A change to a list the gateway holds goes as a delta, the changes since the version it
+acknowledged (`base`); the gateway applies it only on top of exactly `base`:
+
+    {"v": 3, "site", "version", "base": 41, "entries": [...added or changed...],
+     "removed": [["missing_elder", "R-0117"], ...], "lists", "sig"}
+
+An entry replaces the cloud's entry of the same list and person; `removed` names the
+(list, person) of each entry gone (a person is on a list once). The cloud sends the whole list
+instead when the gateway holds none, refused a list, or more than MAX_DELTA changed.
+
+Three optional fields roll the signing key over without an installer (docs/face.md):
+`kid` names the key that signed the message (the first 16 hex of the SHA-256 of its public
+PEM: `fingerprint`), so a message signed by a key the gateway does not trust is told from a
+forged one (`key_untrusted`); `next_keys` carries the public PEM of the key the cloud will sign
+with next, and `revoked` the fingerprints of keys it no longer signs with. Both are signed
+with the message by a key the gateway trusts already, and it keeps them
+(`{data_dir}/face/cloud_keys.json`, edge/video/face/downlink.py).
+
+`lists` carries the matching tier of each list named in the entries (signed with them), so a
+gateway matches a community's list without an installer copying its settings there; the
+gateway's own `lists.yaml` wins where it names a list, and a list it can match by neither is
+refused whole (edge/video/face/downlink.py). A message without `lists` (an older cloud) is
+still read: the gateway's own tiers alone apply.
 
 A descriptor travels as base64 of its float32 values (1 KB for 192 values, against 2.3 KB
 as JSON numbers): the shipped brokers take packets up to 1 MiB (`max_packet_size`), and the
@@ -36,19 +62,25 @@ import binascii
 import builtins
 import hashlib
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 VERSION = 1  # the whole list in one message
 VERSION_PARTS = 2  # one part of a list cut into several
+VERSION_DELTA = 3  # the changes since `base`: entries added or changed, (list, person) removed
+MAX_DELTA = 500  # more changes than this go as the whole list
 MAX_ENTRIES = 20_000  # in one message, and in all the parts of a list
 MAX_PARTS = 32  # 32 messages of up to 1 MB: a gateway holds at most this much while gathering
+MAX_NEXT_KEYS = 4
+MAX_REVOKED = 64
+MAX_LISTS = 256  # list tiers one message may carry
 MAX_MESSAGE_BYTES = 1_000_000  # under the shipped brokers' max_packet_size of 1 MiB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _SHA = re.compile(r"^[0-9a-f]{64}\Z")
@@ -85,6 +117,12 @@ class WatchlistMessage:
     part: int = 1  # of `parts`; a v1 message is part 1 of 1
     parts: int = 1
     digest: str = ""
+    lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → its tier, unchecked
+    next_keys: list[bytes] = field(default_factory=list)  # public PEM, checked Ed25519
+    revoked: list[str] = field(default_factory=list)  # fingerprints
+    kid: str = ""  # the signing key's fingerprint ("" from an older cloud)
+    base: int | None = None  # a delta (v3): the version it applies on top of
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (list, person), a delta
 
 
 def pack(vector: list[float]) -> str:
@@ -118,6 +156,25 @@ def sign(message: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
     return orjson.dumps({**message, "sig": sig})
 
 
+def fingerprint(pem: bytes) -> str:
+    """What names a key to an operator and in a message's `kid`: SHA-256 of its PEM, 16 hex."""
+    return hashlib.sha256(pem).hexdigest()[:16]
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public(pem: bytes) -> Ed25519PublicKey | None:
+    """An Ed25519 public key from its PEM, or None."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, Ed25519PublicKey) else None
+
+
 def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
              data: dict[str, Any]) -> bool:
     """Signed by the key, or by one of the keys (during a rotation of the cloud's key)."""
@@ -135,8 +192,9 @@ def verified(key: Ed25519PublicKey | Sequence[Ed25519PublicKey], sig: Any,
     return False
 
 
-def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey], site: str,
-          held: int) -> WatchlistMessage | Refused:
+def parse(payload: bytes, *,
+          key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | Mapping[str, Ed25519PublicKey],
+          site: str, held: int) -> WatchlistMessage | Refused:
     """Check one message for the gateway of `site` that holds version `held`; never raises.
     Order: it is JSON, it is signed by the cloud, it is our version of the format, for us,
     newer than what we hold, and every entry is whole. A message that fails any of these
@@ -147,12 +205,22 @@ def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
         return Refused("not_json", f"not JSON: {err}")
     if not isinstance(data, dict):
         return Refused("not_json", "not a JSON object")
+    kid = data.get("kid", "")
+    if not isinstance(kid, str):
+        return Refused("bad_format", "kid must be a key fingerprint")
+    if isinstance(key, Mapping):  # the trusted keys by fingerprint
+        if kid and kid not in key:
+            return Refused("key_untrusted", f"signed by key {str(kid)[:16]!r}, which this "
+                           f"gateway does not trust (it trusts {', '.join(sorted(key))})")
+        key = [key[kid]] if kid else list(key.values())
     if not verified(key, data.get("sig"), data):
         return Refused("bad_signature",
                        "the signature is missing or not the cloud's watchlist key's")
-    if data.get("v") not in (VERSION, VERSION_PARTS):
-        return Refused("unsupported_version", f"message format v={data.get('v')!r}; this "
-                       f"gateway reads v={VERSION} and v={VERSION_PARTS}")
+    if data.get("v") not in (VERSION, VERSION_PARTS, VERSION_DELTA):
+        return Refused("unsupported_version", f"message format v={data.get('v')!r}, newer "
+                       f"than this gateway's software or not a watchlist message; it reads "
+                       f"v={VERSION} (a whole list), v={VERSION_PARTS} (its parts) and "
+                       f"v={VERSION_DELTA} (changes): nothing applied, update the gateway")
     if data.get("site") != site:
         return Refused("wrong_site", f"for site {data.get('site')!r}, this is {site!r}")
     version = data.get("version")
@@ -174,22 +242,58 @@ def parse(payload: bytes, *, key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
             return Refused("bad_format", f"part must be 1 to {parts}, got {part!r}")
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             return Refused("bad_format", "digest must be 16 hex digits")
+    lists = data.get("lists", {})
+    if not isinstance(lists, dict) or len(lists) > MAX_LISTS or not all(
+            isinstance(name, str) and _ID.match(name) and isinstance(tier, dict)
+            for name, tier in lists.items()):
+        return Refused("bad_format", f"lists must map at most {MAX_LISTS} list names to "
+                       "their tiers (objects)")
+    base: Any = None
+    removed: list[tuple[str, str]] = []
+    if data["v"] == VERSION_DELTA:
+        base, gone = data.get("base"), data.get("removed")
+        if type(base) is not int or not 0 < base < version:
+            return Refused("bad_format", f"base must be a version before {version}, got "
+                           f"{base!r}")
+        if not isinstance(gone, list) or len(gone) + len(entries) > MAX_DELTA or not all(
+                isinstance(g, list) and len(g) == 2
+                and all(isinstance(x, str) and _ID.match(x) for x in g) for g in gone):
+            return Refused("bad_format", "removed must be a list of [list, person] ids, "
+                           f"with the entries at most {MAX_DELTA} changes")
+        removed = [(g[0], g[1]) for g in gone]
+    next_keys = data.get("next_keys", [])
+    if not isinstance(next_keys, list) or len(next_keys) > MAX_NEXT_KEYS or not all(
+            isinstance(k, str) and len(k) < 1024 and load_public(k.encode()) is not None
+            for k in next_keys):
+        return Refused("bad_format", f"next_keys must be at most {MAX_NEXT_KEYS} Ed25519 "
+                       "public keys (PEM)")
+    revoked = data.get("revoked", [])
+    if not isinstance(revoked, list) or len(revoked) > MAX_REVOKED or not all(
+            isinstance(r, str) and _DIGEST.match(r) for r in revoked):
+        return Refused("bad_format", f"revoked must be at most {MAX_REVOKED} key "
+                       "fingerprints (16 hex digits)")
     out: list[Entry] = []
     for i, raw in enumerate(entries):
         entry = _entry(raw)
         if isinstance(entry, str):
             return Refused("bad_format", f"entries[{i}]: {entry}")
         out.append(entry)
-    return WatchlistMessage(site, version, out, part, parts, digest)
+    return WatchlistMessage(site, version, out, part, parts, digest, lists,
+                            [k.encode() for k in next_keys], list(revoked),
+                            kid, base, removed)
 
 
 def build(site: str, version: int, entries: list[dict[str, Any]],
           signed: Callable[[dict[str, Any]], bytes],
-          limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """The messages that carry `entries` to `site` at `version`, each at most `limit` bytes:
-    one v1 message when the whole list fits, else v2 parts filled in order. ValueError when
-    it would take more than MAX_PARTS parts (or an entry alone does not fit in one)."""
-    whole = signed({"v": VERSION, "site": site, "version": version, "entries": entries})
+          limit: int = MAX_MESSAGE_BYTES,
+          lists: dict[str, dict[str, Any]] | None = None) -> list[bytes]:
+    """The messages that carry `entries` (and the tiers of their `lists`, in every part) to
+    `site` at `version`, each at most `limit` bytes: one v1 message when the whole list
+    fits, else v2 parts filled in order. ValueError when it would take more than MAX_PARTS
+    parts (or an entry alone does not fit in one)."""
+    tiers = {} if lists is None else {"lists": lists}
+    whole = signed({"v": VERSION, "site": site, "version": version, "entries": entries,
+                    **tiers})
     if len(whole) <= limit:
         return [whole]
     if len(entries) > MAX_ENTRIES:
@@ -197,7 +301,7 @@ def build(site: str, version: int, entries: list[dict[str, Any]],
     digest = hashlib.sha256(orjson.dumps(entries)).hexdigest()[:16]
     # Everything but the entries, at its longest (part and parts of two digits).
     frame = len(signed({"v": VERSION_PARTS, "site": site, "version": version, "part": 99,
-                        "parts": 99, "digest": digest, "entries": []}))
+                        "parts": 99, "digest": digest, "entries": [], **tiers}))
     cuts: list[list[dict[str, Any]]] = [[]]
     size = frame
     for entry in entries:
@@ -212,8 +316,22 @@ def build(site: str, version: int, entries: list[dict[str, Any]],
     if len(cuts) > MAX_PARTS:
         raise ValueError(f"{len(cuts)} parts of {limit} bytes, more than {MAX_PARTS}")
     return [signed({"v": VERSION_PARTS, "site": site, "version": version, "part": i + 1,
-                    "parts": len(cuts), "digest": digest, "entries": cut})
+                    "parts": len(cuts), "digest": digest, "entries": cut, **tiers})
             for i, cut in enumerate(cuts)]
+
+
+def build_delta(site: str, version: int, base: int, entries: list[dict[str, Any]],
+                removed: list[tuple[str, str]], signed: Callable[[dict[str, Any]], bytes],
+                lists: dict[str, dict[str, Any]] | None = None,
+                limit: int = MAX_MESSAGE_BYTES) -> bytes | None:
+    """The delta from `base` to `version`, or None when it must go whole (more than
+    MAX_DELTA changes, or over `limit` bytes)."""
+    if len(entries) + len(removed) > MAX_DELTA:
+        return None
+    message = signed({"v": VERSION_DELTA, "site": site, "version": version, "base": base,
+                      "entries": entries, "removed": [list(r) for r in removed],
+                      **({} if lists is None else {"lists": lists})})
+    return message if len(message) <= limit else None
 
 
 def _entry(raw: Any) -> Entry | str:

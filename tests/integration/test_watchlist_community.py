@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
+from sqlalchemy import update
 
 from cloud.config import CloudConfig
+from cloud.schema import sites
 from cloud.watchlist_store import CommunityList
-from shouwang.config import ConfigError
+from shouwang.config import ConfigError, load_yaml
 from shouwang.services import Mosquitto
 from tests.conftest import eventually
 from tests.integration.test_watchlists import (
@@ -27,6 +30,7 @@ from tests.scenarios.site import COMMUNITY, GRID, STATION, community
 pytestmark = pytest.mark.integration
 LIST = "no_entry"  # e.g. people a court barred from the estate
 DAYS = 14
+TIER = {"threshold": 0.62, "margin": 0.15, "hits": 3, "cooldown_s": 900}
 
 
 async def test_a_community_list_is_enrolled_by_its_workers_and_reaches_its_gates(
@@ -38,7 +42,7 @@ async def test_a_community_list_is_enrolled_by_its_workers_and_reaches_its_gates
         c = keys(c)
         assert c.watchlists is not None
         lists = {LIST: CommunityList(description="禁止入内（法院禁令）", retention_days=DAYS,
-                                     community=COMMUNITY)}
+                                     community=COMMUNITY, **TIER)}
         return c.model_copy(update={"watchlists": c.watchlists.model_copy(
             update={"lists": lists})})
 
@@ -68,9 +72,12 @@ async def test_a_community_list_is_enrolled_by_its_workers_and_reaches_its_gates
         assert reply.status == 201, reply.body
         assert reply.body["scope"] == GRID
         assert await eventually(lambda: gateway_people(site) == [("V-1", LIST), ("V-2", LIST)])
-        # Seen by the community's workers and admins, as absent by anyone else.
+        # Seen by the community's workers and admins, as absent by anyone else; the gate
+        # matches the list by the tier sent with it (`refused` would say why not).
         listing = await (await as_(site, "worker-li")).get(f"/api/watchlists/{LIST}/people")
         assert listing.status == 200, listing.body
+        assert [(g["site"], g["refused"]) for g in listing.body["sites"]] == [
+            (site.edge.config.site, None)]
         assert listing.body["retention_days"] == DAYS
         assert listing.body["description"] == "禁止入内（法院禁令）"
         assert [p["person"] for p in listing.body["people"]] == ["V-1", "V-2"]
@@ -86,6 +93,19 @@ async def test_a_community_list_is_enrolled_by_its_workers_and_reaches_its_gates
         reply = await enrol(site, "worker-li", "no_such_list", "V-3", good)
         assert reply.status == 404, reply.body
         assert LIST in reply.body["error"]
+        # A gateway that could not match it says so in its report, and the API shows why
+        # (once the gateway's own report of the removal is in, so as not to race it).
+        async def acked() -> bool:
+            got = await (await as_(site, "worker-li")).get(f"/api/watchlists/{LIST}/people")
+            return all(g["acked_version"] == g["version"] for g in got.body["sites"])
+
+        assert await eventually(acked)
+        async with site.cloud.store.engine.begin() as conn:
+            await conn.execute(update(sites).where(sites.c.id == site.edge.config.site).values(
+                last_health={"type": "gateway", "watchlist": 1,
+                             "watchlist_refused": {LIST: "no tier"}}))
+        listing = await (await as_(site, "worker-li")).get(f"/api/watchlists/{LIST}/people")
+        assert [g["refused"] for g in listing.body["sites"]] == ["no tier"]
         # Its match evidence is kept the list's own days, not the unknown-list default.
         assert site.cloud.retention is not None
         assert site.cloud.retention.days(LIST) == DAYS
@@ -96,6 +116,28 @@ def test_a_community_list_cannot_take_a_built_in_name_or_a_bad_one(tmp_path: Pat
         "key_file": str(tmp_path / "k"), "signing_key_file": str(tmp_path / "s")}}
     for name in ("police", "No Entry", ""):
         bad = {**base, "watchlists": {**base["watchlists"], "lists": {name: {
-            "description": "x", "retention_days": 7, "community": "d/s/c"}}}}
+            "description": "x", "retention_days": 7, "community": "d/s/c", **TIER}}}}
         with pytest.raises((ConfigError, ValueError)):
             CloudConfig.model_validate(bad)
+
+
+def test_a_community_list_must_declare_its_tier(tmp_path: Path) -> None:
+    """The gateways match a community list by the tier the cloud sends with it: a list
+    without one is a start-up error naming the key, not a list that silently matches nobody."""
+    path = tmp_path / "cloud.yaml"
+    for missing in TIER:
+        tier = {k: v for k, v in TIER.items() if k != missing}
+        path.write_text(orjson.dumps({"broker": {}, "watchlists": {
+            "key_file": str(tmp_path / "k"), "signing_key_file": str(tmp_path / "s"),
+            "lists": {LIST: {"description": "x", "retention_days": 7, "community": "d/s/c",
+                             **tier}}}}).decode())
+        with pytest.raises(ConfigError) as err:
+            load_yaml(path, CloudConfig)
+        assert f"watchlists.lists.{LIST}.{missing}" in str(err.value), str(err.value)
+    path.write_text(orjson.dumps({"broker": {}, "watchlists": {
+        "key_file": str(tmp_path / "k"), "signing_key_file": str(tmp_path / "s"),
+        "lists": {LIST: {"description": "x", "retention_days": 7, "community": "d/s/c",
+                         **TIER, "threshold": 1.5}}}}).decode())
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path, CloudConfig)
+    assert f"watchlists.lists.{LIST}.threshold" in str(err.value), str(err.value)

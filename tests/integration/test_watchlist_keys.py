@@ -6,6 +6,7 @@ the signing key rotated with an overlap the gateways accept."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +22,7 @@ from sqlalchemy import select
 
 from cloud.access import audit
 from cloud.store import Store
-from cloud.watchlist_keys import RotationError, rotate_sealing
+from cloud.watchlist_keys import RotationError, retired, retired_path, rotate_sealing
 from cloud.watchlist_store import (
     CloudKeys,
     WatchlistsConfig,
@@ -34,6 +36,7 @@ from edge.video.face.downlink import CloudWatchlists
 from edge.video.face.store import WatchlistStore
 from shouwang.cli import main
 from shouwang.metrics import Metrics
+from shouwang.watchlist_message import fingerprint, sign
 
 pytestmark = pytest.mark.integration
 VECTOR = [0.125] * 192
@@ -203,26 +206,25 @@ async def test_a_crash_before_commit_changes_no_row(
             is None
 
 
-async def test_signing_key_overlap_gateway_accepts_old_and_new_then_the_cloud_switches(
+async def test_signing_key_rolls_over_the_air_and_the_old_one_is_revoked(
     tmp_path: Path
 ) -> None:
     config = conf(tmp_path)
     worker = cloud_keys(config)
+    old_signer = load_signer(config.signing_key_file)
     old_pem = worker.public_pem
     cloud_yaml = tmp_path / "cloud.yaml"
     cloud_yaml.write_text(yaml.safe_dump({
         "broker": {}, "database_url": f"sqlite+aiosqlite:///{tmp_path}/cloud.sqlite",
         "watchlists": {"key_file": str(config.key_file),
                        "signing_key_file": str(config.signing_key_file)}}))
-    # A gateway that holds the old public key only, and one given both, as an installer does.
-    gateways = {}
-    for name, pems in (("old-only", [old_pem]), ("both", None)):
-        gateways[name] = tmp_path / f"{name}.pub.pem"
-        if pems is not None:
-            gateways[name].write_bytes(b"".join(pems))
+    # Two gateways an installer gave the old public key only; one hears from the cloud while
+    # the new key is staged, the other is away all that time.
+    installed = tmp_path / "installed.pub.pem"
+    installed.write_bytes(old_pem)
 
     def at(name: str) -> CloudWatchlists:
-        return CloudWatchlists(WatchlistStore(tmp_path / name), "s-1", gateways[name],
+        return CloudWatchlists(WatchlistStore(tmp_path / name), "s-1", installed,
                                Metrics("edge"))
 
     def message(version: int) -> bytes:
@@ -234,25 +236,89 @@ async def test_signing_key_overlap_gateway_accepts_old_and_new_then_the_cloud_sw
             main, ["cloud", "watchlist-keys", "--config", str(cloud_yaml), "--rotate"]) == 0
     printed = out.getvalue()
     new_pem = printed[printed.index("-----BEGIN PUBLIC KEY-----"):].encode()
-    gateways["both"].write_bytes(old_pem + new_pem)
-    # Staged, not in use: both gateways still take the cloud's messages.
-    assert await at("old-only").handle(message(1))
-    assert await at("both").handle(message(1))
+    old_fp, new_fp = fingerprint(old_pem), fingerprint(new_pem)
+    # Staged, not in use: signed by the old key, announcing the new one, which the gateway
+    # keeps (cloud_keys.json) and reports.
+    listening = at("listening")
+    assert await listening.handle(message(1))
+    assert listening.trusted() == sorted([old_fp, new_fp])
+    kept = orjson.loads((tmp_path / "listening" / "face" / "cloud_keys.json").read_bytes())
+    assert kept == {"trusted": [new_pem.decode()], "revoked": []}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert await asyncio.to_thread(main, [
             "cloud", "watchlist-keys", "--config", str(cloud_yaml),
-            "--activate-signing-key"]) == 0
-    # The running worker signs with the new key now; the gateway with both keys takes it,
-    # the one nobody gave the new key refuses it (counted) and keeps its list.
+            "--activate-signing-key", "--wait", "0"]) == 0
+    # The running worker signs with the new key now, revoking the old: the gateway that
+    # learnt it takes the message, and trusts the old key no more although its
+    # cloud_watchlist_key file still holds it.
     assert worker.public_pem == new_pem
     assert (config.signing_key_file.with_name("watchlist-signing.pub.pem").read_bytes()
             == new_pem)
-    assert await at("both").handle(message(2))
-    late = at("old-only")
-    assert not await late.handle(message(2))
-    assert late.metrics.rejected_count("watchlist_bad_signature") == 1
+    listening = at("listening")
+    assert await listening.handle(message(2))
+    assert listening.held == 2
+    assert listening.trusted() == [new_fp]
+    forged = sign({"v": 1, "site": "s-1", "version": 3, "entries": [], "kid": old_fp},
+                  old_signer)
+    assert not await listening.handle(forged)
+    assert listening.metrics.rejected_count("watchlist_key_untrusted") == 1
+    # The gateway that was away never heard of the new key: refused, counted, its list kept.
+    away = at("away")
+    assert not await away.handle(message(2))
+    assert away.metrics.rejected_count("watchlist_key_untrusted") == 1
     with contextlib.redirect_stdout(io.StringIO()):  # nothing staged any more
         assert await asyncio.to_thread(main, [
             "cloud", "watchlist-keys", "--config", str(cloud_yaml),
             "--activate-signing-key"]) == 1
+
+
+async def test_a_rotation_keeps_the_old_key_for_the_backups_made_before_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = conf(tmp_path)
+    async with enrolled(database_url, config) as (store, _):
+        first = config.key_file.read_bytes()
+        # A database backup made now: the sealed rows as they are.
+        async with store.engine.connect() as conn:
+            backup = (await conn.execute(select(watchlist_people.c.id,
+                                                watchlist_people.c.photo))).all()
+        cloud_yaml = tmp_path / "cloud.yaml"
+        cloud_yaml.write_text(yaml.safe_dump({
+            "broker": {}, "database_url": database_url,
+            "watchlists": {"key_file": str(config.key_file),
+                           "signing_key_file": str(config.signing_key_file)}}))
+
+        def run(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["cloud", "watchlist-keys", "--config", str(cloud_yaml), *args])
+            return code, out.getvalue()
+
+        for _ in range(2):
+            code, _out = await asyncio.to_thread(run, "--rotate")
+            assert code == 0
+        ring = retired_path(config.key_file)
+        assert ring.stat().st_mode & 0o077 == 0
+        kept = [base64.b64decode(k["key"]) for k in retired(config.key_file)]
+        assert kept[0] == first
+        assert len(kept) == 2
+        assert config.key_file.read_bytes() not in kept
+        # The backup opens with the retired key, and only with it.
+        old = only(first, config)
+        assert sorted(old.open_photo(photo, row_id) for row_id, photo in backup) == sorted(
+            photos("P-0", "P-1", "P-2").values())
+        now = only(config.key_file.read_bytes(), config)
+        with pytest.raises(ValueError, match="does not open"):
+            now.open_photo(backup[0][1], backup[0][0])
+        code, shown = await asyncio.to_thread(run)
+        assert code == 0
+        assert shown.count("retired sealing key") == 2
+        # Purged once those backups are gone: audited; status shows none.
+        code, said = await asyncio.to_thread(run, "--purge-retired")
+        assert code == 0
+        assert "2 retired sealing key(s) deleted" in said
+        assert retired(config.key_file) == []
+        entries = await audit.entries(store.engine, action="watchlist_key_purge")
+        assert len(entries) == 1
+        assert len(entries[0]["detail"]["keys"]) == 2

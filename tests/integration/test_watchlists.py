@@ -31,6 +31,7 @@ from edge.video.face.store import WatchlistError, WatchlistStore
 from shouwang.mqtt import MqttClient
 from shouwang.protocol import site_down_topic
 from shouwang.services import Mosquitto
+from shouwang.watchlist_message import fingerprint, sign
 from tests import face_photos
 from tests.conftest import TEST_ADMIN, TEST_PASSWORD, eventually, unique
 from tests.integration.people import Client
@@ -354,8 +355,11 @@ async def test_forged_stale_and_foreign_messages_are_refused(
         forger = keys.__class__(keys.aead_key, _other_signer())
         cases: dict[str, bytes] = {
             "not_json": b"\x00not json",
-            "bad_signature": forger.signed(good),
-            "unsupported_version": keys.signed({**good, "v": 3}),  # v2: the parts of a list
+            # Signed by a key the gateway does not trust; or naming the cloud's key, forged.
+            "key_untrusted": forger.signed(good),
+            "bad_signature": sign({**good, "kid": fingerprint(keys.public_pem)},
+                                  forger.signer),
+            "unsupported_version": keys.signed({**good, "v": 99}),  # a future format
             "wrong_site": keys.signed({**good, "site": "another-site"}),
             "stale_version": keys.signed({**good, "version": 0}),
             "bad_format": keys.signed({**good, "entries": [{"id": "x"}]}),

@@ -54,3 +54,10 @@ def test_a_device_state_past_64_bits_is_refused() -> None:
     assert check_health_body(STATE) is None
     assert check_health_body({**STATE, "at_ms": 2**63}) == (
         "device_state: body.at_ms must be integer ms")
+
+
+def test_a_gateway_names_the_watchlists_it_refused_in_its_report() -> None:
+    report = {"type": "gateway", "watchlist": 4, "watchlist_refused": {"no_entry": "why"}}
+    assert check_health_body(report) is None
+    for bad in ({"no_entry": 3}, ["no_entry"], {"no_entry": "x" * 201}):
+        assert check_health_body({**report, "watchlist_refused": bad}) is not None

@@ -80,7 +80,7 @@ class WatchlistSource:
         if version == self._version:
             return self._watchlist
         try:
-            self._watchlist = Watchlist(self.store.load(), self.store.lists(), self.model)
+            self._watchlist = Watchlist(*self.store.matching(), self.model)
         except WatchlistError as err:
             self.errors += 1
             if not self._failing:

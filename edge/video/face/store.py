@@ -14,7 +14,8 @@ enrolment and removal (ids, list, by, at: no descriptor, no photo), and each enr
 retention removed at its `until` (`expire`, run each minute by the edge daemon).
 
 The lists and their tiers (threshold, margin, hits a track needs, cooldown, retention) come
-from `{data_dir}/face/lists.yaml` when it exists, else `DEFAULT_LISTS`.
+from `{data_dir}/face/lists.yaml` when it exists, else `DEFAULT_LISTS`; a list the cloud sends
+brings its tier with it (kept in the sealed file), used where the gateway's own do not name it.
 """
 
 from __future__ import annotations
@@ -169,10 +170,31 @@ class WatchlistStore:
 
     def load_all(self) -> tuple[list[Enrolment], int]:
         """(every enrolment, the cloud version applied)."""
+        enrolments, meta = self._load()
+        return enrolments, int(meta.get("cloud_version", 0))
+
+    def cloud_state(self) -> tuple[int, dict[str, str]]:
+        """(the cloud version applied, the cloud's lists refused with it: name → why)."""
+        _, meta = self._load()
+        return int(meta.get("cloud_version", 0)), dict(meta.get("cloud_refused", {}))
+
+    def matching(self) -> tuple[list[Enrolment], dict[str, ListPolicy]]:
+        """Every enrolment, and the tier of every list this gateway matches against: its own
+        (`lists.yaml`, else `DEFAULT_LISTS`), and the tiers the cloud sent with its lists for
+        the names it does not define (its own win)."""
+        enrolments, meta = self._load()
+        lists = self.lists()
+        for name, raw in meta.get("cloud_lists", {}).items():
+            lists.setdefault(name, ListPolicy.model_validate(raw))
+        return enrolments, lists
+
+    def _load(self) -> tuple[list[Enrolment], dict[str, Any]]:
+        """(every enrolment, the rest of the document: the cloud's version, list tiers and
+        refused lists)."""
         try:
             sealed = self.path.read_bytes()
         except FileNotFoundError:
-            return [], 0
+            return [], {}
         key = self._key(create=False)
         try:
             plain = AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], FORMAT)
@@ -182,13 +204,12 @@ class WatchlistStore:
                 "damaged file"
             ) from None
         document = orjson.loads(plain)
-        return ([Enrolment(**row) for row in document["enrolments"]],
-                int(document.get("cloud_version", 0)))
+        enrolments = [Enrolment(**row) for row in document.pop("enrolments")]
+        return enrolments, document
 
-    def _save(self, enrolments: list[Enrolment], cloud_version: int) -> None:
+    def _save(self, enrolments: list[Enrolment], meta: dict[str, Any]) -> None:
         key = self._key(create=True)
-        plain = orjson.dumps({"enrolments": [_row(e) for e in enrolments],
-                              "cloud_version": cloud_version})
+        plain = orjson.dumps({**meta, "enrolments": [_row(e) for e in enrolments]})
         nonce = os.urandom(NONCE_BYTES)
         sealed = nonce + AESGCM(key).encrypt(nonce, plain, FORMAT)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -228,9 +249,9 @@ class WatchlistStore:
             model=model,
             photos=photos, embeddings=[[round(float(v), 6) for v in row] for row in embeddings],
         )
-        enrolments, cloud_version = self.load_all()
+        enrolments, meta = self._load()
         enrolments.append(enrolment)
-        self._save(enrolments, cloud_version)
+        self._save(enrolments, meta)
         self._audit("enrol", enrolment, entered_by, now)
         return enrolment
 
@@ -238,26 +259,33 @@ class WatchlistStore:
                now: dt.datetime | None = None) -> list[Enrolment]:
         """Remove a person's enrolments (on one list, or on all); those removed."""
         now = now or dt.datetime.now(dt.UTC)
-        enrolments, cloud_version = self.load_all()
+        enrolments, meta = self._load()
         gone = [e for e in enrolments if e.person == person and list_name in (None, e.list)]
         if gone:
             ids = {e.id for e in gone}
-            self._save([e for e in enrolments if e.id not in ids], cloud_version)
+            self._save([e for e in enrolments if e.id not in ids], meta)
             for e in gone:
                 self._audit("remove", e, by, now)
         return gone
 
     def replace_cloud(self, enrolments: list[Enrolment], version: int,
-                      now: dt.datetime | None = None) -> tuple[int, int]:
+                      now: dt.datetime | None = None, *,
+                      lists: dict[str, ListPolicy] | None = None,
+                      refused: dict[str, str] | None = None) -> tuple[int, int]:
         """Put the cloud's watchlists for this site (`version`) in place of the cloud's part
-        held, in one write: a crash leaves the old set or the new one. Local enrolments stay.
-        Each person added or removed is audited (by "cloud"); (added, removed)."""
+        held, with the tiers it sent for them (`lists`) and the names of the lists this
+        gateway refused (`refused`: name → why), in one write: a crash leaves the old set or
+        the new one. Local enrolments stay. Each person added or removed is audited (by
+        "cloud"); (added, removed)."""
         now = now or dt.datetime.now(dt.UTC)
-        held, _ = self.load_all()
+        held, _ = self._load()
         local = [e for e in held if e.origin != "cloud"]
         old = {e.id: e for e in held if e.origin == "cloud"}
         new = {e.id: e for e in enrolments}
-        self._save(local + enrolments, cloud_version=version)
+        self._save(local + enrolments, {
+            "cloud_version": version,
+            "cloud_lists": {n: p.model_dump() for n, p in (lists or {}).items()},
+            "cloud_refused": refused or {}})
         for e in enrolments:
             if e.id not in old:
                 self._audit("enrol", e, "cloud", now)
@@ -266,14 +294,43 @@ class WatchlistStore:
                 self._audit("remove", e, "cloud", now)
         return len(new.keys() - old.keys()), len(old.keys() - new.keys())
 
+    def apply_delta(self, enrolments: list[Enrolment], removed: list[tuple[str, str]],
+                    version: int, base: int, now: dt.datetime | None = None, *,
+                    lists: dict[str, ListPolicy] | None = None,
+                    refused: dict[str, str] | None = None) -> tuple[int, int]:
+        """Apply the cloud's changes from `base` to `version`, in one write: each enrolment
+        replaces the cloud's one of the same list and person, each (list, person) in
+        `removed` goes. WatchlistError, nothing written, unless the file holds exactly
+        `base`. Audited like `replace_cloud`; (added, removed)."""
+        now = now or dt.datetime.now(dt.UTC)
+        held, meta = self._load()
+        if int(meta.get("cloud_version", 0)) != base:
+            raise WatchlistError(f"changes on top of version {base}, but the file holds "
+                                 f"{meta.get('cloud_version', 0)}")
+        touched = {(e.list, e.person) for e in enrolments} | set(removed)
+        gone = [e for e in held if e.origin == "cloud" and (e.list, e.person) in touched]
+        ids = {e.id for e in gone}
+        tiers = {**meta.get("cloud_lists", {}),
+                 **{n: p.model_dump() for n, p in (lists or {}).items()}}
+        self._save([e for e in held if e.id not in ids] + enrolments, {
+            "cloud_version": version, "cloud_lists": tiers, "cloud_refused": refused or {}})
+        new = {e.id for e in enrolments}
+        for e in enrolments:
+            if e.id not in ids:
+                self._audit("enrol", e, "cloud", now)
+        for e in gone:
+            if e.id not in new:
+                self._audit("remove", e, "cloud", now)
+        return len(new - ids), len(ids - new)
+
     def expire(self, now: dt.datetime, by: str = "retention") -> list[Enrolment]:
         """Remove every enrolment whose `until` has passed (its list's retention), each
         removal a line in the audit log; those removed. One atomic write, as any change."""
-        enrolments, cloud_version = self.load_all()
+        enrolments, meta = self._load()
         gone = [e for e in enrolments if dt.datetime.fromisoformat(e.until) <= now]
         if gone:
             ids = {e.id for e in gone}
-            self._save([e for e in enrolments if e.id not in ids], cloud_version)
+            self._save([e for e in enrolments if e.id not in ids], meta)
             for e in gone:
                 self._audit("expire", e, by, now)
         return gone
