@@ -102,3 +102,51 @@ def test_a_body_falling_at_twice_gravity_is_not_a_throw() -> None:
     would look so too: the test says no rather than report a wrong floor)."""
     path = [(3.0, 40 - 0.5 * 2 * 9.81 * (n * 0.04) ** 2) for n in range(100)]
     assert run(path, 4) == []
+
+
+def run_split(path: list[tuple[float, float]], frames: range, apart_px: float,
+              seconds: float = 5) -> list[dict[str, object]]:
+    """As `run`, but during `frames` the body shows as two blobs `apart_px` apart vertically
+    (a big blurred body across a window's frame, a bag and what falls out of it)."""
+    facade = Facade(FACADE)
+    detector = ThrowDetector(ThrowConfig(), 1280, 720, facade)
+    events = []
+    for n in range(int(seconds * 25)):
+        found, sizes = [], []
+        if n < len(path) and path[n][1] >= 0:
+            u, z = path[n]
+            x, y = (float(v) for v in facade.image_points(np.array([[u, z / FLOOR_M]]))[0])
+            if n in frames:
+                found, sizes = [(x, y - apart_px / 2), (x, y + apart_px / 2)], [4.0, 4.0]
+            else:
+                found, sizes = [(x, y)], [4.0]
+        events += [e.fields | {"t_ms": e.t_ms} for e in detector._advance(found, sizes, n * 40)]
+    return events
+
+
+@pytest.mark.parametrize(("start", "length", "apart_px"),
+                         [(0, 40, 10), (4, 40, 16), (8, 20, 6), (16, 20, 24), (30, 30, 10)])
+def test_a_body_seen_as_two_blobs_for_a_while_is_one_event(
+    start: int, length: int, apart_px: float,
+) -> None:
+    """One throw, one event: while the body shows as two blobs each is followed by a track,
+    and both fall as a body does; the second is the same fall, joined to the first, not a
+    second throw."""
+    events = run_split(fall(15, 3), range(start, start + length), apart_px)
+    assert len(events) == 1, [e["t_ms"] for e in events]
+    assert events[0]["floor"] == 15
+
+
+def test_two_bodies_falling_apart_are_two_events() -> None:
+    """Two throws at once from different columns are two events: the join is for the same
+    fall, not for any other one in the air."""
+    a, b = fall(15, 2), fall(9, 5)
+    facade = Facade(FACADE)
+    detector = ThrowDetector(ThrowConfig(), 1280, 720, facade)
+    events = []
+    for n in range(125):
+        found = [(float(x), float(y)) for u, z in (a[n] if n < len(a) else (0, -1),
+                                                  b[n] if n < len(b) else (0, -1)) if z >= 0
+                 for x, y in facade.image_points(np.array([[u, z / FLOOR_M]]))]
+        events += detector._advance(found, [4.0] * len(found), n * 40)
+    assert sorted((e.fields["floor"], e.fields["column"]) for e in events) == [(9, 5), (15, 2)]

@@ -252,6 +252,8 @@ class ThrowDetector:
             for track in self.tracks:
                 track.missed += 1
         alive = []
+        # Confirmed falls, to join a track that turns out to be one of them (below).
+        fallen = [tr for _, tr in self._done] + [tr for tr in self.tracks if tr.confirmed]
         for track in self.tracks:
             # A track of a few sightings that loses its object is most likely noise (a rain
             # streak, a flicker): it gets one frame of grace, an established one `max_missed`.
@@ -266,7 +268,13 @@ class ThrowDetector:
                 verdict = self.judge_tail(track)
                 if verdict.ok:
                     track.confirmed = True
-                    events.append(self._event(track, verdict))
+                    # One throw, one event: a track of the same fall as a confirmed one (the
+                    # body lost and found again, or seen as two blobs for a while) joins it.
+                    if self._same_fall(track, fallen):
+                        track.continuation = True
+                    else:
+                        events.append(self._event(track, verdict))
+                    fallen.append(track)
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
         for j in np.flatnonzero(free)[:200]:
@@ -290,6 +298,36 @@ class ThrowDetector:
                 continue
             px, _ = old.predict(t_ms)
             if abs(px - x) < 40 + 0.15 * (y - y_last):
+                return True
+        return False
+
+    def _same_fall(self, track: Track, fallen: list[Track]) -> bool:
+        """Whether `track` follows the same falling body as one of `fallen` (confirmed tracks
+        alive or ended within 3 s): fitted together, the last second of that one and the
+        whole of this one move as one body (one motion, y cubic in time: gravity slowed by
+        drag; x quadratic), each track allowed its own constant offset (a blob's centroid,
+        or half of a split blob), of at most 30 px plus twice the blob's size, within the
+        residual a single track is allowed."""
+        t_first = track.points[0][0]
+        new = np.asarray(track.points, dtype=np.float64)
+        size = float(np.median(track.sizes)) if track.sizes else 3.0
+        for old in fallen:
+            if old is track or t_first - old.points[-1][0] > 3000:
+                continue
+            prev = np.asarray([p for p in old.points if p[0] >= old.points[-1][0] - 1000],
+                              dtype=np.float64)
+            pts = np.concatenate([prev, new])
+            t = (pts[:, 0] - t_first) / 1000.0
+            is_new = np.r_[np.zeros(len(prev)), np.ones(len(new))]
+            base = np.stack([1.0 - is_new, is_new, t, t * t], axis=1)
+            ay = np.c_[base, t ** 3]
+            fy, *_ = np.linalg.lstsq(ay, pts[:, 2], rcond=None)
+            fx, *_ = np.linalg.lstsq(base, pts[:, 1], rcond=None)
+            off = (ay @ fy - pts[:, 2]) ** 2 + (base @ fx - pts[:, 1]) ** 2
+            res_px = math.sqrt(float(np.mean(off)))
+            tolerance = 1.5 * (self.config.residual_px + 0.1 * size)
+            shift = math.hypot(float(fx[1] - fx[0]), float(fy[1] - fy[0]))
+            if res_px <= tolerance and shift <= 30 + 2 * size:
                 return True
         return False
 
