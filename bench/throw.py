@@ -73,6 +73,7 @@ class Alarm:
     raised_ms: int
     floor: int | None
     column: int | None
+    track: list[list[float]] | None = None  # ours: the event's [t_ms, x, y] sightings
 
 
 @dataclass
@@ -203,7 +204,7 @@ def run(path: Path) -> tuple[Result, Result, float, float]:
             for event in analyzer.analyse(frame, t_ms).events:
                 if event.type == "thrown_object":
                     ours.alarms.append(Alarm(event.t_ms, t_ms, event.fields["floor"],
-                                             event.fields["column"]))
+                                             event.fields["column"], event.fields["track"]))
             c1 = time.process_time()
             base.alarms.extend(baseline.update(luma(frame), t_ms))
             c2 = time.process_time()
@@ -313,16 +314,16 @@ def plan(a: argparse.Namespace) -> list[tuple[str, Clip]]:
     base_seed = MEASURING_SEEDS_FROM if a.seeds == "measure" else 0
     wide, tiny = (3.0, 30.0), (3.0, 6.0)
     out: list[tuple[str, Clip]] = []
-    for ci, condition in enumerate(CONDITIONS):
-        seed = base_seed + 1000 * ci
-        out += [(condition, Clip(seed + i, condition, 2, 20.0, wide)) for i in range(n_throw)]
-        out += [(condition, Clip(seed + 800 + i, condition, 2, 20.0, tiny))
-                for i in range(n_small)]
-        out += [(condition, Clip(seed + 500 + i, condition, 0, 60.0, wide))
-                for i in range(n_quiet)]
-        for variant in a.variant:
-            out += [(variant, Clip(seed + i, condition, 2, 20.0, wide, variant))
-                    for i in range(a.variant_clips)]
+    seeds = {c: base_seed + 1000 * ci for ci, c in enumerate(CONDITIONS)}
+    for c, seed in seeds.items():
+        out += [(c, Clip(seed + i, c, 2, 20.0, wide)) for i in range(n_throw)]
+        out += [(c, Clip(seed + 800 + i, c, 2, 20.0, tiny)) for i in range(n_small)]
+    # Conditions in turn, so that a run cut short has measured each as much.
+    out += [(c, Clip(seeds[c] + 500 + i, c, 0, 60.0, wide)) for i in range(n_quiet)
+            for c in reversed(CONDITIONS)]
+    for variant in a.variant:
+        out += [(variant, Clip(seed + i, c, 2, 20.0, wide, variant)) for c, seed in seeds.items()
+                for i in range(a.variant_clips)]
     return out
 
 
@@ -350,8 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="clips measured in parallel processes")
     p.add_argument("--progress", action="store_true", help="a line per clip on stderr")
     p.add_argument("--verbose", action="store_true", help="one line per throw")
+    p.add_argument("--make-only", action="store_true",
+                   help="only render and encode the clips (they do not depend on the detector)")
     a = p.parse_args(argv)
     todo = plan(a)
+    if a.make_only:
+        with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+            futures = {pool.submit(Clip.path, clip): clip for _, clip in todo}
+            for k, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if a.progress:
+                    print(f"[{k}/{len(todo)}] {futures[future].name}", file=sys.stderr)
+        return 0
     code = code_hash()
     ours: dict[str, Score] = {}
     base: dict[str, Score] = {}
