@@ -445,8 +445,8 @@ def write_clip(scene: Scene, out: Path, bitrate_kbps: int = 1800, gop_s: float =
         stream.width, stream.height = scene.width, scene.height
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = bitrate_kbps * 1000
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "bframes": "0", "threads": "1",
-                          "g": str(round(scene.fps * gop_s)),
+        stream.options = {"preset": "veryfast", "tune": "zerolatency", "bframes": "0",
+                          "threads": "1", "g": str(round(scene.fps * gop_s)),
                           "maxrate": f"{bitrate_kbps}k", "bufsize": f"{bitrate_kbps * 2}k"}
         for n in range(round(scene.seconds * scene.fps)):
             frame = av.VideoFrame.from_ndarray(scene.frame(n), format="gray")
