@@ -353,8 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="one line per throw")
     p.add_argument("--make-only", action="store_true",
                    help="only render and encode the clips (they do not depend on the detector)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="the table of the clips this code has already measured, no others "
+                   "(a run cut short: say how much video it covers)")
     a = p.parse_args(argv)
     todo = plan(a)
+    code = code_hash()
+    if a.cached_only:
+        todo = [(row, clip) for row, clip in todo
+                if (CACHE / "results" / code / f"{clip.name}.json").exists()]
     if a.make_only:
         with ProcessPoolExecutor(max(1, a.jobs)) as pool:
             futures = {pool.submit(Clip.path, clip): clip for _, clip in todo}
@@ -363,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
                 if a.progress:
                     print(f"[{k}/{len(todo)}] {futures[future].name}", file=sys.stderr)
         return 0
-    code = code_hash()
     ours: dict[str, Score] = {}
     base: dict[str, Score] = {}
     started = time.monotonic()
@@ -404,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, scores in (("ours", ours), ("baseline", base)):
         total = Score()
         for condition in CONDITIONS:
-            s = scores[condition]
+            s = scores.get(condition, Score())
             rows[f"{name}, {condition}"] = s.row()
             total.throws += s.throws
             total.false_alarms += s.false_alarms
@@ -412,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             total.cpu_s += s.cpu_s
         rows[f"**{name}, all**"] = total.row()
         for variant in a.variant:
-            rows[f"{name}, {variant}"] = scores[variant].row()
+            rows[f"{name}, {variant}"] = scores.get(variant, Score()).row()
     print(table(rows))
     return 0
 
