@@ -150,3 +150,29 @@ def test_two_bodies_falling_apart_are_two_events() -> None:
                  for x, y in facade.image_points(np.array([[u, z / FLOOR_M]]))]
         events += detector._advance(found, [4.0] * len(found), n * 40)
     assert sorted((e.fields["floor"], e.fields["column"]) for e in events) == [(9, 5), (15, 2)]
+
+
+def test_a_track_that_held_something_else_before_a_gap_launches_after_the_gap() -> None:
+    """Something near the window moves for a few frames (a rain streak's chain, a curtain),
+    is lost for four frames, and the track then picks up a body leaving that window: the
+    launch is the first sighting of the body, the floor the one it left, not where the other
+    thing was first seen (it counted as a false alarm and a missed throw)."""
+    facade = Facade(FACADE)
+    detector = ThrowDetector(ThrowConfig(), 1280, 720, facade)
+    body = fall(10, 3, vz=0.5)
+    x0, y0 = (float(v) for v in facade.image_points(np.array([[body[0][0],
+                                                                body[0][1] / FLOOR_M]]))[0])
+    events = []
+    for n in range(125):
+        found: list[tuple[float, float]] = []
+        if n < 4:  # below and beside the window, rising
+            found = [(x0 + 10 - 1.7 * n, y0 + 10 - 2.5 * n)]
+        elif n >= 8 and n - 8 < len(body):
+            u, z = body[n - 8]
+            if z >= 0:
+                x, y = facade.image_points(np.array([[u, z / FLOOR_M]]))[0]
+                found = [(float(x), float(y))]
+        events += detector._advance(found, [4.0] * len(found), n * 40)
+    assert len(events) == 1
+    assert events[0].t_ms == 8 * 40
+    assert events[0].fields["floor"] == 10

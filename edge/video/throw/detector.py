@@ -339,6 +339,19 @@ class ThrowDetector:
         a light). A tail that passes becomes the track, so its first sighting is the launch."""
         verdict = self.judge(track)
         n = len(track.points)
+        if verdict.ok:
+            # A body leaving a window is slow and seen frame after frame: sightings before a
+            # gap of 3 or more frames near the start belong to something else the track held
+            # (a streak, a curtain) when what follows the gap falls by itself.
+            t = [p[0] for p in track.points[: n // 2 + 1]]
+            gaps = [i for i in range(1, len(t)) if t[i] - t[i - 1] > 3.5 * self.frame_ms]
+            if gaps and n - gaps[-1] >= self.config.min_points:
+                tail = Track(track.points[gaps[-1]:], track.sizes[gaps[-1]:])
+                later = self.judge(tail)
+                if later.ok:
+                    del track.points[:gaps[-1]], track.sizes[:gaps[-1]]
+                    track._fit = None
+                    return later
         for start in (n // 4, n // 2):
             if verdict.ok or n - start < max(self.config.min_points, 2) or start == 0:
                 break
