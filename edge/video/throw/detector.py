@@ -58,6 +58,11 @@ class ThrowConfig(Strict):
     g_min: float = Field(4.0, gt=0, description="Least fitted downward acceleration (m/s²)")
     g_max: float = Field(16.0, gt=0, description="Most fitted downward acceleration (m/s²)")
     min_drop_m: float = Field(3.5, gt=0, description="Least drop seen before an alarm (metres)")
+    min_drop_residuals: float = Field(15.0, gt=0, description="Least drop seen, in pixels, "
+                                      "as a multiple of the RMS distance of the sightings from "
+                                      "the fitted parabola: the fall must stand clear of the "
+                                      "blob's own wander (a big blob flickering in place, "
+                                      "then slipping, fits a wide parabola)")
     min_duration_s: float = Field(0.6, gt=0, description="Least time a track is seen before an "
                                   "alarm (a bird's bob fits a parabola for a moment, not longer)")
     max_lateral_mps: float = Field(5.0, gt=0, description="Fastest sideways motion along the "
@@ -387,8 +392,11 @@ class ThrowDetector:
             return Verdict(False, f"residual {res_px:.1f} px")
         if abs(fx[2]) > cfg.lateral_ratio * ay_px:
             return Verdict(False, "sideways acceleration")
-        if xy[-1, 1] - xy[:, 1].min() < 8:
+        drop_px = float(xy[-1, 1] - xy[:, 1].min())
+        if drop_px < 8:
             return Verdict(False, "no drop")
+        if drop_px < cfg.min_drop_residuals * res_px:
+            return Verdict(False, f"drop {drop_px:.0f} px, {drop_px / res_px:.1f} residuals")
         if self.facade is None:
             # No scale: the shape alone. Accelerating downward, a real drop, and by the end
             # falling faster than it drifts sideways (a bird crosses, a body falls).
