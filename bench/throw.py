@@ -7,7 +7,10 @@ laundry, people and cars below, rain streaks in rain). Per condition: clips of 2
 throws (objects of 3–30 px from random windows), one with two throws of 3–6 px (small objects
 are rare in the uniform sizes), and clips of 60 s with distractors only. Seeds: measured on
 100000 and up (`--seeds measure`, the default); the detector was tuned on seeds below 100000
-(`--seeds tune`), never on these. Clips are made once and kept in var/bench/throw/.
+(`--seeds tune`), never on these. From the base B (100000 or 0) and the condition's index c
+(day 0, dusk 1, rain 2): throw clips B+1000c+i (i < 500), distractor-only clips B+1000c+500+i
+(i < 300: up to 5 camera-hours), small-throw clips B+1000c+800+i; `--variant` cameras film the
+throw clips' scenes (same seeds) otherwise. Clips are made once and kept in var/bench/throw/.
 
 Both detectors see the same decoded frames in the same run:
 - ours: the `Analyzer` of a `throw` camera (edge/video/analysis.py), as the worker and
