@@ -7,7 +7,10 @@ laundry, people and cars below, rain streaks in rain). Per condition: clips of 2
 throws (objects of 3–30 px from random windows), one with two throws of 3–6 px (small objects
 are rare in the uniform sizes), and clips of 60 s with distractors only. Seeds: measured on
 100000 and up (`--seeds measure`, the default); the detector was tuned on seeds below 100000
-(`--seeds tune`), never on these. Clips are made once and kept in var/bench/throw/.
+(`--seeds tune`), never on these. From the base B (100000 or 0) and the condition's index c
+(day 0, dusk 1, rain 2): throw clips B+1000c+i (i < 500), distractor-only clips B+1000c+500+i
+(i < 300: up to 5 camera-hours), small-throw clips B+1000c+800+i; `--variant` cameras film the
+throw clips' scenes (same seeds) otherwise. Clips are made once and kept in var/bench/throw/.
 
 Both detectors see the same decoded frames in the same run:
 - ours: the `Analyzer` of a `throw` camera (edge/video/analysis.py), as the worker and
@@ -26,17 +29,27 @@ thread; 2.0 means one 720p25 camera on half a core).
     .venv/bin/python bench/throw.py            # 4 throw clips + 60 s of distractors per condition
     .venv/bin/python bench/throw.py --throw-clips 20 --quiet-clips 10   # a bigger set
     .venv/bin/python bench/throw.py --quick    # one clip of each kind per condition
+    nice .venv/bin/python bench/throw.py --quiet-hours 1 --jobs 2 --progress \
+        --variant fps15 --variant fps30 --variant 1080p --variant lowrate --variant noisy \
+        --variant half        # a camera-hour of distinct distractors, and other cameras
+
+Clips are kept in var/bench/throw/, and each clip's result in var/bench/throw/results/CODE/
+(CODE: a hash of the detector's files and the baseline): a rerun measures only what this code
+has not yet measured. Every false alarm and missed throw is printed (clip, time) on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +76,7 @@ class Alarm:
     raised_ms: int
     floor: int | None
     column: int | None
+    track: list[list[float]] | None = None  # ours: the event's [t_ms, x, y] sightings
 
 
 @dataclass
@@ -124,15 +138,44 @@ class Baseline:
         return alarms
 
 
-def clip(seed: int, condition: str, throws: int, seconds: float,
-         sizes: tuple[float, float] = (3.0, 30.0)) -> Path:
-    small = "" if sizes == (3.0, 30.0) else f"-{sizes[0]:g}to{sizes[1]:g}px"
-    path = CACHE / f"facade-{condition}-seed{seed}-throws{throws}-{seconds:g}s{small}.mp4"
-    if not path.exists():
-        scene = Scene(seed, condition, seconds=seconds, throws=throws,  # type: ignore[arg-type]
-                      sizes=sizes)
-        write_clip(scene, path)
-    return path
+VARIANTS: dict[str, dict[str, Any]] = {
+    # name: Scene arguments and the encoder's bit rate (kbit/s)
+    "plain": {},
+    "fps15": {"fps": 15},
+    "fps30": {"fps": 30},
+    "1080p": {"width": 1920, "height": 1080, "kbps": 4000},
+    "lowrate": {"kbps": 600},
+    "noisy": {"noise": 3.0},
+    "half": {"distance": 0.5},
+}
+
+
+@dataclass(frozen=True)
+class Clip:
+    seed: int
+    condition: str
+    throws: int
+    seconds: float
+    sizes: tuple[float, float] = (3.0, 30.0)
+    variant: str = "plain"
+
+    @property
+    def name(self) -> str:
+        small = "" if self.sizes == (3.0, 30.0) else f"-{self.sizes[0]:g}to{self.sizes[1]:g}px"
+        variant = "" if self.variant == "plain" else f"-{self.variant}"
+        return (f"facade-{self.condition}-seed{self.seed}-throws{self.throws}-"
+                f"{self.seconds:g}s{small}{variant}")
+
+    def path(self) -> Path:
+        """The clip, rendered and encoded the first time it is asked for."""
+        path = CACHE / f"{self.name}.mp4"
+        if not path.exists():
+            args = dict(VARIANTS[self.variant])
+            kbps = args.pop("kbps", 1800)
+            scene = Scene(self.seed, self.condition,  # type: ignore[arg-type]
+                          seconds=self.seconds, throws=self.throws, sizes=self.sizes, **args)
+            write_clip(scene, path, kbps)
+        return path
 
 
 def run(path: Path) -> tuple[Result, Result, float, float]:
@@ -164,13 +207,45 @@ def run(path: Path) -> tuple[Result, Result, float, float]:
             for event in analyzer.analyse(frame, t_ms).events:
                 if event.type == "thrown_object":
                     ours.alarms.append(Alarm(event.t_ms, t_ms, event.fields["floor"],
-                                             event.fields["column"]))
+                                             event.fields["column"], event.fields["track"]))
             c1 = time.process_time()
             base.alarms.extend(baseline.update(luma(frame), t_ms))
             c2 = time.process_time()
             ours.cpu_s += c1 - c0
             base.cpu_s += c2 - c1
     return ours, base, decode_s, t_ms / 1000
+
+
+def code_hash() -> str:
+    """What the detector's results depend on: its code and the analyzer that feeds it (a
+    result cached under another hash is measured again)."""
+    h = hashlib.sha256()
+    for rel in ("edge/video/throw/detector.py", "edge/video/throw/calibration.py",
+                "edge/video/analysis.py", "edge/video/config.py"):
+        h.update((ROOT / rel).read_bytes())
+    h.update(inspect.getsource(Baseline).encode())
+    return h.hexdigest()[:12]
+
+
+def measure(clip: Clip, code: str) -> dict[str, Any]:
+    """One clip through both detectors, from the result cache when this code has done it."""
+    cached = CACHE / "results" / code / f"{clip.name}.json"
+    if cached.exists():
+        return {**json.loads(cached.read_text()), "cached": True}
+    path = clip.path()
+    ours, base, decode_s, video_s = run(path)
+    out = {"truth": json.loads(path.with_suffix(".json").read_text()),
+           "ours": asdict(ours), "base": asdict(base), "decode_s": decode_s,
+           "video_s": video_s}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial")
+    partial.write_text(json.dumps(out))
+    partial.replace(cached)
+    return {**out, "cached": False}
+
+
+def result(d: dict[str, Any]) -> Result:
+    return Result([Alarm(**a) for a in d["alarms"]], d["cpu_s"])
 
 
 @dataclass
@@ -226,6 +301,35 @@ def table(rows: dict[str, dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def plan(a: argparse.Namespace) -> list[tuple[str, Clip]]:
+    """(row, clip) for this run. Seeds, from `base` (100000 measuring, 0 tuning), per condition
+    index c (day 0, dusk 1, rain 2): throws base+1000c+i (i < 500), distractors only
+    base+1000c+500+i (i < 300), small throws base+1000c+800+i; variants reuse the throw seeds
+    (the same scene through another camera)."""
+    n_throw = a.throw_clips if a.throw_clips is not None else (1 if a.quick else 4)
+    n_quiet = a.quiet_clips if a.quiet_clips is not None else 1
+    if a.quiet_hours is not None:
+        n_quiet = math.ceil(a.quiet_hours * 60 / len(CONDITIONS))
+    n_small = a.small_clips if a.small_clips is not None else (0 if a.quick else 1)
+    if n_quiet > 300 or n_throw > 500:
+        raise SystemExit("at most 300 quiet clips (5 camera-hours) and 500 throw clips a "
+                         "condition: the seed ranges would overlap")
+    base_seed = MEASURING_SEEDS_FROM if a.seeds == "measure" else 0
+    wide, tiny = (3.0, 30.0), (3.0, 6.0)
+    out: list[tuple[str, Clip]] = []
+    seeds = {c: base_seed + 1000 * ci for ci, c in enumerate(CONDITIONS)}
+    for c, seed in seeds.items():
+        out += [(c, Clip(seed + i, c, 2, 20.0, wide)) for i in range(n_throw)]
+        out += [(c, Clip(seed + 800 + i, c, 2, 20.0, tiny)) for i in range(n_small)]
+    # Conditions in turn, so that a run cut short has measured each as much.
+    out += [(c, Clip(seeds[c] + 500 + i, c, 0, 60.0, wide)) for i in range(n_quiet)
+            for c in reversed(CONDITIONS)]
+    for variant in a.variant:
+        out += [(variant, Clip(seed + i, c, 2, 20.0, wide, variant)) for c, seed in seeds.items()
+                for i in range(a.variant_clips)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one clip of each kind per condition")
@@ -235,44 +339,89 @@ def main(argv: list[str] | None = None) -> int:
                    help="clips with 2 throws per condition (default 4, quick 1)")
     p.add_argument("--quiet-clips", type=int, default=None,
                    help="distractor-only clips of 60 s per condition (default 1, quick 1)")
+    p.add_argument("--quiet-hours", type=float, default=None,
+                   help="camera-hours of distinct distractor-only clips (60 s each, split "
+                        "evenly over day, dusk and rain); overrides --quiet-clips")
     p.add_argument("--small-clips", type=int, default=None,
                    help="clips with 2 throws of 3-6 px per condition (default 1, quick 0)")
+    p.add_argument("--variant", action="append", default=[],
+                   choices=sorted(v for v in VARIANTS if v != "plain"),
+                   help="also run the throw clips through this camera (repeatable): "
+                   "fps15, fps30, 1080p (4 Mbit/s), lowrate (0.6 Mbit/s), noisy (sensor noise "
+                   "x3), half (the camera at half the distance, tilted up more)")
+    p.add_argument("--variant-clips", type=int, default=1,
+                   help="throw clips per condition and variant (default 1: 6 throws)")
+    p.add_argument("--jobs", type=int, default=1, help="clips measured in parallel processes")
+    p.add_argument("--progress", action="store_true", help="a line per clip on stderr")
     p.add_argument("--verbose", action="store_true", help="one line per throw")
+    p.add_argument("--make-only", action="store_true",
+                   help="only render and encode the clips (they do not depend on the detector)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="the table of the clips this code has already measured, no others "
+                   "(a run cut short: say how much video it covers)")
     a = p.parse_args(argv)
-    n_throw = a.throw_clips if a.throw_clips is not None else (1 if a.quick else 4)
-    n_quiet = a.quiet_clips if a.quiet_clips is not None else 1
-    n_small = a.small_clips if a.small_clips is not None else (0 if a.quick else 1)
-    base_seed = MEASURING_SEEDS_FROM if a.seeds == "measure" else 0
-    ours: dict[str, Score] = {c: Score() for c in CONDITIONS}
-    base: dict[str, Score] = {c: Score() for c in CONDITIONS}
-    for ci, condition in enumerate(CONDITIONS):
-        wide, tiny = (3.0, 30.0), (3.0, 6.0)
-        jobs = [(base_seed + 1000 * ci + i, 2, 20.0, wide) for i in range(n_throw)]
-        jobs += [(base_seed + 1000 * ci + 500 + i, 0, 60.0, wide) for i in range(n_quiet)]
-        jobs += [(base_seed + 1000 * ci + 800 + i, 2, 20.0, tiny) for i in range(n_small)]
-        for seed, throws, seconds, sizes in jobs:
-            path = clip(seed, condition, throws, seconds, sizes)
-            truth = json.loads(path.with_suffix(".json").read_text())
-            r_ours, r_base, decode_s, video_s = run(path)
-            ours[condition].add(truth, r_ours, decode_s, video_s)
-            base[condition].add(truth, r_base, decode_s, video_s)
-            if a.verbose:
-                for t in truth["throws"]:
-                    print(f"  {condition} seed {seed}: floor {t['floor']} col {t['column']} "
-                          f"{t['size_px']} px", file=sys.stderr)
-                for al in r_ours.alarms:
-                    print(f"    ours: {al}", file=sys.stderr)
+    todo = plan(a)
+    code = code_hash()
+    if a.cached_only:
+        todo = [(row, clip) for row, clip in todo
+                if (CACHE / "results" / code / f"{clip.name}.json").exists()]
+    if a.make_only:
+        with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+            futures = {pool.submit(Clip.path, clip): clip for _, clip in todo}
+            for k, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if a.progress:
+                    print(f"[{k}/{len(todo)}] {futures[future].name}", file=sys.stderr)
+        return 0
+    ours: dict[str, Score] = {}
+    base: dict[str, Score] = {}
+    started = time.monotonic()
+    print(f"{len(todo)} clips, code {code}, results cached in "
+          f"{CACHE.relative_to(ROOT)}/results/{code}/", file=sys.stderr)
+    with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+        futures = {pool.submit(measure, clip, code): (row, clip) for row, clip in todo}
+        for k, future in enumerate(as_completed(futures), 1):
+            row, clip = futures[future]
+            out = future.result()
+            truth = out["truth"]
+            r_ours, r_base = result(out["ours"]), result(out["base"])
+            ours.setdefault(row, Score()).add(truth, r_ours, out["decode_s"], out["video_s"])
+            base.setdefault(row, Score()).add(truth, r_base, out["decode_s"], out["video_s"])
+            if a.progress:
+                spent = time.monotonic() - started
+                print(f"[{k}/{len(todo)} {spent / 60:.1f} min] {clip.name}: ours "
+                      f"{len(r_ours.alarms)} alarms, baseline {len(r_base.alarms)}"
+                      f"{' (cached)' if out['cached'] else ''}", file=sys.stderr)
+            for t in truth["throws"]:
+                if a.verbose:
+                    print(f"  {clip.name}: floor {t['floor']} col {t['column']} "
+                          f"{t['size_px']} px, launch {t['t_launch_ms']} ms", file=sys.stderr)
+            found = Score()
+            found.add(truth, r_ours, 0, 0)
+            hits = [t["alarm"] for t in found.throws if t["alarm"]]
+            for al in r_ours.alarms:
+                if a.verbose or al not in hits:
+                    kind = "found" if al in hits else "FALSE ALARM"
+                    print(f"    ours {kind}: {clip.name} first {al.first_ms} ms, raised "
+                          f"{al.raised_ms} ms, floor {al.floor} column {al.column}",
+                          file=sys.stderr)
+            for th in found.throws:
+                if not th["alarm"]:
+                    print(f"    ours MISSED: {clip.name} floor {th['floor']} "
+                          f"{th['size_px']} px launch {th['t_launch_ms']} ms", file=sys.stderr)
     rows: dict[str, dict[str, str]] = {}
     for name, scores in (("ours", ours), ("baseline", base)):
         total = Score()
         for condition in CONDITIONS:
-            s = scores[condition]
+            s = scores.get(condition, Score())
             rows[f"{name}, {condition}"] = s.row()
             total.throws += s.throws
             total.false_alarms += s.false_alarms
             total.video_s += s.video_s
             total.cpu_s += s.cpu_s
         rows[f"**{name}, all**"] = total.row()
+        for variant in a.variant:
+            rows[f"{name}, {variant}"] = scores.get(variant, Score()).row()
     print(table(rows))
     return 0
 

@@ -104,7 +104,10 @@ class Scene:
     lead_s: float = 1.5  # seconds before the first throw
     distractors: bool = True
     sizes: tuple[float, float] = (3.0, 30.0)
+    noise: float = 1.0  # the sensor noise, times the condition's own (dusk 3 grey levels)
+    distance: float = 1.0  # the camera's distance, times the drawn one (0.5: closer, steeper)
     rng: np.random.Generator = field(init=False)
+    _fields: tuple[float, np.ndarray] | None = field(default=None, init=False, repr=False)
     movers: list[Mover] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,7 +118,7 @@ class Scene:
             floor_h=float(r.uniform(2.8, 3.1)), col_w=float(r.uniform(3.2, 4.2)),
         )
         bw, bh = self.building.size
-        distance = float(r.uniform(0.9, 1.3)) * bh * 0.8 + 10
+        distance = (float(r.uniform(0.9, 1.3)) * bh * 0.8 + 10) * self.distance
         eye = np.array([bw / 2 + r.uniform(-0.15, 0.15) * bw, 1.6, distance])
         # Frame the building from the ground to the roof (pitch to its middle, focal length to
         # fill 84 % of the height); the calibration starts at floor 2 (the ground floor's shops
@@ -325,9 +328,25 @@ class Scene:
             img = img * (1 - haze) + haze * 150 * gain
         if self.condition == "rain" and self.distractors:
             self._rain(img)
-        img += self.rng.normal(0, noise, img.shape).astype(np.float32)
+        img += self._grain(n, noise * self.noise)
         out: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
         return out
+
+    def _grain(self, n: int, sigma: float) -> np.ndarray:
+        """Frame `n`'s sensor noise (Gaussian, `sigma` grey levels): a window, at an offset
+        drawn for the frame, into one of 8 noise fields drawn once per clip by OpenCV from the
+        clip's seed. Every seed has its own noise, consecutive frames different noise, a frame
+        is the same whatever order frames are drawn in; a fifth of the cost of fresh noise."""
+        if self._fields is None or self._fields[0] != sigma:
+            cv2.setRNGSeed(self.seed % 2**31)
+            fields = np.empty((8, self.height + 64, self.width + 64), np.float32)
+            for f in fields:
+                cv2.randn(f, 0.0, sigma)
+            self._fields = (sigma, fields)
+        pick = np.random.default_rng((self.seed, n)).integers(0, [8, 65, 65])
+        k, dy, dx = (int(v) for v in pick)
+        window: np.ndarray = self._fields[1][k, dy:dy + self.height, dx:dx + self.width]
+        return window
 
     def _draw(self, img: np.ndarray, m: Mover, t: float, shutter: float) -> None:
         if len(m.times) == 0 or t < m.times[0] or t - shutter > m.times[-1]:
@@ -427,7 +446,7 @@ def write_clip(scene: Scene, out: Path, bitrate_kbps: int = 1800, gop_s: float =
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = bitrate_kbps * 1000
         stream.options = {"preset": "veryfast", "tune": "zerolatency", "bframes": "0",
-                          "g": str(round(scene.fps * gop_s)),
+                          "threads": "1", "g": str(round(scene.fps * gop_s)),
                           "maxrate": f"{bitrate_kbps}k", "bufsize": f"{bitrate_kbps * 2}k"}
         for n in range(round(scene.seconds * scene.fps)):
             frame = av.VideoFrame.from_ndarray(scene.frame(n), format="gray")

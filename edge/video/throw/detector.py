@@ -63,6 +63,11 @@ class ThrowConfig(Strict):
     g_min: float = Field(4.0, gt=0, description="Least fitted downward acceleration (m/s²)")
     g_max: float = Field(16.0, gt=0, description="Most fitted downward acceleration (m/s²)")
     min_drop_m: float = Field(3.5, gt=0, description="Least drop seen before an alarm (metres)")
+    min_drop_residuals: float = Field(15.0, gt=0, description="Least drop seen, in pixels, "
+                                      "as a multiple of the RMS distance of the sightings from "
+                                      "the fitted parabola: the fall must stand clear of the "
+                                      "blob's own wander (a big blob flickering in place, "
+                                      "then slipping, fits a wide parabola)")
     min_duration_s: float = Field(0.6, gt=0, description="Least time a track is seen before an "
                                   "alarm (a bird's bob fits a parabola for a moment, not longer)")
     max_lateral_mps: float = Field(5.0, gt=0, description="Fastest sideways motion along the "
@@ -356,6 +361,8 @@ class ThrowDetector:
             for track in self.tracks:
                 track.missed += 1
         alive = []
+        # Confirmed falls, to join a track that turns out to be one of them (below).
+        fallen = [tr for _, tr in self._done] + [tr for tr in self.tracks if tr.confirmed]
         for track in self.tracks:
             # A track of a few sightings that loses its object is most likely noise (a rain
             # streak, a flicker): it gets one frame of grace, an established one `max_missed`.
@@ -370,7 +377,13 @@ class ThrowDetector:
                 verdict = self.judge_tail(track)
                 if verdict.ok:
                     track.confirmed = True
-                    events.append(self._event(track, verdict))
+                    # One throw, one event: a track of the same fall as a confirmed one (the
+                    # body lost and found again, or seen as two blobs for a while) joins it.
+                    if self._same_fall(track, fallen):
+                        track.continuation = True
+                    else:
+                        events.append(self._event(track, verdict))
+                    fallen.append(track)
         self._done = [(t, tr) for t, tr in self._done if t_ms - t < 3000]
         confirmed = [tr for _, tr in self._done] + [tr for tr in alive if tr.confirmed]
         if self._falls:
@@ -401,6 +414,36 @@ class ThrowDetector:
                 return True
         return False
 
+    def _same_fall(self, track: Track, fallen: list[Track]) -> bool:
+        """Whether `track` follows the same falling body as one of `fallen` (confirmed tracks
+        alive or ended within 3 s): fitted together, the last second of that one and the
+        whole of this one move as one body (one motion, y cubic in time: gravity slowed by
+        drag; x quadratic), each track allowed its own constant offset (a blob's centroid,
+        or half of a split blob), of at most 30 px plus twice the blob's size, within the
+        residual a single track is allowed."""
+        t_first = track.points[0][0]
+        new = np.asarray(track.points, dtype=np.float64)
+        size = float(np.median(track.sizes)) if track.sizes else 3.0
+        for old in fallen:
+            if old is track or t_first - old.points[-1][0] > 3000:
+                continue
+            prev = np.asarray([p for p in old.points if p[0] >= old.points[-1][0] - 1000],
+                              dtype=np.float64)
+            pts = np.concatenate([prev, new])
+            t = (pts[:, 0] - t_first) / 1000.0
+            is_new = np.r_[np.zeros(len(prev)), np.ones(len(new))]
+            base = np.stack([1.0 - is_new, is_new, t, t * t], axis=1)
+            ay = np.c_[base, t ** 3]
+            fy, *_ = np.linalg.lstsq(ay, pts[:, 2], rcond=None)
+            fx, *_ = np.linalg.lstsq(base, pts[:, 1], rcond=None)
+            off = (ay @ fy - pts[:, 2]) ** 2 + (base @ fx - pts[:, 1]) ** 2
+            res_px = math.sqrt(float(np.mean(off)))
+            tolerance = 1.5 * (self.config.residual_px + 0.1 * size)
+            shift = math.hypot(float(fx[1] - fx[0]), float(fy[1] - fy[0]))
+            if res_px <= tolerance and shift <= 30 + 2 * size:
+                return True
+        return False
+
     # --- the physical test --------------------------------------------------------------------
 
     def judge_tail(self, track: Track) -> Verdict:
@@ -409,6 +452,19 @@ class ThrowDetector:
         a light). A tail that passes becomes the track, so its first sighting is the launch."""
         verdict = self.judge(track)
         n = len(track.points)
+        if verdict.ok:
+            # A body leaving a window is slow and seen frame after frame: sightings before a
+            # gap of 3 or more frames near the start belong to something else the track held
+            # (a streak, a curtain) when what follows the gap falls by itself.
+            t = [p[0] for p in track.points[: n // 2 + 1]]
+            gaps = [i for i in range(1, len(t)) if t[i] - t[i - 1] > 3.5 * self.frame_ms]
+            if gaps and n - gaps[-1] >= self.config.min_points:
+                tail = Track(track.points[gaps[-1]:], track.sizes[gaps[-1]:])
+                later = self.judge(tail)
+                if later.ok:
+                    del track.points[:gaps[-1]], track.sizes[:gaps[-1]]
+                    track._fit = None
+                    return later
         for start in (n // 4, n // 2):
             if verdict.ok or n - start < max(self.config.min_points, 2) or start == 0:
                 break
@@ -444,8 +500,11 @@ class ThrowDetector:
             return Verdict(False, f"residual {res_px:.1f} px")
         if abs(fx[2]) > cfg.lateral_ratio * ay_px:
             return Verdict(False, "sideways acceleration")
-        if xy[-1, 1] - xy[:, 1].min() < 8:
+        drop_px = float(xy[-1, 1] - xy[:, 1].min())
+        if drop_px < 8:
             return Verdict(False, "no drop")
+        if drop_px < cfg.min_drop_residuals * res_px:
+            return Verdict(False, f"drop {drop_px:.0f} px, {drop_px / res_px:.1f} residuals")
         if self.facade is None:
             # No scale: the shape alone. Accelerating downward, a real drop, and by the end
             # falling faster than it drifts sideways (a bird crosses, a body falls).
