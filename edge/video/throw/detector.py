@@ -379,8 +379,10 @@ class ThrowDetector:
                     track.confirmed = True
                     # One throw, one event: a track of the same fall as a confirmed one (the
                     # body lost and found again, or seen as two blobs for a while) joins it.
-                    if self._same_fall(track, fallen):
+                    same = self._same_fall(track, fallen)
+                    if same is not None:
                         track.continuation = True
+                        self._join(same, track)  # and the marked clip draws it as the fall
                     else:
                         events.append(self._event(track, verdict))
                     fallen.append(track)
@@ -414,13 +416,13 @@ class ThrowDetector:
                 return True
         return False
 
-    def _same_fall(self, track: Track, fallen: list[Track]) -> bool:
-        """Whether `track` follows the same falling body as one of `fallen` (confirmed tracks
-        alive or ended within 3 s): fitted together, the last second of that one and the
+    def _same_fall(self, track: Track, fallen: list[Track]) -> Track | None:
+        """The one of `fallen` (confirmed tracks alive or ended within 3 s) whose falling
+        body `track` follows: fitted together, the last second of that one and the
         whole of this one move as one body (one motion, y cubic in time: gravity slowed by
         drag; x quadratic), each track allowed its own constant offset (a blob's centroid,
         or half of a split blob), of at most 30 px plus twice the blob's size, within the
-        residual a single track is allowed."""
+        residual a single track is allowed; None when `track` is a body of its own."""
         t_first = track.points[0][0]
         new = np.asarray(track.points, dtype=np.float64)
         size = float(np.median(track.sizes)) if track.sizes else 3.0
@@ -441,8 +443,8 @@ class ThrowDetector:
             tolerance = 1.5 * (self.config.residual_px + 0.1 * size)
             shift = math.hypot(float(fx[1] - fx[0]), float(fy[1] - fy[0]))
             if res_px <= tolerance and shift <= 30 + 2 * size:
-                return True
-        return False
+                return old
+        return None
 
     # --- the physical test --------------------------------------------------------------------
 
