@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from harness import ROOT, pct  # type: ignore[import-not-found]
+from harness import ROOT, bench_tls, pct  # type: ignore[import-not-found]
 from sqlalchemy import func, select
 
 from cloud.schema import alerts
@@ -43,6 +43,7 @@ from shouwang.services import Mosquitto, Postgres, VictoriaMetrics, free_port, w
 
 ALERT_GAP_S = 0.02  # between two SOS alerts while telemetry floods in
 WINDOW = 200  # telemetry messages in flight from the publisher
+CA_ENV = "SHOUWANG_BENCH_CA_FILE"  # the publishers (child processes) verify the broker with it
 ALERT_BURST = 2000  # alerts in the burst after the flood, for alerts/s
 DEVICES = 50
 T_BASE = 1_795_000_000_000
@@ -83,6 +84,7 @@ def flood(port: int, client_id: str, topic: str, payloads: list[bytes]) -> None:
     from paho.mqtt.enums import CallbackAPIVersion
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.tls_set(ca_certs=os.environ[CA_ENV])
     client.max_inflight_messages_set(WINDOW)
     # Never more than the window queued in paho: it walks its whole queue on every PUBACK, so
     # publishing thousands at once made this load generator the busiest process of the bench.
@@ -117,6 +119,7 @@ def publish_alerts(port: int, site: str) -> None:
     from paho.mqtt.enums import CallbackAPIVersion
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{site}-alerts")
+    client.tls_set(ca_certs=os.environ[CA_ENV])
     client.connect("127.0.0.1", port)
     client.loop_start()
     print("ready", flush=True)
@@ -169,7 +172,10 @@ class Run:
 
     def __init__(self, work: Path, url: str, vm: VictoriaMetrics | None, workers: int) -> None:
         self.work, self.url, self.vm, self.workers = work, url, vm, workers
-        self.broker = Mosquitto(work / "broker", name="bench cloud broker")
+        # TLS only, as deployed: the publishers and the workers verify it with the bench's CA.
+        self.tls = bench_tls(work)
+        os.environ[CA_ENV] = str(self.tls.ca_file)
+        self.broker = Mosquitto(work / "broker", name="bench cloud broker", tls=self.tls)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
 
@@ -183,7 +189,7 @@ class Run:
         for name, role in roles:
             port = free_port()
             config: dict[str, Any] = {
-                "broker": {"port": self.broker.port},
+                "broker": {"port": self.broker.port, "tls": {"ca_file": str(self.tls.ca_file)}},
                 "http": {"port": port},
                 "database_url": self.url,
                 "worker_id": f"bench-{name}",

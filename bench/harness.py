@@ -16,9 +16,19 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shouwang.services import Mosquitto, free_port, wait_port  # noqa: E402
+from shouwang.certs import Authority  # noqa: E402
+from shouwang.services import ListenerTls, Mosquitto, free_port, wait_port  # noqa: E402
 
 BENCH_PASSWORD = "bench-password-not-secret"
+
+
+def bench_tls(work: Path) -> ListenerTls:
+    """A CA and a loopback broker certificate in `work` (`shouwang certs`), for a bench whose
+    broker listens with TLS only, as deployed. Clients verify with the listener's `ca_file`
+    (a config's `tls: {ca_file}`; paho's `tls_set(ca_certs=...)`)."""
+    authority = Authority(work / "tls", name="Shouwang bench CA")
+    issued = authority.server("bench-broker", ["127.0.0.1", "localhost"])
+    return ListenerTls(authority.ca_file, issued.cert, issued.key)
 
 
 async def auth_headers(http_port: int) -> dict[str, str]:
