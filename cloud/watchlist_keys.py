@@ -61,11 +61,10 @@ from cloud.watchlist_store import (
     read_revoked,
     revoked_path,
     staged,
-    sync_dir,
     watchlist_people,
-    write_atomically,
 )
 from shouwang.config import ConfigError, load_yaml
+from shouwang.files import sync_dir, write_atomically
 
 
 class RotationError(Exception):

@@ -53,6 +53,7 @@ from cloud.schema import PATH_LEN, metadata, sites
 from cloud.store import Store
 from edge.video.face.store import DEFAULT_LISTS
 from shouwang.config import ConfigError, Strict
+from shouwang.files import write_atomically
 from shouwang.watchlist_message import MAX_DELTA, build, build_delta, fingerprint, pack, sign
 
 NONCE_BYTES = 12
@@ -348,29 +349,6 @@ def cloud_keys(config: WatchlistsConfig) -> CloudKeys:
                     "run `shouwang cloud watchlist-keys --rotate` again to finish it",
                     staged(config.key_file))
     return keys
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """`path` holds `data` whole or is as it was: a temporary file, synced, renamed over it,
-    the directory synced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    sync_dir(path.parent)
-
-
-def sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _key_file(path: Path, make: Any) -> bytes:

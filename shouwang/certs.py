@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
-import os
 import pwd
 import re
 import sys
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shouwang.broker_accounts import ProvisionError, write_private
+from shouwang.files import write_atomically
 
 CA_DAYS = 3650
 LEAF_DAYS = 825
@@ -86,13 +86,6 @@ def parse_server(spec: str) -> tuple[str, list[Host]]:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
 
 
 def _pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -175,7 +168,7 @@ class Authority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        _write_public(self.ca_file, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cert
 
     # --- what it issues -------------------------------------------------------------------
@@ -206,7 +199,7 @@ class Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._sign_leaf(name, key.public_key(), hosts, server=server)
         write_private(key_file, _pem(key), self.key_owner if server else None)
-        _write_public(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return Issued(name, cert_file, key_file, action, cert.not_valid_after_utc)
 
     def _why_reissue(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,

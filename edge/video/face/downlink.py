@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge.video.face.store import Enrolment, ListPolicy, WatchlistError, WatchlistStore
+from shouwang.files import write_atomically
 from shouwang.metrics import Metrics
 from shouwang.watchlist_message import (
     MAX_ENTRIES,
@@ -261,23 +261,6 @@ def _tiers(message: WatchlistMessage, own: dict[str, ListPolicy]
             where = ".".join(str(p) for p in first["loc"])
             refused[name] = f"its tier is out of bounds: {where}: {first['msg']}"[:200]
     return tiers, refused
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """`path` holds `data` whole or is as it was (a synced temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _iso(ms: int) -> str:
