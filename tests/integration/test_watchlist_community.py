@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -125,19 +126,18 @@ def test_a_community_list_must_declare_its_tier(tmp_path: Path) -> None:
     """The gateways match a community list by the tier the cloud sends with it: a list
     without one is a start-up error naming the key, not a list that silently matches nobody."""
     path = tmp_path / "cloud.yaml"
-    for missing in TIER:
-        tier = {k: v for k, v in TIER.items() if k != missing}
+
+    def refused(tier: dict[str, Any]) -> str:
         path.write_text(orjson.dumps({"broker": {}, "watchlists": {
             "key_file": str(tmp_path / "k"), "signing_key_file": str(tmp_path / "s"),
             "lists": {LIST: {"description": "x", "retention_days": 7, "community": "d/s/c",
                              **tier}}}}).decode())
         with pytest.raises(ConfigError) as err:
             load_yaml(path, CloudConfig)
-        assert f"watchlists.lists.{LIST}.{missing}" in str(err.value), str(err.value)
-    path.write_text(orjson.dumps({"broker": {}, "watchlists": {
-        "key_file": str(tmp_path / "k"), "signing_key_file": str(tmp_path / "s"),
-        "lists": {LIST: {"description": "x", "retention_days": 7, "community": "d/s/c",
-                         **TIER, "threshold": 1.5}}}}).decode())
-    with pytest.raises(ConfigError) as err:
-        load_yaml(path, CloudConfig)
-    assert f"watchlists.lists.{LIST}.threshold" in str(err.value), str(err.value)
+        return str(err.value)
+
+    for missing in TIER:
+        why = refused({k: v for k, v in TIER.items() if k != missing})
+        assert f"watchlists.lists.{LIST}.{missing}" in why, why
+    why = refused({**TIER, "threshold": 1.5})
+    assert f"watchlists.lists.{LIST}.threshold" in why, why
