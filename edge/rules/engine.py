@@ -222,8 +222,11 @@ class RuleEngine:
         return self._apply(out, event.id, event.ts, failed)
 
     def observe_transitions(self, changes: Iterable[Transition]) -> RuleOutput:
-        """Liveness transitions: transport disconnected or data stale make a device offline."""
-        now = self.clock.now_ms()
+        """Liveness transitions: transport disconnected or data stale make a device offline.
+
+        A device is offline from the transition's own time (when liveness saw it), not from
+        when the rules are told: polled meters' transitions wait for the rules lock, and an
+        offline grace counted from the later moment would run late by that wait."""
         out: Output = []
         failed: list[RuleFailure] = []
         for t in changes:
@@ -244,7 +247,7 @@ class RuleEngine:
             for rule in self._offline_rules:
                 if t.device in rule.targets:
                     try:
-                        out += rule.on_offline(target, offline, now)
+                        out += rule.on_offline(target, offline, t.at_ms)
                     except Exception as err:
                         failed.append(_failure(rule, err))
         return self._apply(out, failed=failed)

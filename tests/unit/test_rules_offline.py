@@ -43,6 +43,25 @@ def test_a_bus_that_stops_answering_is_one_alert_not_one_per_meter() -> None:
     assert sorted(a.device for a in b.of("device_offline")) == ["wm-0", "wm-1", "wm-3"]
 
 
+def test_an_outage_counts_from_when_liveness_saw_it_not_from_when_the_rules_heard() -> None:
+    # A polled meter's transition waits for the rules lock; by the time the rules hear of the
+    # last meter, time has moved on. The grace runs from the transition, or the one bus alert
+    # comes late and the first meters' own alerts come first.
+    b = Bench(METERS, parents={d: BUS for d, _, _ in METERS})
+    seen = b.clock.now_ms()
+    for device, _, _ in METERS[:3]:
+        offline(b, device)
+    b.advance(200)
+    b._take(b.engine.observe_transitions(
+        [Transition("wm-3", "transport", "connected", "disconnected", seen, "test")]
+    ))
+    assert b.engine.next_deadline() == seen + 300_000
+    b.advance(101)
+    assert b.of("device_offline") == []
+    [bus] = b.of("bus_down")
+    assert bus.detail["why"]["down_since_ms"] == seen
+
+
 def test_one_meter_down_on_a_working_bus_is_its_own_alert() -> None:
     b = Bench(METERS, parents={d: BUS for d, _, _ in METERS})
     offline(b, "wm-1")
