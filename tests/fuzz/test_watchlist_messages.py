@@ -133,12 +133,15 @@ def damaged(draw: st.DrawFn) -> tuple[bytes, str, bytes]:
 def test_a_damaged_message_is_refused(case: tuple[bytes, str, bytes]) -> None:
     good, how, bad = case
     result = parse(bad, key=KEY.public_key(), site=SITE, held=0)
+    # What JSON itself ignores after a value (Python's strip() also takes \v and \f).
+    added_only_whitespace = how == "extend" and not bad[len(good):].strip(b" \t\n\r")
     if isinstance(result, WatchlistMessage):
-        # Only a change that leaves the signed content and the signature as they were: the
-        # unused low bits of the signature's last base64 digit.
+        # Only a change that leaves the signed content and the signature as they were:
+        # whitespace after the object, or the unused low bits of the signature's last
+        # base64 digit.
         assert result == parse(good, key=KEY.public_key(), site=SITE, held=0)
-        assert orjson.loads(bad)["sig"] != orjson.loads(good)["sig"]
+        assert added_only_whitespace or orjson.loads(bad)["sig"] != orjson.loads(good)["sig"]
         return
     check(result, 0)
-    if how == "truncate" or (how == "extend" and bad[len(good):].strip()):
+    if how == "truncate" or (how == "extend" and not added_only_whitespace):
         assert result.reason == "not_json"
