@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 # Mosquitto 2.0's own format and defaults (`mosquitto_passwd`: sha512-pbkdf2, 12-byte salt,
 # 101 iterations). The passwords are 192 random bits, so the iteration count adds nothing an
@@ -77,7 +78,7 @@ class Acl:
     (be delivered a message) or `subscribePattern` (subscribe with a filter the pattern
     covers, `+` and `#` included)."""
 
-    kind: str
+    kind: Literal["publishClientSend", "publishClientReceive", "subscribePattern"]
     topic: str
 
     def entry(self) -> dict[str, object]:
@@ -168,10 +169,10 @@ def old_files_replaced(old_files: list[Path]) -> str:
     broker's configuration."""
     if not old_files:
         return ""
-    return (f"Carried the accounts of {', '.join(str(p) for p in old_files)} over (same "
-            f"passwords) and removed {'them' if len(old_files) > 1 else 'it'}: before the "
-            "restart, replace password_file and acl_file in mosquitto.conf with the plugin "
-            "lines of deploy/mosquitto/ (docs/provisioning.md).\n")
+    return (f"Removed an older release's {', '.join(str(p) for p in old_files)}, its accounts "
+            "carried over (same passwords): before the restart, replace password_file and "
+            "acl_file in mosquitto.conf with the plugin lines of deploy/mosquitto/ "
+            "(docs/provisioning.md).\n")
 
 
 def _read_dynsec(path: Path) -> dict[str, str]:

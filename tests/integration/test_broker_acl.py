@@ -568,6 +568,7 @@ def test_cloud_provision_gives_each_worker_role_an_account_and_drops_the_shared_
                               "shouwang-watchlist-downlink", "site-a"]
     assert not (directory / "passwd").exists()
     assert not (directory / "acl").exists()
+    assert f"Removed an older release's {directory / 'passwd'}, {directory / 'acl'}" in output
     assert not (directory / "cloud.password").exists()
     assert "removed the workers' shared account shouwang-cloud" in output
     accounts = worker_accounts(directory)
@@ -591,7 +592,7 @@ def test_cloud_provision_gives_each_worker_role_an_account_and_drops_the_shared_
     code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory))
     assert code == 0
     assert "new account" not in output
-    assert "Carried the accounts" not in output
+    assert "older release" not in output
     assert (directory / "dynamic-security.json").read_text() == accounts
     code, output = provision("cloud", "provision", "--site", "site-b", "--dir", str(directory))
     assert "new account shouwang" not in output

@@ -182,7 +182,8 @@ def test_an_old_password_file_is_carried_over_and_removed(tmp_path: Path) -> Non
                        "--dir", str(directory))
     assert code == 0
     assert "0 device account(s) issued, 1 kept, 0 removed" in out
-    assert f"Carried the accounts of {directory / 'passwd'}, {directory / 'acl'} over" in out
+    assert (f"Removed an older release's {directory / 'passwd'}, {directory / 'acl'}, its "
+            "accounts carried over (same passwords)") in out
     assert "replace password_file and acl_file in mosquitto.conf" in out
     assert Accounts.load(directory).hashes == old
     assert verify_password("a's password", Accounts.load(directory).hashes["a"])
@@ -193,7 +194,7 @@ def test_an_old_password_file_is_carried_over_and_removed(tmp_path: Path) -> Non
     # Once: the next run has nothing to carry over.
     code, out, _ = run("edge", "provision", "--config", str(site_file(tmp_path, "a")),
                        "--dir", str(directory))
-    assert "Carried" not in out
+    assert "older release" not in out
 
 
 def test_a_broken_accounts_file_is_refused_by_name(tmp_path: Path) -> None:
