@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from shouwang.broker_accounts import Accounts, hash_password, verify_password
@@ -205,3 +206,16 @@ def test_a_broken_accounts_file_is_refused_by_name(tmp_path: Path) -> None:
                        "--dir", str(directory))
     assert code == 2
     assert f"{directory / 'dynamic-security.json'}: not a dynamic-security file" in err
+
+
+def test_a_missing_dynamic_security_plugin_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shouwang import services
+
+    assert services.dynamic_security_plugin().name == "mosquitto_dynamic_security.so"
+    monkeypatch.setattr(services.glob, "glob", lambda pattern: [])
+    broker = services.Mosquitto(tmp_path, accounts=tmp_path / "accounts")
+    with pytest.raises(services.ServiceError, match="Debian's `mosquitto` package"):
+        broker.start()
+    assert broker.proc is None
