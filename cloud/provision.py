@@ -23,6 +23,7 @@ import yaml
 from cloud.config import BrokerAccount, BrokerAccounts, Role
 from cloud.evidence import hash_token
 from shouwang.broker_accounts import (
+    ADMIN_ACCOUNT,
     DYNSEC_FILE,
     AccountRole,
     Accounts,
@@ -37,6 +38,7 @@ from shouwang.broker_accounts import (
     verify_password,
     write_private,
 )
+from shouwang.broker_control import add_apply_arguments, apply_or_restart
 from shouwang.protocol import SHARE_GROUP
 
 # role (cloud.yaml `broker_accounts`) → its account on the cloud broker (cloud/server.py)
@@ -86,6 +88,10 @@ class Provisioned:
     shared_removed: bool = False  # the old shared worker account was taken out
     # An older release's password file and ACL, carried into the plugin's file and removed.
     old_files: list[Path] = field(default_factory=list)
+    # For `--apply`: whether the admin account is new (the broker cannot know it yet) and the
+    # running broker's commands.
+    admin_issued: bool = False
+    changes: list[dict[str, object]] = field(default_factory=list)
 
 
 def worker_password_file(directory: Path, account: str) -> Path:
@@ -107,12 +113,12 @@ def site_dir(directory: Path, site: str) -> Path:
 
 
 def provision(directory: Path, site: str, *, rotate: bool = False,
-              broker_user: str | None = None) -> Provisioned:
+              broker_user: str | None = None, admin: bool = False) -> Provisioned:
     """Add (or with `rotate`, renew) `site`'s account and token; each worker role's account
-    that is missing or does not match its password file is (re)issued."""
+    that is missing or does not match its password file is (re)issued. With `admin`, also
+    the account `--apply` uses, and the commands for a running broker (`done.changes`)."""
     check_name(site, "site id")
-    if site in ROLES.values() or site == SHARED_ACCOUNT:
-        raise ProvisionError(f"site id {site!r} is a cloud worker account name")
+    _not_a_service_account(site)
     passwords = Accounts.load(directory)
     done = Provisioned(False, _workers_accounts(directory, passwords),
                        _drop_shared_account(directory, passwords))
@@ -124,6 +130,8 @@ def provision(directory: Path, site: str, *, rotate: bool = False,
         token = new_password()
         write_private(bundle / SITE_EVIDENCE_TOKEN, token + "\n")
         tokens[site] = hash_token(token)
+    done.admin_issued = admin and passwords.keep_admin()
+    done.changes = passwords.changes(role_of)
     done.old_files = passwords.save(role_of, broker_user)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
     if done.shared_removed:  # only once the broker's files no longer name it
@@ -132,19 +140,40 @@ def provision(directory: Path, site: str, *, rotate: bool = False,
     return done
 
 
-def revoke(directory: Path, site: str) -> tuple[bool, list[Path]]:
-    """Remove a site's broker account and evidence token (a lost or stolen gateway): whether
-    it had either, and an older release's files replaced. The broker turns the gateway away
-    once restarted, which also drops its live connection."""
-    if site in ROLES.values():
-        raise ProvisionError(f"{site!r} is a cloud worker account, not a site")
+@dataclass
+class Revoked:
+    """What one `revoke` did, for the operator."""
+
+    found: bool  # the site had an account or a token
+    old_files: list[Path]
+    admin_issued: bool
+    changes: list[dict[str, object]]
+
+
+def revoke(directory: Path, site: str, admin: bool = False) -> Revoked:
+    """Remove a site's broker account and evidence token (a lost or stolen gateway). The
+    broker turns the gateway away once restarted (or told, `changes`), which also drops its
+    live connection."""
+    if site in ROLES.values() or site == ADMIN_ACCOUNT:
+        raise ProvisionError(f"{site!r} is a service account, not a site"
+                             if site == ADMIN_ACCOUNT else
+                             f"{site!r} is a cloud worker account, not a site")
     passwords = Accounts.load(directory)
     tokens = _load_tokens(directory / SITE_TOKENS_FILE)
     found = passwords.hashes.pop(site, None) is not None
     found = tokens.pop(site, None) is not None or found
+    admin_issued = admin and passwords.keep_admin()
+    changes = passwords.changes(role_of)
     old_files = passwords.save(role_of)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
-    return found, old_files
+    return Revoked(found, old_files, admin_issued, changes)
+
+
+def _not_a_service_account(site: str) -> None:
+    if site == ADMIN_ACCOUNT:
+        raise ProvisionError(f"site id {site!r} is the broker's admin account name")
+    if site in ROLES.values() or site == SHARED_ACCOUNT:
+        raise ProvisionError(f"site id {site!r} is a cloud worker account name")
 
 
 def _workers_accounts(directory: Path, passwords: Accounts) -> list[str]:
@@ -194,6 +223,7 @@ def add_parser(cloud: argparse._SubParsersAction) -> None:
     p.add_argument("--broker-user", default=None, metavar="USER",
                    help=f"give `{DYNSEC_FILE}` to the user Mosquitto runs as (Debian: "
                    "mosquitto); later runs keep the owner")
+    add_apply_arguments(p)
     p.set_defaults(fn=cmd_provision)
 
 
@@ -201,15 +231,17 @@ def cmd_provision(args: argparse.Namespace) -> int:
     directory = args.dir.resolve()
     try:
         if args.revoke:
-            found, old_files = revoke(directory, args.site)
-            print(f"{old_files_replaced(old_files)}"
-                  f"site {args.site}: {'revoked' if found else 'had no account'}; "
-                  "restart the broker (systemctl restart mosquitto), which drops its live "
-                  "connection and turns it away. The running cloud refuses "
-                  "the site's evidence token from its next upload (no restart).")
-            return 0 if found else 1
+            revoked = revoke(directory, args.site, admin=args.apply)
+            applied = apply_or_restart(args, directory, revoked.admin_issued, revoked.changes)
+            print(f"{old_files_replaced(revoked.old_files)}"
+                  f"site {args.site}: {'revoked' if revoked.found else 'had no account'}; "
+                  f"{applied} (either drops its live connection and turns it away). The "
+                  "running cloud refuses the site's evidence token from its next upload (no "
+                  "restart).")
+            return 0 if revoked.found else 1
         done = provision(directory, args.site, rotate=args.rotate,
-                         broker_user=args.broker_user)
+                         broker_user=args.broker_user, admin=args.apply)
+        applied = apply_or_restart(args, directory, done.admin_issued, done.changes)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2
@@ -235,8 +267,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         f"{worker_password_file(directory, account)}}}" for role, account in ROLES.items())
     print(
         f"{old_files_replaced(done.old_files)}"
-        f"Broker accounts: {directory / DYNSEC_FILE} (restart the broker, which reads it only "
-        f"when it starts: systemctl restart mosquitto).\nIn cloud.yaml:\n"
+        f"Broker accounts: {directory / DYNSEC_FILE} ({applied}).\nIn cloud.yaml:\n"
         f"broker_accounts:{accounts}"
         f"\nevidence: {{site_tokens_file: {directory / SITE_TOKENS_FILE}}}"
     )

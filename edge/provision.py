@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from shouwang.broker_accounts import (
+    ADMIN_ACCOUNT,
     DYNSEC_FILE,
     AccountRole,
     Accounts,
@@ -29,6 +30,7 @@ from shouwang.broker_accounts import (
     verify_password,
     write_private,
 )
+from shouwang.broker_control import add_apply_arguments, apply_or_restart
 from shouwang.config import load_yaml
 from shouwang.protocol import device_topic
 
@@ -64,6 +66,10 @@ class EdgeAccounts:
     removed: list[str] = field(default_factory=list)
     # An older release's password file and ACL, carried into the plugin's file and removed.
     old_files: list[Path] = field(default_factory=list)
+    # For `--apply`: whether the admin account is new (the broker cannot know it yet) and the
+    # running broker's commands.
+    admin_issued: bool = False
+    changes: list[dict[str, object]] = field(default_factory=list)
 
 
 def mqtt_devices(config: EdgeConfig) -> list[str]:
@@ -77,17 +83,21 @@ def mqtt_devices(config: EdgeConfig) -> list[str]:
 
 
 def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = None,
-              broker_user: str | None = None) -> EdgeAccounts:
+              broker_user: str | None = None, admin: bool = False) -> EdgeAccounts:
+    """Write the accounts; with `admin`, also the account `--apply` uses, and the commands
+    that bring a running broker up to date (`done.changes`)."""
     devices = [check_name(d, "device id") for d in mqtt_devices(config)]
     if EDGE_ACCOUNT in devices:
         raise ProvisionError(f"device id {EDGE_ACCOUNT!r} is the edge daemon's account name")
+    if ADMIN_ACCOUNT in devices:
+        raise ProvisionError(f"device id {ADMIN_ACCOUNT!r} is the broker's admin account name")
     rotate = list(rotate or [])
     unknown = sorted(set(rotate) - {*devices, EDGE_ACCOUNT})
     if unknown:
         raise ProvisionError(f"--rotate {', '.join(unknown)}: not a device of this site")
     passwords = Accounts.load(directory)
     done = EdgeAccounts()
-    for name in sorted(set(passwords.hashes) - {*devices, EDGE_ACCOUNT}):
+    for name in sorted(set(passwords.hashes) - {*devices, EDGE_ACCOUNT, ADMIN_ACCOUNT}):
         del passwords.hashes[name]
         done.removed.append(name)
     # The daemon's own password lives in a file its site config names; one that no longer
@@ -103,6 +113,8 @@ def provision(config: EdgeConfig, directory: Path, rotate: list[str] | None = No
             done.kept.append(device)
         else:
             done.issued[device] = passwords.issue(device)
+    done.admin_issued = admin and passwords.keep_admin()
+    done.changes = passwords.changes(role_of)
     done.old_files = passwords.save(role_of, broker_user)
     return done
 
@@ -122,6 +134,7 @@ def add_parser(edge: argparse._SubParsersAction) -> None:
     p.add_argument("--broker-user", default=None, metavar="USER",
                    help=f"give `{DYNSEC_FILE}` to the user Mosquitto runs as (Debian: "
                    "mosquitto); later runs keep the owner")
+    add_apply_arguments(p)
     p.set_defaults(fn=cmd_provision)
 
 
@@ -129,7 +142,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     config = load_yaml(args.config, EdgeConfig)
     directory = args.dir.resolve()
     try:
-        done = provision(config, directory, args.rotate, args.broker_user)
+        done = provision(config, directory, args.rotate, args.broker_user, admin=args.apply)
+        applied = apply_or_restart(args, directory, done.admin_issued, done.changes)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2
@@ -141,8 +155,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         f"{len(done.issued)} device account(s) issued, {len(done.kept)} kept, "
         f"{len(done.removed)} removed{': ' + ', '.join(done.removed) if done.removed else ''}.\n"
         f"{old_files_replaced(done.old_files)}"
-        f"Broker accounts: {directory / DYNSEC_FILE} (restart the broker, which reads it only "
-        f"when it starts: systemctl restart mosquitto).\n"
+        f"Broker accounts: {directory / DYNSEC_FILE} ({applied}).\n"
         f"In {args.config}, edge_broker: username: {EDGE_ACCOUNT}, "
         f"password_file: {directory / EDGE_PASSWORD_FILE}"
     )

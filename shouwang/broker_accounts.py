@@ -34,6 +34,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 DYNSEC_FILE = "dynamic-security.json"
 OLD_PASSWORD_FILE = "passwd"
 OLD_ACL_FILE = "acl"
+# The account `--apply` uses to change a running broker's accounts (shouwang/broker_control.py)
+# over the plugin's topic; its password is in ADMIN_PASSWORD_FILE beside the broker's file.
+ADMIN_ACCOUNT = "shouwang-admin"
+ADMIN_PASSWORD_FILE = "admin.password"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 
 
 class ProvisionError(Exception):
@@ -110,6 +115,11 @@ class Accounts:
 
     directory: Path
     hashes: dict[str, str] = field(default_factory=dict)
+    # As read, to tell the running broker what changed (`changes`).
+    loaded: dict[str, str] = field(default_factory=dict)
+    # The passwords drawn in this run, in memory only: the plugin takes new passwords over
+    # `$CONTROL` in clear (it hashes them itself).
+    issued: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -124,13 +134,56 @@ class Accounts:
             found.hashes = _read_dynsec(found.path)
         elif (directory / OLD_PASSWORD_FILE).exists():
             found.hashes = _read_password_file(directory / OLD_PASSWORD_FILE)
+        found.loaded = dict(found.hashes)
         return found
 
     def issue(self, name: str) -> str:
         """A new password for `name` (replacing any other); returns it, once."""
         password = new_password()
         self.hashes[name] = hash_password(password)
+        self.issued[name] = password
         return password
+
+    def keep_admin(self) -> bool:
+        """Give `--apply` its account, or a new password where its file does not hold the
+        current one (lost, edited); whether it was (re)issued, which the running broker
+        cannot learn over an account it does not know yet."""
+        path = self.directory / ADMIN_PASSWORD_FILE
+        current, known = read_secret(path), self.hashes.get(ADMIN_ACCOUNT)
+        if current is not None and known is not None and verify_password(current, known):
+            return False
+        write_private(path, self.issue(ADMIN_ACCOUNT) + "\n")
+        return True
+
+    def changes(self, role_of: Callable[[str], AccountRole]) -> list[dict[str, object]]:
+        """The plugin's commands that make a running broker hold what `save` writes: removed
+        accounts deleted (which drops their connections), new ones created with their role,
+        renewed passwords set."""
+        commands: list[dict[str, object]] = []
+        for name in sorted(set(self.loaded) - set(self.hashes)):
+            commands += [{"command": "deleteClient", "username": name},
+                         {"command": "deleteRole", "rolename": name}]
+        for name in sorted(set(self.hashes) - set(self.loaded)):
+            role = self._role(name, role_of)
+            commands += [
+                {"command": "createRole", "rolename": name, "textdescription": role.description,
+                 "acls": [acl.entry() for acl in role.acls]},
+                {"command": "createClient", "username": name, "password": self.issued[name],
+                 "roles": [{"rolename": name}]},
+            ]
+        for name in sorted(set(self.hashes) & set(self.loaded)):
+            if self.hashes[name] != self.loaded[name]:
+                commands.append({"command": "setClientPassword", "username": name,
+                                 "password": self.issued[name]})
+        return commands
+
+    @staticmethod
+    def _role(name: str, role_of: Callable[[str], AccountRole]) -> AccountRole:
+        if name == ADMIN_ACCOUNT:
+            # It sends the plugin's commands and reads the answers, nothing else.
+            return AccountRole("`--apply`: changes the accounts of the running broker",
+                               [*may_write(CONTROL_TOPIC), *may_read(f"{CONTROL_TOPIC}/response")])
+        return role_of(name)
 
     def document(self, role_of: Callable[[str], AccountRole]) -> dict[str, object]:
         clients, roles = [], []
@@ -138,7 +191,7 @@ class Accounts:
             _, _, iterations, salt, digest = hashed.split("$")
             clients.append({"username": name, "password": digest, "salt": salt,
                             "iterations": int(iterations), "roles": [{"rolename": name}]})
-            role = role_of(name)
+            role = self._role(name, role_of)
             roles.append({"rolename": name, "textdescription": role.description,
                           "acls": [acl.entry() for acl in role.acls]})
         return {

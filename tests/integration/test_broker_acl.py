@@ -622,6 +622,103 @@ async def test_a_restart_drops_a_revoked_site_and_turns_it_away(
         await refused_now(site_b)
 
 
+async def test_apply_changes_the_running_broker_without_a_restart(tmp_path: Path) -> None:
+    """`--apply`: a new site's gateway connects, and a revoked one is cut off and turned away,
+    with the broker never restarted (the same process throughout)."""
+    directory = tmp_path / "cloud-broker"
+    code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory),
+                             "--apply")
+    assert code == 0, output
+    # The admin account is new: the broker learns it when it starts, this once.
+    assert "shouwang-admin has a new password: restart the broker this once" in output
+    assert stat.S_IMODE((directory / "admin.password").stat().st_mode) == 0o600
+    broker = Mosquitto(tmp_path / "cloud", name="cloud broker", accounts=directory)
+    broker.start()
+    assert broker.proc is not None
+    pid = broker.proc.pid
+    apply = ("--dir", str(directory), "--apply", "--broker-port", str(broker.port))
+    try:
+        site_a = gateway(broker, directory, "site-a")
+        async with connected(site_a) as revoked:
+            changes: list[bool] = []
+            revoked._on_connection_change = changes.append
+            code, output = provision("cloud", "provision", "--site", "site-b", *apply)
+            assert code == 0, output
+            assert f"applied to the running broker at 127.0.0.1:{broker.port}" in output
+            # Site b's account and its role, at once.
+            site_b = gateway(broker, directory, "site-b")
+            await asyncio.to_thread(refused_and_granted, site_b, paho.MQTTv5,
+                                    ["site/site-a/down/ack", "#"], ["site/site-b/down/ack"])
+            assert await asyncio.to_thread(puback, site_b, "site/site-a/down/ack", b"{}") == 0x87
+            # Accepted: 0x10, "no matching subscribers", is a success.
+            assert await asyncio.to_thread(puback, site_b, "site/site-b/up/alert", b"{}") == 0x10
+            code, output = provision("cloud", "provision", "--site", "site-a", "--revoke", *apply)
+            assert code == 0, output
+            assert "site site-a: revoked; applied to the running broker" in output
+            await eventually(lambda: changes == [False], timeout=30)
+            await refused_now(site_a)
+            assert changes == [False]
+        assert broker.proc is not None
+        assert broker.proc.pid == pid
+    finally:
+        broker.stop()
+
+
+async def test_apply_rotates_and_removes_devices_on_the_running_edge_broker(
+    tmp_path: Path,
+) -> None:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE_FILE))
+    directory = tmp_path / "edge-broker"
+    code, output = provision("edge", "provision", "--config", str(site_file), "--dir",
+                             str(directory), "--apply")
+    assert code == 0, output
+    old = printed_credentials(output)
+    broker = Mosquitto(tmp_path / "edge", name="edge broker", accounts=directory)
+    broker.start()
+    try:
+        btn_b = account(broker, tmp_path, "btn-b", old["btn-b"])
+        async with connected(btn_b) as removed:
+            changes: list[bool] = []
+            removed._on_connection_change = changes.append
+            site_file.write_text(yaml.safe_dump({**SITE_FILE, "devices": [
+                d for d in SITE_FILE["devices"] if d["id"] != "btn-b"]}))  # type: ignore[attr-defined]
+            code, output = provision("edge", "provision", "--config", str(site_file), "--dir",
+                                     str(directory), "--rotate", "btn-a", "--apply",
+                                     "--broker-port", str(broker.port))
+            assert code == 0, output
+            assert "1 removed: btn-b" in output
+            assert f"applied to the running broker at 127.0.0.1:{broker.port}" in output
+            await eventually(lambda: changes == [False], timeout=30)
+            await refused_now(btn_b)
+        new = printed_credentials(output)
+        await refused_now(account(broker, tmp_path, "btn-a", old["btn-a"]))
+        async with connected(account(broker, tmp_path, "btn-a", new["btn-a"])):
+            pass
+    finally:
+        broker.stop()
+
+
+def test_apply_that_cannot_reach_the_broker_says_to_restart(tmp_path: Path) -> None:
+    directory = tmp_path / "cloud-broker"
+    assert provision("cloud", "provision", "--site", "site-a", "--dir", str(directory),
+                     "--apply")[0] == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _ = provision("cloud", "provision", "--site", "site-b", "--dir", str(directory),
+                            "--apply", "--broker-port", str(free_port()))
+    assert code == 2
+    assert "cannot connect" in err.getvalue()
+    assert "restart it instead: systemctl restart mosquitto" in err.getvalue()
+    assert "site-b" in Accounts.load(directory).hashes  # the file is written all the same
+    # A lost admin password is replaced, which only a restart teaches the broker.
+    (directory / "admin.password").write_text("edited\n")
+    code, output = provision("cloud", "provision", "--site", "site-c", "--dir", str(directory),
+                             "--apply", "--broker-port", str(free_port()))
+    assert code == 0, output
+    assert "shouwang-admin has a new password: restart the broker this once" in output
+
+
 # --- the shipped broker configurations ------------------------------------------------------
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
