@@ -51,6 +51,17 @@ def test_the_service_account_names_are_not_for_devices_or_sites(tmp_path: Path) 
                        str(site_file(tmp_path, "shouwang-edge")), "--dir", str(tmp_path / "b"))
     assert (code, err.strip()) == (
         2, "shouwang: device id 'shouwang-edge' is the edge daemon's account name")
+    code, _, err = run("edge", "provision", "--config",
+                       str(site_file(tmp_path, "shouwang-admin")), "--dir", str(tmp_path / "b"))
+    assert (code, err.strip()) == (
+        2, "shouwang: device id 'shouwang-admin' is the broker's admin account name")
+    code, _, err = run("cloud", "provision", "--site", "shouwang-admin", "--dir",
+                       str(tmp_path / "c"))
+    assert (code, err.strip()) == (
+        2, "shouwang: site id 'shouwang-admin' is the broker's admin account name")
+    code, _, err = run("cloud", "provision", "--site", "shouwang-admin", "--revoke", "--dir",
+                       str(tmp_path / "c"))
+    assert (code, err.strip()) == (2, "shouwang: 'shouwang-admin' is a service account, not a site")
     code, _, err = run("cloud", "provision", "--site", "shouwang-cloud", "--dir",
                        str(tmp_path / "c"))
     assert (code, err.strip()) == (
@@ -219,3 +230,24 @@ def test_a_missing_dynamic_security_plugin_names_the_package(
     with pytest.raises(services.ServiceError, match="Debian's `mosquitto` package"):
         broker.start()
     assert broker.proc is None
+
+
+def test_the_admin_account_may_only_send_the_plugins_commands(tmp_path: Path) -> None:
+    directory = tmp_path / "b"
+    assert run("edge", "provision", "--config", str(site_file(tmp_path, "a")), "--dir",
+               str(directory))[0] == 0
+    assert "shouwang-admin" not in Accounts.load(directory).hashes  # only with --apply
+    assert not (directory / "admin.password").exists()
+    code, out, _ = run("edge", "provision", "--config", str(site_file(tmp_path, "a")), "--dir",
+                       str(directory), "--apply")
+    assert code == 0
+    assert "shouwang-admin has a new password: restart the broker this once" in out
+    roles = {r["rolename"]: acls(r) for r in dynsec(directory)["roles"]}
+    assert roles["shouwang-admin"] == [
+        ("publishClientSend", "$CONTROL/dynamic-security/v1"),
+        ("subscribePattern", "$CONTROL/dynamic-security/v1/response"),
+        ("publishClientReceive", "$CONTROL/dynamic-security/v1/response")]
+    # Kept by later runs, with or without --apply.
+    assert run("edge", "provision", "--config", str(site_file(tmp_path, "a")), "--dir",
+               str(directory))[0] == 0
+    assert "shouwang-admin" in Accounts.load(directory).hashes
