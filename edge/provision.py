@@ -46,8 +46,8 @@ def role_of(account: str) -> AccountRole:
         # camera workers publish as their cameras (dev/{camera}/...) under this account.
         # `local/alarm` is its on-site announcement when the cloud cannot be reached.
         return AccountRole("the edge daemon and its camera workers",
-                    [*may_write("dev/#"), *may_read("dev/#"),
-                     *may_write("local/#"), *may_read("local/#")])
+                           [*may_write("dev/#"), *may_read("dev/#"),
+                            *may_write("local/#"), *may_read("local/#")])
     # A device publishes only its own readings, events and status (its last will too), and
     # reads only its own config and commands.
     return AccountRole(f"device {account}", [
