@@ -1,4 +1,4 @@
-"""`shouwang cloud provision --site ID`: the cloud broker's accounts and ACL, one per site.
+"""`shouwang cloud provision --site ID`: the cloud broker's accounts and roles, one per site.
 
 A gateway's account is named by its site id: it may publish only on `site/{id}/up/#` and read
 only `site/{id}/down/#`, so a gateway can neither speak for another estate nor confirm, close
@@ -7,7 +7,8 @@ only that role's job (`ROLES`): ingest reads every uplink and writes only confir
 downlink writes only its own kind and reads nothing. The site's broker password and evidence
 upload token are written to files for the gateway (never printed, never kept beside the cloud's
 config once copied), the workers' passwords to a file per account; the cloud keeps only their
-hashes. docs/provisioning.md says how to install them.
+hashes, all in one file of Mosquitto's dynamic-security plugin, read when the broker starts.
+docs/provisioning.md says how to install them.
 """
 
 from __future__ import annotations
@@ -22,14 +23,23 @@ import yaml
 from cloud.config import BrokerAccount, BrokerAccounts, Role
 from cloud.evidence import hash_token
 from shouwang.broker_accounts import (
-    PasswordFile,
+    ADMIN_ACCOUNT,
+    DYNSEC_FILE,
+    AccountRole,
+    Accounts,
+    Acl,
     ProvisionError,
     check_name,
+    may_read,
+    may_write,
     new_password,
+    old_files_replaced,
     read_secret,
     verify_password,
     write_private,
 )
+from shouwang.broker_control import add_apply_arguments, apply_or_restart
+from shouwang.protocol import SHARE_GROUP
 
 # role (cloud.yaml `broker_accounts`) → its account on the cloud broker (cloud/server.py)
 ROLES: dict[Role, str] = {
@@ -40,37 +50,33 @@ ROLES: dict[Role, str] = {
 # The account every worker shared before: removed from the files when provisioning again.
 SHARED_ACCOUNT = "shouwang-cloud"
 SHARED_PASSWORD_FILE = "cloud.password"
-PASSWORD_FILE = "passwd"
-ACL_FILE = "acl"
 SITE_TOKENS_FILE = "site-tokens.yaml"
 SITE_BROKER_PASSWORD = "cloud-broker.password"
 SITE_EVIDENCE_TOKEN = "evidence.token"
 
-CLOUD_ACL = """\
-# Shouwang cloud broker ACL, written by `shouwang cloud provision`; provision again rather
-# than edit. Mosquitto 2.0.11 refuses a publish not allowed here ("not authorized" under
-# MQTT 5, dropped under 3.1.1). It grants every SUBSCRIBE and checks `read` on each message
-# it would deliver, so a subscription beyond an account's reach receives nothing.
+# What each worker role's account may do (cloud/server.py); the rest is refused, a
+# subscription at the SUBACK. Ingest reads every site's uplink, directly (alerts) and through
+# the shared subscription of its `data` stream (Mosquitto 2.0.11 checks a `$share/GROUP/...`
+# filter whole, so the group is part of the ACL), and confirms. Each downlink writes its own
+# kind and reads nothing.
+WORKER_ROLES: dict[str, AccountRole] = {
+    ROLES["ingest"]: AccountRole("cloud ingest: every uplink, and its confirmations", [
+        *may_read("site/+/up/#"), Acl("subscribePattern", f"$share/{SHARE_GROUP}/site/+/up/#"),
+        *may_write("site/+/down/ack")]),
+    ROLES["alert_downlink"]: AccountRole(
+        "cloud alert downlink: each change to a site's alerts", may_write("site/+/down/alert")),
+    ROLES["watchlist_downlink"]: AccountRole(
+        "cloud watchlist downlink: each site's signed watchlists",
+        may_write("site/+/down/watchlist")),
+}
 
-# The cloud workers, an account per role (cloud/server.py), each for its job only.
-# Ingest: every site's uplink (also through $share/cloud/...) and its confirmations.
-user shouwang-ingest
-topic read site/+/up/#
-topic write site/+/down/ack
 
-# The alert downlink: each change to a site's alerts (and the news a gateway report missed).
-user shouwang-alert-downlink
-topic write site/+/down/alert
-
-# The watchlist downlink: each site's signed watchlists.
-user shouwang-watchlist-downlink
-topic write site/+/down/watchlist
-
-# Every other account is one site's gateway, named by its site id (%u): it speaks only for
-# its own site (its last will, `gateway_offline`, included) and hears only its own downlink.
-pattern write site/%u/up/#
-pattern read site/%u/down/#
-"""
+def role_of(account: str) -> AccountRole:
+    """A worker role's, or else a site's: its gateway speaks only for its own site (its last
+    will, `gateway_offline`, included) and hears only its own downlink."""
+    return WORKER_ROLES.get(account) or AccountRole(
+        f"site {account}'s gateway",
+        [*may_write(f"site/{account}/up/#"), *may_read(f"site/{account}/down/#")])
 
 
 @dataclass
@@ -80,6 +86,12 @@ class Provisioned:
     site_issued: bool  # the site got a new password and evidence token
     workers_issued: list[str] = field(default_factory=list)  # worker accounts made or renewed
     shared_removed: bool = False  # the old shared worker account was taken out
+    # An older release's password file and ACL, carried into the plugin's file and removed.
+    old_files: list[Path] = field(default_factory=list)
+    # For `--apply`: whether the admin account is new (the broker cannot know it yet) and the
+    # running broker's commands.
+    admin_issued: bool = False
+    changes: list[dict[str, object]] = field(default_factory=list)
 
 
 def worker_password_file(directory: Path, account: str) -> Path:
@@ -101,13 +113,13 @@ def site_dir(directory: Path, site: str) -> Path:
 
 
 def provision(directory: Path, site: str, *, rotate: bool = False,
-              broker_user: str | None = None) -> Provisioned:
+              broker_user: str | None = None, admin: bool = False) -> Provisioned:
     """Add (or with `rotate`, renew) `site`'s account and token; each worker role's account
-    that is missing or does not match its password file is (re)issued."""
+    that is missing or does not match its password file is (re)issued. With `admin`, also
+    the account `--apply` uses, and the commands for a running broker (`done.changes`)."""
     check_name(site, "site id")
-    if site in ROLES.values() or site == SHARED_ACCOUNT:
-        raise ProvisionError(f"site id {site!r} is a cloud worker account name")
-    passwords = PasswordFile.load(directory / PASSWORD_FILE)
+    _not_a_service_account(site)
+    passwords = Accounts.load(directory)
     done = Provisioned(False, _workers_accounts(directory, passwords),
                        _drop_shared_account(directory, passwords))
     tokens = _load_tokens(directory / SITE_TOKENS_FILE)
@@ -118,29 +130,53 @@ def provision(directory: Path, site: str, *, rotate: bool = False,
         token = new_password()
         write_private(bundle / SITE_EVIDENCE_TOKEN, token + "\n")
         tokens[site] = hash_token(token)
-    passwords.save(broker_user)
+    done.admin_issued = admin and passwords.keep_admin()
+    done.changes = passwords.changes(role_of)
+    done.old_files = passwords.save(role_of, broker_user)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
-    write_private(directory / ACL_FILE, CLOUD_ACL, broker_user)
     if done.shared_removed:  # only once the broker's files no longer name it
         (directory / SHARED_PASSWORD_FILE).unlink(missing_ok=True)
     done.site_issued = issued
     return done
 
 
-def revoke(directory: Path, site: str) -> bool:
-    """Remove a site's broker account and evidence token (a lost or stolen gateway)."""
-    if site in ROLES.values():
-        raise ProvisionError(f"{site!r} is a cloud worker account, not a site")
-    passwords = PasswordFile.load(directory / PASSWORD_FILE)
+@dataclass
+class Revoked:
+    """What one `revoke` did, for the operator."""
+
+    found: bool  # the site had an account or a token
+    old_files: list[Path]
+    admin_issued: bool
+    changes: list[dict[str, object]]
+
+
+def revoke(directory: Path, site: str, admin: bool = False) -> Revoked:
+    """Remove a site's broker account and evidence token (a lost or stolen gateway). The
+    broker turns the gateway away once restarted (or told, `changes`), which also drops its
+    live connection."""
+    if site in ROLES.values() or site == ADMIN_ACCOUNT:
+        raise ProvisionError(f"{site!r} is a service account, not a site"
+                             if site == ADMIN_ACCOUNT else
+                             f"{site!r} is a cloud worker account, not a site")
+    passwords = Accounts.load(directory)
     tokens = _load_tokens(directory / SITE_TOKENS_FILE)
     found = passwords.hashes.pop(site, None) is not None
     found = tokens.pop(site, None) is not None or found
-    passwords.save()
+    admin_issued = admin and passwords.keep_admin()
+    changes = passwords.changes(role_of)
+    old_files = passwords.save(role_of)
     write_private(directory / SITE_TOKENS_FILE, yaml.safe_dump(tokens, sort_keys=True))
-    return found
+    return Revoked(found, old_files, admin_issued, changes)
 
 
-def _workers_accounts(directory: Path, passwords: PasswordFile) -> list[str]:
+def _not_a_service_account(site: str) -> None:
+    if site == ADMIN_ACCOUNT:
+        raise ProvisionError(f"site id {site!r} is the broker's admin account name")
+    if site in ROLES.values() or site == SHARED_ACCOUNT:
+        raise ProvisionError(f"site id {site!r} is a cloud worker account name")
+
+
+def _workers_accounts(directory: Path, passwords: Accounts) -> list[str]:
     """Issue each role's account that is missing, or whose file does not hold its password
     (lost, edited); the accounts issued."""
     issued = []
@@ -153,7 +189,7 @@ def _workers_accounts(directory: Path, passwords: PasswordFile) -> list[str]:
     return issued
 
 
-def _drop_shared_account(directory: Path, passwords: PasswordFile) -> bool:
+def _drop_shared_account(directory: Path, passwords: Accounts) -> bool:
     found = passwords.hashes.pop(SHARED_ACCOUNT, None) is not None
     return found or (directory / SHARED_PASSWORD_FILE).exists()
 
@@ -171,12 +207,12 @@ def _load_tokens(path: Path) -> dict[str, str]:
 def add_parser(cloud: argparse._SubParsersAction) -> None:
     p = cloud.add_parser(
         "provision",
-        help="write the cloud broker's password file and ACL with an account for the site, "
+        help="write the cloud broker's accounts (its dynamic-security file) with one for the site, "
         "and the site's evidence token (docs/provisioning.md)",
     )
     p.add_argument("--site", required=True, help="site (gateway) id")
     p.add_argument("--dir", type=Path, required=True,
-                   help="where the broker's `passwd` and `acl`, the workers' `ROLE.password` "
+                   help=f"where the broker's `{DYNSEC_FILE}`, the workers' `ROLE.password` "
                    "files, "
                    "`site-tokens.yaml` and `sites/ID/` go (e.g. /etc/shouwang/cloud-broker)")
     what = p.add_mutually_exclusive_group()
@@ -185,8 +221,9 @@ def add_parser(cloud: argparse._SubParsersAction) -> None:
     what.add_argument("--revoke", action="store_true",
                       help="remove the site's broker account and evidence token")
     p.add_argument("--broker-user", default=None, metavar="USER",
-                   help="give `passwd` and `acl` to the user Mosquitto runs as (Debian: "
+                   help=f"give `{DYNSEC_FILE}` to the user Mosquitto runs as (Debian: "
                    "mosquitto); later runs keep the owner")
+    add_apply_arguments(p)
     p.set_defaults(fn=cmd_provision)
 
 
@@ -194,13 +231,17 @@ def cmd_provision(args: argparse.Namespace) -> int:
     directory = args.dir.resolve()
     try:
         if args.revoke:
-            found = revoke(directory, args.site)
-            print(f"site {args.site}: {'revoked' if found else 'had no account'}; "
-                  "reload the broker (systemctl reload mosquitto). The running cloud refuses "
-                  "the site's evidence token from its next upload (no restart).")
-            return 0 if found else 1
+            revoked = revoke(directory, args.site, admin=args.apply)
+            applied = apply_or_restart(args, directory, revoked.admin_issued, revoked.changes)
+            print(f"{old_files_replaced(revoked.old_files)}"
+                  f"site {args.site}: {'revoked' if revoked.found else 'had no account'}; "
+                  f"{applied} (either drops its live connection and turns it away). The "
+                  "running cloud refuses the site's evidence token from its next upload (no "
+                  "restart).")
+            return 0 if revoked.found else 1
         done = provision(directory, args.site, rotate=args.rotate,
-                         broker_user=args.broker_user)
+                         broker_user=args.broker_user, admin=args.apply)
+        applied = apply_or_restart(args, directory, done.admin_issued, done.changes)
     except ProvisionError as err:
         print(f"shouwang: {err}", file=sys.stderr)
         return 2
@@ -220,13 +261,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if done.shared_removed:
         print(f"cloud workers: removed the workers' shared account {SHARED_ACCOUNT} (and "
               f"{SHARED_PASSWORD_FILE}): give cloud.yaml the broker_accounts below before "
-              "reloading the broker, or the workers are refused when they reconnect.")
+              "restarting the broker, or the workers are refused when they reconnect.")
     accounts = "".join(
         f"\n  {role}: {{username: {account}, password_file: "
         f"{worker_password_file(directory, account)}}}" for role, account in ROLES.items())
     print(
-        f"Broker files: {directory / PASSWORD_FILE}, {directory / ACL_FILE} (reload the "
-        f"broker: systemctl reload mosquitto).\nIn cloud.yaml:\nbroker_accounts:{accounts}"
+        f"{old_files_replaced(done.old_files)}"
+        f"Broker accounts: {directory / DYNSEC_FILE} ({applied}).\nIn cloud.yaml:\n"
+        f"broker_accounts:{accounts}"
         f"\nevidence: {{site_tokens_file: {directory / SITE_TOKENS_FILE}}}"
     )
     return 0

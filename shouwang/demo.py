@@ -150,7 +150,7 @@ class Demo:
                 f"{DEMO_CAMERA}) has its lens covered for {COVER_FOR_S} s once a minute:\n"
                 f"  a tamper alert with a snapshot and a clip, then its recovery.\n"
                 f"  Both brokers refuse anonymous clients; each device and the site have\n"
-                f"  their own accounts and ACLs (docs/provisioning.md).\n"
+                f"  their own accounts and roles (docs/provisioning.md).\n"
                 f"  Both speak TLS only, with certificates of the demo's CA ({self.ca_file}).\n"
                 f"  Press one yourself: .venv/bin/shouwang sim button "
                 f"--port {self.brokers[0].port} --device btn-demo-0001 --password-file "
@@ -184,7 +184,7 @@ class Demo:
     def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         # Both brokers as in production: no anonymous client, an account per device and per
-        # site, the ACLs `shouwang edge|cloud provision` write (docs/provisioning.md).
+        # site, the roles `shouwang edge|cloud provision` write (docs/provisioning.md).
         edge_accounts = self.dir / "edge-broker-accounts"
         cloud_accounts = self.dir / "cloud-broker-accounts"
         edge_broker = Mosquitto(self.dir / "edge-broker", name="edge broker",

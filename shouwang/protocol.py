@@ -166,9 +166,11 @@ def site_down_topic(site_id: str, kind: str) -> str:
 # persistent session over a broker restart but drops its shared subscriptions, so an alert
 # acknowledged to the edge in that window would be lost. Every worker gets every alert and
 # the idempotent insert stores it once (alerts are few). Other kinds share the load.
+# The cloud broker's ACL allows ingest this one group (cloud/provision.py).
+SHARE_GROUP = "cloud"
 CLOUD_STREAMS: dict[str, tuple[str, ...]] = {
     "alerts": ("site/+/up/alert",),
-    "data": tuple(f"$share/cloud/site/+/up/{k}" for k in SITE_KINDS if k != "alert"),
+    "data": tuple(f"$share/{SHARE_GROUP}/site/+/up/{k}" for k in SITE_KINDS if k != "alert"),
 }
 
 

@@ -6,13 +6,14 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from shouwang.broker_accounts import DYNSEC_FILE
 
 
 class ServiceError(Exception):
@@ -60,6 +61,17 @@ class ListenerTls:
         ]
 
 
+def dynamic_security_plugin() -> Path:
+    """Mosquitto's dynamic-security plugin, which holds the accounts and their roles."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))
+    if not found:
+        raise ServiceError(
+            "mosquitto_dynamic_security.so is not under /usr/lib/*/: it ships in Debian's "
+            "`mosquitto` package (2.0 or newer); run `make deps` (apt-get install mosquitto)"
+        )
+    return Path(found[0])
+
+
 class Mosquitto:
     """A private Mosquitto broker: own config, own persistence directory, own port.
 
@@ -76,8 +88,9 @@ class Mosquitto:
         self.tls = tls
         # Further settings of the one listener.
         self.listener = listener or []
-        # A directory with the `passwd` and `acl` that `shouwang edge|cloud provision` wrote:
-        # then no anonymous client, and every account only where its ACL lets it.
+        # A directory with the dynamic-security file `shouwang edge|cloud provision` wrote:
+        # then no anonymous client, and every account only where its role lets it. The broker
+        # reads it when it starts: after a change, `restart()`.
         self.accounts = accounts
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -121,15 +134,9 @@ class Mosquitto:
             return ["allow_anonymous true"]
         return [
             "allow_anonymous false",
-            f"password_file {self.accounts / 'passwd'}",
-            f"acl_file {self.accounts / 'acl'}",
+            f"plugin {dynamic_security_plugin()}",
+            f"plugin_opt_config_file {self.accounts / DYNSEC_FILE}",
         ]
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto reads its password file and ACL again (an account added,
-        rotated or revoked takes effect for the next connection)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
 
     def _run_as(self) -> list[str]:
         """Started as root, mosquitto drops to the `mosquitto` user, which cannot write

@@ -6,25 +6,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import pwd
 import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import paho.mqtt.client as paho
 import psutil
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
+from shouwang.broker_accounts import Accounts
 from shouwang.certs import Authority
 from shouwang.cli import main
 from shouwang.config import BrokerConfig, TlsConfig
 from shouwang.mqtt import MqttClient, MqttPublishFailed
-from shouwang.protocol import make_envelope
+from shouwang.protocol import CLOUD_STREAMS, make_envelope, site_down_topic
 from shouwang.services import Mosquitto, free_port
 from tests.conftest import eventually, load_factor, unique
 
@@ -100,6 +106,84 @@ async def cannot_take_over(victim: MqttClient, thief_account: BrokerConfig,
     assert drops == [], "the victim was disconnected"
 
 
+# MQTT 5 answers a refused SUBSCRIBE or PUBLISH "not authorized" (0x87); 3.1.1 has only the
+# SUBACK failure code 0x80 and no PUBACK reason.
+NOT_AUTHORIZED = {paho.MQTTv5: 0x87, paho.MQTTv311: 0x80}
+PROTOCOLS = pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311],
+                                    ids=["mqtt5", "mqtt311"])
+
+
+def subacks(config: BrokerConfig, topics: list[str], protocol: int) -> dict[str, int]:
+    """What the broker answers to each of `topics`, subscribed one by one: a granted QoS
+    (0-2) or a failure code, read from the SUBACK itself (paho, not our client, which only
+    logs a refusal)."""
+    answered: dict[int, int] = {}
+    done = threading.Event()
+    connack: list[ReasonCode] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("suback"),
+                         protocol=protocol)
+    client.username_pw_set(config.username, config.password())
+
+    def on_connect(client: paho.Client, userdata: object, flags: object, reason_code: ReasonCode,
+                   properties: object) -> None:
+        connack.append(reason_code)
+        done.set()
+
+    def on_subscribe(client: paho.Client, userdata: object, mid: int,
+                     reason_codes: list[ReasonCode], properties: object) -> None:
+        answered[mid] = reason_codes[0].value
+        done.set()
+
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    client.connect("127.0.0.1", config.port)
+    client.loop_start()
+    try:
+        assert done.wait(10 * load_factor()), "no CONNACK"
+        assert not connack[0].is_failure, connack
+        codes = {}
+        for topic in topics:
+            done.clear()
+            _, mid = client.subscribe(topic, 1)
+            assert done.wait(10 * load_factor()), f"no SUBACK for {topic}"
+            codes[topic] = answered[mid]
+        return codes
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def refused_and_granted(config: BrokerConfig, protocol: int, refused: list[str],
+                        granted: list[str]) -> None:
+    codes = subacks(config, refused + granted, protocol)
+    assert {t: codes[t] for t in refused} == dict.fromkeys(refused, NOT_AUTHORIZED[protocol])
+    assert {t: codes[t] for t in granted} == dict.fromkeys(granted, 1)
+
+
+def puback(config: BrokerConfig, topic: str, payload: bytes) -> int:
+    """The reason code of the PUBACK to a QoS 1 publish under MQTT 5."""
+    acked = threading.Event()
+    codes: list[int] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("puback"),
+                         protocol=paho.MQTTv5)
+    client.username_pw_set(config.username, config.password())
+
+    def on_publish(client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode,
+                   properties: object) -> None:
+        codes.append(reason_code.value)
+        acked.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", config.port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1)
+        assert acked.wait(10 * load_factor()), f"no PUBACK for {topic}"
+        return codes[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def envelope(device: str, kind: str = "event") -> bytes:
     return make_envelope(site=None, device=device, kind=kind, body={"event": "sos"}).to_bytes()
 
@@ -132,12 +216,11 @@ def test_edge_provision_prints_each_device_once_and_keeps_only_hashes(
     directory, credentials = edge_accounts
     # A device per MQTT device; the Modbus meter is polled by the gateway and has none.
     assert sorted(credentials) == ["btn-a", "btn-b"]
-    passwd = (directory / "passwd").read_text()
-    for name in ("btn-a", "btn-b", "shouwang-edge"):
-        assert f"\n{name}:$7$" in f"\n{passwd}"
+    accounts = (directory / "dynamic-security.json").read_text()
+    assert sorted(Accounts.load(directory).hashes) == ["btn-a", "btn-b", "shouwang-edge"]
     for password in credentials.values():
-        assert password not in passwd
-    for name in ("passwd", "acl", "edge.password"):
+        assert password not in accounts
+    for name in ("dynamic-security.json", "edge.password"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
     # Again: nothing new to show, the same accounts.
     code, output = provision("edge", "provision", "--config", str(tmp_path / "site.yaml"),
@@ -145,7 +228,7 @@ def test_edge_provision_prints_each_device_once_and_keeps_only_hashes(
     assert code == 0
     assert printed_credentials(output) == {}
     assert "0 device account(s) issued, 2 kept, 0 removed" in output
-    assert (directory / "passwd").read_text() == passwd
+    assert (directory / "dynamic-security.json").read_text() == accounts
 
 
 async def test_a_device_publishes_only_as_itself_and_reads_only_its_own_config(
@@ -176,9 +259,8 @@ async def test_a_device_publishes_only_as_itself_and_reads_only_its_own_config(
 async def test_a_device_subscribed_to_everything_receives_only_its_own(
     tmp_path: Path, edge_broker: Mosquitto, edge_accounts: tuple[Path, dict[str, str]]
 ) -> None:
-    # Mosquitto 2.0's acl_file grants every SUBSCRIBE (its source: "FIXME - implement ACL
-    # subscription strings") and refuses each message on delivery: a foreign subscription
-    # receives nothing, retained messages included.
+    # The foreign subscriptions are refused at the SUBACK (the tests below); were one let
+    # through, each message is checked again on delivery, retained ones included.
     directory, credentials = edge_accounts
     edge = BrokerConfig(port=edge_broker.port, username="shouwang-edge",
                         password_file=directory / "edge.password")
@@ -187,13 +269,84 @@ async def test_a_device_subscribed_to_everything_receives_only_its_own(
         btn_a = account(edge_broker, tmp_path, "btn-a", credentials["btn-a"])
         btn_b = account(edge_broker, tmp_path, "btn-b", credentials["btn-b"])
         async with (
-            connected(btn_a, "#", "dev/+/config", "dev/btn-b/cmd") as device,
+            connected(btn_a, "#", "dev/+/config", "dev/btn-b/cmd", "dev/btn-a/cmd") as device,
             connected(btn_b) as other,
         ):
             await other.publish("dev/btn-b/event", envelope("btn-b"), qos=1)
             await daemon.publish("dev/btn-b/cmd", b"open", qos=1)
             await nothing_more(device, daemon, "dev/btn-a/cmd")
         await daemon.publish("dev/btn-b/config", b"", qos=1, retain=True)
+
+
+@PROTOCOLS
+def test_a_foreign_subscription_on_the_edge_broker_is_refused_at_the_suback(
+    tmp_path: Path, edge_broker: Mosquitto, edge_accounts: tuple[Path, dict[str, str]],
+    protocol: int,
+) -> None:
+    directory, credentials = edge_accounts
+    btn_a = account(edge_broker, tmp_path, "btn-a", credentials["btn-a"])
+    refused_and_granted(
+        btn_a, protocol,
+        refused=["dev/btn-b/config", "dev/btn-b/cmd", "dev/+/config", "dev/+/cmd", "dev/#", "#",
+                 "dev/btn-a/#", "dev/btn-a/event", "local/alarm"],
+        granted=["dev/btn-a/config", "dev/btn-a/cmd"])
+    # The edge daemon: the device topics it subscribes to (edge/daemon.py) and its own
+    # `local/`, nothing of the cloud's shape.
+    edge = BrokerConfig(port=edge_broker.port, username="shouwang-edge",
+                        password_file=directory / "edge.password")
+    refused_and_granted(edge, protocol, refused=["#", "site/gw-a/down/#", "+/+/event"],
+                        granted=["dev/+/telemetry", "dev/+/event", "dev/+/status", "local/#"])
+
+
+async def test_a_device_forging_another_devices_event_gets_puback_not_authorized(
+    tmp_path: Path, edge_broker: Mosquitto, edge_accounts: tuple[Path, dict[str, str]]
+) -> None:
+    directory, credentials = edge_accounts
+    edge = BrokerConfig(port=edge_broker.port, username="shouwang-edge",
+                        password_file=directory / "edge.password")
+    btn_a = account(edge_broker, tmp_path, "btn-a", credentials["btn-a"])
+    async with connected(edge, "dev/+/event") as daemon:
+        assert await asyncio.to_thread(puback, btn_a, "dev/btn-b/event", envelope("btn-b")) \
+            == 0x87
+        assert await asyncio.to_thread(puback, btn_a, "dev/btn-a/event", envelope("btn-a")) == 0
+        message = await daemon.messages()
+        assert message.topic == "dev/btn-a/event"  # the forged one never came before it
+        daemon.ack(message)
+
+
+async def test_a_restart_drops_a_removed_device_and_turns_it_away(
+    tmp_path: Path, edge_broker: Mosquitto, edge_accounts: tuple[Path, dict[str, str]]
+) -> None:
+    directory, credentials = edge_accounts
+    btn_a = account(edge_broker, tmp_path, "btn-a", credentials["btn-a"])
+    btn_b = account(edge_broker, tmp_path, "btn-b", credentials["btn-b"])
+    site = {**SITE_FILE, "devices": [d for d in SITE_FILE["devices"]  # type: ignore[attr-defined]
+                                     if d["id"] != "btn-b"]}
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    async with connected(btn_a) as kept, connected(btn_b) as removed:
+        kept_changes: list[bool] = []
+        removed_changes: list[bool] = []
+        kept._on_connection_change = kept_changes.append
+        removed._on_connection_change = removed_changes.append
+        code, output = provision("edge", "provision", "--config", str(tmp_path / "site.yaml"),
+                                 "--dir", str(directory))
+        assert code == 0, output
+        assert "1 removed: btn-b" in output
+        assert "systemctl restart mosquitto" in output
+        edge_broker.restart()
+        await eventually(lambda: kept_changes == [False, True], timeout=30)
+        assert removed_changes == [False]
+        await refused_now(btn_b)
+
+
+async def refused_now(config: BrokerConfig) -> None:
+    client = MqttClient(config, client_id=unique("refused"))
+    await client.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await client.wait_connected(2)
+    finally:
+        await client.close()
 
 
 async def test_no_anonymous_client_and_no_wrong_password_on_the_edge_broker(
@@ -291,6 +444,10 @@ async def test_a_gateway_cannot_forge_an_ack_nor_speak_for_another_site(
                       "site/site-a/down/ack"):
             with pytest.raises(MqttPublishFailed, match="Not authorized"):
                 await gw_a.publish(topic, b'{"ids": ["forged"]}', qos=1)
+        # Under MQTT 5 the PUBACK says why: not authorized (0x87).
+        forger = gateway(cloud_broker, cloud_accounts, "site-a")
+        assert await asyncio.to_thread(puback, forger, "site/site-b/down/ack",
+                                       b'{"ids": ["forged"]}') == 0x87
         # Nothing of it reached gateway b (its own confirmation comes first) nor the cloud.
         await nothing_more(gw_b, cloud, "site/site-b/down/ack")
         await gw_b.publish("site/site-b/up/alert", b"b's alert", qos=1)
@@ -307,12 +464,39 @@ async def test_a_gateway_subscribed_to_everything_hears_only_its_own_site(
         connected(worker(cloud_broker, cloud_accounts, "alert_downlink")) as news,
         connected(gateway(cloud_broker, cloud_accounts, "site-b")) as gw_b,
         connected(gateway(cloud_broker, cloud_accounts, "site-a"),
-                  "#", "site/+/down/#", "site/site-b/up/#", "$share/x/site/+/up/#") as gw_a,
+                  "#", "site/+/down/#", "site/site-b/up/#", "$share/x/site/+/up/#",
+                  "site/site-a/down/ack") as gw_a,
     ):
         await news.publish("site/site-b/down/alert", b"b's alert was resolved", qos=1)
         await cloud.publish("site/site-b/down/ack", b'{"ids": ["b-1"]}', qos=1)
         await gw_b.publish("site/site-b/up/alert", b"b's alert", qos=1)
         await nothing_more(gw_a, cloud, "site/site-a/down/ack")
+
+
+@PROTOCOLS
+def test_a_foreign_subscription_on_the_cloud_broker_is_refused_at_the_suback(
+    cloud_broker: Mosquitto, cloud_accounts: Path, protocol: int
+) -> None:
+    # A gateway: exactly the downlink topics the edge subscribes to (edge/uplink.py).
+    refused_and_granted(
+        gateway(cloud_broker, cloud_accounts, "site-a"), protocol,
+        refused=["site/site-b/down/ack", "site/site-b/down/#", "site/+/down/#", "site/+/down/ack",
+                 "site/site-b/up/#", "site/site-a/up/#", "#", "$share/cloud/site/+/up/alert",
+                 "$share/x/site/site-a/down/ack"],
+        granted=[site_down_topic("site-a", k) for k in ("ack", "alert", "watchlist")])
+    # Ingest: exactly its streams' subscriptions (the `$share/cloud/...` ones included).
+    streams = [t for topics in CLOUD_STREAMS.values() for t in topics]
+    assert any(t.startswith("$share/cloud/") for t in streams)
+    refused_and_granted(
+        worker(cloud_broker, cloud_accounts, "ingest"), protocol,
+        refused=["site/+/down/#", "site/site-a/down/ack", "#", "site/#",
+                 "$share/other/site/+/up/telemetry", "$share/cloud/site/+/down/ack"],
+        granted=[*streams, "site/+/up/#"])
+    # The downlinks read nothing.
+    for role in ("alert_downlink", "watchlist_downlink"):
+        refused_and_granted(
+            worker(cloud_broker, cloud_accounts, role), protocol,
+            refused=["site/+/up/#", "site/+/down/#", "site/site-a/down/alert", "#"], granted=[])
 
 
 WORKER_ROLES = ("ingest", "alert_downlink", "watchlist_downlink")
@@ -323,8 +507,8 @@ async def test_each_cloud_worker_role_does_its_job_and_nothing_else(
 ) -> None:
     """Ingest reads the uplink and confirms (down/ack); the alert downlink writes only
     down/alert, the watchlist downlink only down/watchlist. What a role may not write is
-    refused and reaches no one; what it may not read it never receives, though Mosquitto
-    2.0.11 grants the subscription (docs/decisions.md)."""
+    refused and reaches no one; what it may not read it never receives (its subscription
+    refused at the SUBACK, `test_a_foreign_subscription_on_the_cloud_broker_...`)."""
     roles = {role: worker(cloud_broker, cloud_accounts, role) for role in WORKER_ROLES}
     assert {r: c.username for r, c in roles.items()} == {
         "ingest": "shouwang-ingest", "alert_downlink": "shouwang-alert-downlink",
@@ -358,8 +542,8 @@ async def test_each_cloud_worker_role_does_its_job_and_nothing_else(
         # Nothing of it reached the gateway, nor ingest (its marker is the gateway's telemetry).
         await nothing_more(gw_a, ingest, "site/site-a/down/ack")
         await nothing_more(ingest, gw_a, "site/site-a/up/telemetry")
-        # The downlinks subscribed to the uplink and to every downlink were granted (they are
-        # connected, which waits for the SUBACK) and received none of the messages above.
+        # The downlinks subscribed to the uplink and to every downlink (refused; they are
+        # connected, which waits for the SUBACK) received none of the messages above.
         await hears_nothing(news, "site/site-a/down/alert")
         await hears_nothing(lists, "site/site-a/down/watchlist")
 
@@ -368,18 +552,23 @@ def test_cloud_provision_gives_each_worker_role_an_account_and_drops_the_shared_
     tmp_path: Path,
 ) -> None:
     from cloud.provision import worker_accounts
-    from shouwang.broker_accounts import PasswordFile, hash_password, verify_password
+    from shouwang.broker_accounts import hash_password, verify_password
 
     directory = tmp_path / "cloud-broker"
-    # A directory an older release provisioned: the workers' shared account.
+    # A directory an older release provisioned: the workers' shared account, in a password
+    # file and an ACL.
     directory.mkdir()
     (directory / "passwd").write_text(f"shouwang-cloud:{hash_password('old')}\n")
+    (directory / "acl").write_text("user shouwang-cloud\ntopic readwrite #\n")
     (directory / "cloud.password").write_text("old\n")
     code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory))
     assert code == 0, output
-    hashes = PasswordFile.load(directory / "passwd").hashes
+    hashes = Accounts.load(directory).hashes
     assert sorted(hashes) == ["shouwang-alert-downlink", "shouwang-ingest",
                               "shouwang-watchlist-downlink", "site-a"]
+    assert not (directory / "passwd").exists()
+    assert not (directory / "acl").exists()
+    assert f"Removed an older release's {directory / 'passwd'}, {directory / 'acl'}" in output
     assert not (directory / "cloud.password").exists()
     assert "removed the workers' shared account shouwang-cloud" in output
     accounts = worker_accounts(directory)
@@ -393,46 +582,141 @@ def test_cloud_provision_gives_each_worker_role_an_account_and_drops_the_shared_
         # Each new account is named once, with the file that holds its password.
         assert output.count(f"new account {account.username}, password in "
                             f"{account.password_file}") == 1
-    acl = (directory / "acl").read_text()
-    assert "shouwang-cloud" not in acl
-    assert "user shouwang-watchlist-downlink\ntopic write site/+/down/watchlist\n" in acl
+    roles = {r["rolename"]: r["acls"] for r in json.loads(
+        (directory / "dynamic-security.json").read_text())["roles"]}
+    assert "shouwang-cloud" not in roles
+    assert roles["shouwang-watchlist-downlink"] == [
+        {"acltype": "publishClientSend", "topic": "site/+/down/watchlist", "allow": True}]
     # Again, and for another site: the workers keep their accounts, nothing is announced.
-    passwd = (directory / "passwd").read_text()
+    accounts = (directory / "dynamic-security.json").read_text()
     code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory))
     assert code == 0
     assert "new account" not in output
-    assert (directory / "passwd").read_text() == passwd
+    assert "older release" not in output
+    assert (directory / "dynamic-security.json").read_text() == accounts
     code, output = provision("cloud", "provision", "--site", "site-b", "--dir", str(directory))
     assert "new account shouwang" not in output
-    assert all(PasswordFile.load(directory / "passwd").hashes[a] == hashes[a]
+    assert all(Accounts.load(directory).hashes[a] == hashes[a]
                for a in ("shouwang-ingest", "shouwang-alert-downlink"))
 
 
-async def test_a_revoked_site_is_turned_away_after_a_reload(
+async def test_a_restart_drops_a_revoked_site_and_turns_it_away(
     cloud_broker: Mosquitto, cloud_accounts: Path
 ) -> None:
     site_b = gateway(cloud_broker, cloud_accounts, "site-b")
-    async with connected(site_b):
-        pass
-    code, output = provision("cloud", "provision", "--site", "site-b", "--revoke", "--dir",
-                             str(cloud_accounts))
-    assert code == 0, output
-    cloud_broker.reload()
-    # SIGHUP is handled between the broker's network rounds: try until it has.
-    async def refused() -> bool:
-        client = MqttClient(site_b, client_id=unique("revoked"))
-        await client.start()
-        try:
-            await client.wait_connected(1)
-            return False
-        except TimeoutError:
-            return True
-        finally:
-            await client.close()
+    async with connected(site_b) as revoked, connected(
+            gateway(cloud_broker, cloud_accounts, "site-a")) as kept:
+        kept_changes: list[bool] = []
+        revoked_changes: list[bool] = []
+        kept._on_connection_change = kept_changes.append
+        revoked._on_connection_change = revoked_changes.append
+        code, output = provision("cloud", "provision", "--site", "site-b", "--revoke", "--dir",
+                                 str(cloud_accounts))
+        assert code == 0, output
+        assert "systemctl restart mosquitto" in output
+        # The broker reads its accounts only when it starts: a restart (its sessions and
+        # queued messages persist) drops every connection, and site b's cannot come back.
+        cloud_broker.restart()
+        await eventually(lambda: kept_changes == [False, True], timeout=30)
+        assert revoked_changes == [False]
+        await refused_now(site_b)
 
-    assert await eventually(refused, timeout=10)
-    async with connected(gateway(cloud_broker, cloud_accounts, "site-a")):
-        pass
+
+async def test_apply_changes_the_running_broker_without_a_restart(tmp_path: Path) -> None:
+    """`--apply`: a new site's gateway connects, and a revoked one is cut off and turned away,
+    with the broker never restarted (the same process throughout)."""
+    directory = tmp_path / "cloud-broker"
+    code, output = provision("cloud", "provision", "--site", "site-a", "--dir", str(directory),
+                             "--apply")
+    assert code == 0, output
+    # The admin account is new: the broker learns it when it starts, this once.
+    assert "shouwang-admin has a new password: restart the broker this once" in output
+    assert stat.S_IMODE((directory / "admin.password").stat().st_mode) == 0o600
+    broker = Mosquitto(tmp_path / "cloud", name="cloud broker", accounts=directory)
+    broker.start()
+    assert broker.proc is not None
+    pid = broker.proc.pid
+    apply = ("--dir", str(directory), "--apply", "--broker-port", str(broker.port))
+    try:
+        site_a = gateway(broker, directory, "site-a")
+        async with connected(site_a) as revoked:
+            changes: list[bool] = []
+            revoked._on_connection_change = changes.append
+            code, output = provision("cloud", "provision", "--site", "site-b", *apply)
+            assert code == 0, output
+            assert f"applied to the running broker at 127.0.0.1:{broker.port}" in output
+            # Site b's account and its role, at once.
+            site_b = gateway(broker, directory, "site-b")
+            await asyncio.to_thread(refused_and_granted, site_b, paho.MQTTv5,
+                                    ["site/site-a/down/ack", "#"], ["site/site-b/down/ack"])
+            assert await asyncio.to_thread(puback, site_b, "site/site-a/down/ack", b"{}") == 0x87
+            # Accepted: 0x10, "no matching subscribers", is a success.
+            assert await asyncio.to_thread(puback, site_b, "site/site-b/up/alert", b"{}") == 0x10
+            code, output = provision("cloud", "provision", "--site", "site-a", "--revoke", *apply)
+            assert code == 0, output
+            assert "site site-a: revoked; applied to the running broker" in output
+            await eventually(lambda: changes == [False], timeout=30)
+            await refused_now(site_a)
+            assert changes == [False]
+        assert broker.proc is not None
+        assert broker.proc.pid == pid
+    finally:
+        broker.stop()
+
+
+async def test_apply_rotates_and_removes_devices_on_the_running_edge_broker(
+    tmp_path: Path,
+) -> None:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE_FILE))
+    directory = tmp_path / "edge-broker"
+    code, output = provision("edge", "provision", "--config", str(site_file), "--dir",
+                             str(directory), "--apply")
+    assert code == 0, output
+    old = printed_credentials(output)
+    broker = Mosquitto(tmp_path / "edge", name="edge broker", accounts=directory)
+    broker.start()
+    try:
+        btn_b = account(broker, tmp_path, "btn-b", old["btn-b"])
+        async with connected(btn_b) as removed:
+            changes: list[bool] = []
+            removed._on_connection_change = changes.append
+            site_file.write_text(yaml.safe_dump({**SITE_FILE, "devices": [
+                d for d in SITE_FILE["devices"] if d["id"] != "btn-b"]}))  # type: ignore[attr-defined]
+            code, output = provision("edge", "provision", "--config", str(site_file), "--dir",
+                                     str(directory), "--rotate", "btn-a", "--apply",
+                                     "--broker-port", str(broker.port))
+            assert code == 0, output
+            assert "1 removed: btn-b" in output
+            assert f"applied to the running broker at 127.0.0.1:{broker.port}" in output
+            await eventually(lambda: changes == [False], timeout=30)
+            await refused_now(btn_b)
+        new = printed_credentials(output)
+        await refused_now(account(broker, tmp_path, "btn-a", old["btn-a"]))
+        async with connected(account(broker, tmp_path, "btn-a", new["btn-a"])):
+            pass
+    finally:
+        broker.stop()
+
+
+def test_apply_that_cannot_reach_the_broker_says_to_restart(tmp_path: Path) -> None:
+    directory = tmp_path / "cloud-broker"
+    assert provision("cloud", "provision", "--site", "site-a", "--dir", str(directory),
+                     "--apply")[0] == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _ = provision("cloud", "provision", "--site", "site-b", "--dir", str(directory),
+                            "--apply", "--broker-port", str(free_port()))
+    assert code == 2
+    assert "cannot connect" in err.getvalue()
+    assert "restart it instead: systemctl restart mosquitto" in err.getvalue()
+    assert "site-b" in Accounts.load(directory).hashes  # the file is written all the same
+    # A lost admin password is replaced, which only a restart teaches the broker.
+    (directory / "admin.password").write_text("edited\n")
+    code, output = provision("cloud", "provision", "--site", "site-c", "--dir", str(directory),
+                             "--apply", "--broker-port", str(free_port()))
+    assert code == 0, output
+    assert "shouwang-admin has a new password: restart the broker this once" in output
 
 
 # --- the shipped broker configurations ------------------------------------------------------

@@ -51,3 +51,17 @@ def test_a_role_account_replaces_only_the_credentials(tmp_path: Path) -> None:
 def test_a_wrong_account_is_refused_by_name(accounts: dict[str, object], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         CloudConfig.model_validate({"broker": {}, "broker_accounts": accounts})
+
+
+def test_each_role_has_a_broker_account_and_what_it_may_do() -> None:
+    """A role added to `broker_accounts` without an account and a role on the broker would
+    connect with the fallback credentials and be refused everything (default deny)."""
+    from typing import get_args
+
+    from cloud.config import Role
+    from cloud.provision import ROLES, role_of
+
+    assert set(ROLES) == set(get_args(Role))
+    for account in ROLES.values():
+        assert role_of(account).description.startswith("cloud ")
+    assert role_of("site-a").description == "site site-a's gateway"
