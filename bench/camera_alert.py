@@ -44,8 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import System, auth_headers, pct  # type: ignore[import-not-found]  # noqa: E402
+from harness import (  # type: ignore[import-not-found]  # noqa: E402
+    System,
+    auth_headers,
+    paho_connect,
+    pct,
+)
 
+from shouwang.services import Mosquitto  # noqa: E402
 from simulators.camera import CameraSimulator, CameraSpec, make_clip  # noqa: E402
 
 CAMERA = "cam-bench"
@@ -56,14 +62,13 @@ HEALTH = {"learn_s": 2, "occluded": {"raise_after_s": 0, "clear_after_s": 0}}
 class Heard:
     """Arrival times (ms, this machine's clock) of messages on one broker's topics."""
 
-    def __init__(self, port: int, topic: str, name: str) -> None:
+    def __init__(self, broker: Mosquitto, topic: str, name: str) -> None:
         self.messages: list[tuple[float, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}")
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_message = self._message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        paho_connect(self.client, broker)
 
     def _message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         arrived = time.time() * 1000
@@ -188,8 +193,8 @@ async def run(args: argparse.Namespace) -> None:
     edge = cloud = None
     try:
         system.start()
-        edge = Heard(system.edge_broker.port, f"dev/{CAMERA}/#", "edge")
-        cloud = Heard(system.cloud_broker.port, f"site/{SITE}/up/alert", "cloud")
+        edge = Heard(system.edge_broker, f"dev/{CAMERA}/#", "edge")
+        cloud = Heard(system.cloud_broker, f"site/{SITE}/up/alert", "cloud")
         load0 = os.getloadavg()[0]
         out = await covers(sim, system, edge, cloud, args.covers)
         load1 = os.getloadavg()[0]

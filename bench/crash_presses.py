@@ -17,9 +17,8 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
-from harness import System, auth_headers  # type: ignore[import-not-found]
+from harness import EDGE_BROKERS, System, auth_headers, broker_config  # type: ignore[import-not-found]
 
-from shouwang.config import BrokerConfig
 from simulators.crash import EdgeKiller, buttons, press_in_turn
 
 LOCATION = "bench/street/community/grid/b1/u1/f1/101"
@@ -41,28 +40,18 @@ async def alerts(port: int) -> list[dict[str, Any]]:
                 return found
 
 
-async def healthy(port: int) -> bool:
-    try:
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{port}/healthz") as r:
-            return bool((await r.json())["edge_broker"])
-    except aiohttp.ClientError:
-        return False
-
-
 async def one_run(n: int, kills: int, seed: int) -> dict[str, Any]:
     devices = buttons(n)
     system = System([{"id": d, "profile": "emergency_button", "resident": f"r-{d}",
                       "location": LOCATION} for d in devices])
-    system.start(edge=False)
     killer = EdgeKiller(system.work / "edge.yaml", system.work / "edge.log", seed)
     accepted: dict[str, str] = {}
     try:
+        system.start(edge=False)
         await killer.start()
-        while not await healthy(system.edge_http):
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(system.wait_connected, "edge", system.edge_http, EDGE_BROKERS, 60)
         started = time.monotonic()
-        broker = BrokerConfig(host="127.0.0.1", port=system.edge_broker.port)
+        broker = broker_config(system.edge_broker)
         presses = asyncio.create_task(press_in_turn(broker, devices, 0.01, accepted))
         if kills:
             await killer.kill_now_and_then(kills, 0.5, max(1.0, n * 0.01 / kills))

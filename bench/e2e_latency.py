@@ -1,7 +1,7 @@
 """Press → WebSocket latency through the real system, alone and under telemetry load.
 
-Starts two Mosquitto brokers, the cloud and the edge as separate processes (as deployed),
-then presses a simulated button N times and times each press until its alert arrives on a
+Starts two Mosquitto brokers (TLS only), the cloud and the edge as separate processes (as
+deployed), then presses a simulated button N times and times each press until its alert arrives on a
 dashboard WebSocket. The baseline, measured in the same run, is one raw broker hop: a paho
 subscriber on the edge broker receiving the same press.
 
@@ -29,11 +29,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import System, auth_headers, metric, pct  # type: ignore[import-not-found]  # noqa: E402
+from harness import (  # type: ignore[import-not-found]  # noqa: E402
+    System,
+    auth_headers,
+    broker_config,
+    metric,
+    paho_connect,
+    pct,
+)
 
-from shouwang.config import BrokerConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
 from shouwang.protocol import device_topic, make_envelope, site_up_topic  # noqa: E402
+from shouwang.services import Mosquitto  # noqa: E402
 
 LOAD_DEVICES = 100
 WARM_UP = 10
@@ -50,14 +57,15 @@ class Hop:
     envelope id: on the edge broker the press itself (the baseline, one raw hop), on the cloud
     broker the alert the edge sent on for it (where the time of the whole path goes)."""
 
-    def __init__(self, port: int, client_id: str, topic: str, press_id: Callable[[Any], str]):
+    def __init__(
+        self, broker: Mosquitto, client_id: str, topic: str, press_id: Callable[[Any], str]
+    ):
         self.arrivals: dict[str, float] = {}
         self._press_id = press_id
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        paho_connect(self.client, broker)
         self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
 
     def _on_message(self, client: paho.Client, userdata: object, m: paho.MQTTMessage) -> None:
         now = time.perf_counter()
@@ -69,23 +77,28 @@ class Hop:
         self.client.loop_stop()
 
 
-def raw_hop(edge_port: int) -> Hop:
-    return Hop(edge_port, "bench-raw", device_topic("+", "event"), lambda env: env["id"])
+def raw_hop(edge: Mosquitto) -> Hop:
+    return Hop(edge, "bench-raw", device_topic("+", "event"), lambda env: env["id"])
 
 
-def uplink_hop(cloud_port: int) -> Hop:
+def uplink_hop(cloud: Mosquitto) -> Hop:
     return Hop(
-        cloud_port, "bench-uplink-hop", site_up_topic("+", "alert"),
+        cloud, "bench-uplink-hop", site_up_topic("+", "alert"),
         lambda env: env["body"]["source_id"],
     )
 
 
 async def presses(
-    edge_port: int, http_port: int, buttons: range, gap_s: float, raw: Hop, up: Hop
+    edge: Mosquitto, http_port: int, buttons: range, gap_s: float, raw: Hop, up: Hop
 ) -> tuple[list[float], list[float], list[float]]:
-    device = MqttClient(BrokerConfig(port=edge_port), client_id="bench-button")
+    device = MqttClient(broker_config(edge), client_id="bench-button")
     await device.start()
-    await device.wait_connected(10)
+    try:
+        await device.wait_connected(10)
+    except TimeoutError:
+        await device.close()
+        raise SystemExit(f"bench: the button did not connect to {edge.name} "
+                         f"at 127.0.0.1:{edge.port} over TLS in 10 s") from None
     e2e: list[float] = []
     hop: list[float] = []
     uplink: list[float] = []
@@ -154,39 +167,28 @@ async def main() -> None:
     try:
         system.start()
         await asyncio.sleep(1.0)  # let both MQTT sessions settle
-        edge_port = system.edge_broker.port
-        raw = raw_hop(edge_port)
-        up = uplink_hop(system.cloud_broker.port)
+        edge = system.edge_broker
+        raw = raw_hop(edge)
+        up = uplink_hop(system.cloud_broker)
         warm_up = range(WARM_UP)
-        await presses(edge_port, system.http_port, warm_up, args.gap, raw, up)  # not reported
+        await presses(edge, system.http_port, warm_up, args.gap, raw, up)  # not reported
         raw.arrivals.clear()
         up.arrivals.clear()
         idle = range(WARM_UP, WARM_UP + n)
         alone, hop_alone, up_alone = await presses(
-            edge_port, system.http_port, idle, args.gap, raw, up
+            edge, system.http_port, idle, args.gap, raw, up
         )
 
         seconds = args.presses * (args.gap + 0.06) + 30
-        load = system.spawn(
-            "load",
-            [
-                "--port",
-                str(edge_port),
-                "--rate",
-                str(args.load_rate),
-                "--devices",
-                str(LOAD_DEVICES),
-                "--seconds",
-                str(seconds),
-            ],
-            module="simulators.load",
-        )
-        system.procs.append(load)
+        load = system.spawn_load(args.load_rate, LOAD_DEVICES, seconds)
         await asyncio.sleep(2.0)
+        system.check_exit(load, "load")
         busy = range(WARM_UP + n, total)
         loaded, hop_loaded, up_loaded = await presses(
-            edge_port, system.http_port, busy, args.gap, raw, up
+            edge, system.http_port, busy, args.gap, raw, up
         )
+        # Still sending, or done with no error: the loaded rows had their load.
+        system.check_exit(load, "load")
         raw.stop()
         up.stop()
         telemetry = await metric(system.edge_http, "shouwang_messages_in_total", kind="telemetry")

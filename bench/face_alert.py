@@ -174,8 +174,8 @@ async def run(args: argparse.Namespace) -> None:
     edge = cloud = None
     try:
         system.start()
-        edge = Heard(system.edge_broker.port, f"dev/{CAMERA}/event", "edge")
-        cloud = Heard(system.cloud_broker.port, f"site/{SITE}/up/alert", "cloud")
+        edge = Heard(system.edge_broker, f"dev/{CAMERA}/event", "edge")
+        cloud = Heard(system.cloud_broker, f"site/{SITE}/up/alert", "cloud")
         watcher.start()
         # Passes count once the worker has its models loaded and has matched once.
         try:

@@ -5,6 +5,7 @@ pressed; then it comes back. Measured: how long until the edge reconnects, how l
 reconnect to the first SOS on a dashboard WebSocket, how fast the telemetry backlog drains into
 the cloud, and how many outbox bytes a buffered reading costs. Baseline in the same run: a bare
 paho client publishing the same number of readings, one per QoS 1 message, to the same broker.
+Both brokers speak TLS only, as deployed; every client verifies them.
 
     .venv/bin/python bench/outage.py --rate 4000 --seconds 20
 """
@@ -19,10 +20,16 @@ from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
-from harness import System, auth_headers, metric  # type: ignore[import-not-found]
+from harness import (  # type: ignore[import-not-found]
+    System,
+    auth_headers,
+    broker_config,
+    metric,
+    paho_connect,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from shouwang.config import BrokerConfig
+from shouwang.services import Mosquitto
 from simulators.button import Button
 
 LOAD_DEVICES = 100
@@ -50,7 +57,7 @@ async def outbox_empty(port: int) -> bool:
     return bool(h is not None and not h["outbox"])
 
 
-def raw_publish_rate(port: int, n: int, payload: bytes) -> float:
+def raw_publish_rate(broker: Mosquitto, n: int, payload: bytes) -> float:
     """Messages/s for `n` QoS 1 publishes of `payload` with at most 1,000 in flight.
 
     The window matters: paho breaks with more than about 65k unacknowledged QoS 1 messages.
@@ -69,16 +76,17 @@ def raw_publish_rate(port: int, n: int, payload: bytes) -> float:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-publisher")
     client.max_inflight_messages_set(1000)
     client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    paho_connect(client, broker)
     start = time.perf_counter()
     for _ in range(n):
         window.acquire()
         client.publish("bench/raw", payload, qos=1)
-    done.wait(600)
+    finished = done.wait(600)
     elapsed = time.perf_counter() - start
     client.disconnect()
     client.loop_stop()
+    if not finished:
+        raise SystemExit(f"bench: raw publisher: {acked} of {n} acknowledged in 600 s")
     return n / elapsed
 
 
@@ -98,29 +106,17 @@ async def main() -> None:
     devices = [{"id": "btn-bench-0001", "profile": "emergency_button", "resident": "r-bench"}]
     devices += [{"id": f"wear-load-{i:04d}", "profile": "wearable"} for i in range(LOAD_DEVICES)]
     system = System(devices, {"uplink": {"confirm": args.confirm}})
-    system.start()
     try:
+        system.start()
         await asyncio.sleep(1.0)
         system.cloud_broker.stop()
-        load = system.spawn(
-            "load",
-            [
-                "--port",
-                str(system.edge_broker.port),
-                "--rate",
-                str(args.rate),
-                "--devices",
-                str(LOAD_DEVICES),
-                "--seconds",
-                str(args.seconds),
-            ],
-            module="simulators.load",
-        )
-        async with Button(BrokerConfig(port=system.edge_broker.port), "btn-bench-0001") as button:
+        load = system.spawn_load(args.rate, LOAD_DEVICES, args.seconds)
+        async with Button(broker_config(system.edge_broker), "btn-bench-0001") as button:
             for _ in range(SOS):
                 await button.press()
                 await asyncio.sleep(args.seconds / SOS)
         await asyncio.to_thread(load.wait)
+        system.check_exit(load, "load")
         accepted = await metric(system.edge_http, "shouwang_messages_in_total", kind="telemetry")
         await asyncio.sleep(1.0)  # let the last batch commit
         outbox = system.work / "edge" / "outbox.sqlite"
@@ -158,7 +154,7 @@ async def main() -> None:
             await asyncio.sleep(0.05)
         t_empty = time.perf_counter()
         raw = await asyncio.to_thread(
-            raw_publish_rate, system.cloud_broker.port, int(accepted), b"x" * 120
+            raw_publish_rate, system.cloud_broker, int(accepted), b"x" * 120
         )
 
         drain_s = t_drained - t_conn

@@ -6,7 +6,8 @@
 2. Whole edge pipeline: a backlog of wearable telemetry queued at the edge broker for the
    edge's persistent session is drained by the edge daemon (parse, validate, liveness, rules,
    outbox transaction, ack, uplink). Baseline in the same run, same broker, same backlog: a
-   bare paho client with its own persistent session receiving it. Target ≥ 0.7× raw.
+   bare paho client with its own persistent session receiving it. Target ≥ 0.7× raw. The
+   brokers speak TLS only, as deployed, and every client verifies them.
 
    A second reference, not the target's: the edge's own MQTT client (`shouwang.mqtt`) alone,
    receiving the same backlog with no pipeline; the gap between it and the edge is what the
@@ -40,6 +41,8 @@ from paho.mqtt.properties import Properties
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness import broker_config, paho_connect, tls_broker  # type: ignore[import-not-found]  # noqa: E402
+
 from edge.config import DeviceBinding, EdgeConfig  # noqa: E402
 from edge.daemon import EdgeDaemon  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
@@ -54,7 +57,7 @@ from edge.rules.residents import Resident  # noqa: E402
 from edge.rules.suppression import BROKER  # noqa: E402
 from shouwang import heap  # noqa: E402
 from shouwang.clock import SystemClock  # noqa: E402
-from shouwang.config import BrokerConfig, HttpConfig  # noqa: E402
+from shouwang.config import HttpConfig  # noqa: E402
 from shouwang.mqtt import MqttClient  # noqa: E402
 from shouwang.profiles import load_profiles  # noqa: E402
 from shouwang.protocol import device_topic, make_envelope  # noqa: E402
@@ -62,6 +65,7 @@ from shouwang.records import Reading  # noqa: E402
 from shouwang.services import Mosquitto  # noqa: E402
 
 HOUSEHOLDS = 200
+DRAIN_TIMEOUT_S = 600  # a drain that has not finished by then is stuck, not slow
 
 
 def community() -> tuple[list[Binding], list[Resident]]:
@@ -146,19 +150,17 @@ def _props(expiry: int) -> Properties:
     return p
 
 
-def forget_session(port: int, client_id: str) -> None:
+def forget_session(broker: Mosquitto, client_id: str) -> None:
     """End a persistent session and what it queued: each drain starts from its own backlog.
     Left alone, every session would also be sent the other drains' backlogs, and later rounds
     would drain those too, through a broker fanning each message out to stale sessions."""
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    c.connect("127.0.0.1", port, clean_start=True, properties=_props(0))
-    c.loop_start()
-    time.sleep(0.2)
+    paho_connect(c, broker, clean_start=True, properties=_props(0))
     c.disconnect()
     c.loop_stop()
 
 
-def backlog(port: int, n: int, devices: list[str]) -> None:
+def backlog(broker: Mosquitto, n: int, devices: list[str]) -> None:
     """Publish `n` QoS 1 wearable telemetry messages, at most 1,000 in flight."""
     window = threading.Semaphore(1000)
     done = threading.Event()
@@ -175,8 +177,7 @@ def backlog(port: int, n: int, devices: list[str]) -> None:
                     protocol=paho.MQTTv5)
     c.max_inflight_messages_set(1000)
     c.on_publish = on_publish
-    c.connect("127.0.0.1", port)
-    c.loop_start()
+    paho_connect(c, broker)
     rng = random.Random(2)
     for k in range(n):
         d = devices[k % len(devices)]
@@ -185,12 +186,14 @@ def backlog(port: int, n: int, devices: list[str]) -> None:
         env = make_envelope(site=None, device=d, kind="telemetry", body=body)
         window.acquire()
         c.publish(device_topic(d, "telemetry"), env.to_bytes(), qos=1)
-    done.wait(600)
+    finished = done.wait(600)
     c.disconnect()
     c.loop_stop()
+    if not finished:
+        raise SystemExit(f"bench: backlog: {acked} of {n} acknowledged in 600 s")
 
 
-def raw_receive(port: int, n: int, devices: list[str]) -> float:
+def raw_receive(broker: Mosquitto, n: int, devices: list[str]) -> float:
     """A bare paho subscriber's receive rate over the same backlog (auto-acked QoS 1)."""
     got = 0
     done = threading.Event()
@@ -207,33 +210,34 @@ def raw_receive(port: int, n: int, devices: list[str]) -> float:
     def client() -> paho.Client:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=paho.MQTTv5)
         c.on_message = on_message
-        c.connect("127.0.0.1", port, clean_start=False, properties=_props(3600))
+        paho_connect(c, broker, clean_start=False, properties=_props(3600))
         return c
 
     c = client()
-    c.loop_start()
     c.subscribe("dev/+/telemetry", qos=1)
     time.sleep(0.5)
     c.disconnect()
     c.loop_stop()
-    backlog(port, n, devices)
-    c = client()
+    backlog(broker, n, devices)
+    # From before the connection, TLS handshake included, as for the edge's drain below.
     start = time.perf_counter()
-    c.loop_start()
-    done.wait(600)
+    c = client()
+    finished = done.wait(DRAIN_TIMEOUT_S)
     elapsed = time.perf_counter() - start
     c.disconnect()
     c.loop_stop()
-    forget_session(port, "bench-raw")
+    forget_session(broker, "bench-raw")
+    if not finished:
+        raise SystemExit(f"bench: raw subscriber: {got} of {n} received in {DRAIN_TIMEOUT_S} s")
     return n / elapsed
 
 
-async def client_receive(port: int, n: int, devices: list[str]) -> float:
+async def client_receive(broker: Mosquitto, n: int, devices: list[str]) -> float:
     """The edge's own MQTT receive path alone (`MqttClient`, auto-acked QoS 1, no pipeline):
     what the edge's drain would be if its pipeline cost nothing."""
 
     def client() -> MqttClient:
-        c = MqttClient(BrokerConfig(port=port), client_id="bench-client", persistent=True,
+        c = MqttClient(broker_config(broker), client_id="bench-client", persistent=True,
                        session_expiry_s=3600)
         c.subscribe("dev/+/telemetry", 1)
         return c
@@ -243,19 +247,23 @@ async def client_receive(port: int, n: int, devices: list[str]) -> float:
     await c.wait_connected(10)
     await asyncio.sleep(0.5)
     await c.close()
-    await asyncio.to_thread(backlog, port, n, devices)
+    await asyncio.to_thread(backlog, broker, n, devices)
     c = client()
     start = time.perf_counter()
     await c.start()
+    got = 0
     try:
-        got = 0
-        while got < n:
-            await c.messages()
-            got += 1 + len(c.drain(n))
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while got < n:
+                await c.messages()
+                got += 1 + len(c.drain(n))
         return n / (time.perf_counter() - start)
+    except TimeoutError:
+        raise SystemExit(f"bench: MqttClient: {got} of {n} received in {DRAIN_TIMEOUT_S} s "
+                         f"(connected: {c.connected})") from None
     finally:
         await c.close()
-        await asyncio.to_thread(forget_session, port, "bench-client")
+        await asyncio.to_thread(forget_session, broker, "bench-client")
 
 
 async def edge_receive(
@@ -273,8 +281,8 @@ async def edge_receive(
         settings = RulesSettings(file=path)
     config = EdgeConfig(
         site=site,
-        edge_broker=BrokerConfig(port=edge.port),
-        cloud_broker=BrokerConfig(port=cloud.port),
+        edge_broker=broker_config(edge),
+        cloud_broker=broker_config(cloud),
         data_dir=work / site,
         http=HttpConfig(port=0),
         devices=[DeviceBinding(id=b.id, profile=b.profile, resident=b.resident)
@@ -288,18 +296,24 @@ async def edge_receive(
     await daemon.edge_mqtt.wait_connected(10)
     await asyncio.sleep(0.5)
     await daemon.stop()
-    await asyncio.to_thread(backlog, edge.port, n, devices)
+    await asyncio.to_thread(backlog, edge, n, devices)
     daemon = EdgeDaemon(config)
     start = time.perf_counter()
     await daemon.start()
     heap.settle()  # as `shouwang edge run` does after start-up
     try:
-        while daemon.rules.counts["readings"] < n:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while daemon.rules.counts["readings"] < n:
+                await asyncio.sleep(0.01)
         return n / (time.perf_counter() - start)
+    except TimeoutError:
+        raise SystemExit(
+            f"bench: edge daemon: {daemon.rules.counts['readings']} of {n} readings in "
+            f"{DRAIN_TIMEOUT_S} s (edge broker connected: {daemon.edge_mqtt.connected})"
+        ) from None
     finally:
         await daemon.stop()
-        await asyncio.to_thread(forget_session, edge.port, f"edge-{site}")
+        await asyncio.to_thread(forget_session, edge, f"edge-{site}")
 
 
 def table(rows: list[list[str]], head: list[str]) -> str:
@@ -322,7 +336,8 @@ async def main() -> None:
         print(table(bench_engine(args.readings),
                     ["engine alone", "readings", "seconds", "readings/s", "time vs baseline"]))
     work = Path(tempfile.mkdtemp(prefix="shouwang-bench-rules-"))
-    edge, cloud = Mosquitto(work / "edge-broker"), Mosquitto(work / "cloud-broker")
+    edge = tls_broker(work / "edge-broker", "edge broker")
+    cloud = tls_broker(work / "cloud-broker", "cloud broker")
     edge.start()
     cloud.start()
     raws: list[float] = []
@@ -334,10 +349,10 @@ async def main() -> None:
         for _ in range(args.rounds):
             if "raw" in only:
                 raws.append(
-                    await asyncio.to_thread(raw_receive, edge.port, args.messages, devices)
+                    await asyncio.to_thread(raw_receive, edge, args.messages, devices)
                 )
             if "client" in only:
-                clients.append(await client_receive(edge.port, args.messages, devices))
+                clients.append(await client_receive(edge, args.messages, devices))
             if "edge" in only:
                 rates.append(await edge_receive(edge, cloud, work, args.messages))
             if "bare" in only:

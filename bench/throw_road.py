@@ -64,8 +64,8 @@ async def run(args: argparse.Namespace) -> int:
     frames = args.minutes * 60 * FPS
     try:
         system.start()
-        edge = Heard(system.edge_broker.port, f"dev/{CAMERA}/#", "edge")
-        cloud = Heard(system.cloud_broker.port, f"site/{SITE}/up/alert", "cloud")
+        edge = Heard(system.edge_broker, f"dev/{CAMERA}/#", "edge")
+        cloud = Heard(system.cloud_broker, f"site/{SITE}/up/alert", "cloud")
         load0 = os.getloadavg()[0]
         started = time.monotonic()
         deadline = started + args.minutes * 60 * 2 + 120

@@ -11,7 +11,8 @@ the same clip. In the same window, side by side, so a busy machine weighs on bot
 - decode-only (the baseline): N processes, each demuxing and decoding one camera with PyAV
   over RTSP/TCP on one thread, as the worker does, and nothing else;
 - workers: N camera worker processes started by the edge daemon's own `CameraSupervisor`
-  (edge/video/supervisor.py), publishing to a Mosquitto edge broker, with motion gating and
+  (edge/video/supervisor.py), publishing to a Mosquitto edge broker (TLS only, as deployed;
+  the workers and the bench's client verify it), with motion gating and
   camera health at the default `detect` rate (5 fps, 640 wide) and no analytics.
 
 CPU per camera: each process's user + system time over the window (psutil), per frame it
@@ -56,9 +57,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness import broker_config, paho_connect, tls_broker  # type: ignore[import-not-found]  # noqa: E402
+
 from edge.video.config import CameraConfig  # noqa: E402
 from edge.video.supervisor import CameraSupervisor  # noqa: E402
-from shouwang.config import BrokerConfig  # noqa: E402
 from shouwang.metrics import Metrics  # noqa: E402
 from shouwang.services import Mosquitto  # noqa: E402
 from simulators.camera import CameraSimulator, CameraSpec, make_clip  # noqa: E402
@@ -168,7 +170,7 @@ class Heard:
 class Listener:
     """An MQTT client on the edge broker noting each camera event and telemetry on arrival."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: Mosquitto) -> None:
         self.messages: list[Heard] = []
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="video-bench",
@@ -176,8 +178,7 @@ class Listener:
         self.client.on_message = self._message
         self.client.on_connect = lambda c, *_: c.subscribe(
             [("dev/+/event", 1), ("dev/+/telemetry", 1)])
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        paho_connect(self.client, broker)
 
     def _message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         arrived = time.time() * 1000
@@ -252,7 +253,7 @@ async def run_size(label: str, size: tuple[int, int], args: argparse.Namespace,
                          health=BENCH_HEALTH)  # type: ignore[arg-type]
             for c in worker_ids
         ]
-        supervisor = CameraSupervisor(cameras, BrokerConfig(port=broker.port),
+        supervisor = CameraSupervisor(cameras, broker_config(broker),
                                       work / f"edge-{label}", Metrics("video-bench"))
         decoders = [Decoder(sim.url(c), work / f"decode-{c}.log") for c in decode_ids]
         await supervisor.start()
@@ -391,17 +392,19 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="shouwang-video-bench-", dir=args.work))
     os.environ.setdefault("SHOUWANG_LOG_LEVEL", "WARNING")
-    broker = Mosquitto(work / "edge-broker", name="edge broker")
+    broker = tls_broker(work / "edge-broker", "edge broker")
     broker.start()
-    listener = Listener(broker.port)
     rows = []
+    listener = None
     try:
+        listener = Listener(broker)
         for label in args.sizes:
             row = await run_size(label, SIZES[label], args, broker, listener, work)
             rows.append(row)
             print(f"{label}: done (load {row['load'][1]:.1f})", file=sys.stderr, flush=True)
     finally:
-        listener.close()
+        if listener is not None:
+            listener.close()
         broker.stop()
     print(f"(scratch directory with the logs: {work})", file=sys.stderr)
     return rows
