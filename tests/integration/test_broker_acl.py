@@ -324,19 +324,26 @@ async def test_a_restart_drops_a_removed_device_and_turns_it_away(
                                      if d["id"] != "btn-b"]}
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
     async with connected(btn_a) as kept, connected(btn_b) as removed:
-        kept_changes: list[bool] = []
-        removed_changes: list[bool] = []
-        kept._on_connection_change = kept_changes.append
-        removed._on_connection_change = removed_changes.append
         code, output = provision("edge", "provision", "--config", str(tmp_path / "site.yaml"),
                                  "--dir", str(directory))
         assert code == 0, output
         assert "1 removed: btn-b" in output
         assert "systemctl restart mosquitto" in output
-        edge_broker.restart()
-        await eventually(lambda: kept_changes == [False, True], timeout=30)
-        assert removed_changes == [False]
-        await refused_now(btn_b)
+        await restart_drops(edge_broker, kept, removed, btn_b)
+
+
+async def restart_drops(broker: Mosquitto, kept: MqttClient, dropped: MqttClient,
+                        dropped_config: BrokerConfig) -> None:
+    """The broker reads its accounts only when it starts: a restart (its sessions and queued
+    messages persist) drops every connection; `kept` comes back, `dropped` cannot."""
+    kept_changes: list[bool] = []
+    dropped_changes: list[bool] = []
+    kept._on_connection_change = kept_changes.append
+    dropped._on_connection_change = dropped_changes.append
+    broker.restart()
+    await eventually(lambda: kept_changes == [False, True], timeout=30)
+    assert dropped_changes == [False]
+    await refused_now(dropped_config)
 
 
 async def refused_now(config: BrokerConfig) -> None:
@@ -606,20 +613,11 @@ async def test_a_restart_drops_a_revoked_site_and_turns_it_away(
     site_b = gateway(cloud_broker, cloud_accounts, "site-b")
     async with connected(site_b) as revoked, connected(
             gateway(cloud_broker, cloud_accounts, "site-a")) as kept:
-        kept_changes: list[bool] = []
-        revoked_changes: list[bool] = []
-        kept._on_connection_change = kept_changes.append
-        revoked._on_connection_change = revoked_changes.append
         code, output = provision("cloud", "provision", "--site", "site-b", "--revoke", "--dir",
                                  str(cloud_accounts))
         assert code == 0, output
         assert "systemctl restart mosquitto" in output
-        # The broker reads its accounts only when it starts: a restart (its sessions and
-        # queued messages persist) drops every connection, and site b's cannot come back.
-        cloud_broker.restart()
-        await eventually(lambda: kept_changes == [False, True], timeout=30)
-        assert revoked_changes == [False]
-        await refused_now(site_b)
+        await restart_drops(cloud_broker, kept, revoked, site_b)
 
 
 async def test_apply_changes_the_running_broker_without_a_restart(tmp_path: Path) -> None:
